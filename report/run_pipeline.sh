@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README's main job: set up the environment, then run the whole pipeline at CPU scale and build the report.
+# Extra arguments go to report/pipeline.py (e.g. --redo, --only bpe).
+set -u
+source "$(dirname "${BASH_SOURCE[0]}")/../.ci/env.sh"
+cd "$LLMHW_ROOT"
+exec python report/pipeline.py "$@"

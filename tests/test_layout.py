@@ -1,0 +1,135 @@
+"""Cross-folder checks: bpe/, pretrain/, finetune/ and report/ import nothing from each other, and each folder's
+copy of datadir.py is identical and finds files the way the README says."""
+import ast
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = ["bpe", "pretrain", "finetune", "report"]
+DATADIR_COPIES = ["bpe", "pretrain", "finetune"]
+
+
+def modules_of(folder):
+    """Top-level importable names a folder provides (its .py files and sub-packages)."""
+    d = ROOT / folder
+    return {p.stem for p in d.glob("*.py")} | {p.name for p in d.iterdir() if (p / "__init__.py").exists()}
+
+
+def imports_of(path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name.split(".")[0], node.lineno
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module.split(".")[0], node.lineno
+
+
+def cross_imports(folder):
+    """(file, line, name) for each import in `folder` of a module that only another folder provides."""
+    own = modules_of(folder)
+    others = set(FOLDERS) - {folder}
+    foreign = set(others)
+    for other in others:
+        foreign |= modules_of(other) - own
+    bad = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for name, line in imports_of(path):
+            if name in foreign:
+                bad.append((str(path.relative_to(ROOT)), line, name))
+        # sys.path tricks that reach into a sibling folder are imports too
+        for i, text in enumerate(path.read_text().splitlines(), 1):
+            if "sys.path" in text and any(other in text for other in set(FOLDERS) - {folder}):
+                bad.append((str(path.relative_to(ROOT)), i, text.strip()))
+    return bad
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_folder_imports_nothing_from_the_others(folder):
+    assert (ROOT / folder).is_dir(), f"missing folder {folder}/"
+    assert cross_imports(folder) == []
+
+
+def test_cross_import_detector_catches_a_violation(tmp_path, monkeypatch):
+    # The check above must be able to fail: plant a file importing pretrain's model from bpe/.
+    planted = ROOT / "bpe" / "_planted_violation_test.py"
+    planted.write_text("import modeling_gpt2\nfrom finetune import lora\nsys.path.insert(0, '../pretrain')\n")
+    try:
+        names = {name for _, _, name in cross_imports("bpe")}
+    finally:
+        planted.unlink()
+    assert "finetune" in names and "sys.path.insert(0, '../pretrain')" in names
+    if (ROOT / "pretrain" / "modeling_gpt2.py").exists():
+        assert "modeling_gpt2" in names
+
+
+def test_datadir_copies_identical():
+    texts = {f: (ROOT / f / "datadir.py").read_text() for f in DATADIR_COPIES}
+    assert len(set(texts.values())) == 1, "datadir.py differs between folders; keep one identical copy per folder"
+
+
+def load_datadir(folder="bpe"):
+    spec = importlib.util.spec_from_file_location(f"datadir_{folder}", ROOT / folder / "datadir.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_datadir_lookup_order(tmp_path, monkeypatch):
+    dd = load_datadir()
+    flag_dir, env_dir, cache = tmp_path / "flag", tmp_path / "env", tmp_path / "cache"
+    for d in (flag_dir, env_dir, cache):
+        (d / "bpe").mkdir(parents=True)
+        (d / "bpe" / "manual.txt").write_text(d.name)
+    monkeypatch.setenv(dd.ENV_DATA_DIR, str(env_dir))
+    monkeypatch.setenv(dd.ENV_CACHE_DIR, str(cache))
+    assert dd.find("bpe/manual.txt", flag_dir).read_text() == "flag"
+    assert dd.find("bpe/manual.txt").read_text() == "env"
+    (env_dir / "bpe" / "manual.txt").unlink()
+    assert dd.find("bpe/manual.txt").read_text() == "cache"
+
+
+def test_datadir_offline_error_names_file_folder_and_setting(tmp_path, monkeypatch):
+    dd = load_datadir()
+    monkeypatch.setenv(dd.ENV_DATA_DIR, str(tmp_path / "nowhere"))
+    monkeypatch.setenv(dd.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    monkeypatch.setenv(dd.ENV_OFFLINE, "1")
+    with pytest.raises(dd.DataFileNotFound) as e:
+        dd.find("tinyshakespeare.txt")
+    msg = str(e.value)
+    assert "tinyshakespeare.txt" in msg and str(tmp_path / "nowhere") in msg and dd.ENV_DATA_DIR in msg
+    assert "\n" not in msg
+
+
+def test_datadir_failed_download_leaves_nothing(tmp_path, monkeypatch):
+    dd = load_datadir()
+    monkeypatch.delenv(dd.ENV_DATA_DIR, raising=False)
+    monkeypatch.delenv(dd.ENV_OFFLINE, raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv(dd.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    monkeypatch.setitem(dd.SOURCES, "x.txt", "http://127.0.0.1:9/nothing-listens-here")
+    with pytest.raises(dd.DataFileNotFound, match="download from"):
+        dd.find("x.txt")
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
+def test_ci_data_directory_is_set_and_complete():
+    # CI must see the offline data; a missing file fails loudly here rather than skipping elsewhere.
+    dd = load_datadir()
+    d = dd.data_dir()
+    assert d is not None, f"{dd.ENV_DATA_DIR} is not set (tests/run.sh sets it from ../shared/data)"
+    for name in ["gpt2/encoder.json", "gpt2/vocab.bpe", "tinyshakespeare.txt", "alpaca/alpaca_data.json.xz",
+                 "bpe/manual.txt", "hellaswag/hellaswag_val_activitynet.jsonl"]:
+        assert (d / name).is_file(), f"data file {name} missing from {d}"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash tests/run.sh" in readme.split("\n## ")[0], "README must open with the test command"
+    assert "bash tests/run.sh" in ci
