@@ -1,6 +1,6 @@
 """Find a data file by its name in the project's data directory, or download it.
 
-One identical copy of this file lives in each of bpe/, pretrain/ and finetune/ (the folders share no code; a test
+One identical copy of this file lives in each of bpe/, pretrain/, finetune/ and report/ (they share no code; a test
 checks the copies stay identical). A data file is named by its path under the data directory, the same names as in
 the offline copy `../shared/data` (e.g. ``bpe/manual.txt``, ``tinyshakespeare.txt``,
 ``alpaca/alpaca_data.json.xz``, ``gpt2/encoder.json``).

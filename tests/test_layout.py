@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ["bpe", "pretrain", "finetune", "report"]
-DATADIR_COPIES = ["bpe", "pretrain", "finetune"]
+DATADIR_COPIES = ["bpe", "pretrain", "finetune", "report"]
 
 
 def modules_of(folder):
