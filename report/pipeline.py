@@ -16,20 +16,20 @@ wall time and status go to RUN/pipeline.jsonl, which the report quotes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["bpe", "data", "pretrain", "sweep", "generate", "report"]
 
 
-@dataclass
+@dataclasses.dataclass
 class PipelineConfig:
     """Scale of each stage. The CPU defaults fit the 15-minute budget of a 2-core machine."""
     preset: str = "cpu"
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
         p.add_argument(f"--{name}", type=int, default=None)
     args = p.parse_args(argv)
 
-    cfg = PRESETS[args.preset]
+    cfg = dataclasses.replace(PRESETS[args.preset])  # a copy: flags below must not change the preset
     for name in ("pretrain_steps", "sweep_examples", "sweep_steps", "hellaswag_limit", "nproc"):
         if getattr(args, name) is not None:
             if getattr(args, name) < 0:
