@@ -1,0 +1,43 @@
+"""Put bpe/ on sys.path (scripts there import siblings plainly) and share fixtures across the bpe tests."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import datadir  # noqa: E402
+from tokenizer import Tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gpt2_tok():
+    """Our Tokenizer loaded from OpenAI's GPT-2 files in the data directory (fails if they are missing)."""
+    return Tokenizer.from_gpt2_files(datadir.find("gpt2/encoder.json"), datadir.find("gpt2/vocab.bpe"))
+
+
+@pytest.fixture(scope="session")
+def tiktoken_gpt2():
+    """tiktoken's own gpt2 encoding, built from the same local files with tiktoken's loader and pattern."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(datadir.find("gpt2/vocab.bpe")),
+                                            encoder_json_file=str(datadir.find("gpt2/encoder.json")))
+    return tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": 50256})
+
+
+@pytest.fixture(scope="session")
+def manual_text():
+    return datadir.find("bpe/manual.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def small_trained():
+    """One small trained tokenizer per pattern, with two special tokens (shared by the export tests)."""
+    text = datadir.find("bpe/manual.txt").read_text(encoding="utf-8")[:40000] + \
+        datadir.find("tinyshakespeare.txt").read_text(encoding="utf-8")[:40000]
+    return {p: Tokenizer(p).train(text, 700, special_tokens=["<|endoftext|>", "<|pad|>"])
+            for p in ("none", "gpt2", "gpt4")}

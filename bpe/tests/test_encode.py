@@ -1,0 +1,171 @@
+"""Encoding against tiktoken (GPT-2 files and exports of our own tokenizers), round trips, special-token policy."""
+import json
+import lzma
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import datadir
+from tokenizer import Tokenizer
+
+# every text corpus in the data directory (names as in ../shared/data/README.md)
+CORPORA = ["tinyshakespeare.txt", "bpe/manual.txt", "bpe/lunyu.txt", "webtext/wikitext2_valid.txt",
+           "hellaswag/hellaswag_val_activitynet.jsonl", "alpaca/alpaca_data.json.xz"]
+
+
+def read_corpus(name):
+    path = datadir.find(name)
+    if name.endswith(".xz"):
+        with lzma.open(path, "rt", encoding="utf-8") as f:
+            return f.read()
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", CORPORA)
+def test_gpt2_files_match_tiktoken_on_every_corpus(name, gpt2_tok, tiktoken_gpt2):
+    text = read_corpus(name)  # each corpus is encoded once, whole (the alpaca json is 22.8 MB)
+    ours = gpt2_tok.encode_ordinary(text)
+    ref = tiktoken_gpt2.encode_ordinary(text)
+    mismatches = sum(a != b for a, b in zip(ours, ref)) + abs(len(ours) - len(ref))
+    assert mismatches == 0, f"{name}: {mismatches} mismatching ids (ours {len(ours)}, tiktoken {len(ref)})"
+    assert gpt2_tok.decode(ours) == text
+
+
+def test_gpt2_known_ids(gpt2_tok):
+    # data README: tiktoken gpt2 encodes 'Hello world' as [15496, 995]
+    assert gpt2_tok.encode("Hello world") == [15496, 995]
+    assert gpt2_tok.encode("<|endoftext|>", allowed_special="all") == [50256]
+    assert gpt2_tok.vocab_size == 50257
+
+
+def test_long_piece_heap_merge_equals_list_merge(gpt2_tok, manual_text):
+    import tokenizer as T
+    text = manual_text[:3000].encode()
+    for piece in (text, b"a" * 1000, b"ab" * 700, text[1:2001]):
+        list_merge = T._SMALL_PIECE
+        try:
+            T._SMALL_PIECE = 10 ** 9
+            slow = gpt2_tok._bpe(piece)
+        finally:
+            T._SMALL_PIECE = list_merge
+        assert len(piece) > T._SMALL_PIECE and gpt2_tok._bpe_long(piece) == slow
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(max_size=60))
+def test_roundtrip_and_tiktoken_equality_random_unicode(gpt2_tok, tiktoken_gpt2, text):
+    ids = gpt2_tok.encode_ordinary(text)
+    assert ids == tiktoken_gpt2.encode_ordinary(text)
+    assert gpt2_tok.decode(ids) == text
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.binary(max_size=80))
+def test_roundtrip_random_bytes(small_trained, data):
+    tok = small_trained["none"]
+    text = data.decode("utf-8", errors="surrogateescape").encode("utf-8", errors="surrogateescape").decode(
+        "utf-8", errors="replace")
+    assert tok.decode(tok.encode(text)) == text
+    # exact bytes through decode_bytes: raw bytes as ids (pattern none) and back
+    assert tok.decode_bytes(tok._bpe(data) if data else []) == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=80), st.sampled_from(["none", "gpt2", "gpt4"]))
+def test_exports_match_ours_random_text(small_trained, exports, text, pattern):
+    tok = small_trained[pattern]
+    ours = tok.encode_ordinary(text)
+    assert exports[pattern]["tiktoken"].encode_ordinary(text) == ours
+    assert exports[pattern]["hf"].encode(text).ids == ours
+    assert tok.decode(ours) == text
+
+
+@pytest.fixture(scope="module")
+def exports(small_trained, tmp_path_factory):
+    """tiktoken and HF (loaded back from a written tokenizer.json) exports of each small trained tokenizer."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    out = {}
+    for pattern, tok in small_trained.items():
+        path = tmp_path_factory.mktemp(pattern) / "tokenizer.json"
+        tok.save_hf(path)
+        out[pattern] = {"tiktoken": tok.to_tiktoken(), "hf": HFTokenizer.from_file(str(path)), "path": path}
+    return out
+
+
+@pytest.mark.parametrize("pattern", ["none", "gpt2", "gpt4"])
+def test_exports_match_ours_on_corpora(pattern, small_trained, exports):
+    tok = small_trained[pattern]
+    text = read_corpus("bpe/manual.txt")[50000:110000] + read_corpus("tinyshakespeare.txt")[:60000] + \
+        read_corpus("bpe/lunyu.txt")[:20000]
+    ours = tok.encode_ordinary(text)
+    assert exports[pattern]["tiktoken"].encode_ordinary(text) == ours
+    assert exports[pattern]["hf"].encode(text).ids == ours
+    assert exports[pattern]["hf"].decode(ours) == text
+
+
+@pytest.mark.parametrize("pattern", ["none", "gpt2"])
+def test_transformers_fast_tokenizer_same_ids_and_specials(pattern, small_trained, exports):
+    from transformers import PreTrainedTokenizerFast
+
+    tok = small_trained[pattern]
+    fast = PreTrainedTokenizerFast(tokenizer_file=str(exports[pattern]["path"]))
+    text = "Hello<|endoftext|> 北京大学 world!\n\n<|pad|>  end"
+    ours = tok.encode(text, allowed_special="all")
+    assert fast(text)["input_ids"] == ours
+    assert exports[pattern]["hf"].encode(text).ids == ours
+    assert tok.special_tokens["<|endoftext|>"] in ours and fast.decode(ours) == text
+    assert len(fast) == tok.vocab_size
+
+
+def test_gpt2_exports_match_tiktoken(gpt2_tok, tiktoken_gpt2, tmp_path):
+    from tokenizers import Tokenizer as HFTokenizer
+
+    text = read_corpus("webtext/wikitext2_valid.txt")[:200000] + read_corpus("bpe/manual.txt")[:20000]
+    ref = tiktoken_gpt2.encode(text + "<|endoftext|>", allowed_special="all")
+    assert gpt2_tok.to_tiktoken().encode(text + "<|endoftext|>", allowed_special="all") == ref
+    gpt2_tok.save_hf(tmp_path / "tokenizer.json")
+    assert HFTokenizer.from_file(str(tmp_path / "tokenizer.json")).encode(text + "<|endoftext|>").ids == ref
+
+
+def test_special_token_policy(small_trained):
+    tok = small_trained["gpt2"]
+    eot, pad = tok.special_tokens["<|endoftext|>"], tok.special_tokens["<|pad|>"]
+    text = "a<|endoftext|>b<|pad|>"
+    with pytest.raises(ValueError, match="special token"):
+        tok.encode(text)
+    with pytest.raises(ValueError, match="<\\|pad\\|>"):
+        tok.encode(text, allowed_special={"<|endoftext|>"})
+    ids = tok.encode(text, allowed_special="all")
+    assert ids.count(eot) == 1 and ids.count(pad) == 1 and tok.decode(ids) == text
+    as_text = tok.encode(text, disallowed_special=())
+    assert eot not in as_text and pad not in as_text and as_text == tok.encode_ordinary(text)
+    mixed = tok.encode(text, allowed_special={"<|endoftext|>"}, disallowed_special=())
+    assert eot in mixed and pad not in mixed and tok.decode(mixed) == text
+    enc = tok.to_tiktoken()
+    assert enc.encode(text, allowed_special="all") == ids
+    assert enc.encode(text, allowed_special={"<|endoftext|>"}, disallowed_special=()) == mixed
+    with pytest.raises(ValueError, match="unknown special"):
+        tok.encode("x", allowed_special={"<|nope|>"})
+
+
+def test_decode_errors_and_replacement(small_trained):
+    tok = small_trained["none"]
+    with pytest.raises(ValueError, match="token id 99999 at position 1"):
+        tok.decode([1, 99999])
+    with pytest.raises(ValueError, match="token id -1"):
+        tok.decode_bytes([-1])
+    with pytest.raises(TypeError, match="list of int ids"):
+        tok.decode("abc")
+    with pytest.raises(TypeError, match="needs a str"):
+        tok.encode(b"abc")
+    cut = tok.encode("北")[:1] if len(tok.encode("北")) > 1 else [0xe5]
+    assert tok.decode([0xe5, 0x8c]) == "\ufffd" or "\ufffd" in tok.decode([0xe5, 0x8c])
+    assert tok.decode_bytes([0xe5, 0x8c]) == b"\xe5\x8c"
+    assert isinstance(tok.decode(cut), str)
+
+
+def test_hf_json_is_plain_json(exports):
+    d = json.loads(exports["gpt2"]["path"].read_text())
+    assert d["model"]["type"] == "BPE" and d["model"]["ignore_merges"] is True
+    assert {t["content"] for t in d["added_tokens"]} == {"<|endoftext|>", "<|pad|>"}

@@ -1,0 +1,165 @@
+"""The incremental trainer against a naive (minbpe-style, recount-everything) reference and hand-checked examples."""
+import random
+from collections import Counter
+
+import pytest
+import regex
+from hypothesis import given, settings, strategies as st
+
+from tokenizer import PATTERNS, Tokenizer, train_merges
+
+
+def naive_train(text, vocab_size, pattern="none", specials=()):
+    """Reference trainer: recount every pair of every chunk occurrence after each merge (O(merges * corpus)).
+
+    Same documented contract as Tokenizer.train: highest count, ties -> smallest (left id, right id); occurrences
+    merged left to right; a merge whose bytes already exist reuses that id; specials split the text and are not
+    learned. Chunks are kept once per occurrence (no deduplication), so it also checks the weighting."""
+    if isinstance(text, bytes):
+        assert pattern == "none" and not specials
+        return _naive_merges([list(text)], vocab_size)
+    pieces = regex.split("|".join(regex.escape(s) for s in specials), text) if specials else [text]
+    chunks = []
+    for piece in pieces:
+        if piece:
+            chunks += [list(c.encode()) for c in (regex.findall(PATTERNS[pattern], piece) if PATTERNS[pattern]
+                                                  else [piece])]
+    return _naive_merges(chunks, vocab_size - len(specials))
+
+
+def _naive_merges(chunks, n_tokens):
+    vocab = [bytes([i]) for i in range(256)]
+    merges = []
+    while len(vocab) < n_tokens:
+        stats = Counter()
+        for ids in chunks:
+            stats.update(zip(ids, ids[1:]))
+        if not stats:
+            break
+        (a, b) = min(stats, key=lambda p: (-stats[p], p))
+        merged = vocab[a] + vocab[b]
+        if merged in vocab:
+            new = vocab.index(merged)
+        else:
+            new = len(vocab)
+            vocab.append(merged)
+        merges.append((a, b, new))
+        for n, ids in enumerate(chunks):
+            out, i = [], 0
+            while i < len(ids):
+                if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
+                    out.append(new)
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            chunks[n] = out
+    return merges, vocab
+
+
+def test_wikipedia_example():
+    # https://en.wikipedia.org/wiki/Byte_pair_encoding: aaabdaaabac -> Z=aa, Y=ab, X=ZY -> XdXac
+    tok = Tokenizer().train("aaabdaaabac", 259)
+    assert tok.merges == [(97, 97, 256), (97, 98, 257), (256, 257, 258)]
+    assert [tok.vocab[i] for i in (256, 257, 258)] == [b"aa", b"ab", b"aaab"]
+    assert tok.encode("aaabdaaabac") == [258, ord("d"), 258, ord("a"), ord("c")]
+    assert tok.decode(tok.encode("aaabdaaabac")) == "aaabdaaabac"
+
+
+def test_overlapping_pairs_merge_left_to_right():
+    tok = Tokenizer().train("aaa", 257)
+    assert tok.merges == [(97, 97, 256)]
+    assert tok.encode("aaa") == [256, 97]
+
+
+def test_tie_break_is_smallest_pair():
+    # every pair occurs once: (a,b), (b,c), (c,d) -> (a,b) first, then (ab, c) vs (c, d): (c, d) has smaller ids
+    tok = Tokenizer().train("abcd", 258)
+    assert tok.merges == [(97, 98, 256), (99, 100, 257)]
+
+
+def test_existing_bytes_are_reused_not_duplicated():
+    # If a merge spells bytes that are already a token, the trainer reuses that id (a duplicate byte string would
+    # have two ranks). Plain training rarely meets this, so start from a vocabulary that already holds 'ab'.
+    vocab = [bytes([i]) for i in range(256)] + [b"ab"]
+    merges = train_merges({b"abab": 3, b"xy": 1}, vocab, 2)
+    assert merges[0] == (97, 98, 256)        # 'ab' reused: no new token
+    assert merges[1] == (256, 256, 257)      # 'abab' is new
+    assert merges[2] == (120, 121, 258)      # 'xy': second new token, then stop
+    assert len(merges) == 3 and vocab[256:] == [b"ab", b"abab", b"xy"]
+    assert len(set(vocab)) == len(vocab)
+
+
+@pytest.mark.parametrize("pattern", ["none", "gpt2", "gpt4"])
+def test_matches_naive_on_real_text(pattern, manual_text):
+    text = manual_text[1000:2500] + " The quick brown fox's 123,456 jumps;\n\n  over   it. " * 5
+    merges, vocab = naive_train(text, 256 + 120, pattern)
+    tok = Tokenizer(pattern).train(text, 256 + 120)
+    assert tok.merges == merges
+    assert [tok.vocab[i] for i in range(len(vocab))] == vocab
+
+
+def test_matches_naive_with_specials():
+    text = "hello<|endoftext|>hello world<|sep|>low lower lowest" * 4
+    specials = ["<|endoftext|>", "<|sep|>"]
+    merges, vocab = naive_train(text, 300, "gpt2", specials)
+    tok = Tokenizer("gpt2").train(text, 300, special_tokens=specials)
+    assert tok.merges == merges
+    assert tok.special_tokens == {"<|endoftext|>": len(vocab), "<|sep|>": len(vocab) + 1}
+    assert b"<|" not in b"".join(tok.vocab[m[2]] for m in tok.merges), "specials must not be learned"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet="aabbc d\n", min_size=1, max_size=80), st.integers(257, 300),
+       st.sampled_from(["none", "gpt2"]))
+def test_matches_naive_random_small_corpora(text, vocab_size, pattern):
+    # a tiny alphabet makes many ties and overlapping runs ('aaaa', 'abab')
+    merges, _ = naive_train(text, vocab_size, pattern)
+    assert Tokenizer(pattern).train(text, vocab_size).merges == merges
+
+
+def test_random_bytes_corpus_matches_naive():
+    # raw (non-UTF-8) bytes, pattern none: compare against the naive reference on the same byte sequence
+    rng = random.Random(0)
+    data = bytes(rng.choice(b"abcab\x00\xff") for _ in range(3000))
+    merges, _ = naive_train(data, 330)
+    assert Tokenizer().train(data, 330).merges == merges
+
+
+def test_trained_tokenizer_roundtrips_and_compresses(manual_text):
+    tok = Tokenizer("none").train(manual_text[:30000], 512)
+    ids = tok.encode(manual_text[:30000])
+    assert tok.decode(ids) == manual_text[:30000]
+    assert len(ids) < len(manual_text[:30000].encode()) / 1.5
+    assert tok.vocab_size == 512 and len(tok.merges) == 256
+
+
+def test_runs_out_of_pairs_gracefully():
+    tok = Tokenizer().train("abab", 1000, special_tokens=["<s>"])
+    assert tok.merges == [(97, 98, 256), (256, 256, 257)]
+    assert tok.special_tokens == {"<s>": 258}
+
+
+@pytest.mark.parametrize("args, exc, words", [
+    (("abc", 256 + 1, ["<a>", "<b>"]), ValueError, "too small"),
+    (("", 300), ValueError, "empty"),
+    ((b"", 300), ValueError, "empty"),
+    ((123, 300), TypeError, "str or bytes"),
+    (("abc", "300"), TypeError, "vocab_size"),
+    (("abc", 300, "<s>"), TypeError, "special_tokens"),
+    (("abc", 300, [""]), ValueError, "non-empty"),
+])
+def test_bad_training_inputs(args, exc, words):
+    with pytest.raises(exc, match=words):
+        Tokenizer().train(*args)
+
+
+def test_invalid_utf8_bytes_need_pattern_none():
+    with pytest.raises(ValueError, match="UTF-8"):
+        Tokenizer("gpt2").train(b"\xff\xfe abc", 300)
+    assert Tokenizer("none").train(b"\xff\xfe\xff\xfe", 257).merges == [(255, 254, 256)]
+
+
+def test_bad_pattern():
+    with pytest.raises(ValueError, match="valid regex"):
+        Tokenizer("(unclosed")
