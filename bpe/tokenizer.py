@@ -26,6 +26,7 @@ import heapq
 import json
 import os
 import unicodedata
+from array import array
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -46,6 +47,7 @@ WHOLE_TEXT_PATTERN = r"[\s\S]+"  # tiktoken needs a pattern; for pattern 'none' 
 _KEY = 1 << 24      # pair code = left * _KEY + right; orders like the tuple (left, right)
 _SMALL_PIECE = 128  # pieces up to this many bytes use the list merge; longer ones the heap merge (same result)
 _CACHE_MAX = 1 << 20
+_ARRAY_ABOVE = 4_000_000  # positions; above this the trainer uses typed arrays
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -68,7 +70,7 @@ def render_token(b: bytes) -> str:
                    for ch in s)
 
 
-def _atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -113,24 +115,30 @@ def train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int, progr
     n = len(flat)
 
     # initial pair counts and positions, vectorised
-    left, right = flat[:-1], flat[1:]
-    ok = (left >= 0) & (right >= 0)
-    pos = np.nonzero(ok)[0]
-    codes = left[pos].astype(np.int64) * _KEY + right[pos]
+    pos = np.nonzero((flat[:-1] >= 0) & (flat[1:] >= 0))[0].astype(np.int32)
+    codes = flat[pos].astype(np.int64) * _KEY + flat[pos + 1]
     order = np.argsort(codes, kind="stable")  # stable: positions stay increasing inside each pair
-    codes_sorted, pos_sorted = codes[order], pos[order]
-    uniq, first = np.unique(codes_sorted, return_index=True)
-    sums = np.add.reduceat(weights[pos_sorted], first) if len(pos_sorted) else np.zeros(0, np.int64)
+    codes = codes[order]
+    pos = pos[order]
+    del order
+    uniq, first = np.unique(codes, return_index=True)
+    del codes
+    sums = np.add.reduceat(weights[pos], first) if len(pos) else np.zeros(0, np.int64)
     counts: dict[int, int] = dict(zip(uniq.tolist(), sums.tolist()))
-    bounds = np.append(first, len(pos_sorted)).tolist()
-    init_where = {c: pos_sorted[bounds[k]:bounds[k + 1]] for k, c in enumerate(uniq.tolist())}
-    new_where: defaultdict[int, list[int]] = defaultdict(list)
+    bounds = np.append(first, len(pos)).tolist()
+    init_where = {c: pos[bounds[k]:bounds[k + 1]] for k, c in enumerate(uniq.tolist())}  # views into pos
 
-    sym = flat.tolist()
-    nxt = list(range(1, n + 1))
-    prv = list(range(-1, n - 1))
-    wt = weights.tolist()
-    del flat, weights, left, right, ok, pos, codes, order, codes_sorted, pos_sorted
+    # Small corpora: plain lists (fastest indexing). Large ones (e.g. 10 MB of raw bytes): typed arrays, about
+    # 4x less memory for ~15% more time; the code below is the same for both.
+    if n < _ARRAY_ABOVE:
+        sym, wt = flat.tolist(), weights.tolist()
+        nxt, prv = list(range(1, n + 1)), list(range(-1, n - 1))
+        new_where: defaultdict = defaultdict(list)
+    else:
+        sym, wt = flat.tolist(), array("q", weights.tobytes())
+        nxt, prv = array("i", range(1, n + 1)), array("i", range(-1, n - 1))
+        new_where = defaultdict(lambda: array("i"))
+    del flat, weights
 
     heap = [(-c, code) for code, c in counts.items()]
     heapq.heapify(heap)
@@ -474,7 +482,7 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike, vocab_path: str | os.PathLike | None = None) -> None:
         """Write the model (versioned JSON) atomically; also the readable vocab listing if ``vocab_path`` is given."""
-        _atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False) + "\n")
+        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False) + "\n")
         if vocab_path is not None:
             self.save_vocab(vocab_path)
 
@@ -489,7 +497,7 @@ class Tokenizer:
             lines.append(f"{i}\t{render_token(b)}\t{how}\t{b.hex()}")
         for s, i in sorted(self.special_tokens.items(), key=lambda kv: kv[1]):
             lines.append(f"{i}\t{s}\t(special)\t")
-        _atomic_write(path, "\n".join(lines) + "\n")
+        atomic_write(path, "\n".join(lines) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
@@ -605,4 +613,4 @@ class Tokenizer:
     def save_hf(self, path: str | os.PathLike) -> None:
         """Write a HF ``tokenizer.json`` atomically (load with tokenizers.Tokenizer.from_file or
         transformers.PreTrainedTokenizerFast(tokenizer_file=...))."""
-        _atomic_write(path, self.to_hf().to_str(pretty=False))
+        atomic_write(path, self.to_hf().to_str(pretty=False))
