@@ -1,0 +1,407 @@
+"""GPT-2 in plain PyTorch, with Hugging Face parameter names, loading from and exporting to HF directories.
+
+The model (nanoGPT / build-nanogpt lineage) is numerically the same function as `transformers.GPT2LMHeadModel`:
+pre-LayerNorm blocks, causal scaled-dot-product attention, GELU in its tanh form ("gelu_new"), learned absolute
+positions, the LM head tied to the token embedding. Parameter names equal HF's (`transformer.h.0.attn.c_attn.weight`,
+...), but our projections are `nn.Linear` (weight shape (out, in)) while HF's are `Conv1D` (weight (in, out)), so
+conversion is a pure function with an explicit transpose list (`TRANSPOSED`) and asserted shapes.
+
+This file holds the architecture only (no training loop): `GPTConfig`, `GPT` (forward, KV-cached `generate`,
+`configure_optimizers`, `flops_per_token` for MFU), `from_pretrained` (hub name or local HF dir), `save_hf`, and
+`load_model` (HF dir or our training checkpoint).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    """Architecture only (training settings live in train.py's TrainConfig). Defaults: GPT-2 124M."""
+    block_size: int = 1024  # max sequence length (HF: n_positions)
+    vocab_size: int = 50257  # 50304 = 50257 padded to a multiple of 128 runs faster on GPUs
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    layer_norm_epsilon: float = 1e-5
+
+    def __post_init__(self):
+        for f in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, f) <= 0:
+                raise ValueError(f"GPTConfig.{f} must be positive, got {getattr(self, f)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+
+
+# Hub sizes of the four OpenAI GPT-2 checkpoints (from_pretrained("gpt2-medium") etc.).
+HUB_CONFIGS = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+}
+
+
+class KVCache:
+    """Per-layer key/value buffers for incremental decoding, preallocated to block_size."""
+
+    def __init__(self, config: GPTConfig, batch_size: int, device, dtype):
+        hs = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, hs)  # (L, B, nh, T_max, hs)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # tokens already cached (= position of the next token)
+
+    def update(self, layer: int, k, v):
+        """Append k, v (B, nh, T_new, hs) for `layer`; return all cached keys/values (B, nh, length+T_new, hs)."""
+        end = self.length + k.size(2)
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v for all heads in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.c_proj.RESIDUAL_SCALE_INIT = True
+
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        mask, causal = None, True
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(layer, k, v)  # (B, nh, past+T, hs)
+            if past > 0:
+                # SDPA's is_causal aligns the mask top-left, which is wrong once keys outnumber queries: query i
+                # (absolute position past+i) may see keys 0..past+i.
+                causal = False
+                if T > 1:
+                    mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        # Flash / memory-efficient kernels on CUDA, a fused kernel on CPU; scale 1/sqrt(hs) as GPT-2.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.c_proj.RESIDUAL_SCALE_INIT = True
+
+    def forward(self, x):
+        # GPT-2 used the tanh approximation of GELU (HF "gelu_new"); the exact erf form differs by ~1e-3.
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying (GPT-2, "Using the Output Embedding")
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        # GPT-2: N(0, 0.02); residual projections scaled by 1/sqrt(2 * n_layer) because each block adds two of
+        # them to the residual stream (GPT-2 paper, section 2.3; build-nanogpt's NANOGPT_SCALE_INIT).
+        if isinstance(module, nn.Linear):
+            std = 0.02
+            if getattr(module, "RESIDUAL_SCALE_INIT", False):
+                std *= (2 * self.config.n_layer) ** -0.5
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count, the tied embedding counted once; non_embedding also drops the position table."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def forward(self, idx, targets=None, cache: KVCache | None = None):
+        """idx (B, T) token ids -> logits (B, T, V) and, with targets (B, T), the mean cross-entropy loss."""
+        B, T = idx.size()
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence length {start + T} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.length += T
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    # ---------------------------------------------------------------- optimizer and MFU
+    def configure_optimizers(self, weight_decay: float, learning_rate: float, betas=(0.9, 0.95), eps=1e-8,
+                             device_type: str = "cpu"):
+        """AdamW with weight decay on matrices and embeddings (>= 2-D) only, none on biases and LayerNorm gains;
+        the fused CUDA kernel on GPU (one launch for all parameters instead of a Python loop)."""
+        params = [p for p in self.parameters() if p.requires_grad]  # .parameters() yields the tied weight once
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        fused = device_type == "cuda"
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward): 6 N plus attention's 12 L C T (PaLM paper, appendix B;
+        nanoGPT's estimate_mfu). N excludes the position table (a lookup, not a matmul)."""
+        c = self.config
+        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.n_embd * seq_len
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
+                 eos_token_id: int | None = None):
+        """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + new). temperature 0 = greedy.
+
+        With use_cache the prompt is run once and each new token costs one position (KV cache). Past block_size
+        both paths condition on the last block_size tokens (the cache is then dropped and the window recomputed),
+        so cached and uncached generation give the same tokens. Stops early when every row has emitted eos."""
+        was_training = self.training
+        self.eval()
+        cache, done = None, torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        dtype = self.transformer.wte.weight.dtype
+        for _ in range(max_new_tokens):
+            if use_cache and idx.size(1) <= self.config.block_size:
+                if cache is None:  # prefill the prompt
+                    cache = KVCache(self.config, idx.size(0), idx.device, dtype)
+                    logits, _ = self(idx, cache=cache)
+                else:
+                    logits, _ = self(idx[:, -1:], cache=cache)
+            else:
+                logits, _ = self(idx[:, -self.config.block_size:])
+            next_token = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
+            if eos_token_id is not None:
+                next_token = torch.where(done[:, None], torch.full_like(next_token, eos_token_id), next_token)
+                done |= next_token[:, 0] == eos_token_id
+            idx = torch.cat([idx, next_token], dim=1)
+            if eos_token_id is not None and bool(done.all()):
+                break
+        self.train(was_training)
+        return idx
+
+    # ---------------------------------------------------------------- Hugging Face interop
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | os.PathLike) -> "GPT":
+        """Load a GPT-2 from a local HF directory (config.json + model.safetensors or pytorch_model.bin) or, online,
+        a hub name gpt2 / gpt2-medium / gpt2-large / gpt2-xl (downloaded by huggingface_hub into its cache)."""
+        path = Path(name_or_dir)
+        if not path.is_dir():
+            if str(name_or_dir) not in HUB_CONFIGS:
+                raise FileNotFoundError(f"from_pretrained: '{name_or_dir}' is neither a local directory nor one of "
+                                        f"the hub models {sorted(HUB_CONFIGS)}")
+            from huggingface_hub import snapshot_download  # only for users online; offline pass a directory
+            path = Path(snapshot_download(str(name_or_dir), allow_patterns=["config.json", "*.safetensors"]))
+        config = config_from_hf(json.loads((path / "config.json").read_text()))
+        model = cls(config)
+        model.load_state_dict(hf_to_ours(read_hf_state_dict(path), config))
+        return model
+
+    def save_hf(self, out_dir: str | os.PathLike, eos_token_id: int | None = 50256, extra_files=()) -> Path:
+        """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained loads, plus
+        `extra_files` (e.g. tokenizer files) copied in. Written into a temp dir that replaces out_dir at the end."""
+        import shutil
+
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        state = ours_to_hf(self.state_dict(), self.config)
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config_to_hf(self.config, eos_token_id), indent=2) + "\n")
+        for f in extra_files:
+            shutil.copyfile(f, tmp / Path(f).name)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        return out
+
+
+def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                generator: torch.Generator | None = None):
+    """Pick the next token from logits (B, V): greedy at temperature 0, else sample from softmax(logits / t)
+    restricted to the top_k most likely tokens and to the smallest set whose probability reaches top_p."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token when the tokens before it already reach top_p (the most likely token always stays)
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+
+
+# ---------------------------------------------------------------------------- conversion (pure functions)
+# HF GPT-2 uses Conv1D (y = x @ W + b, W of shape (in, out)); ours nn.Linear (W of shape (out, in)).
+TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# Non-parameter entries some HF GPT-2 checkpoints carry (the causal mask buffers of older transformers).
+HF_BUFFERS = (".attn.bias", ".attn.masked_bias")
+
+
+def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """HF-layout shape of every tensor of a GPT2LMHeadModel with this config (lm_head tied, so not listed)."""
+    C, V = config.n_embd, config.vocab_size
+    shapes = {"transformer.wte.weight": (V, C), "transformer.wpe.weight": (config.block_size, C),
+              "transformer.ln_f.weight": (C,), "transformer.ln_f.bias": (C,)}
+    per_layer = {"ln_1.weight": (C,), "ln_1.bias": (C,), "ln_2.weight": (C,), "ln_2.bias": (C,),
+                 "attn.c_attn.weight": (C, 3 * C), "attn.c_attn.bias": (3 * C,),
+                 "attn.c_proj.weight": (C, C), "attn.c_proj.bias": (C,),
+                 "mlp.c_fc.weight": (C, 4 * C), "mlp.c_fc.bias": (4 * C,),
+                 "mlp.c_proj.weight": (4 * C, C), "mlp.c_proj.bias": (C,)}
+    for i in range(config.n_layer):
+        shapes.update({f"transformer.h.{i}.{k}": s for k, s in per_layer.items()})
+    return shapes
+
+
+def hf_to_ours(hf_state: dict, config: GPTConfig) -> dict:
+    """HF GPT2LMHeadModel state dict (Conv1D layout; with or without the `transformer.` prefix, with or without
+    lm_head.weight) -> our state dict. Every expected tensor must be present with its expected shape."""
+    state = {}
+    for k, v in hf_state.items():
+        if k.endswith(HF_BUFFERS):
+            continue
+        if not k.startswith(("transformer.", "lm_head.")):
+            k = "transformer." + k  # OpenAI-converted checkpoints name tensors h.0..., wte, ...
+        state[k] = v
+    head = state.pop("lm_head.weight", None)
+    shapes = expected_shapes(config)
+    missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
+    if missing or unexpected:
+        raise ValueError(f"HF state dict does not match the config: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    if head is not None and not torch.equal(head, state["transformer.wte.weight"]):
+        raise ValueError("HF checkpoint has an untied lm_head.weight; this GPT ties it to transformer.wte.weight")
+    out = {}
+    for k, v in state.items():
+        assert tuple(v.shape) == shapes[k], f"{k}: shape {tuple(v.shape)}, expected {shapes[k]}"
+        out[k] = v.t().contiguous() if k.endswith(TRANSPOSED) else v
+    out["lm_head.weight"] = out["transformer.wte.weight"]
+    return out
+
+
+def ours_to_hf(state: dict, config: GPTConfig) -> dict:
+    """Our state dict -> HF GPT2LMHeadModel tensors (Conv1D layout, lm_head left out: tied, as HF saves it).
+    Accepts the keys of a torch.compile'd model (`_orig_mod.` prefix) too."""
+    state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
+    state.pop("lm_head.weight", None)
+    shapes = expected_shapes(config)
+    if set(state) != set(shapes):
+        raise ValueError(f"state dict does not match the config: {sorted(set(state) ^ set(shapes))[:4]}")
+    out = {}
+    for k, v in state.items():
+        v = v.detach().cpu()
+        v = v.t() if k.endswith(TRANSPOSED) else v
+        assert tuple(v.shape) == shapes[k], f"{k}: shape {tuple(v.shape)}, expected {shapes[k]}"
+        out[k] = v.contiguous().clone()  # safetensors refuses shared or non-contiguous storage
+    return out
+
+
+def config_from_hf(hf: dict) -> GPTConfig:
+    """GPTConfig from a HF GPT-2 config.json; refuses the options this model does not implement."""
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise ValueError(f"config.json: model_type '{hf.get('model_type')}' is not gpt2")
+    unsupported = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "scale_attn_weights": (True,),
+                   "scale_attn_by_inverse_layer_idx": (False,), "reorder_and_upcast_attn": (False,),
+                   "add_cross_attention": (False,), "tie_word_embeddings": (True,), "n_inner": (None,)}
+    for key, allowed in unsupported.items():
+        if key in hf and hf[key] not in allowed and not (key == "n_inner" and hf[key] == 4 * hf["n_embd"]):
+            raise ValueError(f"config.json: {key}={hf[key]!r} is not supported (expected one of {allowed})")
+    return GPTConfig(block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
+                     n_head=hf["n_head"], n_embd=hf["n_embd"], layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5))
+
+
+def config_to_hf(config: GPTConfig, eos_token_id: int | None = 50256) -> dict:
+    """HF GPT2Config dict for our model. Dropouts are 0: this model was trained without dropout."""
+    eos = eos_token_id if eos_token_id is not None and eos_token_id < config.vocab_size else None
+    return {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "activation_function": "gelu_new",
+        "n_positions": config.block_size, "n_ctx": config.block_size, "vocab_size": config.vocab_size,
+        "n_layer": config.n_layer, "n_head": config.n_head, "n_embd": config.n_embd, "n_inner": None,
+        "layer_norm_epsilon": config.layer_norm_epsilon, "attn_pdrop": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.0,
+        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True, "bos_token_id": eos, "eos_token_id": eos, "initializer_range": 0.02,
+        "use_cache": True, "dtype": "float32",
+    }
+
+
+def read_hf_state_dict(path: Path) -> dict:
+    """Tensors of a HF model directory: model.safetensors, sharded safetensors, or pytorch_model.bin."""
+    if (path / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+        return load_file(str(path / "model.safetensors"))
+    if (path / "model.safetensors.index.json").is_file():
+        from safetensors.torch import load_file
+        shards = sorted(set(json.loads((path / "model.safetensors.index.json").read_text())["weight_map"].values()))
+        return {k: v for s in shards for k, v in load_file(str(path / s)).items()}
+    if (path / "pytorch_model.bin").is_file():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin")
+
+
+def load_model(path: str | os.PathLike, map_location="cpu") -> GPT:
+    """Our GPT from a HF directory / hub name (from_pretrained) or a training checkpoint file (train.py's ckpt.pt)."""
+    p = Path(path)
+    if p.is_file():
+        ckpt = torch.load(p, map_location=map_location, weights_only=False)
+        if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+            raise ValueError(f"{p}: not a pretrain checkpoint (needs 'model' and 'model_config')")
+        config = GPTConfig(**{f.name: ckpt["model_config"][f.name] for f in fields(GPTConfig)
+                              if f.name in ckpt["model_config"]})
+        model = GPT(config)
+        model.load_state_dict(ckpt["model"])
+        return model
+    return GPT.from_pretrained(p if p.is_dir() else str(path))
+
+
+def config_dict(config: GPTConfig) -> dict:
+    return asdict(config)

@@ -1,0 +1,208 @@
+"""Tokenize text files or a Hugging Face dataset into token shards for train.py (format: dataloader.py).
+
+    python pretrain/prepare.py --input tinyshakespeare.txt --out_dir pretrain/output/data/shakespeare
+    python pretrain/prepare.py --input corpus.txt --tokenizer bpe/output/tokenizer.json --out_dir DIR
+    python pretrain/prepare.py --hf_dataset HuggingFaceFW/fineweb-edu --hf_config sample-10BT \\
+        --val_fraction 0.01 --out_dir DIR             # GPU users, online (~10B tokens, 100M-token shards)
+
+Writes DIR/train_000000.bin ..., DIR/val_000000.bin ..., DIR/tokenizer/ (the tokenizer's files) and, last,
+DIR/meta.json (format version, tokenizer, vocab size, shard lists, token counts); a folder without meta.json is
+incomplete. Each document starts with the end-of-text token (as build-nanogpt's fineweb.py); a text file is one
+document. `--input` names are paths or data-directory names (datadir.find).
+
+Streaming: files are read in ~1 MB pieces and datasets in documents, tokenized by worker processes (--workers) and
+appended to the current shard on disk, so memory stays flat however large the source. Pieces of a file are cut only
+at a newline between two non-space characters, where GPT-2's pre-tokenizer splits anyway, so the ids equal those
+of encoding the whole file at once (tested). Validation split: for files, the last --val_fraction of each file's
+bytes (cut at such a newline; nanoGPT's shakespeare split); for datasets, every (1/val_fraction)-th document.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import datadir
+import text_tokenizer
+from shards import FORMAT_VERSION, HEADER_INTS, make_header, token_dtype
+
+# A safe cut: a newline with non-whitespace on both sides (a cut elsewhere could merge/split whitespace pre-tokens).
+SAFE_CUT = re.compile(rb"(?<=[^\s])\n(?=[^\s])")
+
+
+def file_pieces(path: Path, val_fraction: float, piece_bytes: int):
+    """Yield (text, is_val, doc_start) pieces of a text file, about piece_bytes each, reading it incrementally."""
+    split = path.stat().st_size - int(path.stat().st_size * val_fraction)  # first byte of the val region (then cut)
+    with open(path, "rb") as f:
+        buf, offset, eof, first = b"", 0, False, True
+        while True:
+            limit = piece_bytes if offset >= split else max(1, min(piece_bytes, split - offset))
+            m = SAFE_CUT.search(buf, max(0, limit - 1))
+            while m is None and not eof:  # need more bytes to find the next cut
+                data = f.read(max(piece_bytes, len(buf)))
+                eof = not data
+                buf += data
+                m = SAFE_CUT.search(buf, max(0, limit - 1))
+            end = m.end() if m else len(buf)
+            if end == 0:
+                return
+            try:
+                text = buf[:end].decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}: not UTF-8 text near byte {offset + e.start}") from None
+            yield text, offset >= split, first
+            buf, offset, first = buf[end:], offset + end, False
+
+
+def dataset_pieces(name: str, config: str | None, split: str, field: str, val_fraction: float, data_files=None):
+    """Yield (text, is_val, True) per document of a HF dataset, streamed (nothing is downloaded up front)."""
+    from datasets import load_dataset
+
+    ds = load_dataset(name, config, split=split, streaming=True, data_files=data_files)
+    for i, row in enumerate(ds):
+        if field not in row:
+            raise ValueError(f"dataset {name}: rows have no field '{field}' (fields: {sorted(row)})")
+        # document i goes to val when floor((i+1) f) > floor(i f): evenly spread, a fraction f of the documents
+        yield row[field], int((i + 1) * val_fraction) > int(i * val_fraction), True
+
+
+_worker_tok = None
+
+
+def _init_worker(spec: str, data_dir):
+    global _worker_tok
+    _worker_tok = text_tokenizer.load(spec, data_dir)
+
+
+def _tokenize(piece):
+    text, is_val, doc_start = piece
+    ids = _worker_tok.encode(text)
+    if doc_start and _worker_tok.eot_id is not None:
+        ids = [_worker_tok.eot_id] + ids
+    return np.asarray(ids, dtype=token_dtype(_worker_tok.vocab_size)), is_val, len(text.encode("utf-8"))
+
+
+class ShardWriter:
+    """Append tokens to {split}_NNNNNN.bin shards of at most shard_tokens; each written as .tmp, renamed when full."""
+
+    def __init__(self, out_dir: Path, split: str, shard_tokens: int, vocab_size: int, eot_id):
+        self.out_dir, self.split, self.shard_tokens = out_dir, split, shard_tokens
+        self.vocab_size, self.eot_id, self.dtype = vocab_size, eot_id, token_dtype(vocab_size)
+        self.names, self.total, self.file, self.count = [], 0, None, 0
+
+    def write(self, tokens: np.ndarray):
+        while len(tokens):
+            if self.file is None:
+                self.names.append(f"{self.split}_{len(self.names):06d}.bin")
+                self.file = open(self.out_dir / (self.names[-1] + ".tmp"), "wb")
+                self.file.write(make_header(0, self.dtype, self.vocab_size, self.eot_id).tobytes())
+                self.count = 0
+            take = tokens[:self.shard_tokens - self.count]
+            self.file.write(take.astype(self.dtype).tobytes())
+            self.count += len(take)
+            self.total += len(take)
+            tokens = tokens[len(take):]
+            if self.count == self.shard_tokens:
+                self.close()
+
+    def close(self):
+        if self.file is None:
+            return
+        self.file.seek(0)  # the real token count goes into the header now that it is known
+        self.file.write(make_header(self.count, self.dtype, self.vocab_size, self.eot_id).tobytes())
+        self.file.close()
+        os.replace(self.out_dir / (self.names[-1] + ".tmp"), self.out_dir / self.names[-1])
+        self.file = None
+
+
+def prepare(out_dir, inputs=(), tokenizer="gpt2", val_fraction=0.1, shard_tokens=100_000_000, workers=None,
+            piece_bytes=1 << 20, data_dir=None, hf_dataset=None, hf_config=None, hf_split="train",
+            text_field="text", hf_data_files=None) -> dict:
+    """Tokenize the sources into out_dir; returns the meta dict (also written to out_dir/meta.json)."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"--val_fraction must be in [0, 1), got {val_fraction}")
+    if not inputs and not hf_dataset:
+        raise ValueError("nothing to prepare: give --input FILE ... or --hf_dataset NAME")
+    paths = [Path(p) if Path(p).is_file() else datadir.find(p, data_dir) for p in inputs]
+    tok = text_tokenizer.load(tokenizer, data_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in [out_dir / "meta.json", *out_dir.glob("train_*.bin*"), *out_dir.glob("val_*.bin*")]:
+        old.unlink(missing_ok=True)  # a re-run replaces the data set; meta.json goes first so a crash leaves it marked incomplete
+    writers = {split: ShardWriter(out_dir, split, shard_tokens, tok.vocab_size, tok.eot_id) for split in
+               ("train", "val")}
+
+    def pieces():
+        for p in paths:
+            yield from file_pieces(p, val_fraction, piece_bytes)
+        if hf_dataset:
+            yield from dataset_pieces(hf_dataset, hf_config, hf_split, text_field, val_fraction, hf_data_files)
+
+    total_bytes = sum(p.stat().st_size for p in paths) if not hf_dataset else None
+    workers = os.cpu_count() if workers is None else workers
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"tokenize -> {out_dir.name}")
+    pool = mp.get_context("spawn").Pool(workers, _init_worker, (str(tokenizer), data_dir)) if workers > 0 else None
+    try:
+        if pool is None:
+            _init_worker(str(tokenizer), data_dir)
+        results = pool.imap(_tokenize, pieces(), chunksize=4) if pool else map(_tokenize, pieces())
+        for ids, is_val, nbytes in results:  # imap keeps the source order, so shards are deterministic
+            writers["val" if is_val else "train"].write(ids)
+            bar.update(nbytes)
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+        for w in writers.values():
+            w.close()
+    if writers["train"].total == 0:
+        raise ValueError(f"no training tokens from {[str(p) for p in paths] or hf_dataset}")
+    tok_dir = tok.copy_files(out_dir / "tokenizer")
+    meta = {
+        "format": "llmhw-pretrain-tokens", "format_version": FORMAT_VERSION, "header_int32s": HEADER_INTS,
+        "dtype": str(token_dtype(tok.vocab_size)), "tokenizer": {**tok.describe(), "dir": tok_dir.name,
+                                                                "spec": str(tokenizer)},
+        "vocab_size": tok.vocab_size, "eot_id": tok.eot_id, "val_fraction": val_fraction,
+        "sources": [str(p) for p in paths] + ([f"{hf_dataset}:{hf_config}:{hf_split}"] if hf_dataset else []),
+        "train": {"tokens": writers["train"].total, "shards": writers["train"].names},
+        "val": {"tokens": writers["val"].total, "shards": writers["val"].names},
+    }
+    tmp = out_dir / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, out_dir / "meta.json")
+    return meta
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", nargs="*", default=[], help="text files (paths or data-directory names)")
+    p.add_argument("--hf_dataset", help="HF dataset name, streamed (e.g. HuggingFaceFW/fineweb-edu)")
+    p.add_argument("--hf_config", help="dataset config (e.g. sample-10BT)")
+    p.add_argument("--hf_split", default="train")
+    p.add_argument("--hf_data_files", help="data_files for a generic loader (--hf_dataset json/parquet/text)")
+    p.add_argument("--text_field", default="text")
+    p.add_argument("--out_dir", required=True)
+    p.add_argument("--tokenizer", default="gpt2", help="'gpt2' (local encoder.json + vocab.bpe), a tokenizer.json "
+                   "path, or a directory with tokenizer files")
+    p.add_argument("--val_fraction", type=float, default=0.1)
+    p.add_argument("--shard_tokens", type=int, default=100_000_000, help="tokens per shard (build-nanogpt: 1e8)")
+    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores; 0 = inline)")
+    p.add_argument("--piece_bytes", type=int, default=1 << 20, help="approximate size of a file piece")
+    p.add_argument("--data_dir", help="data directory (default $LLMHW_DATA_DIR)")
+    a = p.parse_args(argv)
+    meta = prepare(a.out_dir, a.input, a.tokenizer, a.val_fraction, a.shard_tokens, a.workers, a.piece_bytes,
+                   a.data_dir, a.hf_dataset, a.hf_config, a.hf_split, a.text_field, a.hf_data_files)
+    print(f"{a.out_dir}: {meta['train']['tokens']:,} train tokens in {len(meta['train']['shards'])} shard(s), "
+          f"{meta['val']['tokens']:,} val tokens in {len(meta['val']['shards'])} shard(s), "
+          f"vocab {meta['vocab_size']} ({meta['dtype']})")
+    return meta
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Token shard format (written by prepare.py, read by dataloader.py); numpy only, so tokenizer workers stay light.
+
+A shard: a header of 256 little-endian int32, then the tokens. The header is llm.c's (`dev/data/*.py`), so its
+C/CUDA loaders read our shards too: header[0] magic, header[1] version, header[2] token count; uint16 tokens are
+magic 20240520 / version 1, uint32 tokens magic 20240801 / version 7. We add header[3] = bytes per token,
+header[4] = vocab size, header[5] = end-of-text id (-1: none). A data set is a folder with `meta.json` (format
+version, tokenizer, shard lists, counts), `train_*.bin`, `val_*.bin` and the tokenizer's files in `tokenizer/`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+HEADER_INTS = 256
+FORMAT_VERSION = 1  # of meta.json and the header extension
+MAGIC = {np.dtype(np.uint16): (20240520, 1), np.dtype(np.uint32): (20240801, 7)}
+
+
+class DataError(ValueError):
+    """A missing, corrupt or unsuitable data file; the message names it."""
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 2 ** 16 else np.uint32)
+
+
+def make_header(n_tokens: int, dtype: np.dtype, vocab_size: int, eot_id: int | None) -> np.ndarray:
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[0], header[1] = MAGIC[np.dtype(dtype)]
+    header[2:6] = n_tokens, np.dtype(dtype).itemsize, vocab_size, -1 if eot_id is None else eot_id
+    return header
+
+
+def read_shard(path: str | Path) -> np.memmap:
+    """Memory-map the tokens of one shard after checking its header against the file size."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"shard {path} is missing")
+    size = path.stat().st_size
+    if size < HEADER_INTS * 4:
+        raise DataError(f"shard {path} is corrupt: {size} bytes, shorter than the {HEADER_INTS * 4}-byte header")
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    dtypes = {magic: (version, dt) for dt, (magic, version) in MAGIC.items()}
+    if int(header[0]) not in dtypes or int(header[1]) != dtypes[int(header[0])][0]:
+        raise DataError(f"shard {path} is corrupt: bad magic/version {int(header[0])}/{int(header[1])}")
+    dtype, n = dtypes[int(header[0])][1], int(header[2])
+    if size != HEADER_INTS * 4 + n * dtype.itemsize:
+        raise DataError(f"shard {path} is corrupt: header says {n} tokens ({HEADER_INTS * 4 + n * dtype.itemsize} "
+                        f"bytes) but the file has {size} bytes")
+    return np.memmap(path, dtype=dtype, mode="r", offset=HEADER_INTS * 4, shape=(n,))
+
+
+def read_meta(data_dir: str | Path) -> dict:
+    meta_path = Path(data_dir) / "meta.json"
+    if not meta_path.is_file():
+        raise DataError(f"{meta_path} is missing: prepare the data first (python pretrain/prepare.py --out_dir "
+                        f"{data_dir} ...)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{meta_path} is corrupt: {e}") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{meta_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return meta
+
+

@@ -1,0 +1,48 @@
+"""Shared fixtures for pretrain/ tests: the folder on sys.path, a tiny random HF GPT-2, prepared Tiny Shakespeare
+shards and one tiny training run (all session-scoped, so the suite stays within its ~3 minute budget)."""
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(HERE))
+
+# A model small enough for CPU tests that still uses the GPT-2 vocabulary (so real tokenizers and data work).
+TINY_ARGS = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32", "--block_size", "32", "--vocab_size", "50304",
+             "--seq_len", "32", "--batch_size", "4", "--total_batch_size", "256", "--warmup_steps", "2",
+             "--max_lr", "1e-3", "--val_steps", "2", "--hellaswag_limit", "8", "--sample_tokens", "8",
+             "--num_samples", "1", "--eval_interval", "3", "--hellaswag_interval", "0"]
+
+
+@pytest.fixture(scope="session")
+def hf_tiny_dir(tmp_path_factory):
+    """A random GPT2LMHeadModel (GPT-2 vocab, 2 layers, 32 dims) saved with transformers into a folder."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=50257)
+    path = tmp_path_factory.mktemp("hf_tiny")
+    GPT2LMHeadModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shakespeare(tmp_path_factory):
+    """Tiny Shakespeare tokenized with GPT-2 BPE (prepare.py in-process, no workers)."""
+    import prepare
+
+    out = tmp_path_factory.mktemp("shakespeare")
+    prepare.prepare(out, ["tinyshakespeare.txt"], workers=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, shakespeare):
+    """One 6-step run of train.py (in-process) with evaluations at steps 0, 3, 6; returns its out_dir."""
+    import train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    train.main(["--data", str(shakespeare), "--out_dir", str(out), "--max_steps", "6", *TINY_ARGS])
+    return out

@@ -1,0 +1,151 @@
+"""prepare.py (exact tokenization, streaming, split, shard format) and dataloader.py (ranks, shift, resume, errors)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import datadir
+import prepare
+import text_tokenizer
+from dataloader import ShardLoader
+from shards import DataError, make_header, read_meta, read_shard
+
+
+def all_tokens(folder, split):
+    meta = read_meta(folder)
+    return np.concatenate([read_shard(folder / name) for name in meta[split]["shards"]])
+
+
+def test_prepared_tokens_equal_tiktoken_on_the_whole_text(shakespeare, tmp_path):
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    ranks = data_gym_to_mergeable_bpe_ranks(str(datadir.find("gpt2/vocab.bpe")), str(datadir.find("gpt2/encoder.json")))
+    enc = tiktoken.Encoding("gpt2", pat_str=text_tokenizer.GPT2_PATTERN, mergeable_ranks=ranks,
+                            special_tokens={"<|endoftext|>": 50256})
+    text = datadir.find("tinyshakespeare.txt").read_text()
+    want = enc.encode_ordinary(text)
+    assert len(want) == 338_025  # the figure in the data README
+    # small pieces in worker processes and small shards: the same ids, in order, split 90/10
+    meta = prepare.prepare(tmp_path, ["tinyshakespeare.txt"], workers=2, piece_bytes=50_000, shard_tokens=100_000)
+    assert len(meta["train"]["shards"]) == 4 and len(meta["val"]["shards"]) == 1
+    for folder in (shakespeare, tmp_path):
+        train, val = all_tokens(folder, "train"), all_tokens(folder, "val")
+        assert train[0] == 50256 and train.dtype == np.uint16  # the document starts with end-of-text
+        assert np.array_equal(np.concatenate([train[1:], val]), want)
+        assert 0.09 < len(val) / len(want) < 0.12
+    assert read_meta(tmp_path)["train"]["tokens"] == len(all_tokens(tmp_path, "train"))
+    assert text_tokenizer.load(tmp_path / "tokenizer").encode("Hello world") == [15496, 995]
+
+
+def test_file_is_read_in_bounded_pieces(tmp_path):
+    path = tmp_path / "big.txt"
+    path.write_text("".join(f"line {i} of text\n" for i in range(20_000)))
+    pieces = list(prepare.file_pieces(path, 0.1, 4096))
+    assert "".join(p[0] for p in pieces) == path.read_text()
+    assert len(pieces) > 50 and max(len(p[0]) for p in pieces) < 4096 + 100
+    assert [p[2] for p in pieces].count(True) == 1  # one document per file
+
+
+def test_tokenizer_json_and_hf_dataset_source(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    docs = [f"document {i}: " + "the quick brown fox jumps over the lazy dog " * (i + 1) for i in range(10)]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(docs, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"]))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    out = tmp_path / "data"
+    meta = prepare.prepare(out, tokenizer=str(tmp_path / "tokenizer.json"), hf_dataset="json",
+                           hf_data_files=str(tmp_path / "docs.jsonl"), val_fraction=0.2, workers=0)
+    eot = tok.token_to_id("<|endoftext|>")
+    expect = lambda ids: [x for i in ids for x in [eot] + tok.encode(docs[i]).ids]  # noqa: E731
+    # every 5th document goes to validation: documents 4 and 9
+    assert all_tokens(out, "val").tolist() == expect([4, 9])
+    assert all_tokens(out, "train").tolist() == expect([0, 1, 2, 3, 5, 6, 7, 8])
+    assert meta["tokenizer"]["kind"] == "tokenizer.json" and meta["eot_id"] == eot
+    assert (out / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_uint32_shards_for_large_vocabularies(tmp_path):
+    w = prepare.ShardWriter(tmp_path, "train", 1000, vocab_size=100_000, eot_id=None)
+    w.write(np.array([70_000, 1, 99_999]))
+    w.close()
+    header = np.fromfile(tmp_path / "train_000000.bin", dtype="<i4", count=6)
+    assert header.tolist() == [20240801, 7, 3, 4, 100_000, -1]  # llm.c's uint32 magic/version + our fields
+    assert read_shard(tmp_path / "train_000000.bin").tolist() == [70_000, 1, 99_999]
+
+
+def make_dataset(folder, n_tokens, shard_tokens):
+    w = prepare.ShardWriter(folder, "train", shard_tokens, vocab_size=50257, eot_id=50256)
+    w.write(np.arange(n_tokens) % 50000)
+    w.close()
+    (folder / "meta.json").write_text(json.dumps({"format_version": 1, "train": {"shards": w.names}}))
+
+
+def test_loader_ranks_disjoint_shifted_and_equal_to_one_process(tmp_path):
+    make_dataset(tmp_path, 1000, 400)
+    B, T = 2, 8
+    single = ShardLoader(tmp_path, "train", B, T)
+    ranks = [ShardLoader(tmp_path, "train", B, T, rank=r, world_size=2) for r in range(2)]
+    assert isinstance(single.shards[0], np.memmap)  # memory-mapped, not read into RAM
+    for _ in range(60):  # wraps around shards and epochs several times
+        xs = [r.next_batch() for r in ranks]
+        for x, y in xs:
+            assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y[:, -1], x[:, -1] + 1)
+        assert not set(xs[0][0].flatten().tolist()) & set(xs[1][0].flatten().tolist())
+        for x, y in xs:  # one process, two accumulation steps, reads the same windows in the same order
+            x1, y1 = single.next_batch()
+            assert torch.equal(x, x1) and torch.equal(y, y1)
+    assert single.epoch == ranks[0].epoch > 0
+
+
+def test_loader_resumes_from_its_position(tmp_path):
+    make_dataset(tmp_path, 1000, 300)
+    a = ShardLoader(tmp_path, "train", 2, 8, rank=1, world_size=2)
+    for _ in range(13):
+        a.next_batch()
+    state = json.loads(json.dumps(a.state_dict()))  # survives serialization
+    b = ShardLoader(tmp_path, "train", 2, 8, rank=1, world_size=2)
+    b.load_state_dict(state)
+    for _ in range(10):
+        assert all(torch.equal(u, v) for u, v in zip(a.next_batch(), b.next_batch()))
+
+
+def test_bad_shards_give_clear_errors(tmp_path):
+    make_dataset(tmp_path, 1000, 400)
+    with pytest.raises(DataError, match="fewer than one step needs"):
+        ShardLoader(tmp_path, "train", 4, 64, world_size=2)
+    with pytest.raises(DataError, match="no val shards"):
+        ShardLoader(tmp_path, "val", 2, 8)
+    shard = tmp_path / "train_000001.bin"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(DataError, match=r"train_000001.bin is corrupt: header says 400 tokens"):
+        ShardLoader(tmp_path, "train", 2, 8)
+    shard.write_bytes(np.zeros(256, "<i4").tobytes())
+    with pytest.raises(DataError, match="bad magic"):
+        read_shard(shard)
+    shard.write_bytes(b"xx")
+    with pytest.raises(DataError, match="shorter than the 1024-byte header"):
+        read_shard(shard)
+    shard.unlink()
+    with pytest.raises(DataError, match="train_000001.bin is missing"):
+        ShardLoader(tmp_path, "train", 2, 8)
+    (tmp_path / "meta.json").unlink()
+    with pytest.raises(DataError, match="meta.json is missing: prepare the data first"):
+        ShardLoader(tmp_path, "train", 2, 8)
+    assert make_header(5, np.dtype(np.uint16), 50257, 50256)[:3].tolist() == [20240520, 1, 5]
+
+
+def test_prepare_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="val_fraction"):
+        prepare.prepare(tmp_path, ["tinyshakespeare.txt"], val_fraction=1.0)
+    with pytest.raises(datadir.DataFileNotFound, match="no-such-file.txt"):
+        prepare.prepare(tmp_path, ["no-such-file.txt"])
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.txt: not UTF-8 text near byte 3"):
+        prepare.prepare(tmp_path / "out", [str(tmp_path / "latin1.txt")], workers=0)
+    with pytest.raises(FileNotFoundError, match="no tokenizer files"):
+        text_tokenizer.load(tmp_path)

@@ -1,0 +1,174 @@
+"""modeling_gpt2: parity with transformers' GPT2LMHeadModel both ways, conversion checks, generation, optimizer."""
+import json
+import math
+
+import pytest
+import torch
+from transformers import GPT2LMHeadModel
+
+import modeling_gpt2 as mg
+from modeling_gpt2 import GPT, GPTConfig
+
+
+def tokens(vocab, B=3, T=24, seed=1):
+    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def test_hf_to_ours_logits_equal(hf_tiny_dir):
+    hf = GPT2LMHeadModel.from_pretrained(hf_tiny_dir).eval()
+    ours = GPT.from_pretrained(hf_tiny_dir).eval()
+    x = tokens(50257)
+    with torch.no_grad():
+        assert (ours(x)[0] - hf(x).logits).abs().max().item() <= 1e-5
+
+
+def test_ours_to_hf_logits_equal_and_tied(tmp_path):
+    torch.manual_seed(1)
+    ours = GPT(GPTConfig(block_size=40, vocab_size=300, n_layer=3, n_head=4, n_embd=48)).eval()
+    ours.save_hf(tmp_path, eos_token_id=None)
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    assert hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()  # tied on load, not two copies
+    x = tokens(300, T=40)
+    with torch.no_grad():
+        assert (ours(x)[0] - hf(x).logits).abs().max().item() <= 1e-5
+        # loss too: ours is the mean next-token cross-entropy, as HF's labels= loss
+        assert abs(ours(x[:, :-1], x[:, 1:])[1].item() - hf(x, labels=x).loss.item()) <= 1e-5
+    # and the round trip back gives the same tensors
+    back = GPT.from_pretrained(tmp_path)
+    for k, v in ours.state_dict().items():
+        assert torch.equal(v, back.state_dict()[k]), k
+
+
+def test_conversion_is_explicit_about_layout_and_names(hf_tiny_dir):
+    hf_state = mg.read_hf_state_dict(hf_tiny_dir)
+    config = mg.config_from_hf(json.loads((hf_tiny_dir / "config.json").read_text()))
+    ours = mg.hf_to_ours(hf_state, config)
+    for k in mg.TRANSPOSED:  # Conv1D (in, out) -> Linear (out, in)
+        key = f"transformer.h.0.{k}"
+        assert torch.equal(ours[key], hf_state[key].t())
+    # OpenAI-converted checkpoints: no "transformer." prefix, causal-mask buffers, an explicit (tied) lm_head
+    legacy = {k.removeprefix("transformer."): v for k, v in hf_state.items()}
+    legacy["h.0.attn.bias"] = torch.ones(1, 1, 64, 64)
+    legacy["lm_head.weight"] = hf_state["transformer.wte.weight"].clone()
+    ours2 = mg.hf_to_ours(legacy, config)
+    assert all(torch.equal(ours[k], ours2[k]) for k in ours)
+    assert set(mg.ours_to_hf(ours, config)) == set(hf_state)
+
+
+def test_conversion_rejects_mismatches(hf_tiny_dir):
+    hf_state = mg.read_hf_state_dict(hf_tiny_dir)
+    config = mg.config_from_hf(json.loads((hf_tiny_dir / "config.json").read_text()))
+    bad = dict(hf_state)
+    bad["transformer.h.1.mlp.c_fc.weight"] = bad["transformer.h.1.mlp.c_fc.weight"].t()
+    with pytest.raises(AssertionError, match="mlp.c_fc.weight: shape"):
+        mg.hf_to_ours(bad, config)
+    with pytest.raises(ValueError, match="missing"):
+        mg.hf_to_ours({k: v for k, v in hf_state.items() if "ln_f" not in k}, config)
+    untied = dict(hf_state, **{"lm_head.weight": torch.zeros_like(hf_state["transformer.wte.weight"])})
+    with pytest.raises(ValueError, match="untied"):
+        mg.hf_to_ours(untied, config)
+    hf_config = json.loads((hf_tiny_dir / "config.json").read_text())
+    with pytest.raises(ValueError, match="activation_function"):
+        mg.config_from_hf({**hf_config, "activation_function": "relu"})
+    with pytest.raises(FileNotFoundError, match="neither a local directory"):
+        GPT.from_pretrained("no-such-model")
+    with pytest.raises(ValueError, match="not divisible"):
+        GPTConfig(n_embd=30, n_head=4)
+
+
+def test_forward_rejects_too_long_input():
+    model = GPT(GPTConfig(block_size=8, vocab_size=50, n_layer=1, n_head=1, n_embd=8))
+    with pytest.raises(ValueError, match="exceeds block_size 8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_gpt2_124m_size_and_flops():
+    with torch.device("meta"):  # no memory, no init cost
+        model = GPT(GPTConfig())
+    assert model.num_params() == 124_439_808  # HF gpt2's parameter count (tied head counted once)
+    # 6 N (N without the 1024 x 768 position table) + 12 L C T  (hand-computed)
+    assert model.flops_per_token(1024) == 6 * (124_439_808 - 786_432) + 12 * 12 * 768 * 1024
+
+
+def test_residual_projections_get_scaled_init():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=8, n_head=4, n_embd=256))
+    std = model.transformer.h[0].attn.c_proj.weight.std().item()
+    assert abs(std - 0.02 / math.sqrt(16)) < 5e-4
+    assert abs(model.transformer.h[0].attn.c_attn.weight.std().item() - 0.02) < 5e-4
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_kv_cache_logits_equal_full_forward():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=32, vocab_size=97, n_layer=2, n_head=2, n_embd=16)).eval()
+    x = tokens(97, B=2, T=20)
+    full = model(x)[0]
+    cache = mg.KVCache(model.config, 2, "cpu", torch.float32)
+    parts = [model(x[:, :7], cache=cache)[0], model(x[:, 7:12], cache=cache)[0]]  # a multi-token chunk after a prefix
+    parts += [model(x[:, t:t + 1], cache=cache)[0] for t in range(12, 20)]
+    assert (torch.cat(parts, dim=1) - full).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("sampling", [dict(temperature=0), dict(temperature=0.9, top_k=10, top_p=0.8)])
+def test_generate_with_cache_equals_without(sampling):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=97, n_layer=2, n_head=2, n_embd=16))
+    prompt = tokens(97, B=2, T=5)
+    runs = [model.generate(prompt, 20, use_cache=c, generator=torch.Generator().manual_seed(3), **sampling)
+            for c in (True, False)]  # 25 tokens > block_size 16: also the sliding-window fallback
+    assert runs[0].shape == (2, 25) and torch.equal(runs[0], runs[1])
+    assert torch.equal(runs[0][:, :5], prompt)
+
+
+def test_greedy_generate_equals_hf(hf_tiny_dir):
+    hf = GPT2LMHeadModel.from_pretrained(hf_tiny_dir).eval()
+    ours = GPT.from_pretrained(hf_tiny_dir)
+    prompt = tokens(50257, B=1, T=6)
+    want = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, min_new_tokens=12,
+                       do_sample=False, pad_token_id=0)
+    assert torch.equal(ours.generate(prompt, 12, temperature=0), want)
+
+
+def test_top_k_and_top_p_restrict_the_support():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    gen = torch.Generator().manual_seed(0)
+    draw = lambda **kw: {mg.sample_next(logits, generator=gen, **kw).item() for _ in range(300)}  # noqa: E731
+    assert draw(top_k=1) == {0}
+    assert draw(top_k=2) == {0, 1}
+    assert draw(top_p=0.7) == {0, 1}  # 0.5 < 0.7, 0.5 + 0.3 >= 0.7: the nucleus is {0, 1}
+    assert draw(top_p=0.5) == {0}
+    assert draw() == {0, 1, 2, 3}
+    assert mg.sample_next(logits, temperature=0).item() == 0
+
+
+def test_optimizer_decays_only_matrices():
+    model = GPT(GPTConfig(block_size=8, vocab_size=50, n_layer=2, n_head=2, n_embd=8))
+    opt = model.configure_optimizers(weight_decay=0.1, learning_rate=1e-3)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and all(p.dim() < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))  # tied weight once
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32))
+    x = tokens(64, B=4, T=17)
+    opt = model.configure_optimizers(0.0, 3e-3)
+    for _ in range(120):
+        _, loss = model(x[:, :-1], x[:, 1:])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert loss.item() < 0.05  # from ln(64) = 4.16
+
+
+def test_load_model_reads_our_checkpoint_and_hf_dirs(tiny_run):
+    from_ckpt = mg.load_model(tiny_run / "ckpt.pt")
+    from_hf = mg.load_model(tiny_run / "hf")
+    for k, v in from_ckpt.state_dict().items():
+        assert torch.equal(v, from_hf.state_dict()[k]), k
+    with pytest.raises(ValueError, match="not a pretrain checkpoint"):
+        torch.save({"x": 1}, tiny_run / "junk.pt")
+        mg.load_model(tiny_run / "junk.pt")

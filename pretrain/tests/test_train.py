@@ -1,0 +1,135 @@
+"""train.py: schedule, outputs and their schemas, HF export, exact resume after a kill, torchrun parity, bad input."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import text_tokenizer
+import train
+from conftest import HERE, TINY_ARGS
+
+
+def read_log(out):
+    return [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+
+
+def run_script(args, nproc=None, check=True):
+    """train.py in a fresh process (python or torchrun), as a user runs it."""
+    if nproc:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+               str(29500 + os.getpid() % 1000), str(HERE / "train.py"), *args]
+    else:
+        cmd = [sys.executable, str(HERE / "train.py"), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_lr_schedule_endpoints():
+    tc = train.TrainConfig(max_lr=1.0, min_lr_ratio=0.1, warmup_steps=10, max_steps=110)
+    lrs = [train.get_lr(s, tc) for s in range(120)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warmup, (step+1)/warmup
+    assert lrs[10] == pytest.approx(1.0) and lrs[60] == pytest.approx(0.55)  # cosine: half way = mean
+    assert lrs[110] == pytest.approx(0.1) and lrs[119] == pytest.approx(0.1)  # floor after max_steps
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_run_outputs_and_schemas(tiny_run):
+    log = read_log(tiny_run)
+    train_lines = [r for r in log if "loss" in r]
+    assert [r["step"] for r in train_lines] == list(range(6))
+    for r in train_lines:
+        assert {"step", "loss", "lr", "tokens_per_s", "mfu", "grad_norm", "tokens"} <= set(r)
+        assert r["tokens_per_s"] > 0 and 0 < r["mfu"]
+    assert [r["step"] for r in log if "val_loss" in r] == [0, 3, 6]
+    hs = [r for r in log if "hellaswag_acc_norm" in r]  # hellaswag_interval 0: only at the end
+    assert [(r["step"], r["hellaswag_n"]) for r in hs] == [(6, 8)]
+    assert [r["step"] for r in log if "sample" in r] == [0, 3, 6]
+    assert train_lines[-1]["loss"] < train_lines[0]["loss"]
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["tokens"] == 6 * 256 and summary["params"] > 0
+    assert summary["final_val_loss"] == [r for r in log if "val_loss" in r][-1]["val_loss"]
+    assert summary["hellaswag_acc_norm"] == hs[-1]["hellaswag_acc_norm"]
+    assert (tiny_run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    ckpt = torch.load(tiny_run / "ckpt.pt", weights_only=False)
+    assert ckpt["step"] == 6 and {"model", "optimizer", "data_position", "rng", "model_config",
+                                  "train_config"} <= set(ckpt)
+
+
+def test_hf_export_loads_with_auto_classes(tiny_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from modeling_gpt2 import load_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_run / "hf")
+    hf = AutoModelForCausalLM.from_pretrained(tiny_run / "hf").eval()
+    text = "ROMEO: what light through yonder window breaks?\n\n  It is the east <|endoftext|>"
+    ids = tok(text, return_tensors="pt")["input_ids"]
+    reference = text_tokenizer.load("gpt2")  # tiktoken on OpenAI's files
+    assert ids[0].tolist() == reference.encode(text.removesuffix("<|endoftext|>")) + [50256]
+    assert tok.eos_token_id == 50256
+    ours = load_model(tiny_run / "ckpt.pt").eval()
+    with torch.no_grad():
+        assert (ours(ids)[0] - hf(ids).logits).abs().max().item() <= 1e-5
+
+
+def test_kill_and_resume_gives_the_same_losses(tiny_run, shakespeare, tmp_path):
+    args = ["--data", str(shakespeare), "--out_dir", str(tmp_path), "--max_steps", "6", "--ckpt_interval", "2",
+            *TINY_ARGS]
+    killed = run_script([*args, "--kill_at_step", "5"], check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 4
+    run_script([*args, "--resume"])
+    # the same records in the same order; losses, lrs, grad norms, val losses and samples bitwise equal
+    timing = ("dt_ms", "tokens_per_s", "mfu")
+    strip = lambda log: [{k: v for k, v in r.items() if k not in timing} for r in log]  # noqa: E731
+    assert strip(read_log(tmp_path)) == strip(read_log(tiny_run))
+
+
+def test_two_process_gloo_equals_one_process(shakespeare, tmp_path):
+    common = ["--data", str(shakespeare), "--max_steps", "3", *TINY_ARGS, "--eval_interval", "0",
+              "--sample_tokens", "0"]
+    run_script([*common, "--out_dir", str(tmp_path / "one")])  # 1 process: 2 accumulation steps of 4 x 32
+    r = run_script([*common, "--out_dir", str(tmp_path / "two")], nproc=2)  # 2 processes: 1 step each
+    assert "2 process(es)" in r.stdout and "x 2 x 1 accum" in r.stdout
+    one, two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
+    losses = lambda log, key: [r[key] for r in log if key in r]  # noqa: E731
+    assert len(losses(one, "loss")) == 3
+    for key in ("loss", "val_loss", "grad_norm"):
+        assert losses(one, key) == pytest.approx(losses(two, key), abs=1e-5)
+    assert losses(one, "hellaswag_acc_norm") == losses(two, "hellaswag_acc_norm")  # examples split over ranks
+    assert losses(two, "hellaswag_n") == [8]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--preset", "gpt3"], "invalid choice: 'gpt3'"),
+    (["--seq_len", "64"], "--seq_len 64 exceeds the model's block_size 32"),
+    (["--total_batch_size", "300"], "total_batch_size 300 is not divisible by batch_size * seq_len * world_size"),
+    (["--n_head", "3"], "n_embd=32 is not divisible by n_head=3"),
+])
+def test_bad_settings_fail_with_one_clear_line(flags, message, shakespeare, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--data", str(shakespeare), "--out_dir", str(tmp_path), *TINY_ARGS, *flags])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_or_corrupt_data_fails_clearly(shakespeare, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--data", str(tmp_path / "nothing"), "--out_dir", str(tmp_path / "o"), *TINY_ARGS])
+    assert "meta.json is missing: prepare the data first" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(shakespeare / "tokenizer", broken / "tokenizer")
+    for f in ("meta.json", "val_000000.bin"):
+        (broken / f).write_bytes((shakespeare / f).read_bytes())
+    (broken / "train_000000.bin").write_bytes((shakespeare / "train_000000.bin").read_bytes()[:5000])
+    with pytest.raises(SystemExit):
+        train.main(["--data", str(broken), "--out_dir", str(tmp_path / "o"), *TINY_ARGS])
+    assert "train_000000.bin is corrupt" in capsys.readouterr().err

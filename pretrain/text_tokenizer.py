@@ -1,0 +1,118 @@
+"""The tokenizers pretraining can use, loaded from files, and their export as Hugging Face tokenizer files.
+
+Two kinds (no code of bpe/ is imported; bpe/ meets us through its files):
+  * ``gpt2``: OpenAI's GPT-2 BPE as a tiktoken Encoding built from the local ``encoder.json`` + ``vocab.bpe``
+    (``tiktoken.load.data_gym_to_mergeable_bpe_ranks``; tiktoken's own ``get_encoding("gpt2")`` would download).
+    The same two files are HF's ``vocab.json`` + ``merges.txt``, so a directory holding either pair works.
+  * ``tokenizer.json``: any HF `tokenizers` file (e.g. the one bpe/ exports), read with ``tokenizers.Tokenizer``.
+
+``load(spec)`` accepts "gpt2" (files from the data directory), a tokenizer.json path, or a directory (a prepared
+data set's ``tokenizer/`` folder or a HF model directory). ``write_hf_files`` writes what
+``transformers.AutoTokenizer.from_pretrained`` needs; ``describe``/``load`` round-trip through a folder so that
+prepare.py, train.py and hellaswag.py agree on the tokenizer without sharing Python objects.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import datadir
+
+EOT = "<|endoftext|>"
+# GPT-2's pre-tokenizer regex (tiktoken_ext/openai_public.py, r50k_base / gpt2).
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+class TextTokenizer:
+    """encode/decode plus what the pipeline needs to know: kind, vocab_size, eot_id, the defining files."""
+
+    def __init__(self, kind: str, files: dict[str, Path]):
+        self.kind, self.files = kind, {k: Path(v) for k, v in files.items()}
+        if kind == "gpt2":
+            import tiktoken
+            from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+            ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(self.files["vocab.bpe"]),
+                                                    encoder_json_file=str(self.files["encoder.json"]))
+            self._enc = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                                          special_tokens={EOT: len(ranks)})
+            self.vocab_size, self.eot_id = self._enc.n_vocab, len(ranks)
+        elif kind == "tokenizer.json":
+            from tokenizers import Tokenizer
+
+            try:
+                self._tok = Tokenizer.from_file(str(self.files["tokenizer.json"]))
+            except Exception as e:  # the library's errors are long Rust traces; say which file is bad
+                raise ValueError(f"{self.files['tokenizer.json']}: not a readable HF tokenizer.json ({e})") from None
+            self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+            self.eot_id = self._tok.token_to_id(EOT)  # None when the tokenizer has no end-of-text token
+        else:
+            raise ValueError(f"unknown tokenizer kind '{kind}'")
+
+    def encode(self, text: str) -> list[int]:
+        """Ordinary text to ids; special-token strings inside the text are encoded as plain text."""
+        if self.kind == "gpt2":
+            return self._enc.encode_ordinary(text)
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        ids = [int(i) for i in ids if int(i) < self.vocab_size]  # padded-vocab ids (>= vocab_size) decode to nothing
+        if self.kind == "gpt2":
+            return self._enc.decode(ids, errors="replace")
+        return self._tok.decode(ids, skip_special_tokens=False)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "vocab_size": self.vocab_size, "eot_id": self.eot_id,
+                "files": {k: v.name for k, v in self.files.items()}}
+
+    def copy_files(self, folder: Path) -> Path:
+        """Copy the defining files into `folder` (loadable again with load(folder)); returns folder."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, path in self.files.items():
+            if path.resolve() != (folder / name).resolve():
+                shutil.copyfile(path, folder / name)
+        return folder
+
+    def write_hf_files(self, folder: Path, model_max_length: int) -> list[Path]:
+        """Write the files transformers.AutoTokenizer needs into `folder`; returns their paths."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        special = {}
+        if self.eot_id is not None:
+            special = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
+        if self.kind == "gpt2":  # encoder.json IS vocab.json and vocab.bpe IS merges.txt (same files, HF names)
+            shutil.copyfile(self.files["encoder.json"], folder / "vocab.json")
+            shutil.copyfile(self.files["vocab.bpe"], folder / "merges.txt")
+            written = [folder / "vocab.json", folder / "merges.txt"]
+            cls = "GPT2Tokenizer"
+        else:
+            shutil.copyfile(self.files["tokenizer.json"], folder / "tokenizer.json")
+            written = [folder / "tokenizer.json"]
+            cls = "PreTrainedTokenizerFast"
+        config = {"tokenizer_class": cls, "model_max_length": model_max_length, "add_prefix_space": False,
+                  **special}
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        return written + [folder / "tokenizer_config.json"]
+
+
+def load(spec: str | Path = "gpt2", data_dir: str | Path | None = None) -> TextTokenizer:
+    """"gpt2" (encoder.json + vocab.bpe from the data directory), a tokenizer.json file, or a directory holding
+    tokenizer.json, encoder.json + vocab.bpe, or vocab.json + merges.txt."""
+    if str(spec) == "gpt2":
+        return TextTokenizer("gpt2", {"encoder.json": datadir.find("gpt2/encoder.json", data_dir),
+                                      "vocab.bpe": datadir.find("gpt2/vocab.bpe", data_dir)})
+    path = Path(spec)
+    if path.is_file():
+        return TextTokenizer("tokenizer.json", {"tokenizer.json": path})
+    if path.is_dir():
+        if (path / "encoder.json").is_file() and (path / "vocab.bpe").is_file():
+            return TextTokenizer("gpt2", {"encoder.json": path / "encoder.json", "vocab.bpe": path / "vocab.bpe"})
+        if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+            return TextTokenizer("gpt2", {"encoder.json": path / "vocab.json", "vocab.bpe": path / "merges.txt"})
+        if (path / "tokenizer.json").is_file():
+            return TextTokenizer("tokenizer.json", {"tokenizer.json": path / "tokenizer.json"})
+        raise FileNotFoundError(f"{path}: no tokenizer files (tokenizer.json, encoder.json + vocab.bpe, or "
+                                f"vocab.json + merges.txt)")
+    raise FileNotFoundError(f"tokenizer '{spec}': not 'gpt2', a tokenizer.json file or a directory")
