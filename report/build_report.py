@@ -130,8 +130,7 @@ class FileTokenizer:
 def show_piece(b: bytes) -> str:
     """A token readable inside a markdown table or code span: escapes for control and partial UTF-8 bytes, and
     spaces shown as '␣' (markdown would eat a leading space)."""
-    s = b.decode("utf-8", errors="backslashreplace")
-    return repr(s)[1:-1].replace("|", "\\|").replace("`", "'").replace(" ", "␣")
+    return show_readable(repr(b.decode("utf-8", errors="backslashreplace"))[1:-1])
 
 
 def tokens_md(tok, text: str, limit: int = 40) -> str:
@@ -222,8 +221,8 @@ def section_bpe(run: Path, cmds: dict) -> str:
     comp = s["comparison"]
     rows = [[lang.capitalize(), comp[lang]["chars"], comp[lang]["ours"], comp[lang]["gpt2"],
              HOMEWORK_COUNTS[lang]["ours"], HOMEWORK_COUNTS[lang]["gpt2"]] for lang in ("english", "chinese")]
-    first = ", ".join(f"{i}:`{show_piece(_as_bytes(t))}`" for i, t in s["first_tokens"])
-    last = ", ".join(f"{i}:`{show_piece(_as_bytes(t))}`" for i, t in s["last_tokens"])
+    first = ", ".join(f"{i}:`{show_readable(t)}`" for i, t in s["first_tokens"])
+    last = ", ".join(f"{i}:`{show_readable(t)}`" for i, t in s["last_tokens"])
     ratio = {lang: comp[lang]["gpt2"] / comp[lang]["ours"] for lang in comp}
     return f"""## 1. BPE tokenizer trained on manual.txt
 
@@ -245,9 +244,9 @@ was trained on. The homework saw the same direction (938 vs 185 English, 113 vs 
 """
 
 
-def _as_bytes(t) -> bytes:
-    """summary.json shows tokens as readable strings; keep them as they are (lists of ints are raw bytes)."""
-    return bytes(t) if isinstance(t, list) else str(t).encode("utf-8", errors="surrogateescape")
+def show_readable(t: str) -> str:
+    """summary.json holds tokens already made readable (escapes for bytes); only make them markdown-safe."""
+    return str(t).replace("|", "\\|").replace("`", "'").replace(" ", "␣")
 
 
 def section_pretrain(run: Path, cmds: dict, out_dir: Path) -> str:
