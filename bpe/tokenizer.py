@@ -26,7 +26,6 @@ import heapq
 import json
 import os
 import unicodedata
-from array import array
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -47,7 +46,6 @@ WHOLE_TEXT_PATTERN = r"[\s\S]+"  # tiktoken needs a pattern; for pattern 'none' 
 _KEY = 1 << 24      # pair code = left * _KEY + right; orders like the tuple (left, right)
 _SMALL_PIECE = 128  # pieces up to this many bytes use the list merge; longer ones the heap merge (same result)
 _CACHE_MAX = 1 << 20
-_ARRAY_ABOVE = 4_000_000  # positions; above this the trainer uses typed arrays
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -92,58 +90,48 @@ def train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int, progr
     ``chunks`` maps each unique pre-split chunk to its count; ``vocab`` (id -> bytes, the 256 bytes at ids 0..255)
     is extended in place. Returns the merges as (left id, right id, result id) in order.
 
-    Data layout: every chunk is laid out in one flat array ``sym`` (token id per position, -1 sentinels between
-    chunks, -2 for a position merged away) with doubly linked ``nxt``/``prv`` and a chunk weight ``wt`` per position.
-    ``counts`` maps pair code -> weighted count; the position index maps pair code -> left positions (numpy arrays for
-    the initial byte pairs, which can never gain new positions; lists for pairs made later); stale positions are
-    skipped by checking the symbols. The heap holds (-count, pair code) with lazy deletion: after each merge the
-    pairs with the new token (whose counts rose) are pushed; a popped entry whose count no longer matches is stale:
-    dropped, or re-pushed with the lower true count (counts of older pairs only fall), so the top valid entry is
-    always the best pair.
+    Data layout (numpy): every chunk is laid out in one flat array ``sym`` (token id per position, -1 sentinels
+    around chunks, -2 for a position merged away) with doubly linked ``nxt``/``prv`` and the chunk's count ``wt`` per
+    position. An "edge" is a position and its successor; its pair code is left * _KEY + right.
+    ``counts`` maps pair code -> weighted count. ``where`` maps pair code -> arrays of left positions where it was
+    created (never pruned; stale positions are filtered by checking the symbols when the pair is merged).
+    The heap holds (-count, code) with lazy deletion: after each merge the pairs whose counts rose are pushed; a
+    popped entry whose count no longer matches is stale: dropped, or re-pushed with the lower true count (a count
+    only falls between pushes), so the first valid entry popped is always the best pair.
+    One merge touches only the occurrences of the merged pair, vectorised: find them, drop overlapping ones (a, a)
+    left to right, relink, then count the removed edges (negative) and the new edges (positive) per pair code.
     """
     import numpy as np
 
     if not chunks or n_new <= 0:
         return []
     lengths = np.fromiter((len(c) + 1 for c in chunks), dtype=np.int64, count=len(chunks))
-    flat = np.frombuffer(b"".join(b"\x00" + c for c in chunks), dtype=np.uint8).astype(np.int32)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    flat[starts] = -1  # sentinel before each chunk
-    flat = np.append(flat, np.int32(-1))
-    weights = np.repeat(np.fromiter(chunks.values(), dtype=np.int64, count=len(chunks)), lengths)
-    weights = np.append(weights, 0)
-    n = len(flat)
+    sym = np.frombuffer(b"".join(b"\x00" + c for c in chunks) + b"\x00", dtype=np.uint8).astype(np.int32)
+    starts = np.concatenate(([0], np.cumsum(lengths)))
+    sym[starts] = -1  # sentinel before each chunk and at the end
+    wt = np.append(np.repeat(np.fromiter(chunks.values(), dtype=np.int64, count=len(chunks)), lengths), 0)
+    n = len(sym)
+    nxt = np.arange(1, n + 1, dtype=np.int32)
+    prv = np.arange(-1, n - 1, dtype=np.int32)
+    key = _KEY
 
-    # initial pair counts and positions, vectorised
-    pos = np.nonzero((flat[:-1] >= 0) & (flat[1:] >= 0))[0].astype(np.int32)
-    codes = flat[pos].astype(np.int64) * _KEY + flat[pos + 1]
+    # initial pair counts and positions
+    pos = np.nonzero((sym[:-1] >= 0) & (sym[1:] >= 0))[0].astype(np.int32)
+    codes = sym[pos].astype(np.int64) * key + sym[pos + 1]
     order = np.argsort(codes, kind="stable")  # stable: positions stay increasing inside each pair
-    codes = codes[order]
-    pos = pos[order]
+    codes, pos = codes[order], pos[order]
     del order
     uniq, first = np.unique(codes, return_index=True)
     del codes
-    sums = np.add.reduceat(weights[pos], first) if len(pos) else np.zeros(0, np.int64)
+    sums = np.add.reduceat(wt[pos], first) if len(pos) else np.zeros(0, np.int64)
     counts: dict[int, int] = dict(zip(uniq.tolist(), sums.tolist()))
     bounds = np.append(first, len(pos)).tolist()
     init_where = {c: pos[bounds[k]:bounds[k + 1]] for k, c in enumerate(uniq.tolist())}  # views into pos
-
-    # Small corpora: plain lists (fastest indexing). Large ones (e.g. 10 MB of raw bytes): typed arrays, about
-    # 4x less memory for ~15% more time; the code below is the same for both.
-    if n < _ARRAY_ABOVE:
-        sym, wt = flat.tolist(), weights.tolist()
-        nxt, prv = list(range(1, n + 1)), list(range(-1, n - 1))
-        new_where: defaultdict = defaultdict(list)
-    else:
-        sym, wt = flat.tolist(), array("q", weights.tobytes())
-        nxt, prv = array("i", range(1, n + 1)), array("i", range(-1, n - 1))
-        new_where = defaultdict(lambda: array("i"))
-    del flat, weights
+    where: dict[int, list] = {}  # pairs made by merges: list of position arrays
 
     heap = [(-c, code) for code, c in counts.items()]
     heapq.heapify(heap)
     heappush, heappop = heapq.heappush, heapq.heappop
-    key = _KEY
     ranks = {b: i for i, b in enumerate(vocab)}
     merges: list[tuple[int, int, int]] = []
     created = 0
@@ -151,19 +139,13 @@ def train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int, progr
         negc, code = heappop(heap)
         c = counts.get(code, 0)
         if c != -negc or c <= 0:
-            # Stale entry. Counts of existing pairs only go down between pushes, so a lower true count is
-            # re-inserted here (lazy decrease-key); a higher one already has its own entry.
             if 0 < c < -negc:
                 heappush(heap, (-c, code))
-            elif c <= 0:
-                counts.pop(code, None)
-                init_where.pop(code, None)
-                new_where.pop(code, None)
             continue
         a, b = divmod(code, key)
         merged = vocab[a] + vocab[b]
         new = ranks.get(merged)
-        if new is None:
+        if new is None:  # else: these bytes already are a token; reuse its id (never a duplicate rank)
             new = len(vocab)
             vocab.append(merged)
             ranks[merged] = new
@@ -171,41 +153,67 @@ def train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int, progr
             if progress is not None:
                 progress.update(1)
         merges.append((a, b, new))
-        positions = init_where.pop(code).tolist() if code in init_where else sorted(new_where.pop(code))
-        grown = set()  # pairs with the new token, whose counts went up
-        newk = new * key
-        for i in positions:
-            if sym[i] != a:
-                continue
-            j = nxt[i]
-            if sym[j] != b:
-                continue
-            w = wt[i]
-            p = prv[i]
-            k = nxt[j]
-            sp = sym[p]
-            if sp >= 0:
-                counts[sp * key + a] -= w
-                new_c = sp * key + new
-                counts[new_c] = counts.get(new_c, 0) + w
-                new_where[new_c].append(p)
-                grown.add(new_c)
-            sk = sym[k]
-            if sk >= 0:
-                counts[b * key + sk] -= w
-                new_c = newk + sk
-                counts[new_c] = counts.get(new_c, 0) + w
-                new_where[new_c].append(i)
-                grown.add(new_c)
-            sym[i] = new
-            sym[j] = -2
-            nxt[i] = k
-            prv[k] = i
-        del counts[code]
-        for c in grown:
-            cnt = counts[c]
-            if cnt > 0:
-                heappush(heap, (-cnt, c))
+
+        if code in init_where:  # initial byte pairs: one sorted array, never extended
+            i = init_where.pop(code)
+        else:
+            i = np.unique(np.concatenate(where.pop(code)))
+        i = i[sym[i] == a]
+        j = nxt[i]
+        ok = sym[j] == b
+        i, j = i[ok], j[ok]
+        if a == b and len(i) > 1:
+            # runs like 'aaaa': occurrence t+1 starts where t ends; merge left to right = every other one per run
+            idx = np.arange(len(i))
+            chained = np.concatenate(([False], i[1:] == j[:-1]))
+            run_start = np.maximum.accumulate(np.where(chained, 0, idx))
+            keep = (idx - run_start) % 2 == 0
+            i, j = i[keep], j[keep]
+        p, k = prv[i], nxt[j]
+        # removed edges, by left position; the edge (b, a) between occurrences t-1 and t (p[t] == j[t-1]) once
+        p_ok = sym[p] >= 0
+        p_ok[1:] &= p[1:] != j[:-1]
+        old = np.concatenate((p[p_ok], i, j[sym[k] >= 0]))
+        old_codes = sym[old].astype(np.int64) * key + sym[nxt[old]]
+        # relink
+        sym[i] = new
+        sym[j] = -2
+        nxt[i] = k
+        prv[k] = i
+        # created edges: (left neighbour, new) and (new, right neighbour); (new, new) between t-1 and t once
+        p = prv[i]
+        p_ok = sym[p] >= 0
+        p_ok[1:] &= p[1:] != i[:-1]
+        created_at = np.concatenate((p[p_ok], i[sym[k] >= 0]))
+        new_codes = sym[created_at].astype(np.int64) * key + sym[nxt[created_at]]
+        # count changes per pair code (one sort serves the sums and the position index)
+        n_old = len(old)
+        if n_old == 0:  # cannot happen while counts are exact; never index an empty reduceat
+            counts.pop(code, None)
+            continue
+        all_codes = np.concatenate((old_codes, new_codes))
+        order = np.argsort(all_codes, kind="stable")
+        sc = all_codes[order]
+        starts = np.flatnonzero(np.concatenate(([True], sc[1:] != sc[:-1])))
+        sums = np.add.reduceat(np.concatenate((-wt[old], wt[created_at]))[order], starts)
+        for cd, dv in zip(sc[starts].tolist(), sums.tolist()):
+            if dv:
+                cnt = counts.get(cd, 0) + dv
+                if cnt > 0:
+                    counts[cd] = cnt
+                    if dv > 0:
+                        heappush(heap, (-cnt, cd))
+                else:
+                    counts.pop(cd, None)
+                    where.pop(cd, None)
+        is_new = order >= n_old
+        nc, npos = sc[is_new], np.concatenate((old, created_at))[order][is_new]
+        if len(nc):
+            bounds = np.append(np.flatnonzero(np.concatenate(([True], nc[1:] != nc[:-1]))), len(nc)).tolist()
+            for t, cd in enumerate(nc[bounds[:-1]].tolist()):
+                if cd in counts:
+                    where.setdefault(cd, []).append(npos[bounds[t]:bounds[t + 1]])
+        counts.pop(code, None)
     return merges
 
 

@@ -164,12 +164,3 @@ def test_bad_pattern():
     with pytest.raises(ValueError, match="valid regex"):
         Tokenizer("(unclosed")
 
-
-def test_large_corpus_array_mode_gives_same_merges(monkeypatch, manual_text):
-    # above _ARRAY_ABOVE positions the trainer switches to typed arrays (memory); force that path on a small corpus
-    import tokenizer as T
-    text = manual_text[:4000]
-    expected = Tokenizer("gpt2").train(text, 400).merges
-    monkeypatch.setattr(T, "_ARRAY_ABOVE", 0)
-    assert Tokenizer("gpt2").train(text, 400).merges == expected
-    assert Tokenizer("none").train(text, 330).merges == naive_train(text, 330)[0]
