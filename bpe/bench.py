@@ -31,14 +31,17 @@ from tokenizer import Tokenizer, atomic_write
 HERE = Path(__file__).resolve().parent
 
 
-def best_time(fn, repeat: int) -> tuple[float, object]:
-    """Minimum wall time over ``repeat`` calls (the least disturbed by the other processes on a shared machine)."""
-    best, result = float("inf"), None
+def race(fns: dict, repeat: int) -> tuple[dict, dict]:
+    """Best wall time of each function over ``repeat`` rounds, run round-robin so that load from other processes on
+    a shared machine hits every contender alike. Returns ({name: seconds}, {name: last result})."""
+    best = {name: float("inf") for name in fns}
+    results = {}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            results[name] = fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best, results
 
 
 def hf_train(text: str, vocab_size: int):
@@ -92,12 +95,13 @@ def run_child(path: Path, pattern: str, vocab_size: int, which: str) -> dict:
 
 
 def bench_training(text: str, vocab_size: int, repeat: int) -> dict:
-    t_hf, _ = best_time(lambda: hf_train(text, vocab_size), repeat)
-    out = {"hf_bytelevel_s": t_hf}
+    t, _ = race({"hf": lambda: hf_train(text, vocab_size),
+                 "none": lambda: Tokenizer("none").train(text, vocab_size),
+                 "gpt2": lambda: Tokenizer("gpt2").train(text, vocab_size)}, repeat)
+    out = {"hf_bytelevel_s": t["hf"]}
     for pattern in ("none", "gpt2"):
-        t, _ = best_time(lambda: Tokenizer(pattern).train(text, vocab_size), repeat)
-        out[f"ours_{pattern}_s"] = t
-        out[f"ours_{pattern}_over_hf"] = t / t_hf
+        out[f"ours_{pattern}_s"] = t[pattern]
+        out[f"ours_{pattern}_over_hf"] = t[pattern] / t["hf"]
     return out
 
 
@@ -139,17 +143,15 @@ def bench_encode(data_dir, repeat: int) -> dict:
         ours._cache.clear()
         return ours.encode_ordinary(text)
 
-    t_ref, ids_ref = best_time(lambda: ref.encode_ordinary(text), repeat)
-    t_cold, ids_cold = best_time(cold, repeat)
-    t_warm, ids_warm = best_time(lambda: ours.encode_ordinary(text), repeat)
-    t_exp, ids_exp = best_time(lambda: exported.encode_ordinary(text), repeat)
-    t_hf, enc_hf = best_time(lambda: hf.encode(text), repeat)
-    same = ids_ref == ids_cold == ids_warm == ids_exp == enc_hf.ids
-    res = {"text_mb": mb, "identical_ids": same, "tiktoken_mb_s": mb / t_ref}
-    for name, t in (("ours_python_cold", t_cold), ("ours_python_warm", t_warm), ("ours_tiktoken_export", t_exp),
-                    ("ours_hf_export", t_hf)):
-        res[f"{name}_mb_s"] = mb / t
-        res[f"{name}_over_tiktoken"] = t_ref / t
+    t, ids = race({"tiktoken": lambda: ref.encode_ordinary(text), "ours_python_cold": cold,
+                   "ours_python_warm": lambda: ours.encode_ordinary(text),
+                   "ours_tiktoken_export": lambda: exported.encode_ordinary(text),
+                   "ours_hf_export": lambda: hf.encode(text).ids}, repeat)
+    res = {"text_mb": mb, "identical_ids": all(v == ids["tiktoken"] for v in ids.values()),
+           "tiktoken_mb_s": mb / t["tiktoken"]}
+    for name in ("ours_python_cold", "ours_python_warm", "ours_tiktoken_export", "ours_hf_export"):
+        res[f"{name}_mb_s"] = mb / t[name]
+        res[f"{name}_over_tiktoken"] = t["tiktoken"] / t[name]
     return res
 
 

@@ -117,11 +117,12 @@ def train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int, progr
 
     # initial pair counts and positions
     pos = np.nonzero((sym[:-1] >= 0) & (sym[1:] >= 0))[0].astype(np.int32)
-    codes = sym[pos].astype(np.int64) * key + sym[pos + 1]
+    codes = (sym[pos] * 256 + sym[pos + 1]).astype(np.uint16)  # byte pairs fit 16 bits: radix sort, O(n)
     order = np.argsort(codes, kind="stable")  # stable: positions stay increasing inside each pair
     codes, pos = codes[order], pos[order]
     del order
-    uniq, first = np.unique(codes, return_index=True)
+    first = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1]))) if len(codes) else np.zeros(0, int)
+    uniq = codes[first].astype(np.int64) // 256 * key + codes[first] % 256
     del codes
     sums = np.add.reduceat(wt[pos], first) if len(pos) else np.zeros(0, np.int64)
     counts: dict[int, int] = dict(zip(uniq.tolist(), sums.tolist()))

@@ -143,6 +143,8 @@ def main(argv=None) -> dict:
     log = [f"trained on {', '.join(map(str, paths))} ({corpus_bytes:,} bytes), pattern={cfg.pattern}, "
            f"vocab_size={tok.vocab_size} ({len(tok.merges)} merges, specials {tok.special_tokens or 'none'})",
            f"training time: {train_seconds:.2f} s", "first 10 vocabulary tokens:"]
+    if tok.vocab_size < cfg.vocab_size:
+        log.insert(1, f"note: the corpus ran out of pairs; vocabulary is {tok.vocab_size}, not {cfg.vocab_size}")
     log += [f"  {i:>6}  {s}" for i, s in summary["first_tokens"]]
     log.append("last 10 vocabulary tokens:")
     log += [f"  {i:>6}  {s}" for i, s in summary["last_tokens"]]

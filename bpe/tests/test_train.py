@@ -138,6 +138,8 @@ def test_runs_out_of_pairs_gracefully():
     tok = Tokenizer().train("abab", 1000, special_tokens=["<s>"])
     assert tok.merges == [(97, 98, 256), (256, 256, 257)]
     assert tok.special_tokens == {"<s>": 258}
+    single = Tokenizer().train("a", 300, special_tokens=["<s>"])  # no pair at all
+    assert single.merges == [] and single.special_tokens == {"<s>": 256} and single.encode("a") == [97]
 
 
 @pytest.mark.parametrize("args, exc, words", [
