@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import datadir
-from tokenizer import Tokenizer, atomic_write
+from tokenizer import Tokenizer, atomic_write, openai_gpt2_tiktoken
 
 HERE = Path(__file__).resolve().parent
 
@@ -121,15 +121,10 @@ def bench_scaling(data_dir, sizes_mb, vocab_size: int) -> list[dict]:
 
 
 def bench_encode(data_dir, repeat: int) -> dict:
-    import tiktoken
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-    from tiktoken_ext.openai_public import r50k_pat_str
     from tokenizers import Tokenizer as HFTokenizer
 
     enc_json, vocab_bpe = datadir.find("gpt2/encoder.json", data_dir), datadir.find("gpt2/vocab.bpe", data_dir)
-    ref = tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, special_tokens={"<|endoftext|>": 50256},
-                            mergeable_ranks=data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(vocab_bpe),
-                                                                            encoder_json_file=str(enc_json)))
+    ref = openai_gpt2_tiktoken(enc_json, vocab_bpe)
     text = (datadir.find("webtext/wikitext2_valid.txt", data_dir).read_text(encoding="utf-8")
             + datadir.find("tinyshakespeare.txt", data_dir).read_text(encoding="utf-8"))
     mb = len(text.encode("utf-8")) / 1e6

@@ -26,7 +26,7 @@ import heapq
 import json
 import os
 import unicodedata
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import regex
@@ -78,6 +78,18 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def openai_gpt2_tiktoken(encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike):
+    """tiktoken's own ``gpt2`` encoding from local OpenAI files (tiktoken's loader and r50k pattern, no download):
+    the reference our GPT-2 loading is tested and benchmarked against. Uses no code of this module."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(vocab_bpe), encoder_json_file=str(encoder_json))
+    return tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": 50256})
 
 
 # ----------------------------------------------------------------------------------------------------------------

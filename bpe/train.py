@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datadir
-from tokenizer import PATTERNS, Tokenizer, atomic_write, render_token
+from tokenizer import PATTERNS, Tokenizer, atomic_write, openai_gpt2_tiktoken, render_token
 
 HERE = Path(__file__).resolve().parent
 
@@ -86,15 +86,8 @@ def read_text(path: Path) -> str:
 
 
 def gpt2_tiktoken(data_dir: str | None):
-    """tiktoken's gpt2 encoding built from the local OpenAI files (no download): tiktoken's loader and pattern."""
-    import tiktoken
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-    from tiktoken_ext.openai_public import r50k_pat_str
-
-    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(datadir.find("gpt2/vocab.bpe", data_dir)),
-                                            encoder_json_file=str(datadir.find("gpt2/encoder.json", data_dir)))
-    return tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": 50256})
+    """tiktoken's gpt2 encoding built from the local GPT-2 files in the data directory (no download)."""
+    return openai_gpt2_tiktoken(datadir.find("gpt2/encoder.json", data_dir), datadir.find("gpt2/vocab.bpe", data_dir))
 
 
 def token_rows(tok: Tokenizer, ids) -> list[list]:

@@ -7,7 +7,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import datadir  # noqa: E402
-from tokenizer import Tokenizer  # noqa: E402
+from tokenizer import Tokenizer, openai_gpt2_tiktoken  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -19,14 +19,7 @@ def gpt2_tok():
 @pytest.fixture(scope="session")
 def tiktoken_gpt2():
     """tiktoken's own gpt2 encoding, built from the same local files with tiktoken's loader and pattern."""
-    import tiktoken
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-    from tiktoken_ext.openai_public import r50k_pat_str
-
-    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(datadir.find("gpt2/vocab.bpe")),
-                                            encoder_json_file=str(datadir.find("gpt2/encoder.json")))
-    return tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": 50256})
+    return openai_gpt2_tiktoken(datadir.find("gpt2/encoder.json"), datadir.find("gpt2/vocab.bpe"))
 
 
 @pytest.fixture(scope="session")
