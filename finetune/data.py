@@ -1,0 +1,266 @@
+"""Stanford Alpaca for supervised finetuning: load, validate, template, tokenize, mask, split and batch.
+
+Sources: a local ``.json`` (a list of records), ``.jsonl`` (one record a line), either one ``.xz``-compressed, a name
+under the data directory (``alpaca/alpaca_data.json.xz``, found by datadir.find) or a Hugging Face dataset name
+(``tatsu-lab/alpaca``). A record has string fields ``instruction`` and ``output`` and an optional ``input``.
+
+Each example is prompt + target + EOS; the loss sees only the target and EOS. Labels are -100 (ignored by the cross
+entropy) on every prompt token and every padding token; sequences longer than ``max_length`` are cut on the right,
+and an example whose prompt alone fills ``max_length`` is dropped (it has nothing left to learn from) and counted.
+"""
+from __future__ import annotations
+
+import json
+import lzma
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import datadir
+
+IGNORE_INDEX = -100  # label of tokens outside the loss (F.cross_entropy's default ignore_index)
+DEFAULT_DATA = "alpaca/alpaca_data.json.xz"
+HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+")
+
+# Templates: (prompt with an input, prompt without one, target). The target's EOS is appended as a token id,
+# not as text, so it is the model's own EOS whatever its tokenizer calls it.
+TEMPLATES = {
+    # The homework's: `BEGINNING OF CONVERSATION: USER: {instruction} {input} ASSISTANT:` + ` {output}<|endoftext|>`
+    # (with no input, the instruction alone: no double space).
+    "homework": ("BEGINNING OF CONVERSATION: USER: {instruction} {input} ASSISTANT:",
+                 "BEGINNING OF CONVERSATION: USER: {instruction} ASSISTANT:",
+                 " {output}"),
+    # Stanford Alpaca's (tatsu-lab/stanford_alpaca train.py PROMPT_DICT).
+    "alpaca": ("Below is an instruction that describes a task, paired with an input that provides further context. "
+               "Write a response that appropriately completes the request.\n\n"
+               "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n",
+               "Below is an instruction that describes a task. "
+               "Write a response that appropriately completes the request.\n\n"
+               "### Instruction:\n{instruction}\n\n### Response:\n",
+               "{output}"),
+}
+
+
+def prompt_of(record: dict, template: str = "homework") -> str:
+    with_input, without_input, _ = TEMPLATES[template]
+    inp = (record.get("input") or "").strip()
+    return (with_input if inp else without_input).format(instruction=record["instruction"].strip(), input=inp)
+
+
+def target_of(record: dict, template: str = "homework") -> str:
+    return TEMPLATES[template][2].format(output=record["output"])
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+def resolve_data_path(data_path: str, data_dir: str | None = None) -> Path | str:
+    """A real file, a data-directory name (``alpaca/alpaca_data.json[.xz]``), or a hub dataset name (returned as str)."""
+    p = Path(data_path).expanduser()
+    if p.is_file():
+        return p
+    if p.is_dir():
+        raise ValueError(f"--data_path {data_path} is a folder; give a .json, .jsonl or .json.xz file")
+    if data_path.endswith((".json", ".jsonl", ".xz")):
+        alt = data_path[:-3] if data_path.endswith(".xz") else data_path + ".xz"
+        for name in (data_path, alt):  # a local copy of either form first, then a download of one with a source
+            try:
+                return datadir.find(name, data_dir, download=False)
+            except datadir.DataFileNotFound:
+                pass
+        for name in (data_path, alt):
+            if datadir.SOURCES.get(name):
+                return datadir.find(name, data_dir)
+        return datadir.find(data_path, data_dir, download=False)  # raises the one-line error naming the folders
+    if HUB_NAME.fullmatch(data_path):
+        return data_path
+    raise FileNotFoundError(f"--data_path {data_path}: no such file, and not a data-directory name or "
+                            "Hugging Face dataset name (owner/name)")
+
+
+def read_records(path: Path) -> list:
+    """Parse a .json / .jsonl file (optionally .xz-compressed); errors name the file and the line or position."""
+    opener = (lambda: lzma.open(path, "rt", encoding="utf-8")) if path.suffix == ".xz" else \
+        (lambda: open(path, encoding="utf-8"))
+    kind = Path(path.stem).suffix if path.suffix == ".xz" else path.suffix
+    try:
+        with opener() as f:
+            if kind == ".jsonl":
+                records = []
+                for i, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            records.append(json.loads(line))
+                        except json.JSONDecodeError as e:
+                            raise ValueError(f"{path}: line {i} is not valid JSON ({e})") from None
+                return records
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except (lzma.LZMAError, EOFError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot decode ({type(e).__name__}: {e})") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    return data
+
+
+def check_records(records: list, source) -> list[dict]:
+    """Every record must have string 'instruction' and 'output' and an optional string 'input'."""
+    bad = []
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            bad.append(f"record {i} is a {type(r).__name__}, not an object")
+            continue
+        for key, required in (("instruction", True), ("output", True), ("input", False)):
+            v = r.get(key)
+            if v is None and not required:
+                continue
+            if v is None:
+                bad.append(f"record {i} has no '{key}'")
+            elif not isinstance(v, str):
+                bad.append(f"record {i} field '{key}' is a {type(v).__name__}, not a string")
+    if bad:
+        raise ValueError(f"{source}: {len(bad)} malformed record(s): " + "; ".join(bad[:3])
+                         + ("; ..." if len(bad) > 3 else ""))
+    if not records:
+        raise ValueError(f"{source}: no records")
+    return records
+
+
+def load_records(data_path: str = DEFAULT_DATA, data_dir: str | None = None) -> tuple[list[dict], str]:
+    """(records, description of where they came from)."""
+    where = resolve_data_path(data_path, data_dir)
+    if isinstance(where, Path):
+        return check_records(read_records(where), where), str(where)
+    try:
+        import datasets
+        ds = datasets.load_dataset(where, split="train")
+    except Exception as e:  # offline, unknown name, ...: one line naming the dataset
+        raise FileNotFoundError(f"cannot load Hugging Face dataset '{where}' ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else ''}); pass a local file instead") from None
+    return check_records(list(ds), f"hf:{where}"), f"hf:{where}"
+
+
+# ------------------------------------------------------------------------------------------------ tokenizing
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def tokenize(records: list[dict], tokenizer, template: str = "homework", max_length: int = 512
+             ) -> tuple[list[Example], int]:
+    """Templated, tokenized, masked examples and the number dropped because the prompt fills max_length."""
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; choose from {sorted(TEMPLATES)}")
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2, got {max_length}")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no EOS token; the target needs one")
+    # Prompt and target tokenized separately, so the prompt/target boundary is exact (one batched call each).
+    prompts = tokenizer([prompt_of(r, template) for r in records], add_special_tokens=False)["input_ids"]
+    targets = tokenizer([target_of(r, template) for r in records], add_special_tokens=False)["input_ids"]
+    out, dropped = [], 0
+    for p, t in zip(prompts, targets):
+        ids = (p + t + [eos])[:max_length]
+        labels = ([IGNORE_INDEX] * len(p) + t + [eos])[:max_length]
+        if len(p) >= max_length:
+            dropped += 1
+            continue
+        out.append(Example(ids, labels))
+    return out, dropped
+
+
+def split_indices(n: int, eval_ratio: float, seed: int, max_examples: int | None = None
+                  ) -> tuple[list[int], list[int]]:
+    """Deterministic (train, eval) record indices: one seeded shuffle, then an optional subset, then the split."""
+    if not 0.0 <= eval_ratio < 1.0:
+        raise ValueError(f"eval_ratio must be in [0, 1), got {eval_ratio}")
+    if max_examples is not None and max_examples <= 0:
+        raise ValueError(f"max_examples must be > 0, got {max_examples}")
+    idx = list(range(n))
+    random.Random(seed).shuffle(idx)
+    if max_examples is not None:
+        idx = idx[:max_examples]
+    n_eval = round(len(idx) * eval_ratio)
+    return idx[n_eval:], idx[:n_eval]
+
+
+def check_split(name: str, n: int, batch_size: int, world_size: int = 1, flag: str = "--train_batch_size") -> None:
+    """A split must give every rank at least one full batch (the homework crashed on empty or tiny splits)."""
+    need = batch_size * world_size
+    if n == 0:
+        raise ValueError(f"the {name} split is empty; raise --max_examples or --eval_ratio")
+    if n < need:
+        raise ValueError(f"the {name} split has {n} examples, fewer than one batch ({flag} {batch_size}"
+                         + (f" x {world_size} ranks" if world_size > 1 else "") + f" = {need}); lower "
+                         f"{flag} or give the split more examples (--max_examples, --eval_ratio)")
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example: input_ids/attention_mask/labels (B, T); padding labels are -100."""
+    T = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), T), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), T), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def train_batches(examples: list[Example], batch_size: int, epoch: int, seed: int, rank: int = 0,
+                  world_size: int = 1, pad_id: int = 0):
+    """One epoch of full batches for this rank: a seeded shuffle per epoch, ranks take disjoint equal shares."""
+    g = torch.Generator().manual_seed(seed * 1000003 + epoch)
+    order = torch.randperm(len(examples), generator=g).tolist()
+    per_rank = len(order) // world_size
+    mine = order[rank * per_rank:(rank + 1) * per_rank]
+    for b in range(len(mine) // batch_size):  # drop the last partial batch: every step sees batch_size examples
+        yield collate([examples[i] for i in mine[b * batch_size:(b + 1) * batch_size]], pad_id)
+
+
+def eval_batches(examples: list[Example], batch_size: int, rank: int = 0, world_size: int = 1, pad_id: int = 0):
+    """All eval examples, in order, each rank a strided share (the loss is summed over ranks afterwards)."""
+    mine = examples[rank::world_size]
+    for b in range(0, len(mine), batch_size):
+        yield collate(mine[b:b + batch_size], pad_id)
+
+
+# ------------------------------------------------------------------------------------------------ tokenizers
+
+def gpt2_tokenizer(data_dir: str | None = None):
+    """GPT-2's tokenizer from the data directory's gpt2/encoder.json + gpt2/vocab.bpe (no hub access)."""
+    from transformers import GPT2TokenizerFast
+
+    vocab = json.loads(datadir.find("gpt2/encoder.json", data_dir).read_text(encoding="utf-8"))
+    lines = datadir.find("gpt2/vocab.bpe", data_dir).read_text(encoding="utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1:] if line.strip()]  # line 0 is "#version: 0.2"
+    return GPT2TokenizerFast(vocab=vocab, merges=merges)
+
+
+def load_tokenizer(model_name_or_path: str, data_dir: str | None = None, vocab_size: int | None = None):
+    """The model's own tokenizer; for a model folder without one (e.g. raw weights), GPT-2's if the vocab fits."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_name_or_path)
+    except (OSError, ValueError, TypeError) as e:
+        if vocab_size is not None and vocab_size < 50257:
+            raise ValueError(f"{model_name_or_path}: no tokenizer found ({e}) and the vocabulary ({vocab_size}) is "
+                             "too small for GPT-2's; save a tokenizer with the model") from None
+        print(f"[data] {model_name_or_path} has no tokenizer; using GPT-2's from the data directory")
+        tok = gpt2_tokenizer(data_dir)
+    if tok.eos_token_id is None:
+        raise ValueError(f"the tokenizer of {model_name_or_path} has no EOS token")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token  # padding is masked out of loss and attention, its id does not matter
+    return tok

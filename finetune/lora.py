@@ -1,0 +1,408 @@
+"""LoRA (Hu et al. 2021, arXiv:2106.09685) with the homework's API, numerically identical to PEFT's LoRA.
+
+The homework's four names: ``LoRALinear``, ``convert_linear_layer_to_lora``, ``only_optimize_lora_parameters`` and
+``get_lora_state_dict``; around them: explicit ``merge()``/``unmerge()``, ``merge_and_unload``,
+``load_lora_state_dict``, adapter folders (``save_adapter``/``load_adapter``) and export to / import from PEFT's
+adapter format (``adapter_config.json`` + ``adapter_model.safetensors``), so that
+``peft.PeftModel.from_pretrained(base, folder)`` reproduces our logits and we reproduce PEFT's.
+
+Math (one adapted layer, base weight W (out, in) frozen, r = lora_dim):
+    y = x Wᵀ + b + s · (dropout(x) Rᵀ) Lᵀ      R = lora_right_weight (r, in), Kaiming-uniform (a=√5, as nn.Linear)
+                                                L = lora_left_weight (out, r), zeros, so a new adapter changes nothing
+    s = lora_scaling / r   (rsLoRA, Kalajdzievski 2023, arXiv:2312.03732: s = lora_scaling / √r)
+PEFT's names: R = lora_A.weight, L = lora_B.weight, lora_scaling = lora_alpha.
+
+Trap: transformers' ``Conv1D`` (GPT-2's c_attn, c_proj, c_fc) stores its weight as (in, out) and computes x W + b.
+We keep a transposed *view* of that storage as our (out, in) weight, so no copy is made and F.linear runs the very
+same GEMM as Conv1D; PEFT calls this ``fan_in_fan_out=True``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fileio import atomic_dir
+
+try:  # transformers' GPT-2 projection layer; LoRA on plain nn.Linear models works without transformers
+    from transformers.pytorch_utils import Conv1D
+except ImportError:  # pragma: no cover
+    Conv1D = None
+
+ADAPTABLE = (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ())
+ADAPTER_FORMAT, ADAPTER_VERSION = "llmhw-lora-adapter", 1
+OUR_CONFIG, OUR_WEIGHTS = "lora_config.json", "lora_weights.safetensors"
+PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trainable low-rank update (see the module docstring for the math).
+
+    ``weight`` is (out, in) like nn.Linear's; ``fan_in_fan_out=True`` records that it is a transposed view of a
+    Conv1D weight (so ``to_plain()`` gives a Conv1D back).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, lora_dim: int, lora_scaling: float,
+                 lora_dropout: float = 0.0, use_rslora: bool = False, fan_in_fan_out: bool = False):
+        super().__init__()
+        if not isinstance(lora_dim, int) or lora_dim <= 0:
+            raise ValueError(f"lora_dim must be a positive integer, got {lora_dim!r}")
+        if not 0.0 <= lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {lora_dropout!r}")
+        out_features, in_features = weight.shape
+        # Base weight and bias are frozen: they never receive gradients.
+        self.weight = nn.Parameter(weight.detach(), requires_grad=False)
+        self.bias = nn.Parameter(bias.detach(), requires_grad=False) if bias is not None else None
+        self.lora_right_weight = nn.Parameter(weight.new_empty(lora_dim, in_features))   # (r, in)
+        self.lora_left_weight = nn.Parameter(weight.new_empty(out_features, lora_dim))   # (out, r)
+        self.lora_dim, self.lora_scaling, self.use_rslora = lora_dim, float(lora_scaling), use_rslora
+        self.scaling = self.lora_scaling / (math.sqrt(lora_dim) if use_rslora else lora_dim)
+        self.lora_dropout = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()
+        self.fan_in_fan_out = fan_in_fan_out
+        self.merged = False
+        self.reset_lora_parameters()
+
+    @classmethod
+    def from_layer(cls, layer: nn.Module, lora_dim: int, lora_scaling: float, lora_dropout: float = 0.0,
+                   use_rslora: bool = False) -> "LoRALinear":
+        """Wrap an nn.Linear or a transformers Conv1D (sharing its weight storage, no copy)."""
+        if isinstance(layer, nn.Linear):
+            return cls(layer.weight, layer.bias, lora_dim, lora_scaling, lora_dropout, use_rslora)
+        if Conv1D is not None and isinstance(layer, Conv1D):
+            w = layer.weight.detach().t()  # (in, out) storage seen as (out, in)
+            return cls(w, layer.bias, lora_dim, lora_scaling, lora_dropout, use_rslora, fan_in_fan_out=True)
+        raise TypeError(f"LoRA supports nn.Linear and transformers Conv1D, not {type(layer).__name__}")
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    @torch.no_grad()
+    def reset_lora_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.lora_right_weight, a=math.sqrt(5))  # as nn.Linear / PEFT / loralib
+        nn.init.zeros_(self.lora_left_weight)
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.scaling * (self.lora_left_weight @ self.lora_right_weight)  # (out, in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight, self.bias)  # (..., out)
+        if self.merged:
+            if self.training and torch.is_grad_enabled() and self.lora_right_weight.requires_grad:
+                raise RuntimeError("LoRALinear is merged, so its LoRA weights would get no gradient: "
+                                   "call unmerge() before training")
+            return out
+        h = F.linear(self.lora_dropout(x), self.lora_right_weight)  # (..., r)
+        # out += s · h Lᵀ as one GEMM that accumulates into `out` in place (beta=1, alpha=s): no (..., out)
+        # temporaries, unlike `out + lora_B(h) * s`. Safe for autograd: F.linear's backward does not need `out`.
+        out.view(-1, out.shape[-1]).addmm_(h.reshape(-1, self.lora_dim), self.lora_left_weight.t(),
+                                           alpha=self.scaling)
+        return out
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold s·L·R into the base weight (fast inference). A second call does nothing."""
+        if not self.merged:
+            self.weight.add_(self.delta_weight())
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Undo merge() (exact up to float rounding). A second call does nothing."""
+        if self.merged:
+            self.weight.sub_(self.delta_weight())
+            self.merged = False
+
+    @torch.no_grad()
+    def to_plain(self) -> nn.Module:
+        """A plain nn.Linear (or Conv1D, if that is what was wrapped) holding the merged weight."""
+        delta = 0 if self.merged else self.delta_weight()
+        w = self.weight + delta  # (out, in), a new tensor: self is left unchanged
+        with torch.device("meta"):  # skip the random init of weights we overwrite anyway
+            if self.fan_in_fan_out:
+                layer = Conv1D(self.out_features, self.in_features)
+            else:
+                layer = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        layer.weight = nn.Parameter(w.t().contiguous() if self.fan_in_fan_out else w)
+        if self.bias is not None:
+            layer.bias = nn.Parameter(self.bias.detach().clone())
+        return layer
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, lora_dim={self.lora_dim}, "
+                f"scaling={self.scaling:g}, fan_in_fan_out={self.fan_in_fan_out}, merged={self.merged}")
+
+
+@dataclass
+class LoRAConfig:
+    """What an adapter is: everything needed to rebuild it on a base model."""
+    lora_dim: int = 8
+    lora_scaling: float = 32.0        # PEFT's lora_alpha; scaling = lora_scaling / lora_dim
+    lora_module_name: str = "h."      # substring filter on module names (the homework's)
+    lora_dropout: float = 0.0
+    use_rslora: bool = False          # scaling = lora_scaling / sqrt(lora_dim)
+    target_modules: list[str] = field(default_factory=list)  # exact names, filled in by conversion
+
+    def validate(self) -> "LoRAConfig":
+        if not isinstance(self.lora_dim, int) or self.lora_dim <= 0:
+            raise ValueError(f"lora_dim must be a positive integer, got {self.lora_dim!r}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if not self.lora_scaling > 0:
+            raise ValueError(f"lora_scaling must be > 0, got {self.lora_scaling!r}")
+        return self
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP / torch.compile wrappers (their state-dict keys carry prefixes)."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
+    return {n: m for n, m in unwrap(model).named_modules() if isinstance(m, LoRALinear)}
+
+
+def _convert_modules(model: nn.Module, names: list[str], cfg: LoRAConfig) -> nn.Module:
+    for name in names:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        layer = getattr(parent, attr)
+        if isinstance(layer, LoRALinear):
+            raise ValueError(f"module '{name}' already has a LoRA adapter")
+        setattr(parent, attr, LoRALinear.from_layer(layer, cfg.lora_dim, cfg.lora_scaling, cfg.lora_dropout,
+                                                    cfg.use_rslora))
+    cfg.target_modules = sorted(set(cfg.target_modules) | set(names))
+    return model
+
+
+def convert_linear_layer_to_lora(model: nn.Module, part_module_name: str, lora_dim: int = 0,
+                                 lora_scaling: float = 1, lora_dropout: float = 0.0,
+                                 use_rslora: bool = False) -> nn.Module:
+    """Replace every nn.Linear / Conv1D whose name contains ``part_module_name`` with a LoRALinear (in place)."""
+    cfg = LoRAConfig(lora_dim, lora_scaling, part_module_name, lora_dropout, use_rslora).validate()
+    names = [n for n, m in model.named_modules() if part_module_name in n and isinstance(m, ADAPTABLE)]
+    if not names:
+        some = [n for n, m in model.named_modules() if isinstance(m, ADAPTABLE)][:4]
+        raise ValueError(f"module filter '{part_module_name}' matches no nn.Linear/Conv1D module of "
+                         f"{type(model).__name__} (linear modules are named like {some})")
+    return _convert_modules(model, names, cfg)
+
+
+def lora_config_of(model: nn.Module, lora_module_name: str = "") -> LoRAConfig:
+    """Read the LoRAConfig back from a converted model."""
+    mods = lora_modules(model)
+    if not mods:
+        raise ValueError("model has no LoRA layers (call convert_linear_layer_to_lora first)")
+    m = next(iter(mods.values()))
+    p = m.lora_dropout.p if isinstance(m.lora_dropout, nn.Dropout) else 0.0
+    return LoRAConfig(m.lora_dim, m.lora_scaling, lora_module_name, p, m.use_rslora, sorted(mods))
+
+
+def only_optimize_lora_parameters(model: nn.Module) -> nn.Module:
+    """Freeze everything except the LoRA weights."""
+    for name, p in model.named_parameters():
+        p.requires_grad = "lora_right_weight" in name or "lora_left_weight" in name
+    return model
+
+
+def get_lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only the LoRA tensors, keyed by the (unwrapped) model's parameter names."""
+    return {k: v for k, v in unwrap(model).state_dict().items()
+            if k.endswith(".lora_right_weight") or k.endswith(".lora_left_weight")}
+
+
+@torch.no_grad()
+def load_lora_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True) -> nn.Module:
+    """Copy LoRA tensors into a converted model; names and shapes are checked, errors say which tensor."""
+    model = unwrap(model)
+    params = dict(model.named_parameters())
+    own = set(get_lora_state_dict(model))
+    missing, unexpected = sorted(own - set(state_dict)), sorted(set(state_dict) - own)
+    if strict and (missing or unexpected):
+        raise ValueError(f"LoRA state dict does not fit the model: missing {missing[:3]}{'...' if len(missing) > 3 else ''}"
+                         f" ({len(missing)}), unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
+                         f" ({len(unexpected)})")
+    for name, mod in lora_modules(model).items():
+        if mod.merged:
+            raise RuntimeError(f"LoRA layer '{name}' is merged; unmerge() before loading new LoRA weights")
+    for k, v in state_dict.items():
+        if k not in own:
+            continue
+        if params[k].shape != v.shape:
+            raise ValueError(f"LoRA tensor '{k}' has shape {tuple(v.shape)}, the model expects {tuple(params[k].shape)}")
+        params[k].copy_(v)
+    return model
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    for m in lora_modules(model).values():
+        m.merge()
+    return model
+
+
+def unmerge_lora(model: nn.Module) -> nn.Module:
+    for m in lora_modules(model).values():
+        m.unmerge()
+    return model
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Replace every LoRALinear by a plain layer holding W + s·L·R (back to the original architecture)."""
+    root = unwrap(model)
+    for name, m in lora_modules(root).items():
+        parent_name, _, attr = name.rpartition(".")
+        setattr(root.get_submodule(parent_name) if parent_name else root, attr, m.to_plain())
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- adapter folders
+
+def _number(x: float):
+    return int(x) if float(x).is_integer() else float(x)
+
+
+def _peft_files(model: nn.Module, cfg: LoRAConfig, base_model_name_or_path: str | None):
+    """PEFT's adapter_config.json dict and adapter_model.safetensors tensors for our adapter."""
+    mods = lora_modules(model)
+    tensors = {}
+    for name, m in mods.items():
+        tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = m.lora_right_weight.detach().contiguous()  # (r, in)
+        tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = m.lora_left_weight.detach().contiguous()   # (out, r)
+    # PEFT sets fan_in_fan_out per layer type anyway (True for Conv1D, False for nn.Linear, with a warning when the
+    # flag disagrees); we write the value of the majority so that a GPT-2 adapter loads without warnings.
+    fan = sum(m.fan_in_fan_out for m in mods.values()) * 2 > len(mods)
+    config = {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model_name_or_path,
+        "r": cfg.lora_dim, "lora_alpha": _number(cfg.lora_scaling), "lora_dropout": cfg.lora_dropout,
+        "target_modules": sorted(mods), "fan_in_fan_out": fan, "bias": "none", "use_rslora": cfg.use_rslora,
+        "init_lora_weights": True, "inference_mode": True, "modules_to_save": None, "use_dora": False,
+    }
+    return config, tensors
+
+
+def save_adapter(model: nn.Module, path: str | Path, cfg: LoRAConfig | None = None,
+                 base_model_name_or_path: str | None = None, extra: dict | None = None) -> Path:
+    """Write an adapter folder atomically: our files (lora_config.json, lora_weights.safetensors) and PEFT's
+    (adapter_config.json, adapter_model.safetensors), so either library can load it."""
+    from safetensors.torch import save_file
+
+    cfg = cfg or lora_config_of(model)
+    mods = lora_modules(model)
+    cfg.target_modules = sorted(mods)
+    ours = {"format": ADAPTER_FORMAT, "version": ADAPTER_VERSION, **asdict(cfg),
+            "scaling": next(iter(mods.values())).scaling,
+            "fan_in_fan_out": {n: m.fan_in_fan_out for n, m in mods.items()},
+            "base_model_name_or_path": base_model_name_or_path, **(extra or {})}
+    peft_config, peft_tensors = _peft_files(model, cfg, base_model_name_or_path)
+    weights = {k: v.contiguous() for k, v in get_lora_state_dict(model).items()}
+    with atomic_dir(path) as tmp:
+        (tmp / OUR_CONFIG).write_text(json.dumps(ours, indent=2) + "\n")
+        save_file(weights, str(tmp / OUR_WEIGHTS), metadata={"format": "pt"})
+        (tmp / PEFT_CONFIG).write_text(json.dumps(peft_config, indent=2) + "\n")
+        save_file(peft_tensors, str(tmp / PEFT_WEIGHTS), metadata={"format": "pt"})
+    return Path(path)
+
+
+def export_peft_adapter(model: nn.Module, path: str | Path, cfg: LoRAConfig | None = None,
+                        base_model_name_or_path: str | None = None) -> Path:
+    """Write only PEFT's two files (for `peft.PeftModel.from_pretrained(base, path)`)."""
+    from safetensors.torch import save_file
+
+    config, tensors = _peft_files(model, cfg or lora_config_of(model), base_model_name_or_path)
+    with atomic_dir(path) as tmp:
+        (tmp / PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        save_file(tensors, str(tmp / PEFT_WEIGHTS), metadata={"format": "pt"})
+    return Path(path)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def _attach(model: nn.Module, cfg: LoRAConfig, state_dict: dict[str, torch.Tensor], where: Path) -> nn.Module:
+    """Convert exactly cfg.target_modules (unless already converted with that rank) and load the weights."""
+    root = unwrap(model)
+    have = lora_modules(root)
+    todo = [n for n in cfg.target_modules if n not in have]
+    for n in todo:
+        try:
+            layer = root.get_submodule(n)
+        except AttributeError:
+            raise ValueError(f"{where}: adapter targets module '{n}', which {type(root).__name__} does not have "
+                             "(adapter made for another architecture?)") from None
+        if not isinstance(layer, ADAPTABLE):
+            raise ValueError(f"{where}: adapter targets '{n}', a {type(layer).__name__}, not nn.Linear/Conv1D")
+    for n in cfg.target_modules:
+        if n in have and have[n].lora_dim != cfg.lora_dim:
+            raise ValueError(f"{where}: module '{n}' has rank {have[n].lora_dim}, the adapter rank {cfg.lora_dim}")
+    _convert_modules(root, todo, LoRAConfig(**{**asdict(cfg), "target_modules": []}))
+    return load_lora_state_dict(root, state_dict)
+
+
+def load_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRAConfig]:
+    """Attach the adapter in ``path`` (our folder, or any PEFT LoRA folder) to ``model``; returns (model, config)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"adapter folder {path} does not exist")
+    if not (path / OUR_CONFIG).is_file():
+        if (path / PEFT_CONFIG).is_file():
+            return import_peft_adapter(model, path)
+        raise FileNotFoundError(f"{path} holds neither {OUR_CONFIG} nor {PEFT_CONFIG}: not an adapter folder")
+    meta = _read_json(path / OUR_CONFIG)
+    if meta.get("format") != ADAPTER_FORMAT or meta.get("version", 0) > ADAPTER_VERSION:
+        raise ValueError(f"{path / OUR_CONFIG}: format {meta.get('format')!r} v{meta.get('version')}; this code "
+                         f"reads {ADAPTER_FORMAT!r} up to v{ADAPTER_VERSION}")
+    fields = LoRAConfig.__dataclass_fields__
+    cfg = LoRAConfig(**{k: v for k, v in meta.items() if k in fields}).validate()
+    return _attach(model, cfg, load_file(str(path / OUR_WEIGHTS)), path), cfg
+
+
+def import_peft_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRAConfig]:
+    """Attach a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) as our LoRALinear layers."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    conf = _read_json(path / PEFT_CONFIG)
+    if conf.get("peft_type") != "LORA":
+        raise ValueError(f"{path / PEFT_CONFIG}: peft_type {conf.get('peft_type')!r}, only 'LORA' is supported")
+    unsupported = {k: conf.get(k) for k in ("use_dora", "lora_bias", "rank_pattern", "alpha_pattern",
+                                             "modules_to_save", "layer_replication") if conf.get(k)}
+    if conf.get("bias", "none") != "none":
+        unsupported["bias"] = conf["bias"]
+    if unsupported:
+        raise ValueError(f"{path / PEFT_CONFIG}: unsupported PEFT options {unsupported}")
+    weights_file = path / PEFT_WEIGHTS
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"{weights_file} is missing (only safetensors PEFT adapters are supported)")
+    state = {}
+    for key, t in load_file(str(weights_file)).items():
+        # base_model.model.<module>.lora_A[.<adapter>].weight
+        m = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", key)
+        if m is None:
+            raise ValueError(f"{weights_file}: unexpected tensor '{key}' (not a LoRA A/B weight)")
+        state[f"{m.group(1)}.lora_{'right' if m.group(2) == 'A' else 'left'}_weight"] = t
+    targets = sorted({k.rsplit(".", 1)[0] for k in state})
+    r = int(conf["r"])
+    cfg = LoRAConfig(r, float(conf.get("lora_alpha", 8)), "", float(conf.get("lora_dropout", 0.0)),
+                     bool(conf.get("use_rslora", False)), targets).validate()
+    return _attach(model, cfg, state, path), cfg

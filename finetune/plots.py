@@ -1,0 +1,62 @@
+"""Learning-curve pictures (matplotlib, Agg backend) from log.jsonl rows, for one run or a whole sweep."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def read_log(path: str | Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
+
+
+def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def smooth(values: list[float], k: int) -> list[float]:
+    """Trailing moving average over k points (raw per-step training loss is noisy)."""
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= k:
+            acc -= values[i - k]
+        out.append(acc / min(i + 1, k))
+    return out
+
+
+def plot_curves(runs: dict[str, list[dict]], path: str | Path, title: str) -> Path:
+    """Train (thin) and eval (thick, dots) loss of every run, one colour per run; written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (label, rows) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        s, v = series(rows, "train_loss")
+        if v:
+            axes[0].plot(s, smooth(v, max(1, len(v) // 20)), color=color, lw=1, label=label)
+        s, v = series(rows, "eval_loss")
+        if v:
+            axes[1].plot(s, v, color=color, lw=2, marker="o", ms=3, label=label)
+    for ax, name in zip(axes, ("train loss (moving average)", "eval loss")):
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
