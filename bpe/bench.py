@@ -57,8 +57,13 @@ def hf_train(text: str, vocab_size: int):
 
 
 def alpaca_text(data_dir) -> str:
-    with lzma.open(datadir.find("alpaca/alpaca_data.json.xz", data_dir), "rt", encoding="utf-8") as f:
-        records = json.load(f)
+    """Alpaca's instruction/input/output texts: the offline .xz copy, else the original JSON (downloadable)."""
+    try:
+        with lzma.open(datadir.find("alpaca/alpaca_data.json.xz", data_dir, download=False), "rt",
+                       encoding="utf-8") as f:
+            records = json.load(f)
+    except datadir.DataFileNotFound:
+        records = json.loads(datadir.find("alpaca/alpaca_data.json", data_dir).read_text(encoding="utf-8"))
     return "\n\n".join("\n".join(v for v in (r["instruction"], r["input"], r["output"]) if v) for r in records)
 
 

@@ -170,7 +170,9 @@ def train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int, progr
         if code in init_where:  # initial byte pairs: one sorted array, never extended
             i = init_where.pop(code)
         else:
-            i = np.unique(np.concatenate(where.pop(code)))
+            # parts are ascending runs, which a stable sort (timsort) merges cheaply; then drop repeats
+            i = np.sort(np.concatenate(where.pop(code)), kind="stable")
+            i = i[np.concatenate(([True], i[1:] != i[:-1]))]
         i = i[sym[i] == a]
         j = nxt[i]
         ok = sym[j] == b
