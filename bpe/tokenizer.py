@@ -480,7 +480,9 @@ class Tokenizer:
         return out
 
     def decode_bytes(self, ids) -> bytes:
-        """The exact bytes of ``ids``; an unknown id raises ValueError."""
+        """The exact bytes of ``ids`` (a list of ints, or a numpy array / torch tensor); an unknown id -> ValueError."""
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()
         try:
             return b"".join(map(self._id_to_bytes.__getitem__, ids))
         except (KeyError, TypeError):

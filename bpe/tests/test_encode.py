@@ -158,6 +158,10 @@ def test_decode_errors_and_replacement(small_trained):
         tok.decode("abc")
     with pytest.raises(TypeError, match="needs a str"):
         tok.encode(b"abc")
+    import numpy as np
+    import torch
+    ids = tok.encode("北京 abc")
+    assert tok.decode(np.array(ids)) == tok.decode(torch.tensor(ids)) == "北京 abc"
     cut = [0xe5, 0x8c]  # the first two bytes of a three-byte character
     assert tok.decode_bytes(cut) == b"\xe5\x8c"
     assert tok.decode(cut) == "\ufffd" == tok.to_tiktoken().decode(cut)
