@@ -7,9 +7,25 @@ from hypothesis import given, settings, strategies as st
 
 import datadir
 
-# every text corpus in the data directory (names as in ../shared/data/README.md)
-CORPORA = ["tinyshakespeare.txt", "bpe/manual.txt", "bpe/lunyu.txt", "webtext/wikitext2_valid.txt",
-           "hellaswag/hellaswag_val_activitynet.jsonl", "alpaca/alpaca_data.json.xz"]
+# every text corpus in the data directory: the ones ../shared/data/README.md lists (missing ones fail loudly) plus any
+# other text file found there (not the GPT-2 vocabulary files themselves, not READMEs)
+KNOWN_CORPORA = ["tinyshakespeare.txt", "bpe/manual.txt", "bpe/lunyu.txt", "webtext/wikitext2_valid.txt",
+                 "hellaswag/hellaswag_val_activitynet.jsonl", "alpaca/alpaca_data.json.xz"]
+
+
+def all_corpora():
+    found = set()
+    root = datadir.data_dir()
+    if root is not None and root.is_dir():
+        for p in root.rglob("*"):
+            name = p.relative_to(root).as_posix()
+            if p.is_file() and p.name.endswith((".txt", ".jsonl", ".json", ".json.xz")) and \
+                    not name.startswith("gpt2/") and not p.name.lower().startswith("readme"):
+                found.add(name)
+    return KNOWN_CORPORA + sorted(found - set(KNOWN_CORPORA))
+
+
+CORPORA = all_corpora()
 
 
 def read_corpus(name):
