@@ -163,6 +163,8 @@ def tokenize(records: list[dict], tokenizer, template: str = "homework", max_len
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError(f"tokenizer {type(tokenizer).__name__} has no EOS token; the target needs one")
+    if not records:  # (the fast tokenizer fails on an empty batch)
+        return [], 0
     # Prompt and target tokenized separately, so the prompt/target boundary is exact (one batched call each).
     prompts = tokenizer([prompt_of(r, template) for r in records], add_special_tokens=False)["input_ids"]
     targets = tokenizer([target_of(r, template) for r in records], add_special_tokens=False)["input_ids"]

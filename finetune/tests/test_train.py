@@ -1,0 +1,200 @@
+"""train.py, sweep.py and generate.py end to end on a tiny random GPT-2 built locally, plus their bad inputs."""
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_gpt2
+
+import data
+import generate
+import lora
+import train
+from ddp import setup_ddp
+
+HERE = Path(__file__).resolve().parents[1]
+
+
+def flags(model_dir, out, *extra):
+    return ["--model_name_or_path", str(model_dir)] + (["--output_dir", str(out)] if out else []) + [
+            "--max_examples", "48",
+            "--eval_ratio", "0.25", "--train_batch_size", "4", "--eval_batch_size", "4", "--max_length", "96",
+            "--max_steps", "8", "--eval_interval", "4", "--lr", "1e-2", *extra]
+
+
+def test_target_loss_equals_hf_loss_fast_and_generic(gpt2_tok):
+    model = tiny_gpt2(n_embd=16)
+    examples, _ = data.tokenize(data.check_records([
+        {"instruction": "Add.", "input": "1 2", "output": "3"},
+        {"instruction": "Write a long answer.", "output": "word " * 20}], "t"), gpt2_tok, "homework", 64)
+    batch = data.collate(examples, gpt2_tok.eos_token_id)
+    fast = train.TargetLoss(model)
+    assert fast.fast
+    s, n = fast(**batch)
+    assert n == (batch["labels"][:, 1:] != -100).sum()
+    hf = model(**batch).loss  # transformers' own shifted, -100-masked mean
+    torch.testing.assert_close(s / n, hf, atol=1e-5, rtol=1e-5)
+    fast.fast = False
+    s2, _ = fast(**batch)
+    torch.testing.assert_close(s2, s, atol=1e-4, rtol=1e-5)
+
+
+def test_lr_schedule_warmup_then_cosine_to_zero():
+    assert train.lr_at(0, 100, 10) == pytest.approx(0.1)
+    assert train.lr_at(9, 100, 10) == pytest.approx(1.0)
+    assert train.lr_at(10, 100, 10) == pytest.approx(1.0)
+    assert train.lr_at(55, 100, 10) == pytest.approx(0.5)
+    assert train.lr_at(100, 100, 10) == pytest.approx(0.0)
+    assert train.lr_at(0, 5, 0) == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r4"
+    summary = train.main(flags(tiny_model_dir, out, "--lora_dim", "4"))
+    return out, summary
+
+
+def test_lora_run_loss_falls_and_files_appear(lora_run):
+    out, summary = lora_run
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "config.json", "curve.png", "log.jsonl",
+                                                     "summary.json"]
+    assert sorted(p.name for p in (out / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+                                                                  "lora_config.json", "lora_weights.safetensors"]
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("lora_dim", "final_eval_loss", "best_eval_loss", "trainable_params", "total_params", "wall_seconds",
+                "peak_memory_mb", "steps"):
+        assert key in s, key
+    assert s["lora_dim"] == 4 and s["steps"] == 8 and s["peak_memory_mb"] > 0
+    # 2 layers x (c_attn 16->48, c_proj 16->16, c_fc 16->64, c_proj 64->16), r=4: r * (in + out) each
+    assert s["trainable_params"] == 2 * 4 * ((16 + 48) + (16 + 16) + (16 + 64) + (64 + 16))
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "train_loss" in r]
+    evals = [r for r in rows if "eval_loss" in r]
+    assert [r["step"] for r in train_rows] == list(range(1, 9)) and all("lr" in r for r in train_rows)
+    assert [r["step"] for r in evals] == [0, 4, 8]
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] - 0.01, evals  # the loss falls
+    assert s["final_eval_loss"] == evals[-1]["eval_loss"] and s["best_eval_loss"] == min(r["eval_loss"] for r in evals)
+
+
+def test_saved_adapter_reproduces_the_final_eval_loss(lora_run, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    out, summary = lora_run
+    cfg = train.parse_args(flags(tiny_model_dir, out, "--lora_dim", "4"))
+    info = setup_ddp("cpu")
+    tok = data.load_tokenizer(str(tiny_model_dir))
+    _, eval_ex, _ = train.prepare_data(cfg, tok, info)
+    for folder in ("ours", "peft"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        if folder == "peft":
+            (out / "adapter" / "lora_config.json").rename(out / "lora_config.json")  # leave PEFT's files only
+        lora.load_adapter(model, out / "adapter")
+        loss = train.evaluate(train.TargetLoss(model), eval_ex, cfg, info, tok.pad_token_id, contextlib.nullcontext)
+        assert loss == pytest.approx(summary["final_eval_loss"], abs=1e-5), folder
+    (out / "lora_config.json").rename(out / "adapter" / "lora_config.json")
+
+
+def test_full_finetuning_saves_a_complete_hf_model(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    s = train.main(flags(tiny_model_dir, tmp_path / "r0", "--lora_dim", "0", "--max_steps", "4", "--lr", "3e-3"))
+    assert s["trainable_params"] == s["total_params"] and s["final_eval_loss"] < s["initial_eval_loss"]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "r0" / "model")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "r0" / "model")
+    assert tok("Hello world")["input_ids"] == [15496, 995]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert not torch.equal(model.transformer.h[0].attn.c_attn.weight, base.transformer.h[0].attn.c_attn.weight)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--data_path", "/no/such/file.json"], "/no/such/file.json"),
+    (["--lora_module_name", "nothing_here"], "module filter 'nothing_here' matches no"),
+    (["--eval_ratio", "0.01"], "the eval split is empty"),
+    (["--train_batch_size", "64"], "examples, fewer than one batch (--train_batch_size 64 = 64)"),
+    (["--model_name_or_path", "/no/such/model_dir"], "cannot load"),
+])
+def test_bad_inputs_clear_errors(tiny_model_dir, tmp_path, extra, message):
+    with pytest.raises(SystemExit) as e:
+        train.main(flags(tiny_model_dir, tmp_path / "x", "--lora_dim", "4", *extra))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("extra", [["--lora_dim", "-1"], ["--lora_dim", "4", "--lora_dropout", "1.5"],
+                                   ["--lora_dim", "0", "--lora_load_path", "x"], ["--max_steps", "0"]])
+def test_bad_flags_are_usage_errors(tiny_model_dir, tmp_path, extra, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(flags(tiny_model_dir, tmp_path / "x", *extra))
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_sweep_then_generate(tiny_model_dir, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    sweep_dir = tmp_path / "sweep"
+    cmd = [sys.executable, str(HERE / "sweep.py"), "--ranks", "0", "2", "--output_dir", str(sweep_dir), "--",
+           *flags(tiny_model_dir, None, "--max_steps", "2", "--eval_interval", "1")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((sweep_dir / "summary.json").read_text())
+    assert [row["rank"] for row in s["runs"]] == [0, 2]
+    for row in s["runs"]:
+        for key in ("final_eval_loss", "trainable_params", "wall_seconds", "peak_memory_mb"):
+            assert row[key] is not None
+    assert (sweep_dir / "curves.png").stat().st_size > 0 and (sweep_dir / "r0" / "model").is_dir()
+    md = (sweep_dir / "summary.md").read_text()
+    assert "| full |" in md and "| 2 |" in md
+    # a finished rank is skipped on a rerun
+    mtime = (sweep_dir / "r2" / "summary.json").stat().st_mtime
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "done already" in r.stdout
+    assert (sweep_dir / "r2" / "summary.json").stat().st_mtime == mtime
+
+    out = tmp_path / "gen.json"
+    res = generate.main(["--base", str(tiny_model_dir), "--full", str(sweep_dir / "r0" / "model"),
+                         "--lora", str(sweep_dir / "r2" / "adapter"), "--max_new_tokens", "5", "--greedy",
+                         "--output", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["results"] == res["results"] and out.with_suffix(".md").is_file()
+    assert list(saved["models"]) == ["original", "full finetune", "LoRA r=2"]
+    assert len(saved["results"]) == len(generate.BUILTIN_INSTRUCTIONS)
+    for it in saved["results"]:
+        assert set(it["responses"]) == {"original", "full finetune", "LoRA r=2"}
+        assert it["prompt"].startswith("BEGINNING OF CONVERSATION: USER: ")
+
+
+def test_sweep_refuses_flags_it_sets(tmp_path):
+    r = subprocess.run([sys.executable, str(HERE / "sweep.py"), "--output_dir", str(tmp_path), "--",
+                        "--lora_dim", "3"], capture_output=True, text=True)
+    assert r.returncode == 2 and "set by sweep.py" in r.stderr
+
+
+def test_generate_instructions_file_and_bad_file(tmp_path, tiny_model_dir):
+    f = tmp_path / "ins.txt"
+    f.write_text("Say hi.\n\nCount to three.\n")
+    assert generate.read_instructions(str(f)) == [{"instruction": "Say hi.", "input": ""},
+                                                  {"instruction": "Count to three.", "input": ""}]
+    j = tmp_path / "ins.json"
+    j.write_text(json.dumps([{"instruction": "A", "input": "b"}, "C"]))
+    assert generate.read_instructions(str(j)) == [{"instruction": "A", "input": "b"}, {"instruction": "C", "input": ""}]
+    j.write_text(json.dumps([{"nope": 1}]))
+    with pytest.raises(ValueError, match="item 0"):
+        generate.read_instructions(str(j))
+    with pytest.raises(SystemExit, match="does not exist"):
+        generate.main(["--base", str(tiny_model_dir), "--instructions", str(tmp_path / "missing.txt"),
+                       "--output", str(tmp_path / "g.json")])
+
+
+def test_torchrun_two_ranks(tiny_model_dir, tmp_path):
+    """DDP on CPU (gloo): two ranks train together and the master writes the outputs."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           str(HERE / "train.py"), *flags(tiny_model_dir, tmp_path / "ddp", "--lora_dim", "2", "--max_steps", "2",
+                                          "--train_batch_size", "2", "--eval_batch_size", "2")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert s["world_size"] == 2 and s["steps"] == 2 and math.isfinite(s["final_eval_loss"])
