@@ -38,10 +38,11 @@ def hf_model(model: GPT):
 def make_step(model, hf: bool, x, y, device, dtype):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext())
+    fused = device.type == "cpu" and dtype == torch.float32  # as train.py
 
     def step():
         with autocast:
-            loss = model(x, labels=x).loss if hf else model(x, y)[1]
+            loss = model(x, labels=x).loss if hf else model(x, y, fused_loss=fused)[1]
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

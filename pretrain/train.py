@@ -75,6 +75,8 @@ class TrainConfig:
     hellaswag_limit: int = -1  # examples per HellaSwag evaluation (-1: all, 0: none)
     sample_tokens: int = 32  # tokens per sample (0: no samples)
     num_samples: int = 2
+    sample_temperature: float = 1.0
+    sample_top_k: int = 50
     sample_prompt: str = "Hello, I'm a language model,"
     ckpt_interval: int = 0  # checkpoint every N steps (0: at evaluations); always at the end
     log_interval: int = 1  # train lines every N steps
@@ -97,10 +99,10 @@ PRESETS = {
     },
     # Tiny Shakespeare on a 2-core CPU in ~3-4 minutes: loss 10.8 -> ~5, samples with speakers and verse lines.
     "tiny-cpu": {
-        "model": dict(block_size=128, vocab_size=50304, n_layer=4, n_head=4, n_embd=128),
+        "model": dict(block_size=128, vocab_size=50304, n_layer=6, n_head=4, n_embd=128),
         "train": dict(total_batch_size=1024, batch_size=8, seq_len=128, max_lr=3e-3, warmup_steps=10,
-                      max_steps=250, eval_interval=50, val_steps=8, hellaswag_interval=0, hellaswag_limit=200,
-                      sample_tokens=48, sample_prompt="ROMEO:"),
+                      max_steps=300, eval_interval=50, val_steps=8, hellaswag_interval=0, hellaswag_limit=200,
+                      sample_tokens=48, sample_prompt="ROMEO:", sample_temperature=0.8),
         "prepare": dict(inputs=["tinyshakespeare.txt"], val_fraction=0.1),
         "data_name": "tinyshakespeare-gpt2",
     },
@@ -307,7 +309,8 @@ def samples(model: GPT, tok, tc: TrainConfig, d: Dist) -> list[str]:
     prompt = tok.encode(tc.sample_prompt) if tc.sample_prompt else [tok.eot_id or 0]
     idx = torch.tensor([prompt] * tc.num_samples, dtype=torch.long, device=d.device)
     gen = torch.Generator(device=d.device).manual_seed(tc.seed)  # own generator: sampling leaves training RNG alone
-    out = model.generate(idx, tc.sample_tokens, temperature=1.0, top_k=50, generator=gen)
+    out = model.generate(idx, tc.sample_tokens, temperature=tc.sample_temperature, top_k=tc.sample_top_k,
+                         generator=gen)
     return [tok.decode(row.tolist()) for row in out]
 
 
@@ -373,6 +376,7 @@ def train(preset: str, mc: GPTConfig, tc: TrainConfig, d: Dist) -> dict:
         model = DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
     hs_examples = (hellaswag.load_examples(hellaswag.find_data(tc.data_dir), tc.hellaswag_limit)
                    if tc.hellaswag_limit != 0 else [])
+    fused_loss = d.device.type == "cpu" and dtype == torch.float32  # LinearCrossEntropy: CPU fp32 only
     peak = peak_flops(d.device, dtype)
     flops_per_token = raw_model.flops_per_token(tc.seq_len)
     print0(f"preset {preset}: {raw_model.num_params():,} params, {d.world_size} process(es) on {d.device}, "
@@ -418,7 +422,7 @@ def train(preset: str, mc: GPTConfig, tc: TrainConfig, d: Dist) -> dict:
             # DDP: all-reduce gradients only on the last micro-step
             with model.no_sync() if d.world_size > 1 and micro < accum - 1 else nullcontext():
                 with autocast():
-                    _, loss = model(x, y)
+                    _, loss = model(x, y, fused_loss=fused_loss)
                 loss = loss / accum  # the mean over the whole step, not a sum of micro-batch means
                 loss_accum += loss.detach()
                 loss.backward()

@@ -172,3 +172,22 @@ def test_load_model_reads_our_checkpoint_and_hf_dirs(tiny_run):
     with pytest.raises(ValueError, match="not a pretrain checkpoint"):
         torch.save({"x": 1}, tiny_run / "junk.pt")
         mg.load_model(tiny_run / "junk.pt")
+
+
+def test_fused_loss_equals_plain_loss_and_gradients():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=300, n_layer=2, n_head=2, n_embd=32))
+    x, y = tokens(300, B=20, T=16), tokens(300, B=20, T=16, seed=2)  # 320 rows: 2.5 chunks of 128
+    y[0, :5] = -1  # ignored targets
+    grads = []
+    for fused in (False, True):
+        logits, loss = model(x, y, fused_loss=fused)
+        (loss * 0.5).backward()  # a scaled loss, as with gradient accumulation
+        grads.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+        model.zero_grad()
+        assert (logits is None) == fused
+    assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-6)
+    for n, g in grads[0][1].items():
+        assert (g - grads[1][1][n]).abs().max().item() <= 1e-6, n
+    with torch.no_grad():  # no gradient wanted: the plain path, logits included
+        assert model(x, y, fused_loss=True)[0] is not None

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One short GPU measurement (a few minutes on an H100/H200) for pretrain/README.md:
+#   1. bench.py: GPT-2 124M, T=1024, bf16 autocast + torch.compile (ours), eager ours and eager HF GPT2LMHeadModel:
+#      tokens/s and MFU against the datasheet bf16 dense peak (perf.py: H200/H100 989 TFLOP/s);
+#   2. when a prepared data set was carried along, 12 steps of the real train.py (preset gpt2-124m: fused AdamW,
+#      bf16, TF32, compile, nccl path with world size 1), then its HF export.
+# Usage (repo root):  bash pretrain/gpu_check.sh      results: $OUT (or pretrain/output/gpu_check)/
+# To include step 2 from a machine without data, prepare locally first and carry the folder:
+#   python pretrain/prepare.py --input tinyshakespeare.txt --out_dir pretrain/output/data/tinyshakespeare-gpt2
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out="${OUT:-pretrain/output/gpu_check}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg HF_HUB_OFFLINE=1 LLMHW_OFFLINE=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+python -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'transformers', transformers.__version__)" | tee -a "$out/gpu.txt"
+
+timeout 420 python pretrain/bench.py --device cuda --dtype bfloat16 --n_layer 12 --n_head 12 --n_embd 768 \
+    --vocab_size 50304 --seq_len 1024 --batch_size 32 --steps 8 --compile --json "$out/bench_124m.json" \
+    2>&1 | grep -v "Loading weights" | tee "$out/bench_124m.txt"
+
+data=pretrain/output/data/tinyshakespeare-gpt2
+if [ -f "$data/meta.json" ]; then
+    # 12 steps of 32 x 1024 tokens (one micro-batch per step): the training loop's own tokens/s and MFU
+    # (checkpoint and HF export, ~1.5 GB, stay in pretrain/output/gpu_train; the logs are copied to $out)
+    timeout 300 python pretrain/train.py --preset gpt2-124m --data "$data" --out_dir pretrain/output/gpu_train \
+        --max_steps 12 --warmup_steps 2 --total_batch_size 32768 --batch_size 32 --eval_interval 0 \
+        --val_steps 1 --hellaswag_limit 0 --sample_tokens 16 2>&1 | tee "$out/train.txt"
+    cp pretrain/output/gpu_train/{log.jsonl,summary.json,loss.png} "$out/"
+    python - "$out/log.jsonl" <<'EOF' | tee -a "$out/train.txt"
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
+steady = rows[3:]  # after compilation and warm-up
+print(f"train.py steady state: {statistics.median(r['tokens_per_s'] for r in steady):,.0f} tokens/s, "
+      f"MFU {statistics.median(r['mfu'] for r in steady):.1%} (median of steps 3..{rows[-1]['step']})")
+EOF
+else
+    echo "no $data: skipped the train.py part (see the header of this script)"
+fi
