@@ -220,19 +220,35 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 def train_batches(examples: list[Example], batch_size: int, epoch: int, seed: int, rank: int = 0,
-                  world_size: int = 1, pad_id: int = 0):
-    """One epoch of full batches for this rank: a seeded shuffle per epoch, ranks take disjoint equal shares."""
+                  world_size: int = 1, pad_id: int = 0, group_by_length: bool = False):
+    """One epoch of full batches for this rank: a seeded shuffle per epoch, ranks take disjoint equal shares.
+
+    group_by_length: within each run of 64 batches of the shuffled order, batch examples of similar length together
+    (then shuffle the batches), as transformers' LengthGroupedSampler does. On Alpaca this halves the padded tokens
+    the model has to process (random batches of 8 at max_length 256: 2.0x the real tokens; grouped: about 1.0x).
+    """
     g = torch.Generator().manual_seed(seed * 1000003 + epoch)
     order = torch.randperm(len(examples), generator=g).tolist()
     per_rank = len(order) // world_size
     mine = order[rank * per_rank:(rank + 1) * per_rank]
-    for b in range(len(mine) // batch_size):  # drop the last partial batch: every step sees batch_size examples
-        yield collate([examples[i] for i in mine[b * batch_size:(b + 1) * batch_size]], pad_id)
+    n_batches = len(mine) // batch_size  # drop the last partial batch: every step sees batch_size examples
+    batches = [mine[b * batch_size:(b + 1) * batch_size] for b in range(n_batches)]
+    if group_by_length:
+        mega = 64 * batch_size
+        flat = mine[:n_batches * batch_size]
+        batches = []
+        for m in range(0, len(flat), mega):
+            chunk = sorted(flat[m:m + mega], key=lambda i: len(examples[i].input_ids), reverse=True)
+            batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+    for batch in batches:
+        yield collate([examples[i] for i in batch], pad_id)
 
 
 def eval_batches(examples: list[Example], batch_size: int, rank: int = 0, world_size: int = 1, pad_id: int = 0):
-    """All eval examples, in order, each rank a strided share (the loss is summed over ranks afterwards)."""
-    mine = examples[rank::world_size]
+    """All eval examples, each rank a strided share; sorted by length, so batches carry little padding (the loss
+    is a sum over tokens, which order does not change)."""
+    mine = sorted(examples, key=lambda e: len(e.input_ids))[rank::world_size]
     for b in range(0, len(mine), batch_size):
         yield collate(mine[b:b + batch_size], pad_id)
 

@@ -104,10 +104,12 @@ class LoRALinear(nn.Module):
                                    "call unmerge() before training")
             return out
         h = F.linear(self.lora_dropout(x), self.lora_right_weight)  # (..., r)
+        left = self.lora_left_weight
+        if h.dtype != out.dtype or left.dtype != out.dtype:  # autocast: in-place ops are not autocast
+            h, left = h.to(out.dtype), left.to(out.dtype)
         # out += s · h Lᵀ as one GEMM that accumulates into `out` in place (beta=1, alpha=s): no (..., out)
         # temporaries, unlike `out + lora_B(h) * s`. Safe for autograd: F.linear's backward does not need `out`.
-        out.view(-1, out.shape[-1]).addmm_(h.reshape(-1, self.lora_dim), self.lora_left_weight.t(),
-                                           alpha=self.scaling)
+        out.view(-1, out.shape[-1]).addmm_(h.reshape(-1, self.lora_dim), left.t(), alpha=self.scaling)
         return out
 
     @torch.no_grad()

@@ -74,6 +74,8 @@ class TrainConfig:
     lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
     lr_warmup_ratio: float = field(default=0.1, metadata={"help": "fraction of steps with linear warmup"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (matrices only)"})
+    group_by_length: bool = field(default=False, metadata={"help": "batch examples of similar length together "
+                                                                   "(about 2x fewer padded tokens on Alpaca)"})
     grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm (0 = off)"})
     seed: int = field(default=42, metadata={"help": "seed for data split, subset, shuffling and LoRA init"})
     eval_ratio: float = field(default=0.01, metadata={"help": "fraction of examples held out for evaluation"})
@@ -282,7 +284,7 @@ def run(cfg: TrainConfig, info: DDPInfo, t_start: float) -> dict:
                dynamic_ncols=True)
     while step < total_steps:
         batches = alpaca.train_batches(train_ex, cfg.train_batch_size, epoch, cfg.seed, info.rank, info.world_size,
-                                       pad_id)
+                                       pad_id, cfg.group_by_length)
         for _ in range(per_epoch):
             if step >= total_steps:
                 break

@@ -162,3 +162,17 @@ def test_bad_inputs_give_one_line_errors(tmp_path, monkeypatch):
         data.load_records(str(bad))
     with pytest.raises(ValueError, match="is a folder"):
         data.load_records(str(tmp_path))
+
+
+def test_group_by_length_covers_the_same_examples_with_less_padding():
+    g = torch.Generator().manual_seed(0)
+    ex = [data.Example([1] * n, [1] * n) for n in torch.randint(1, 200, (1000,), generator=g).tolist()]
+    plain = list(data.train_batches(ex, 8, 0, 1))
+    grouped = list(data.train_batches(ex, 8, 0, 1, group_by_length=True))
+    assert len(plain) == len(grouped) == 125 and all(b["input_ids"].shape[0] == 8 for b in grouped)
+    real = lambda bs: sorted(int(n) for b in bs for n in b["attention_mask"].sum(1))  # noqa: E731
+    assert real(plain) == real(grouped)  # the same examples (by length multiset), each once
+    padded = lambda bs: sum(b["input_ids"].numel() for b in bs)  # noqa: E731
+    assert padded(grouped) < 0.7 * padded(plain)
+    again = list(data.train_batches(ex, 8, 0, 1, group_by_length=True))
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(grouped, again))
