@@ -99,7 +99,7 @@ PRESETS = {
     },
     # Tiny Shakespeare on a 2-core CPU in ~3-4 minutes: loss 10.8 -> ~5, samples with speakers and verse lines.
     "tiny-cpu": {
-        "model": dict(block_size=128, vocab_size=50304, n_layer=6, n_head=4, n_embd=128),
+        "model": dict(block_size=128, vocab_size=50304, n_layer=4, n_head=4, n_embd=128),
         "train": dict(total_batch_size=1024, batch_size=8, seq_len=128, max_lr=3e-3, warmup_steps=10,
                       max_steps=300, eval_interval=50, val_steps=8, hellaswag_interval=0, hellaswag_limit=200,
                       sample_tokens=48, sample_prompt="ROMEO:", sample_temperature=0.8),
@@ -326,7 +326,7 @@ def train(preset: str, mc: GPTConfig, tc: TrainConfig, d: Dist) -> dict:
     per_step = tc.batch_size * tc.seq_len * d.world_size
     if tc.total_batch_size % per_step:
         raise ConfigError(f"total_batch_size {tc.total_batch_size} is not divisible by batch_size * seq_len * "
-                         f"world_size = {tc.batch_size} * {tc.seq_len} * {d.world_size} = {per_step}")
+                          f"world_size = {tc.batch_size} * {tc.seq_len} * {d.world_size} = {per_step}")
     accum = tc.total_batch_size // per_step
     tok = text_tokenizer.load(data / meta["tokenizer"]["dir"])
     if d.master:
@@ -354,7 +354,7 @@ def train(preset: str, mc: GPTConfig, tc: TrainConfig, d: Dist) -> dict:
     ckpt_path, start, stats = out / "ckpt.pt", 0, {"tokens": 0, "train_time": 0.0, "wall_time": 0.0}
     keep_log = None
     if tc.resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=d.device, weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # RNG states must stay on CPU
         if ckpt.get("format") != CKPT_FORMAT:
             raise ConfigError(f"{ckpt_path}: checkpoint format {ckpt.get('format')!r}, expected {CKPT_FORMAT}")
         if ckpt["model_config"] != asdict(mc):
@@ -454,6 +454,7 @@ def train(preset: str, mc: GPTConfig, tc: TrainConfig, d: Dist) -> dict:
             checkpoint(done)
         if tc.kill_at_step and done == tc.kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)
+    stats["wall_time"] = wall_before + time.perf_counter() - t_start  # incl. the final evaluation
     return finish(raw_model, tok, tc, mc, d, log, stats, preset, out)
 
 
