@@ -25,6 +25,7 @@ import torch
 import data as alpaca
 import lora
 from fileio import atomic_write_json, atomic_write_text
+from train import load_model
 
 BUILTIN_INSTRUCTIONS = [
     {"instruction": "Give three tips for staying healthy.", "input": ""},
@@ -77,12 +78,7 @@ def model_specs(args) -> list[tuple[str, str, str | None]]:
 
 
 def load(name: str, adapter: str | None, device: torch.device, data_dir: str | None):
-    from transformers import AutoModelForCausalLM
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot load model '{name}': {str(e).strip().splitlines()[0]}") from None
+    model = load_model(name, torch.device("cpu"))
     if adapter is not None:
         lora.load_adapter(model, adapter)
         lora.merge_lora(model)  # explicit: inference at the base model's cost
@@ -100,8 +96,11 @@ def respond(model, tok, prompt: str, args, seed: int) -> str:
     torch.manual_seed(seed)
     sample = {"do_sample": False} if args.greedy else {
         "do_sample": True, "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}
+    # A model whose vocabulary is padded past the tokenizer's (pretrain/ pads 50257 to 50304) must never emit
+    # the padding ids: they decode to nothing.
+    padded = list(range(len(tok), model.config.vocab_size)) or None
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, **sample)
+                         pad_token_id=tok.pad_token_id, suppress_tokens=padded, **sample)
     return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 

@@ -164,6 +164,18 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"  # Linux: KiB
 
 
+def model_context_length(name: str) -> int | None:
+    """The model's number of positions, read from its config alone (cheap, before any weights load)."""
+    from transformers import AutoConfig
+
+    try:
+        conf = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load model '{name}': {first}") from None
+    return getattr(conf, "n_positions", None) or getattr(conf, "max_position_embeddings", None)
+
+
 def load_model(name: str, device: torch.device):
     from transformers import AutoModelForCausalLM
 
@@ -226,6 +238,11 @@ def run(cfg: TrainConfig, info: DDPInfo, t_start: float) -> dict:
     torch.manual_seed(cfg.seed)
     if info.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(info.device)
+    context = model_context_length(cfg.model_name_or_path)
+    if context is not None and cfg.max_length > context:
+        print0(f"[data] --max_length {cfg.max_length} exceeds the model's {context} positions; using {context}",
+               info=info)
+        cfg.max_length = context
     tokenizer = alpaca.load_tokenizer(cfg.model_name_or_path, cfg.data_dir)
     train_ex, eval_ex, source = prepare_data(cfg, tokenizer, info)  # before the model: bad data fails fast
     model = load_model(cfg.model_name_or_path, info.device)
@@ -234,7 +251,8 @@ def run(cfg: TrainConfig, info: DDPInfo, t_start: float) -> dict:
     if cfg.lora_dim > 0:
         if cfg.lora_load_path:
             model, lora_cfg = lora.load_adapter(model, cfg.lora_load_path)
-            print0(f"[lora] loaded adapter {cfg.lora_load_path} (rank {lora_cfg.lora_dim})", info=info)
+            print0(f"[lora] loaded adapter {cfg.lora_load_path} (rank {lora_cfg.lora_dim}; its settings replace "
+                   "the --lora_* flags)", info=info)
         else:
             lora.convert_linear_layer_to_lora(model, cfg.lora_module_name, cfg.lora_dim, cfg.lora_scaling,
                                               cfg.lora_dropout, cfg.use_rslora)
@@ -325,7 +343,7 @@ def run(cfg: TrainConfig, info: DDPInfo, t_start: float) -> dict:
     if log_f:
         log_f.close()
 
-    summary = {"lora_dim": cfg.lora_dim, "final_eval_loss": evals[-1], "best_eval_loss": min(evals),
+    summary = {"lora_dim": lora_cfg.lora_dim if lora_cfg else 0, "final_eval_loss": evals[-1], "best_eval_loss": min(evals),
                "initial_eval_loss": evals[0], "trainable_params": trainable, "total_params": total_params,
                "steps": step, "epochs": step / per_epoch, "tokens": tokens_seen,
                "train_examples": len(train_ex), "eval_examples": len(eval_ex), "train_seconds": train_seconds,

@@ -198,3 +198,21 @@ def test_torchrun_two_ranks(tiny_model_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert s["world_size"] == 2 and s["steps"] == 2 and math.isfinite(s["final_eval_loss"])
+
+
+def test_resume_from_saved_adapter_starts_where_the_run_ended(lora_run, tiny_model_dir, tmp_path):
+    out, summary = lora_run
+    s = train.main(flags(tiny_model_dir, tmp_path / "resume", "--lora_dim", "4", "--lora_load_path",
+                         str(out / "adapter"), "--max_steps", "1"))
+    assert s["initial_eval_loss"] == pytest.approx(summary["final_eval_loss"], abs=1e-5) and s["lora_dim"] == 4
+
+
+def test_max_length_clamped_to_the_model_context(gpt2_tok, tmp_path):
+    short = tmp_path / "short"
+    model = tiny_gpt2(n_embd=16)
+    model.config.n_positions = 40
+    model.transformer.wpe = torch.nn.Embedding(40, 16)
+    model.save_pretrained(short)
+    gpt2_tok.save_pretrained(short)
+    train.main(flags(short, tmp_path / "o", "--lora_dim", "2", "--max_steps", "1"))  # --max_length 96 > 40
+    assert json.loads((tmp_path / "o" / "config.json").read_text())["max_length"] == 40
