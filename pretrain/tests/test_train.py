@@ -97,7 +97,8 @@ def test_two_process_gloo_equals_one_process(shakespeare, tmp_path):
     common = ["--data", str(shakespeare), "--max_steps", "3", *TINY_ARGS, "--eval_interval", "0",
               "--sample_tokens", "0"]
     run_script([*common, "--out_dir", str(tmp_path / "one")])  # 1 process: 2 accumulation steps of 4 x 32
-    r = run_script([*common, "--out_dir", str(tmp_path / "two")], nproc=2)  # 2 processes: 1 step each
+    # 2 processes, one micro-step each (total_batch_size 0 = B*T*world = 256, as tiny-cpu uses it)
+    r = run_script([*common, "--out_dir", str(tmp_path / "two"), "--total_batch_size", "0"], nproc=2)
     assert "2 process(es)" in r.stdout and "x 2 x 1 accum" in r.stdout
     one, two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
     losses = lambda log, key: [r[key] for r in log if key in r]  # noqa: E731
