@@ -6,8 +6,8 @@
 
 Writes to --output_dir (default finetune/out/r<R>):
   config.json    every setting of this run
-  log.jsonl      {"step", "train_loss", "lr", "tokens"} per optimizer step, {"step", "eval_loss"} per evaluation
-                 (step 0 = before training)
+  log.jsonl      {"step", "train_loss", "lr", "tokens", "seconds"} per optimizer step, {"step", "eval_loss",
+                 "seconds"} per evaluation (step 0 = before training; seconds since the start of the run)
   curve.png      train and eval loss
   adapter/       LoRA: our lora_config.json + lora_weights.safetensors and PEFT's adapter_config.json +
                  adapter_model.safetensors
@@ -290,7 +290,7 @@ def run(cfg: TrainConfig, info: DDPInfo, t_start: float) -> dict:
 
     def log(row: dict) -> None:
         if log_f:
-            log_f.write(json.dumps(row) + "\n")
+            log_f.write(json.dumps({**row, "seconds": round(time.time() - t_start, 3)}) + "\n")
             log_f.flush()
 
     evals = [evaluate(loss_fn, eval_ex, cfg, info, pad_id, amp)]
