@@ -102,6 +102,13 @@ def evaluate(logits_fn, tok, examples, block_size: int, device="cpu", rank: int 
 
 
 def main(argv=None):
+    try:
+        return run(argv)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one line naming it, no traceback
+        raise SystemExit(f"error: {e}") from None
+
+
+def run(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="HF model directory, train.py checkpoint (ckpt.pt) or hub name")
     p.add_argument("--limit", type=int, default=-1, help="first N examples only (default: all)")

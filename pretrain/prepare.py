@@ -196,8 +196,11 @@ def main(argv=None):
     p.add_argument("--piece_bytes", type=int, default=1 << 20, help="approximate size of a file piece")
     p.add_argument("--data_dir", help="data directory (default $LLMHW_DATA_DIR)")
     a = p.parse_args(argv)
-    meta = prepare(a.out_dir, a.input, a.tokenizer, a.val_fraction, a.shard_tokens, a.workers, a.piece_bytes,
-                   a.data_dir, a.hf_dataset, a.hf_config, a.hf_split, a.text_field, a.hf_data_files)
+    try:
+        meta = prepare(a.out_dir, a.input, a.tokenizer, a.val_fraction, a.shard_tokens, a.workers, a.piece_bytes,
+                       a.data_dir, a.hf_dataset, a.hf_config, a.hf_split, a.text_field, a.hf_data_files)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one line naming it, no traceback
+        raise SystemExit(f"error: {e}") from None
     print(f"{a.out_dir}: {meta['train']['tokens']:,} train tokens in {len(meta['train']['shards'])} shard(s), "
           f"{meta['val']['tokens']:,} val tokens in {len(meta['val']['shards'])} shard(s), "
           f"vocab {meta['vocab_size']} ({meta['dtype']})")
