@@ -40,12 +40,12 @@ class PipelineConfig:
     nproc: int = 1                             # >1: torchrun --nproc_per_node for pretraining
     sweep_ranks: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32)
     sweep_model: str | None = None             # None: the model pretrained above
-    sweep_examples: int | None = 2000          # Alpaca subset (None: all 52,002)
-    sweep_steps: int | None = 60
+    sweep_examples: int | None = 1000          # Alpaca subset (None: all 52,002)
+    sweep_steps: int | None = 30
     sweep_max_length: int = 256
     sweep_batch_size: int = 8
     sweep_eval_interval: int = 10
-    sweep_eval_ratio: float = 0.1
+    sweep_eval_ratio: float = 0.05
     sweep_lr: float = 1e-3
     gen_lora_rank: int = 8
 
@@ -76,7 +76,8 @@ def stage_commands(cfg: PipelineConfig, run: Path, data_dir: str | None, report_
     train_flags = ["--model_name_or_path", model, "--data_path", "alpaca/alpaca_data.json.xz",
                    "--max_length", str(cfg.sweep_max_length), "--train_batch_size", str(cfg.sweep_batch_size),
                    "--eval_batch_size", str(cfg.sweep_batch_size), "--eval_interval", str(cfg.sweep_eval_interval),
-                   "--eval_ratio", str(cfg.sweep_eval_ratio), "--lr", str(cfg.sweep_lr)] + dd
+                   "--eval_ratio", str(cfg.sweep_eval_ratio), "--lr", str(cfg.sweep_lr),
+                   "--group_by_length"] + dd
     if cfg.sweep_examples:
         train_flags += ["--max_examples", str(cfg.sweep_examples)]
     if cfg.sweep_steps:
