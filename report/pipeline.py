@@ -10,7 +10,8 @@ stages meet only through the files they write under the run directory):
   generate  python finetune/generate.py      -> RUN/generations.json
   report    python report/build_report.py    -> report/README.md + PNGs
 
-A stage whose output marker exists is skipped unless ``--redo`` names it (or ``--redo all``). Every stage's command,
+A stage whose output marker exists is skipped unless ``--redo`` names it (or ``--redo all``); the report is always
+rebuilt. Every stage's command,
 wall time and status go to RUN/pipeline.jsonl, which the report quotes.
 """
 from __future__ import annotations
@@ -128,7 +129,8 @@ def main(argv=None) -> int:
     for stage in args.only or STAGES:
         argv_, marker = commands[stage]
         pretty = shlex.join(os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in argv_)
-        if marker.exists() and stage not in redo:
+        # The report is rebuilt every time (about a second): its committed README must never mark it done.
+        if marker.exists() and stage not in redo and stage != "report":
             print(f"[pipeline] {stage}: done already ({os.path.relpath(marker, ROOT)}); --redo {stage} to rerun")
             continue
         print(f"\n[pipeline] ===== {stage}: {pretty}", flush=True)
