@@ -7,28 +7,38 @@
 # Usage (repo root):  bash pretrain/gpu_check.sh      results: $OUT (or pretrain/output/gpu_check)/
 # To include step 2 from a machine without data, prepare locally first and carry the folder:
 #   python pretrain/prepare.py --input tinyshakespeare.txt --out_dir pretrain/output/data/tinyshakespeare-gpt2
+# GPU_CHECK_DRY=1 rehearses the whole script on the CPU at toy sizes (pretrain/tests/test_gpu_check.py does, so the
+# script cannot rot between the rare sessions that have a GPU); GPU_CHECK_DATA / GPU_CHECK_TRAIN_OUT move the folders.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${OUT:-pretrain/output/gpu_check}"
+data="${GPU_CHECK_DATA:-pretrain/output/data/tinyshakespeare-gpt2}"
+train_out="${GPU_CHECK_TRAIN_OUT:-pretrain/output/gpu_train}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg HF_HUB_OFFLINE=1 LLMHW_OFFLINE=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then  # same commands, toy model, CPU fp32
+    device=cpu dtype=float32 model=(--n_layer 2 --n_head 2 --n_embd 64) T=64 B=2
+    echo "dry run on the CPU" | tee "$out/gpu.txt"
+else  # the issue's target: GPT-2 124M, T=1024, bf16 autocast + compile
+    device=cuda dtype=bfloat16 model=(--n_layer 12 --n_head 12 --n_embd 768) T=1024 B=32
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+fi
 python -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'transformers', transformers.__version__)" | tee -a "$out/gpu.txt"
 
-timeout 420 python pretrain/bench.py --device cuda --dtype bfloat16 --n_layer 12 --n_head 12 --n_embd 768 \
-    --vocab_size 50304 --seq_len 1024 --batch_size 32 --steps 8 --compile --json "$out/bench_124m.json" \
-    2>&1 | grep -v "Loading weights" | tee "$out/bench_124m.txt"
+fail=0  # a failed part is reported at the end; the other part still runs (one device session is precious)
+timeout 420 python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" \
+    --vocab_size 50304 --seq_len $T --batch_size $B --steps 8 --compile --json "$out/bench_124m.json" \
+    2>&1 | grep -v "Loading weights" | tee "$out/bench_124m.txt" || fail=1
 
-data=pretrain/output/data/tinyshakespeare-gpt2
 if [ -f "$data/meta.json" ]; then
-    # 12 steps of 32 x 1024 tokens (one micro-batch per step): the training loop's own tokens/s and MFU
-    # (checkpoint and HF export, ~1.5 GB, stay in pretrain/output/gpu_train; the logs are copied to $out)
-    timeout 300 python pretrain/train.py --preset gpt2-124m --data "$data" --out_dir pretrain/output/gpu_train \
-        --max_steps 12 --warmup_steps 2 --total_batch_size 32768 --batch_size 32 --eval_interval 0 \
-        --val_steps 1 --hellaswag_limit 0 --sample_tokens 16 2>&1 | tee "$out/train.txt"
-    cp pretrain/output/gpu_train/{log.jsonl,summary.json,loss.png} "$out/"
-    python - "$out/log.jsonl" <<'EOF' | tee -a "$out/train.txt"
+    # 12 steps of B x T tokens (one micro-batch per step): the training loop's own tokens/s and MFU
+    # (checkpoint and HF export, ~1.5 GB, stay in $train_out; the logs are copied to $out)
+    timeout 300 python pretrain/train.py --preset gpt2-124m --device $device "${model[@]}" --data "$data" \
+        --out_dir "$train_out" --max_steps 12 --warmup_steps 2 --seq_len $T --total_batch_size 0 --batch_size $B \
+        --eval_interval 0 --val_steps 1 --hellaswag_limit 0 --sample_tokens 16 2>&1 | tee "$out/train.txt" || fail=1
+    cp "$train_out"/{log.jsonl,summary.json,loss.png} "$out/" || fail=1
+    python - "$out/log.jsonl" <<'EOF' | tee -a "$out/train.txt" || fail=1
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
 steady = rows[3:]  # after compilation and warm-up
@@ -38,3 +48,5 @@ EOF
 else
     echo "no $data: skipped the train.py part (see the header of this script)"
 fi
+[ "$fail" = 0 ] || echo "gpu_check: a part failed (see above)"
+exit "$fail"
