@@ -164,6 +164,14 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"  # Linux: KiB
 
 
+def model_load_error(name: str, e: Exception) -> ValueError:
+    """One line naming the model and the cause; for a hub name, how to go on without the hub."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    hint = ("" if Path(name).exists() else " (no local folder of that name; without the hub, pass a local HF model "
+            "folder, e.g. --model_name_or_path pretrain/output/tiny-cpu/hf, which `python pretrain/train.py` writes)")
+    return ValueError(f"cannot load model '{name}': {first}{hint}")
+
+
 def model_context_length(name: str) -> int | None:
     """The model's number of positions, read from its config alone (cheap, before any weights load)."""
     from transformers import AutoConfig
@@ -171,8 +179,7 @@ def model_context_length(name: str) -> int | None:
     try:
         conf = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot load model '{name}': {first}") from None
+        raise model_load_error(name, e) from None
     return getattr(conf, "n_positions", None) or getattr(conf, "max_position_embeddings", None)
 
 
@@ -182,8 +189,7 @@ def load_model(name: str, device: torch.device):
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot load model '{name}': {first}") from None
+        raise model_load_error(name, e) from None
     return model.to(device)
 
 

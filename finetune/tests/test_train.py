@@ -117,7 +117,8 @@ def test_full_finetuning_saves_a_complete_hf_model(tiny_model_dir, tmp_path):
     (["--lora_module_name", "nothing_here"], "module filter 'nothing_here' matches no"),
     (["--eval_ratio", "0.01"], "the eval split is empty"),
     (["--train_batch_size", "64"], "examples, fewer than one batch (--train_batch_size 64 = 64)"),
-    (["--model_name_or_path", "/no/such/model_dir"], "cannot load"),
+    (["--model_name_or_path", "/no/such/model_dir"], "cannot load model '/no/such/model_dir'"),
+    (["--model_name_or_path", "no-such-hub-model"], "--model_name_or_path pretrain/output/tiny-cpu/hf"),
 ])
 def test_bad_inputs_clear_errors(tiny_model_dir, tmp_path, extra, message):
     with pytest.raises(SystemExit) as e:
