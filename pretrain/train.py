@@ -380,6 +380,10 @@ def train(preset: str, mc: GPTConfig, tc: TrainConfig, d: Dist) -> dict:
     hs_examples = (hellaswag.load_examples(hellaswag.find_data(tc.data_dir), tc.hellaswag_limit)
                    if tc.hellaswag_limit != 0 else [])
     fused_loss = d.device.type == "cpu" and dtype == torch.float32  # LinearCrossEntropy: CPU fp32 only
+    if d.world_size > 1 and d.device.type == "cpu":
+        # the CPU peak is measured (perf.py): all ranks measure at once, so each measures its share of the cores
+        # it trains on (measured one by one, 8 ranks on 2 cores reported MFU > 100%)
+        dist.barrier()
     peak = peak_flops(d.device, dtype)
     flops_per_token = raw_model.flops_per_token(tc.seq_len)
     print0(f"preset {preset}: {raw_model.num_params():,} params, {d.world_size} process(es) on {d.device}, "
@@ -400,6 +404,8 @@ def train(preset: str, mc: GPTConfig, tc: TrainConfig, d: Dist) -> dict:
                 print0(f"sample @ {step}: {text!r}")
         print0(f"eval @ {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float)))
         log.plot(out / "loss.png")
+        if d.world_size > 1:  # the master sampled alone: start the next timed step together
+            dist.barrier()
         return record
 
     def checkpoint(step: int):
