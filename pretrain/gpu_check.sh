@@ -3,7 +3,9 @@
 #   1. bench.py: GPT-2 124M, T=1024, bf16 autocast + torch.compile (ours), eager ours and eager HF GPT2LMHeadModel:
 #      tokens/s and MFU against the datasheet bf16 dense peak (perf.py: H200/H100 989 TFLOP/s);
 #   2. when a prepared data set was carried along, 12 steps of the real train.py (preset gpt2-124m: fused AdamW,
-#      bf16, TF32, compile, nccl path with world size 1), then its HF export.
+#      bf16, TF32, compile, nccl path with world size 1), then its HF export;
+#   3. bench.py again at twice the micro-batch (preset gpt2-124m's 64 rows), ours only: does a bigger batch raise MFU?
+# The parts' time limits add up to 540 s, so the whole script fits one device call of 600 s.
 # Usage (repo root):  bash pretrain/gpu_check.sh      results: $OUT (or pretrain/output/gpu_check)/
 # To include step 2 from a machine without data, prepare locally first and carry the folder:
 #   python pretrain/prepare.py --input tinyshakespeare.txt --out_dir pretrain/output/data/tinyshakespeare-gpt2
@@ -27,14 +29,14 @@ python -c "import torch, transformers; print('torch', torch.__version__, 'cuda',
 'transformers', transformers.__version__)" | tee -a "$out/gpu.txt"
 
 fail=0  # a failed part is reported at the end; the other part still runs (one device session is precious)
-timeout 420 python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" \
+timeout 200 python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" \
     --vocab_size 50304 --seq_len $T --batch_size $B --steps 8 --compile --json "$out/bench_124m.json" \
     2>&1 | grep -v "Loading weights" | tee "$out/bench_124m.txt" || fail=1
 
 if [ -f "$data/meta.json" ]; then
     # 12 steps of B x T tokens (one micro-batch per step): the training loop's own tokens/s and MFU
     # (checkpoint and HF export, ~1.5 GB, stay in $train_out; the logs are copied to $out)
-    timeout 300 python pretrain/train.py --preset gpt2-124m --device $device "${model[@]}" --data "$data" \
+    timeout 200 python pretrain/train.py --preset gpt2-124m --device $device "${model[@]}" --data "$data" \
         --out_dir "$train_out" --max_steps 12 --warmup_steps 2 --seq_len $T --total_batch_size 0 --batch_size $B \
         --eval_interval 0 --val_steps 1 --hellaswag_limit 0 --sample_tokens 16 2>&1 | tee "$out/train.txt" || fail=1
     cp "$train_out"/{log.jsonl,summary.json,loss.png} "$out/" || fail=1
@@ -48,5 +50,9 @@ EOF
 else
     echo "no $data: skipped the train.py part (see the header of this script)"
 fi
+
+timeout 140 python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" --no_hf \
+    --vocab_size 50304 --seq_len $T --batch_size $((2 * B)) --steps 8 --compile --json "$out/bench_124m_2b.json" \
+    2>&1 | tee "$out/bench_124m_2b.txt" || fail=1
 [ "$fail" = 0 ] || echo "gpu_check: a part failed (see above)"
 exit "$fail"

@@ -30,6 +30,8 @@ def test_gpu_check_rehearsal_runs_every_part(shakespeare, tmp_path):
     for m in bench["models"].values():
         assert m["tokens_per_s"] > 0 and 0 < m["mfu"] < 1
     assert "ratio ours+compile / hf" in (out / "bench_124m.txt").read_text()
+    bench_2b = json.loads((out / "bench_124m_2b.json").read_text())
+    assert set(bench_2b["models"]) == {"ours", "ours+compile"} and bench_2b["config"]["batch_size"] == 4
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train_config"]["compile"] and summary["preset"] == "gpt2-124m"
