@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import numbers
 import os
 import unicodedata
 from collections import Counter
@@ -35,11 +36,13 @@ FORMAT_NAME = "llmhw-bpe"
 FORMAT_VERSION = 1
 
 # Split patterns. GPT-2's is the one in openai/gpt-2 src/encoder.py (tiktoken's r50k pattern is an equivalent
-# possessive rewrite); GPT-4's is cl100k_base's (as in minbpe). Both are plain enough for Python's `regex`,
-# tiktoken's fancy-regex and HF's Oniguruma alike (no `{n,m}+`, which Oniguruma reads differently).
+# possessive rewrite); GPT-4's is cl100k_base's as tiktoken 0.14 has it (minbpe's copy predates its `\s++$` branch,
+# which keeps trailing whitespace at the end of a text in one piece), except `\p{N}{1,3}` for `\p{N}{1,3}+`: the
+# same pieces (the branch ends there), and HF's Oniguruma reads `{n,m}+` as "one or more of {n,m}", not possessive.
+# Both patterns split alike in Python's `regex`, tiktoken's fancy-regex and Oniguruma (tests: exports = ours).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]"""
-                r"""|\s+(?!\S)|\s+""")
+GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$"""
+                r"""|\s*[\r\n]|\s+(?!\S)|\s""")
 PATTERNS = {"none": None, "gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
 WHOLE_TEXT_PATTERN = r"[\s\S]+"  # tiktoken needs a pattern; for pattern 'none' each text between specials is one piece
 
@@ -278,9 +281,7 @@ class Tokenizer:
         self.special_tokens = dict(special_tokens)  # str -> id
         self.merges = [tuple(m) for m in merges]   # training history (left, right, result); encoding uses ranks
         self._id_to_bytes = {**self.vocab, **{i: s.encode("utf-8") for s, i in self.special_tokens.items()}}
-        self._special_split = (regex.compile("(" + "|".join(regex.escape(s) for s in
-                                                            sorted(self.special_tokens, key=len, reverse=True)) + ")")
-                               if self.special_tokens else None)
+        self._special_splitters: dict[frozenset, regex.Pattern] = {}  # allowed specials -> splitting regex
         self._cache: dict[str, list[int]] = {}
 
     @property
@@ -466,30 +467,44 @@ class Tokenizer:
                 if s in text:
                     raise ValueError(f"text contains the special token {s!r}; pass allowed_special={{{s!r}}} to "
                                      f"encode it as a special token, or disallowed_special=() to encode it as text")
-        if not allowed or self._special_split is None:
+        if not allowed:
             return self.encode_ordinary(text)
+        # Split at the *allowed* specials only: a special token that is not allowed is ordinary text and may merge
+        # with its neighbours (tiktoken does the same; splitting at it too would change the ids around it).
         out: list[int] = []
-        for k, part in enumerate(self._special_split.split(text)):
-            if k % 2:  # a special token match
-                if part in allowed:
-                    out.append(self.special_tokens[part])
-                else:
-                    out += self.encode_ordinary(part)
+        for k, part in enumerate(self._special_splitter(frozenset(allowed)).split(text)):
+            if k % 2:  # an allowed special token
+                out.append(self.special_tokens[part])
             elif part:
                 out += self.encode_ordinary(part)
         return out
+
+    def _special_splitter(self, allowed: frozenset) -> regex.Pattern:
+        """Regex with one capturing group matching any of ``allowed`` (longest first), cached per set."""
+        splitter = self._special_splitters.get(allowed)
+        if splitter is None:
+            alternatives = "|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True))
+            splitter = self._special_splitters[allowed] = regex.compile(f"({alternatives})")
+        return splitter
 
     def decode_bytes(self, ids) -> bytes:
         """The exact bytes of ``ids`` (a list of ints, or a numpy array / torch tensor); an unknown id -> ValueError."""
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
+        if isinstance(ids, (str, bytes)):
+            raise TypeError(f"decode needs a list of int ids, got {type(ids).__name__}")
+        if not isinstance(ids, (list, tuple)):
+            ids = list(ids)
         try:
+            # True and 1.0 hash like 1 and would pass the lookup silently: look at the element types once (fast)
+            if any(issubclass(t, (bool, float)) for t in set(map(type, ids))):
+                raise TypeError
             return b"".join(map(self._id_to_bytes.__getitem__, ids))
         except (KeyError, TypeError):
-            if isinstance(ids, (str, bytes)):
-                raise TypeError(f"decode needs a list of int ids, got {type(ids).__name__}") from None
             for pos, i in enumerate(ids):
-                if i not in self._id_to_bytes or isinstance(i, (bool, float)):
+                if not isinstance(i, numbers.Integral) or isinstance(i, bool):
+                    raise TypeError(f"token id {i!r} at position {pos} is not an int") from None
+                if i not in self._id_to_bytes:
                     raise ValueError(f"token id {i!r} at position {pos} is not in the vocabulary "
                                      f"(ids 0..{self.vocab_size - 1})") from None
             raise

@@ -67,6 +67,8 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--chinese", default=None, help="Chinese comparison sample file (default: built-in paragraph)")
     a = p.parse_args(argv)
     cfg = TrainConfig(**vars(a))
+    if any(not s for s in cfg.special):
+        p.error(f"--special: special tokens must be non-empty strings, got {cfg.special!r}")
     if cfg.vocab_size < 256 + len(cfg.special):
         p.error(f"--vocab_size {cfg.vocab_size} is too small: need at least 256 + {len(cfg.special)} special tokens")
     return cfg
@@ -79,8 +81,10 @@ def resolve(name: str, data_dir: str | None) -> Path:
 
 
 def read_text(path: Path) -> str:
+    """The file's exact text: newline="" keeps CRLF / CR line ends (a tokenizer must see the real bytes)."""
     try:
-        return path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
     except UnicodeDecodeError as e:
         raise SystemExit(f"error: {path} is not UTF-8 text ({e})") from None
 
@@ -96,8 +100,10 @@ def token_rows(tok: Tokenizer, ids) -> list[list]:
 
 def main(argv=None) -> dict:
     cfg = parse_args(argv)
-    try:
+    try:  # every input file, the comparison samples included, is found before any work
         paths = [resolve(name, cfg.data_dir) for name in cfg.inputs]
+        sample_paths = {k: resolve(name, cfg.data_dir) for k, name in (("english", cfg.english),
+                                                                          ("chinese", cfg.chinese)) if name}
     except datadir.DataFileNotFound as e:
         raise SystemExit(f"error: {e}") from None
     text = "\n".join(read_text(p) for p in paths)
@@ -116,8 +122,8 @@ def main(argv=None) -> dict:
     roundtrip_ok = tok.decode_bytes(ids) == text.encode("utf-8")
 
     enc = gpt2_tiktoken(cfg.data_dir)
-    samples = {"english": read_text(resolve(cfg.english, cfg.data_dir)) if cfg.english else ENGLISH_SAMPLE,
-               "chinese": read_text(resolve(cfg.chinese, cfg.data_dir)) if cfg.chinese else CHINESE_SAMPLE}
+    samples = {"english": ENGLISH_SAMPLE, "chinese": CHINESE_SAMPLE,
+               **{k: read_text(path) for k, path in sample_paths.items()}}
     comparison = {k: {"ours": len(tok.encode(s, disallowed_special=())),
                       "gpt2": len(enc.encode(s, disallowed_special=())), "chars": len(s)}
                   for k, s in samples.items()}
@@ -149,8 +155,12 @@ def main(argv=None) -> dict:
     report = "\n".join(log) + "\n"
     print(report, end="")
 
+    try:  # before any file is written: a special token that HF's format cannot hold stops here
+        hf_json = tok.to_hf().to_str(pretty=False)
+    except ValueError as e:
+        raise SystemExit(f"error: {e} (choose another --special)") from None
     tok.save(out / "tokenizer.model", out / "vocab.txt")
-    tok.save_hf(out / "tokenizer.json")
+    atomic_write(out / "tokenizer.json", hf_json)
     atomic_write(out / "output.log", report)
     atomic_write(out / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
     print(f"wrote {out}/{{tokenizer.model,vocab.txt,tokenizer.json,output.log,summary.json}}")

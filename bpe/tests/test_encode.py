@@ -164,6 +164,19 @@ def test_special_token_policy(small_trained):
         tok.encode("x", allowed_special={"<|nope|>"})
 
 
+def test_special_not_allowed_is_ordinary_text_as_tiktoken():
+    # a special that is not allowed is ordinary text and merges with its neighbours: with " <|" learned, the GPT-2
+    # piece " <|" of "a <|pad|>" is one token, not " " + "<|" (as when the text is cut at every special)
+    from tokenizer import Tokenizer
+    tok = Tokenizer("gpt2").train("a <|b <|c <|pad|> d <|e " * 30, 290, special_tokens=["<|endoftext|>", "<|pad|>"])
+    enc = tok.to_tiktoken()
+    assert b" <|" in tok.vocab.values()
+    for t in ("hello <|pad|> x<|endoftext|>", "<|endoftext|> <|pad|><|endoftext|><|pad|>", " <|pad|>\n"):
+        for allowed in ({"<|endoftext|>"}, {"<|pad|>"}):
+            ours = tok.encode(t, allowed_special=allowed, disallowed_special=())
+            assert ours == enc.encode(t, allowed_special=allowed, disallowed_special=()) and tok.decode(ours) == t
+
+
 def test_decode_errors_and_replacement(small_trained):
     tok = small_trained["none"]
     with pytest.raises(ValueError, match="token id 99999 at position 1"):
@@ -172,6 +185,10 @@ def test_decode_errors_and_replacement(small_trained):
         tok.decode_bytes([-1])
     with pytest.raises(TypeError, match="list of int ids"):
         tok.decode("abc")
+    for not_int in ([True], [1, 1.0], [2, False]):  # they hash like 1 / 0: must not pass as ids
+        with pytest.raises(TypeError, match="is not an int"):
+            tok.decode(not_int)
+    assert tok.decode(iter([104, 105])) == tok.decode((104, 105)) == "hi"
     with pytest.raises(TypeError, match="needs a str"):
         tok.encode(b"abc")
     import numpy as np

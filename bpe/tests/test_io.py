@@ -89,7 +89,25 @@ def test_train_cli_bad_input_is_one_clear_error(tmp_path):
     bad.write_bytes(b"\xff\xfe\x00abc")
     with pytest.raises(SystemExit, match="not UTF-8"):
         train.main(["--input", str(bad), "--out_dir", str(tmp_path)])
-    assert list(tmp_path.glob("*.model")) == []
+    good = tmp_path / "good.txt"
+    good.write_text("hello world " * 20)
+    with pytest.raises(SystemExit, match="no/such/sample.txt"):  # found missing before training, not after
+        train.main(["--input", str(good), "--english", "no/such/sample.txt", "--out_dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="same byte-level spelling"):  # "A" is byte 65's token: HF cannot hold it
+        train.main(["--input", str(good), "--vocab_size", "300", "--special", "A", "--out_dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        train.main(["--input", str(good), "--special", "", "--out_dir", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "good.txt"]  # nothing written
+
+
+def test_train_cli_keeps_crlf_line_ends(tmp_path):
+    corpus = tmp_path / "crlf.txt"
+    corpus.write_bytes(b"one line\r\nanother line\r\n" * 100)
+    s = train.main(["--input", str(corpus), "--vocab_size", "300", "--out_dir", str(tmp_path / "out")])
+    assert s["corpus_bytes"] == corpus.stat().st_size
+    tok = Tokenizer.load(tmp_path / "out" / "tokenizer.model")
+    assert any(b"\r\n" in t for t in tok.vocab.values())
+    assert tok.decode_bytes(tok.encode(corpus.read_bytes().decode())) == corpus.read_bytes()
 
 
 def test_default_out_dir_is_next_to_the_script():

@@ -166,3 +166,30 @@ def test_bad_pattern():
     with pytest.raises(ValueError, match="valid regex"):
         Tokenizer("(unclosed")
 
+
+
+def tiktoken_pattern(name: str) -> str:
+    """The split regex of a tiktoken encoding, read from tiktoken's own source (the encoding itself needs its rank
+    file, which is not available offline)."""
+    import ast
+    import inspect
+
+    from tiktoken_ext import openai_public
+
+    for node in ast.walk(ast.parse(inspect.getsource(getattr(openai_public, name)))):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and key.value == "pat_str" and isinstance(value, ast.Constant):
+                    return value.value
+    raise AssertionError(f"no pat_str in tiktoken_ext.openai_public.{name}")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(list("ab1234 \t\n\r'.!é中") + ["'s", "'LL", "  ", "\n\n"]), max_size=16).map("".join))
+def test_gpt4_pattern_splits_as_tiktoken_cl100k(text):
+    assert regex.findall(PATTERNS["gpt4"], text) == regex.findall(tiktoken_pattern("cl100k_base"), text)
+
+
+def test_gpt4_pattern_trailing_whitespace():
+    # tiktoken's `\s++$` branch: whitespace ending the text stays one piece
+    assert regex.findall(PATTERNS["gpt4"], "a\n ") == ["a", "\n "]
