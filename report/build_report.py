@@ -211,6 +211,21 @@ def commands_of(pipeline: list[dict]) -> dict[str, dict]:
     return out
 
 
+def scale_of(cmds: dict) -> str:
+    """'CPU' or 'GPU': the pipeline preset the recorded stages ran with."""
+    presets = {r.get("preset", "cpu") for r in cmds.values()}
+    return "GPU" if "gpu" in presets else "CPU"
+
+
+def data_name(run: Path) -> str:
+    """What the pretraining data was, from the shards' meta.json (file names or the HF dataset)."""
+    meta = run / "shards/meta.json"
+    if not meta.is_file():
+        return "its data"
+    sources = json.loads(meta.read_text()).get("sources") or []
+    return ", ".join(src if ":" in src and not Path(src).exists() else Path(src).name for src in sources) or "its data"
+
+
 def cmd_note(cmds: dict, stage: str) -> str:
     r = cmds.get(stage)
     return f"`{r['command']}` ({r['seconds']:.0f} s)" if r else "(stage command not recorded)"
@@ -262,11 +277,14 @@ def section_pretrain(run: Path, cmds: dict, out_dir: Path) -> str:
     for r in (samples[:1] + samples[-1:]) if len(samples) > 1 else samples:
         text = r["sample"] if isinstance(r["sample"], str) else "\n---\n".join(r["sample"])
         sample_md += f"\nStep {r['step']}:\n\n```text\n{text.strip()[:800]}\n```\n"
-    keys = [k for k in ("n_params", "params", "steps", "tokens", "wall_seconds", "tokens_per_s", "final_val_loss",
-                        "mfu") if k in s]
-    return f"""## 2. Pretraining a small GPT-2 on Tiny Shakespeare
+    keys = [k for k in ("params", "steps", "tokens", "wall_time_s", "train_time_s", "tokens_per_s",
+                        "final_val_loss", "mfu", "world_size", "device") if k in s]
+    mc = s.get("model_config") or {}
+    shape = (f"GPT-2 ({mc['n_layer']} layers, {mc['n_embd']} dims, T={mc['block_size']})"
+             if {"n_layer", "n_embd", "block_size"} <= set(mc) else "GPT-2")
+    return f"""## 2. Pretraining {shape} on {data_name(run)}
 
-Produced by {cmd_note(cmds, 'pretrain')} (CPU scale), after {cmd_note(cmds, 'data')}.
+Produced by {cmd_note(cmds, 'pretrain')} ({scale_of(cmds)} scale), after {cmd_note(cmds, 'data')}.
 
 ![pretraining loss]({fig})
 
@@ -342,8 +360,8 @@ def sweep_verdict(logs: dict[int, list[dict]]) -> str:
             rise = ev[-1] - best
             out.append(f"- Full finetuning: best eval loss {best:.4f}, final {ev[-1]:.4f} "
                        + ("(**rises after its minimum: it overfits**, as in the homework)." if rise > 1e-3 else
-                          "(no rise after its minimum: at this CPU scale, a few dozen steps on a small Alpaca subset, "
-                          "full finetuning does **not** reach the overfitting the homework saw)."))
+                          "(no rise after its minimum: in this run's steps and data full finetuning does **not** reach "
+                          "the overfitting the homework saw)."))
     lora = {r: series(v, "eval_loss")[1] for r, v in logs.items() if r > 0}
     lora = {r: v for r, v in lora.items() if v}
     if lora:
@@ -440,17 +458,18 @@ unrelated ids by case and leading space ({rows}), so the model must learn their 
     return "## 5. The ten tokenizer questions (examples computed at build time)\n\n" + "\n\n".join(q) + "\n"
 
 
-def section_gpu() -> str:
+def section_gpu(scale: str) -> str:
     return f"""## 6. GPU presets (full scale)
 
-Not run at CPU scale; runnable as documented:
+{"Not run at CPU scale; runnable" if scale == "CPU" else "This report is from the GPU preset; the commands are"} as documented:
 
 ```bash
 # build-nanogpt-equivalent pretraining of GPT-2 124M (FineWeb-Edu sample-10BT, 524,288 tokens/step, 19,073 steps)
-python pretrain/prepare.py --hf_dataset HuggingFaceFW/fineweb-edu --hf_name sample-10BT --tokenizer gpt2 --out_dir runs/gpu/shards
+python pretrain/prepare.py --hf_dataset HuggingFaceFW/fineweb-edu --hf_config sample-10BT --val_fraction 0.01 --tokenizer gpt2 --out_dir runs/gpu/shards
 torchrun --nproc_per_node=8 pretrain/train.py --preset gpt2-124m --data runs/gpu/shards --out_dir runs/gpu/pretrain
-# the LoRA sweep on hub gpt2 over full Alpaca, one rank per GPU
-python report/pipeline.py --preset gpu --only sweep generate report
+# or all of it, these two steps included: BPE, FineWeb-Edu shards, the 8-GPU pretraining, the LoRA sweep on hub gpt2
+# over all of Alpaca (one rank per GPU at a time), generations and this report for the GPU run
+python report/pipeline.py --preset gpu --report_dir report/gpu
 ```
 
 Anchors to compare against: GPT-2 124M (OpenAI) HellaSwag acc_norm ≈ {ANCHORS['gpt2_124m_hellaswag_acc_norm']};
@@ -468,15 +487,18 @@ def build(run: Path, out_dir: Path, data_dir=None) -> Path:
     total = sum(r["seconds"] for r in cmds.values())
     timing = md_table(["stage", "command", "wall s"], [[k, f"`{v['command']}`", f"{v['seconds']:.0f}"]
                                                        for k, v in cmds.items()])
-    parts = [f"""# Report: the homework regenerated from one CPU-scale run
+    scale = scale_of(cmds)
+    how = ("`bash report/run_pipeline.sh` (2-core CPU scale)" if scale == "CPU"
+           else "`python report/pipeline.py --preset gpu` (GPU scale)")
+    parts = [f"""# Report: the homework regenerated from one {scale}-scale run
 
 Built by `python report/build_report.py --run_dir {os.path.relpath(run, ROOT)}` from the outputs of
-`bash report/run_pipeline.sh` (2-core CPU scale). Recorded stage wall time: {total:.0f} s
+{how}. Recorded stage wall time: {total:.0f} s
 ({total / 60:.1f} min) in all.
 
 {timing}
 """, section_bpe(run, cmds), section_pretrain(run, cmds, out_dir), section_sweep(run, cmds, out_dir),
-             section_generations(run, cmds), section_questions(ours, gpt2), section_gpu()]
+             section_generations(run, cmds), section_questions(ours, gpt2), section_gpu(scale)]
     target = out_dir / "README.md"
     tmp = target.with_name("README.md.tmp")
     tmp.write_text("\n".join(parts))

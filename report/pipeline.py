@@ -49,15 +49,20 @@ class PipelineConfig:
     sweep_eval_ratio: float = 0.05
     sweep_lr: float = 1e-3
     gen_lora_rank: int = 8
+    data_flags: tuple[str, ...] = ("--input", "tinyshakespeare.txt")  # pretrain/prepare.py's source
+    sweep_parallel_gpus: bool = False          # sweep.py --parallel_gpus: one rank per visible GPU at a time
 
 
 PRESETS = {
     "cpu": PipelineConfig(),
     # The homework at full scale (see README): build-nanogpt's GPT-2 124M on 8 GPUs, then the sweep on hub `gpt2`
     # over all of Alpaca with the homework's hyper-parameters.
-    "gpu": PipelineConfig(preset="gpu", pretrain_preset="gpt2-124m", hellaswag_limit=0, nproc=8,
+    "gpu": PipelineConfig(preset="gpu", pretrain_preset="gpt2-124m", hellaswag_limit=-1, nproc=8,
                           sweep_model="gpt2", sweep_examples=None, sweep_steps=None, sweep_max_length=512,
-                          sweep_batch_size=8, sweep_eval_interval=100, sweep_eval_ratio=0.01, sweep_lr=1e-4),
+                          sweep_batch_size=8, sweep_eval_interval=100, sweep_eval_ratio=0.01, sweep_lr=1e-4,
+                          data_flags=("--hf_dataset", "HuggingFaceFW/fineweb-edu", "--hf_config", "sample-10BT",
+                                      "--val_fraction", "0.01"),
+                          sweep_parallel_gpus=True),
 }
 
 
@@ -84,14 +89,15 @@ def stage_commands(cfg: PipelineConfig, run: Path, data_dir: str | None, report_
     if cfg.sweep_steps:
         train_flags += ["--max_steps", str(cfg.sweep_steps)]
     sweep = py + [str(ROOT / "finetune/sweep.py"), "--ranks", *map(str, cfg.sweep_ranks),
-                  "--output_dir", str(run / "sweep"), "--"] + train_flags
+                  "--output_dir", str(run / "sweep")] + (["--parallel_gpus"] if cfg.sweep_parallel_gpus else []) + [
+        "--"] + train_flags
     r = cfg.gen_lora_rank
     gen = py + [str(ROOT / "finetune/generate.py"), "--base", model, "--full", str(run / "sweep/r0/model"),
                 "--lora", str(run / f"sweep/r{r}/adapter"), "--output", str(run / "generations.json")] + dd
     return {
         "bpe": (py + [str(ROOT / "bpe/train.py"), "--vocab_size", str(cfg.bpe_vocab_size),
                       "--out_dir", str(run / "bpe")] + dd, run / "bpe/summary.json"),
-        "data": (py + [str(ROOT / "pretrain/prepare.py"), "--input", "tinyshakespeare.txt", "--tokenizer", "gpt2",
+        "data": (py + [str(ROOT / "pretrain/prepare.py"), *cfg.data_flags, "--tokenizer", "gpt2",
                        "--out_dir", str(run / "shards")] + dd, run / "shards/meta.json"),
         "pretrain": (pre, run / "pretrain/summary.json"),
         "sweep": (sweep, run / "sweep/summary.json"),
@@ -116,12 +122,14 @@ def main(argv=None) -> int:
 
     cfg = dataclasses.replace(PRESETS[args.preset])  # a copy: flags below must not change the preset
     for name in ("pretrain_steps", "sweep_examples", "sweep_steps", "hellaswag_limit", "nproc"):
-        if getattr(args, name) is not None:
-            if getattr(args, name) < 0:
-                p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
-            setattr(cfg, name, getattr(args, name))
+        value, lowest = getattr(args, name), -1 if name == "hellaswag_limit" else 1
+        if value is not None:
+            if value < lowest:
+                p.error(f"--{name} must be >= {lowest}{' (-1: all, 0: none)' if lowest < 0 else ''}, got {value}")
+            setattr(cfg, name, value)
     run = (args.run_dir or ROOT / "runs" / cfg.preset).resolve()
-    run.mkdir(parents=True, exist_ok=True)
+    if not args.dry_run:
+        run.mkdir(parents=True, exist_ok=True)
     commands = stage_commands(cfg, run, args.data_dir, args.report_dir.resolve())
     redo = set(STAGES) if "all" in args.redo else set(args.redo)
     log_path = run / "pipeline.jsonl"
@@ -146,6 +154,8 @@ def main(argv=None) -> int:
             print(f"[pipeline] stage '{stage}' failed with exit code {rc}; command: {pretty}", file=sys.stderr)
             return rc
         print(f"[pipeline] {stage}: {record['seconds']} s")
+    if args.dry_run:
+        return 0
     print(f"\n[pipeline] finished in {time.time() - t_all:.0f} s; report: {os.path.relpath(commands['report'][1], ROOT)}")
     return 0
 

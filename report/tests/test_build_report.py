@@ -39,7 +39,11 @@ def fake_run(run: Path, full_overfits: bool):
                                              {"step": 10, "val_loss": 6.2},
                                              {"step": 10, "hellaswag_acc_norm": 0.26, "hellaswag_n": 100},
                                              {"step": 10, "sample": "ROMEO: to be"}])
-    (run / "pretrain/summary.json").write_text(json.dumps({"final_val_loss": 6.2, "steps": 10}))
+    (run / "pretrain/summary.json").write_text(json.dumps({  # the keys pretrain/train.py writes
+        "final_val_loss": 6.2, "steps": 10, "wall_time_s": 123.4, "train_time_s": 100.0, "tokens_per_s": 1861.0,
+        "model_config": {"n_layer": 4, "n_embd": 128, "block_size": 128}}))
+    (run / "shards").mkdir()
+    (run / "shards/meta.json").write_text(json.dumps({"sources": ["/data/tinyshakespeare.txt"]}))
     full = [3.0, 2.5, 2.7, 2.9] if full_overfits else [3.0, 2.8, 2.6, 2.5]
     for r, curve in {0: full, 4: [3.0, 2.9, 2.8, 2.7], 8: [3.0, 2.9, 2.8, 2.69]}.items():
         rows = [{"step": 10 * i, "train_loss": v, "lr": 1e-3} for i, v in enumerate(curve)]
@@ -62,6 +66,8 @@ def test_report_from_files(tmp_path):
     # numbers come from the files
     assert "| English | 800 | 900 | 180 | 938 | 185 |" in text
     assert "0.2600" in text and "`python bpe/train.py` (1 s)" in text
+    assert "| wall_time_s | 123.4000 |" in text and "Pretraining GPT-2 (4 layers, 128 dims, T=128) on tinyshakespeare.txt" in text
+    assert "one CPU-scale run" in text and "(CPU scale)" in text
     assert "it overfits" in text and "Green." in text
     # computed tokenizer facts, checked against hand-verified values (ord, and GPT-2 ids from the OpenAI files:
     # " SolidGoldMagikarp" is the single token 43453, "<|endoftext|>" is 50256)
@@ -93,3 +99,14 @@ def test_byte_level_map_is_a_bijection():
     m = br.bytes_to_unicode()
     assert sorted(m) == list(range(256)) and len(set(m.values())) == 256
     assert m[ord(" ")] == "Ġ"  # GPT-2's well-known space character
+
+
+def test_gpu_run_is_labelled_gpu(tmp_path):
+    run = tmp_path / "run"
+    fake_run(run, full_overfits=True)
+    write_jsonl(run / "pipeline.jsonl", [{"stage": "pretrain", "command": "torchrun ...", "seconds": 9.0,
+                                          "returncode": 0, "preset": "gpu"}])
+    (run / "shards/meta.json").write_text(json.dumps({"sources": ["HuggingFaceFW/fineweb-edu:sample-10BT:train"]}))
+    text = br.build(run, tmp_path / "out").read_text()
+    assert "one GPU-scale run" in text and "(GPU scale)" in text and "CPU scale" not in text
+    assert "on HuggingFaceFW/fineweb-edu:sample-10BT:train" in text

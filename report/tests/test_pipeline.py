@@ -3,6 +3,8 @@ exit code and is recorded in pipeline.jsonl."""
 import json
 import sys
 
+import pytest
+
 import pipeline
 
 
@@ -43,3 +45,19 @@ def test_real_commands_use_each_folder_script_and_data_dir(tmp_path):
         assert any(a.endswith(script) for a in argv) and "/data" in argv
     gpu = pipeline.stage_commands(pipeline.PRESETS["gpu"], tmp_path, None, tmp_path)
     assert "--nproc_per_node=8" in gpu["pretrain"][0]
+    # the GPU preset pretrains on FineWeb-Edu (not Tiny Shakespeare) and spreads the sweep over the GPUs
+    assert "HuggingFaceFW/fineweb-edu" in gpu["data"][0] and "tinyshakespeare.txt" not in gpu["data"][0]
+    assert "--parallel_gpus" in gpu["sweep"][0]
+
+
+def test_dry_run_writes_nothing_and_zero_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert pipeline.main(["--run_dir", str(run), "--dry_run"]) == 0
+    assert not run.exists() and "finished" not in capsys.readouterr().out
+    for flag in ("--sweep_steps", "--sweep_examples", "--pretrain_steps", "--nproc"):
+        with pytest.raises(SystemExit):
+            pipeline.main(["--run_dir", str(run), "--dry_run", flag, "0"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        pipeline.main(["--run_dir", str(run), "--dry_run", "--hellaswag_limit", "-2"])
+    assert "(-1: all, 0: none)" in capsys.readouterr().err
