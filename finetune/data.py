@@ -265,17 +265,29 @@ def gpt2_tokenizer(data_dir: str | None = None):
     return GPT2TokenizerFast(vocab=vocab, merges=merges)
 
 
+# Files that make a folder's tokenizer (fast, slow BPE, sentencepiece, WordPiece).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
+
+
 def load_tokenizer(model_name_or_path: str, data_dir: str | None = None, vocab_size: int | None = None):
     """The model's own tokenizer; for a model folder without one (e.g. raw weights), GPT-2's if the vocab fits."""
     from transformers import AutoTokenizer
 
-    try:
-        tok = AutoTokenizer.from_pretrained(model_name_or_path)
-    except (OSError, ValueError, TypeError) as e:
+    tok, why = None, "no tokenizer files in the folder"
+    folder = Path(model_name_or_path)
+    # transformers 5 "loads" a folder without tokenizer files as an empty tokenizer (every text -> []): look first
+    if not folder.is_dir() or any((folder / f).is_file() for f in TOKENIZER_FILES):
+        try:
+            tok = AutoTokenizer.from_pretrained(model_name_or_path)
+        except (OSError, ValueError, TypeError) as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if tok is not None and len(tok) < 2:
+            tok, why = None, f"its tokenizer has {len(tok)} token(s)"
+    if tok is None:
         if vocab_size is not None and vocab_size < 50257:
-            raise ValueError(f"{model_name_or_path}: no tokenizer found ({e}) and the vocabulary ({vocab_size}) is "
-                             "too small for GPT-2's; save a tokenizer with the model") from None
-        print(f"[data] {model_name_or_path} has no tokenizer; using GPT-2's from the data directory")
+            raise ValueError(f"{model_name_or_path}: no usable tokenizer ({why}) and the vocabulary ({vocab_size}) is "
+                             "too small for GPT-2's; save a tokenizer with the model")
+        print(f"[data] {model_name_or_path}: no usable tokenizer ({why}); using GPT-2's from the data directory")
         tok = gpt2_tokenizer(data_dir)
     if tok.eos_token_id is None:
         raise ValueError(f"the tokenizer of {model_name_or_path} has no EOS token")

@@ -66,14 +66,19 @@ def model_specs(args) -> list[tuple[str, str, str | None]]:
     """(display name, model folder or hub name, adapter folder or None) for every model to run."""
     specs = [("original", args.base, None)]
     if args.full:
+        if not Path(args.full).is_dir():
+            raise FileNotFoundError(f"--full {args.full}: no such model folder")
         specs.append(("full finetune", args.full, None))
     for spec in args.lora or []:
         base, adapter = args.base, spec
         if not Path(spec).is_dir() and "+" in spec:
             base, adapter = spec.rsplit("+", 1)
-        conf = Path(adapter) / lora.OUR_CONFIG
-        rank = json.loads(conf.read_text()).get("lora_dim") if conf.is_file() else None
-        specs.append((f"LoRA r={rank}" if rank else f"LoRA {Path(adapter).name}", base, adapter))
+        name = f"LoRA r={lora.adapter_rank(adapter)}"  # checks the folder before any model generates
+        if any(name == n for n, _, _ in specs):  # two adapters of one rank: tell them apart by folder
+            name = f"{name} ({adapter})"
+        if any(name == n for n, _, _ in specs):
+            raise ValueError(f"--lora {spec} is given twice")
+        specs.append((name, base, adapter))
     return specs
 
 

@@ -179,6 +179,15 @@ def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
     return {n: m for n, m in unwrap(model).named_modules() if isinstance(m, LoRALinear)}
 
 
+def _tied_elsewhere(model: nn.Module, name: str, layer: nn.Module) -> str | None:
+    """The name of another parameter sharing ``layer``'s weight storage (GPT-2's lm_head is wte), else None."""
+    ptr = layer.weight.data_ptr()
+    for other_name, other in model.named_parameters(remove_duplicate=False):
+        if other.data_ptr() == ptr and not other_name.startswith(name + "."):
+            return other_name
+    return None
+
+
 def _convert_modules(model: nn.Module, names: list[str], cfg: LoRAConfig) -> nn.Module:
     for name in names:
         parent_name, _, attr = name.rpartition(".")
@@ -186,6 +195,10 @@ def _convert_modules(model: nn.Module, names: list[str], cfg: LoRAConfig) -> nn.
         layer = getattr(parent, attr)
         if isinstance(layer, LoRALinear):
             raise ValueError(f"module '{name}' already has a LoRA adapter")
+        tied = _tied_elsewhere(model, name, layer)
+        if tied:  # merge() would add the update to the shared tensor, changing the other module too
+            raise ValueError(f"module '{name}' shares its weight with '{tied}' (tied weights): LoRA on it would "
+                             "change both when merged; choose a module filter that leaves it out")
         setattr(parent, attr, LoRALinear.from_layer(layer, cfg.lora_dim, cfg.lora_scaling, cfg.lora_dropout,
                                                     cfg.use_rslora))
     cfg.target_modules = sorted(set(cfg.target_modules) | set(names))
@@ -352,11 +365,29 @@ def _attach(model: nn.Module, cfg: LoRAConfig, state_dict: dict[str, torch.Tenso
                              "(adapter made for another architecture?)") from None
         if not isinstance(layer, ADAPTABLE):
             raise ValueError(f"{where}: adapter targets '{n}', a {type(layer).__name__}, not nn.Linear/Conv1D")
+    want = (cfg.lora_dim, float(cfg.lora_scaling), cfg.use_rslora, float(cfg.lora_dropout))
     for n in cfg.target_modules:
-        if n in have and have[n].lora_dim != cfg.lora_dim:
-            raise ValueError(f"{where}: module '{n}' has rank {have[n].lora_dim}, the adapter rank {cfg.lora_dim}")
+        if n in have:  # already converted: only the weights are loaded, so everything else must agree
+            m = have[n]
+            got = (m.lora_dim, m.lora_scaling, m.use_rslora,
+                   float(m.lora_dropout.p) if isinstance(m.lora_dropout, nn.Dropout) else 0.0)
+            if got != want:
+                raise ValueError(f"{where}: module '{n}' already has LoRA (rank, scaling, rslora, dropout) = {got}, "
+                                 f"the adapter {want}; load it into a model without LoRA layers")
     _convert_modules(root, todo, LoRAConfig(**{**asdict(cfg), "target_modules": []}))
     return load_lora_state_dict(root, state_dict)
+
+
+def adapter_rank(path: str | Path) -> int:
+    """The rank of the adapter folder ``path`` (ours or PEFT's), read from its config without loading weights."""
+    path = Path(path)
+    for name, key in ((OUR_CONFIG, "lora_dim"), (PEFT_CONFIG, "r")):
+        if (path / name).is_file():
+            rank = _read_json(path / name).get(key)
+            if not isinstance(rank, int) or rank <= 0:
+                raise ValueError(f"{path / name}: '{key}' is {rank!r}, not a positive integer")
+            return rank
+    raise FileNotFoundError(f"{path} holds neither {OUR_CONFIG} nor {PEFT_CONFIG}: not an adapter folder")
 
 
 def load_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRAConfig]:

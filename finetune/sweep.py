@@ -142,6 +142,8 @@ def main(argv=None) -> int:
     for r in done:
         print(f"[sweep] rank {r}: done already ({run_dir(out, r) / 'summary.json'}); --redo to rerun")
     todo = [r for r in args.ranks if r not in done]
+    for r in todo:  # a rerun that fails must not leave the previous run's summary to be read as its result
+        (run_dir(out, r) / "summary.json").unlink(missing_ok=True)
     runner = run_parallel_gpus if args.parallel_gpus else run_sequential
     codes = runner(todo, out, args.train_flags) if todo else {}
     failed = sorted(r for r, c in codes.items() if c != 0)
@@ -152,6 +154,7 @@ def main(argv=None) -> int:
     atomic_write_text(out / "summary.md", markdown(rows, args.train_flags))
     print("\n" + markdown(rows, args.train_flags))
     if failed:
+        (out / "summary.json").unlink(missing_ok=True)  # it would claim an earlier, complete sweep
         print(f"[sweep] FAILED ranks {failed}; summary.json not written (rerun to retry them)", file=sys.stderr)
         return 1
     atomic_write_json(out / "summary.json", {"runs": rows, "ranks": args.ranks, "train_flags": args.train_flags})

@@ -96,6 +96,11 @@ class TrainConfig:
             raise ValueError(f"--lora_dim must be >= 0 (0 = full finetuning), got {self.lora_dim}")
         if self.lora_dim == 0 and self.lora_load_path:
             raise ValueError("--lora_load_path needs --lora_dim > 0 (0 means full finetuning)")
+        if self.lora_load_path:  # the run is named and logged by its rank: it must be the adapter's
+            rank = lora.adapter_rank(self.lora_load_path)
+            if rank != self.lora_dim:
+                raise ValueError(f"--lora_load_path {self.lora_load_path} holds a rank-{rank} adapter, but "
+                                 f"--lora_dim is {self.lora_dim}; pass --lora_dim {rank}")
         if self.lora_dim > 0:
             lora.LoRAConfig(self.lora_dim, self.lora_scaling, self.lora_module_name, self.lora_dropout).validate()
         if self.template not in alpaca.TEMPLATES:
@@ -121,7 +126,7 @@ def parse_args(argv=None) -> TrainConfig:
             p.add_argument(f"--{f.name}", type=kind, default=f.default, help=f.metadata["help"])
     try:
         return TrainConfig(**vars(p.parse_args(argv))).validate()
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         p.error(str(e))
 
 
@@ -172,15 +177,16 @@ def model_load_error(name: str, e: Exception) -> ValueError:
     return ValueError(f"cannot load model '{name}': {first}{hint}")
 
 
-def model_context_length(name: str) -> int | None:
-    """The model's number of positions, read from its config alone (cheap, before any weights load)."""
+def model_shape(name: str) -> tuple[int | None, int | None]:
+    """(positions, vocabulary size) of the model, read from its config alone (cheap, before any weights load)."""
     from transformers import AutoConfig
 
     try:
         conf = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as e:
         raise model_load_error(name, e) from None
-    return getattr(conf, "n_positions", None) or getattr(conf, "max_position_embeddings", None)
+    return (getattr(conf, "n_positions", None) or getattr(conf, "max_position_embeddings", None),
+            getattr(conf, "vocab_size", None))
 
 
 def load_model(name: str, device: torch.device):
@@ -227,8 +233,8 @@ def evaluate(loss_fn: TargetLoss, examples, cfg: TrainConfig, info: DDPInfo, pad
 def main(argv=None) -> dict:
     t_start = time.time()
     cfg = parse_args(argv)
-    info = setup_ddp(cfg.device)
     try:
+        info = setup_ddp(cfg.device)  # inside: a device that does not exist is a one-line error too
         return run(cfg, info, t_start)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise SystemExit(f"error: {e}") from None
@@ -241,15 +247,17 @@ def run(cfg: TrainConfig, info: DDPInfo, t_start: float) -> dict:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     out = Path(cfg.output_dir)
+    if info.master:  # an earlier run's summary must not outlive this run's start (a sweep reads it as "done")
+        (out / "summary.json").unlink(missing_ok=True)
     torch.manual_seed(cfg.seed)
     if info.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(info.device)
-    context = model_context_length(cfg.model_name_or_path)
+    context, vocab_size = model_shape(cfg.model_name_or_path)
     if context is not None and cfg.max_length > context:
         print0(f"[data] --max_length {cfg.max_length} exceeds the model's {context} positions; using {context}",
                info=info)
         cfg.max_length = context
-    tokenizer = alpaca.load_tokenizer(cfg.model_name_or_path, cfg.data_dir)
+    tokenizer = alpaca.load_tokenizer(cfg.model_name_or_path, cfg.data_dir, vocab_size)
     train_ex, eval_ex, source = prepare_data(cfg, tokenizer, info)  # before the model: bad data fails fast
     model = load_model(cfg.model_name_or_path, info.device)
     model.config.use_cache = False

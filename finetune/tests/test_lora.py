@@ -255,3 +255,30 @@ def test_bad_adapter_folders(tmp_path):
     lora.save_adapter(converted(small_llama(), name="layers."), tmp_path / "llama")
     with pytest.raises(ValueError, match="does not have"):
         lora.load_adapter(copy.deepcopy(base), tmp_path / "llama")
+
+
+def test_tied_lm_head_is_refused():
+    # GPT-2's lm_head is the token embedding: a merged update there would change the input embeddings too
+    base = small_gpt2()
+    assert base.lm_head.weight.data_ptr() == base.transformer.wte.weight.data_ptr()
+    for name in ("lm_head", ""):
+        with pytest.raises(ValueError, match="'lm_head' shares its weight with 'transformer.wte.weight'"):
+            lora.convert_linear_layer_to_lora(copy.deepcopy(base), name, 4, 8.0)
+
+
+def test_loading_into_lora_layers_with_other_settings_is_refused(tmp_path):
+    base = small_gpt2()
+    trained = converted(base, r=4, alpha=16.0)
+    for p in lora.get_lora_state_dict(trained).values():
+        torch.nn.init.normal_(p)
+    lora.save_adapter(trained, tmp_path / "a16")
+    fresh, _ = lora.load_adapter(copy.deepcopy(base), tmp_path / "a16")
+    x = torch.randint(0, 100, (1, 8))
+    torch.testing.assert_close(fresh(x).logits, trained(x).logits)  # the reference: a model without LoRA
+    same, _ = lora.load_adapter(converted(base, r=4, alpha=16.0), tmp_path / "a16")  # same settings: fine
+    torch.testing.assert_close(same(x).logits, trained(x).logits)
+    with pytest.raises(ValueError, match="already has LoRA"):  # scaling 32 / 4 would be kept silently
+        lora.load_adapter(converted(base, r=4, alpha=32.0), tmp_path / "a16")
+    with pytest.raises(ValueError, match="already has LoRA"):
+        lora.load_adapter(converted(base, r=4, alpha=16.0, rslora=True), tmp_path / "a16")
+    assert lora.adapter_rank(tmp_path / "a16") == 4

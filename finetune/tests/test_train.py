@@ -217,3 +217,52 @@ def test_max_length_clamped_to_the_model_context(gpt2_tok, tmp_path):
     gpt2_tok.save_pretrained(short)
     train.main(flags(short, tmp_path / "o", "--lora_dim", "2", "--max_steps", "1"))  # --max_length 96 > 40
     assert json.loads((tmp_path / "o" / "config.json").read_text())["max_length"] == 40
+
+
+def test_model_folder_without_tokenizer_uses_gpt2s(tmp_path, gpt2_tok):
+    # transformers 5 loads such a folder as an empty tokenizer (every text -> []); we must fall back to GPT-2's
+    bare = tmp_path / "bare"
+    tiny_gpt2().save_pretrained(bare)
+    tok = data.load_tokenizer(str(bare), vocab_size=50257)
+    assert tok("Hello world")["input_ids"] == gpt2_tok("Hello world")["input_ids"] == [15496, 995]
+    small = tmp_path / "small"
+    tiny_gpt2(vocab_size=1000).save_pretrained(small)
+    with pytest.raises(ValueError, match="too small for GPT-2's"):
+        data.load_tokenizer(str(small), vocab_size=1000)
+    s = train.main(flags(bare, tmp_path / "o", "--lora_dim", "2", "--max_steps", "1"))
+    assert math.isfinite(s["final_eval_loss"])
+
+
+def test_adapter_rank_must_match_lora_dim(lora_run, tiny_model_dir, tmp_path):
+    out, _ = lora_run  # a rank-4 adapter
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny_model_dir, tmp_path / "x", "--lora_dim", "8", "--lora_load_path", str(out / "adapter")))
+
+
+def test_rerun_removes_the_old_summary_and_outputs_are_readable(lora_run, tiny_model_dir, tmp_path):
+    out, _ = lora_run
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "summary.json").stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would make it, not 0600
+    assert (out / "adapter").stat().st_mode & 0o777 == 0o777 & ~umask
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "summary.json").write_text("{}")
+    with pytest.raises(SystemExit):  # fails after the start (the eval split is empty)
+        train.main(flags(tiny_model_dir, stale, "--lora_dim", "2", "--eval_ratio", "0.01"))
+    assert not (stale / "summary.json").exists()
+
+
+def test_generate_checks_folders_first_and_names_same_rank_adapters_apart(lora_run, tiny_model_dir, tmp_path):
+    out, _ = lora_run
+    with pytest.raises(SystemExit, match="no such model folder"):
+        generate.main(["--base", str(tiny_model_dir), "--full", str(tmp_path / "nope"), "--output",
+                       str(tmp_path / "g.json")])
+    with pytest.raises(SystemExit, match="not an adapter folder"):
+        generate.main(["--base", str(tiny_model_dir), "--lora", str(tmp_path), "--output", str(tmp_path / "g.json")])
+    import shutil
+    shutil.copytree(out / "adapter", tmp_path / "copy")
+    res = generate.main(["--base", str(tiny_model_dir), "--lora", str(out / "adapter"), "--lora",
+                         str(tmp_path / "copy"), "--max_new_tokens", "2", "--greedy", "--output",
+                         str(tmp_path / "g.json")])
+    assert list(res["models"]) == ["original", "LoRA r=4", f"LoRA r=4 ({tmp_path / 'copy'})"]
