@@ -24,12 +24,16 @@ class ShardLoader:
         names = meta.get(split, {}).get("shards", [])
         if not names:
             raise DataError(f"{data_dir}: no {split} shards in meta.json")
-        self.shards = [read_shard(Path(data_dir) / name) for name in names]
+        shards = [read_shard(Path(data_dir) / name) for name in names]
         need = B * T * world_size + 1
-        for name, shard in zip(names, self.shards):
-            if len(shard) < need:
-                raise DataError(f"shard {Path(data_dir) / name} has {len(shard)} tokens, fewer than one step needs "
-                                f"(B*T*world_size+1 = {need}); lower the batch size or sequence length")
+        # A shard shorter than one step (typically the last, partial one) gives no window: skip it, as the tail
+        # of every shard is skipped; an error only when no shard is long enough.
+        self.shards = [s for s in shards if len(s) >= need]
+        self.skipped = [name for name, s in zip(names, shards) if len(s) < need]  # for the caller to report
+        if not self.shards:
+            raise DataError(f"{data_dir}: every {split} shard is shorter than one step needs (B*T*world_size+1 = "
+                            f"{need} tokens; the longest has {max(map(len, shards))}); lower the batch size or "
+                            "sequence length")
         self.reset()
 
     def batches_per_epoch(self) -> int:
@@ -44,8 +48,10 @@ class ShardLoader:
         return {"shard": self.shard, "pos": self.pos, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict):
-        if not 0 <= state["shard"] < len(self.shards):
-            raise DataError(f"data position {state} does not fit the {len(self.shards)} shards")
+        if not 0 <= state["shard"] < len(self.shards) or not (
+                0 <= state["pos"] and state["pos"] + self.B * self.T * self.world_size + 1 <= len(self.shards[state["shard"]])):
+            raise DataError(f"data position {state} does not fit the {len(self.shards)} shards at B={self.B}, "
+                            f"T={self.T}, world_size={self.world_size} (were they changed?)")
         self.shard, self.pos, self.epoch = state["shard"], state["pos"], state["epoch"]
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:

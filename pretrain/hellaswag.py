@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -140,9 +141,13 @@ def run(argv=None):
     result = {"model": str(args.model), "data": str(data), "n": r["n"], "acc": r["correct"] / max(1, r["n"]),
               "acc_norm": r["correct_norm"] / max(1, r["n"]), "seconds": time.perf_counter() - t0,
               "scorer": "transformers" if args.hf else "ours"}
+    # --out is always written (its folder made); the default, beside the model, only for a local model
     out = Path(args.out) if args.out else (model_path.parent if model_path.is_file() else model_path) / "hellaswag.json"
-    if out.parent.is_dir():
-        out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.out or out.parent.is_dir():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, out)
     print(json.dumps(result))
     return result
 

@@ -304,11 +304,15 @@ class GPT(nn.Module):
 def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                 generator: torch.Generator | None = None):
     """Pick the next token from logits (B, V): greedy at temperature 0, else sample from softmax(logits / t)
-    restricted to the top_k most likely tokens and to the smallest set whose probability reaches top_p."""
+    restricted to the top_k most likely tokens and to the smallest set whose probability reaches top_p.
+    top_k None or 0 and top_p None or 1 mean no restriction (as in HF); top_p 0 keeps only the most likely token."""
+    if temperature < 0 or (top_k is not None and top_k < 0) or (top_p is not None and not 0 <= top_p <= 1):
+        raise ValueError(f"sampling needs temperature >= 0, top_k >= 0, 0 <= top_p <= 1; got {temperature}, "
+                         f"{top_k}, {top_p}")
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.size(-1):
+    if top_k and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
@@ -316,6 +320,7 @@ def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_
         probs = sorted_logits.softmax(dim=-1)
         # drop a token when the tokens before it already reach top_p (the most likely token always stays)
         drop = probs.cumsum(dim=-1) - probs >= top_p
+        drop[:, 0] = False  # at top_p = 0 the comparison above would drop it too
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
     probs = logits.softmax(dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)

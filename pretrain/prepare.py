@@ -13,7 +13,8 @@ document. `--input` names are paths or data-directory names (datadir.find).
 Streaming: files are read in ~1 MB pieces and datasets in documents, tokenized by worker processes (--workers) and
 appended to the current shard on disk, so memory stays flat however large the source. Pieces of a file are cut only
 at a newline between two non-space characters, where GPT-2's pre-tokenizer splits anyway, so the ids equal those
-of encoding the whole file at once (tested). Validation split: for files, the last --val_fraction of each file's
+of encoding the whole file at once (tested) for any tokenizer that pre-splits text (GPT-2's; bpe/'s gpt2 and gpt4
+patterns); one that does not (bpe/'s pattern 'none') may differ next to the cuts, and prepare.py says so. Validation split: for files, the last --val_fraction of each file's
 bytes (cut at such a newline; nanoGPT's shakespeare split); for datasets, every (1/val_fraction)-th document.
 """
 from __future__ import annotations
@@ -66,8 +67,9 @@ def dataset_pieces(name: str, config: str | None, split: str, field: str, val_fr
 
     ds = load_dataset(name, config, split=split, streaming=True, data_files=data_files)
     for i, row in enumerate(ds):
-        if field not in row:
-            raise ValueError(f"dataset {name}: rows have no field '{field}' (fields: {sorted(row)})")
+        if not isinstance(row.get(field), str):  # missing, or None in a row of a JSON file without it
+            raise ValueError(f"dataset {name}: row {i} has no text in field '{field}' (got "
+                             f"{type(row.get(field)).__name__}; fields: {sorted(row)})")
         # document i goes to val when floor((i+1) f) > floor(i f): evenly spread, a fraction f of the documents
         yield row[field], int((i + 1) * val_fraction) > int(i * val_fraction), True
 
@@ -127,10 +129,17 @@ def prepare(out_dir, inputs=(), tokenizer="gpt2", val_fraction=0.1, shard_tokens
     """Tokenize the sources into out_dir; returns the meta dict (also written to out_dir/meta.json)."""
     if not 0 <= val_fraction < 1:
         raise ValueError(f"--val_fraction must be in [0, 1), got {val_fraction}")
+    for name, value, lowest in (("shard_tokens", shard_tokens, 1), ("piece_bytes", piece_bytes, 1),
+                                ("workers", 0 if workers is None else workers, 0)):
+        if value < lowest:
+            raise ValueError(f"--{name} must be >= {lowest}, got {value}")
     if not inputs and not hf_dataset:
         raise ValueError("nothing to prepare: give --input FILE ... or --hf_dataset NAME")
     paths = [Path(p) if Path(p).is_file() else datadir.find(p, data_dir) for p in inputs]
     tok = text_tokenizer.load(tokenizer, data_dir)
+    if paths and not tok.splits_text():
+        print(f"note: tokenizer {tokenizer} does not pre-split text, so the ~{piece_bytes:,}-byte pieces of a file "
+              "are encoded separately: ids next to a cut may differ from encoding the whole file at once")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in [out_dir / "meta.json", *out_dir.glob("train_*.bin*"), *out_dir.glob("val_*.bin*")]:

@@ -13,6 +13,7 @@ prepare.py, train.py and hellaswag.py agree on the tokenizer without sharing Pyt
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +21,16 @@ from pathlib import Path
 import datadir
 
 EOT = "<|endoftext|>"
+# Every file name a tokenizer folder of ours may hold: writing one tokenizer into a folder removes the others, so a
+# folder never holds two tokenizers (load() would pick one by its preference order, maybe the stale one).
+TOKENIZER_FILE_NAMES = ("tokenizer.json", "encoder.json", "vocab.bpe", "vocab.json", "merges.txt",
+                        "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _remove_other_tokenizer_files(folder: Path, keep: set[str]):
+    for name in TOKENIZER_FILE_NAMES:
+        if name not in keep:
+            (folder / name).unlink(missing_ok=True)
 # GPT-2's pre-tokenizer regex (tiktoken_ext/openai_public.py, r50k_base / gpt2).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -63,22 +74,39 @@ class TextTokenizer:
         return self._tok.decode(ids, skip_special_tokens=False)
 
     def describe(self) -> dict:
+        """What identifies the tokenizer: kind, sizes, file names and a SHA-256 over the files' contents."""
+        digest = hashlib.sha256()
+        for name in sorted(self.files):
+            digest.update(name.encode() + b"\0" + self.files[name].read_bytes())
         return {"kind": self.kind, "vocab_size": self.vocab_size, "eot_id": self.eot_id,
-                "files": {k: v.name for k, v in self.files.items()}}
+                "files": {k: v.name for k, v in self.files.items()}, "sha256": digest.hexdigest()}
 
     def copy_files(self, folder: Path) -> Path:
         """Copy the defining files into `folder` (loadable again with load(folder)); returns folder."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_other_tokenizer_files(folder, set(self.files))
         for name, path in self.files.items():
             if path.resolve() != (folder / name).resolve():
                 shutil.copyfile(path, folder / name)
         return folder
 
+    def splits_text(self) -> bool:
+        """Whether a pre-tokenizer cuts text at whitespace before BPE (GPT-2's regex does; bpe/'s pattern 'none'
+        does not). Only then can prepare.py encode a file in pieces and get the whole file's ids."""
+        if self.kind == "gpt2":
+            return True
+        pre = json.loads(self.files["tokenizer.json"].read_text(encoding="utf-8")).get("pre_tokenizer") or {}
+        parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+        return any(p.get("type") in ("Split", "Whitespace", "WhitespaceSplit", "Metaspace") or
+                   (p.get("type") == "ByteLevel" and p.get("use_regex", True)) for p in parts)
+
     def write_hf_files(self, folder: Path, model_max_length: int) -> list[Path]:
         """Write the files transformers.AutoTokenizer needs into `folder`; returns their paths."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_other_tokenizer_files(folder, {"tokenizer.json"} if self.kind == "tokenizer.json" else
+                                      {"vocab.json", "merges.txt"})
         special = {}
         if self.eot_id is not None:
             special = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}

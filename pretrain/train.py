@@ -132,9 +132,17 @@ def parse_args(argv=None) -> tuple[str, GPTConfig, TrainConfig]:
     tc = TrainConfig(**{**PRESETS[preset]["train"], **{k: v for k, v in given.items() if k not in model_fields}})
     if tc.out_dir is None:
         tc.out_dir = str(HERE / "output" / preset)
-    for name in ("batch_size", "seq_len", "max_steps"):
+    for name in ("batch_size", "seq_len", "max_steps", "log_interval", "num_samples"):
         if getattr(tc, name) <= 0:
             p.error(f"--{name} must be positive, got {getattr(tc, name)}")
+    for name in ("eval_interval", "hellaswag_interval", "ckpt_interval", "val_steps", "sample_tokens", "warmup_steps",
+                 "sample_top_k"):
+        if getattr(tc, name) < 0:
+            p.error(f"--{name} must be >= 0, got {getattr(tc, name)}")
+    if tc.dtype not in ("auto", "float32", "bfloat16"):
+        p.error(f"--dtype must be auto, float32 or bfloat16, got {tc.dtype!r}")
+    if tc.sample_temperature < 0 or tc.hellaswag_limit < -1 or tc.max_lr <= 0 or tc.grad_clip < 0:
+        p.error("need --sample_temperature >= 0, --hellaswag_limit >= -1, --max_lr > 0, --grad_clip >= 0")
     if tc.total_batch_size < 0:
         p.error(f"--total_batch_size must be positive (or 0: one micro-batch per process), got {tc.total_batch_size}")
     if tc.seq_len > mc.block_size:
@@ -350,6 +358,10 @@ def train(preset: str, mc: GPTConfig, tc: TrainConfig, d: Dist) -> dict:
     train_loader = ShardLoader(data, "train", tc.batch_size, tc.seq_len, d.rank, d.world_size)
     val_loader = (ShardLoader(data, "val", tc.batch_size, tc.seq_len, d.rank, d.world_size)
                   if meta["val"]["shards"] else None)
+    for loader in (train_loader, val_loader):
+        if loader is not None and loader.skipped:
+            print0(f"note: skipping shard(s) {loader.skipped}: shorter than one step of "
+                   f"{tc.batch_size} x {tc.seq_len} x {d.world_size} tokens")
     # val_steps batches of total_batch_size tokens: each rank reads val_steps * accum windows, the same set of
     # windows for any world size (capped at one pass over the val split)
     n_val = min(tc.val_steps * accum, val_loader.batches_per_epoch()) if val_loader else 0
@@ -363,6 +375,20 @@ def train(preset: str, mc: GPTConfig, tc: TrainConfig, d: Dist) -> dict:
         if ckpt["model_config"] != asdict(mc):
             diff = {k: (v, asdict(mc)[k]) for k, v in ckpt["model_config"].items() if asdict(mc).get(k) != v}
             raise ConfigError(f"{ckpt_path}: model config differs from this run's (checkpoint, now): {diff}")
+        # exact resume needs the same tokens in the same order: same tokenizer, batch shape and process count
+        now = {"batch_size": tc.batch_size, "seq_len": tc.seq_len, "total_batch_size": tc.total_batch_size,
+               "world_size": d.world_size}
+        then = {**{k: ckpt["train_config"].get(k) for k in now}, "world_size": ckpt.get("world_size", d.world_size)}
+        if then != now:
+            raise ConfigError(f"{ckpt_path}: --resume needs the checkpoint's batch settings: "
+                              + ", ".join(f"{k} {then[k]} (now {now[k]})" for k in now if then[k] != now[k]))
+        same_tok = ("kind", "vocab_size", "eot_id", "sha256")  # not where it came from ("spec", "dir")
+        if any(ckpt["tokenizer"].get(k) != meta["tokenizer"].get(k) for k in same_tok):
+            raise ConfigError(f"{ckpt_path}: the data {data} uses another tokenizer than the checkpoint's "
+                              f"({meta['tokenizer'].get('spec')} vs {ckpt['tokenizer'].get('spec')})")
+        if ckpt["step"] > tc.max_steps:
+            raise ConfigError(f"{ckpt_path}: the checkpoint is at step {ckpt['step']}, past --max_steps "
+                              f"{tc.max_steps}")
         raw_model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         train_loader.load_state_dict(ckpt["data_position"])
@@ -413,7 +439,7 @@ def train(preset: str, mc: GPTConfig, tc: TrainConfig, d: Dist) -> dict:
             atomic_torch_save({
                 "format": CKPT_FORMAT, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                 "step": step, "data_position": train_loader.state_dict(), "rng": rng_state(),
-                "model_config": asdict(mc), "train_config": asdict(tc), "preset": preset,
+                "model_config": asdict(mc), "train_config": asdict(tc), "preset": preset, "world_size": d.world_size,
                 "tokenizer": meta["tokenizer"], "stats": stats, "log_bytes": log.size(),
             }, ckpt_path)
         if d.world_size > 1:

@@ -67,6 +67,18 @@ def test_tokenizer_json_and_hf_dataset_source(tmp_path):
     assert all_tokens(out, "train").tolist() == expect([0, 1, 2, 3, 5, 6, 7, 8])
     assert meta["tokenizer"]["kind"] == "tokenizer.json" and meta["eot_id"] == eot
     assert (out / "tokenizer" / "tokenizer.json").is_file()
+    # a re-run into the same folder with another tokenizer leaves only the new one's files
+    prepare.prepare(out, [str(tmp_path / "docs.jsonl")], workers=0)
+    assert sorted(p.name for p in (out / "tokenizer").iterdir()) == ["encoder.json", "vocab.bpe"]
+    assert text_tokenizer.load(out / "tokenizer").kind == "gpt2"
+    hf_files = tmp_path / "hf_tok"
+    text_tokenizer.load(str(tmp_path / "tokenizer.json")).write_hf_files(hf_files, 64)
+    text_tokenizer.load("gpt2").write_hf_files(hf_files, 64)
+    assert sorted(p.name for p in hf_files.iterdir()) == ["merges.txt", "tokenizer_config.json", "vocab.json"]
+    # a row without the text field
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "ok"}) + "\n" + json.dumps({"body": "x"}) + "\n")
+    with pytest.raises(ValueError, match="row 1 has no text in field 'text'"):
+        prepare.prepare(tmp_path / "bad", hf_dataset="json", hf_data_files=str(tmp_path / "bad.jsonl"), workers=0)
 
 
 def test_uint32_shards_for_large_vocabularies(tmp_path):
@@ -114,9 +126,21 @@ def test_loader_resumes_from_its_position(tmp_path):
         assert all(torch.equal(u, v) for u, v in zip(a.next_batch(), b.next_batch()))
 
 
+def test_short_last_shard_is_skipped_and_resume_checks_the_position(tmp_path):
+    make_dataset(tmp_path, 1000, 400)  # shards of 400, 400 and 200 tokens
+    loader = ShardLoader(tmp_path, "train", 2, 64, world_size=2)  # a step needs 257 tokens
+    assert loader.skipped == ["train_000002.bin"] and len(loader.shards) == 2
+    seen = {int(loader.next_batch()[0][0, 0]) for _ in range(6)}
+    assert seen == {0, 400}  # the first window of each long shard, in turn (tokens are their positions)
+    state = {"shard": 0, "pos": 256, "epoch": 0}
+    ShardLoader(tmp_path, "train", 1, 64, world_size=2).load_state_dict(state)  # fits
+    with pytest.raises(DataError, match="does not fit"):  # the same position at a larger batch runs off the shard
+        ShardLoader(tmp_path, "train", 2, 64, world_size=2).load_state_dict(state)
+
+
 def test_bad_shards_give_clear_errors(tmp_path):
     make_dataset(tmp_path, 1000, 400)
-    with pytest.raises(DataError, match="fewer than one step needs"):
+    with pytest.raises(DataError, match="every train shard is shorter than one step needs"):
         ShardLoader(tmp_path, "train", 4, 64, world_size=2)
     with pytest.raises(DataError, match="no val shards"):
         ShardLoader(tmp_path, "val", 2, 8)
@@ -149,6 +173,9 @@ def test_prepare_bad_inputs(tmp_path):
         prepare.prepare(tmp_path / "out", [str(tmp_path / "latin1.txt")], workers=0)
     with pytest.raises(FileNotFoundError, match="no tokenizer files"):
         text_tokenizer.load(tmp_path)
+    for flag, value in (("shard_tokens", 0), ("piece_bytes", 0), ("workers", -1)):
+        with pytest.raises(ValueError, match=f"--{flag} must be >="):
+            prepare.prepare(tmp_path / "out", ["tinyshakespeare.txt"], **{flag: value})
 
 
 def test_cli_bad_input_is_one_line(tmp_path):

@@ -59,7 +59,7 @@ def test_cli_on_hf_dir_and_checkpoint_agree(tiny_run, capsys):
     runs = {}
     for name, args in {"hf": [str(tiny_run / "hf")], "ckpt": [str(tiny_run / "ckpt.pt")],
                        "transformers": [str(tiny_run / "hf"), "--hf"]}.items():
-        out = tiny_run / f"hs_{name}.json"
+        out = tiny_run / f"new_folder_{name}" / "hs.json"  # --out into a folder that does not exist yet
         result = hellaswag.main(["--model", *args, "--limit", "8", "--out", str(out)])
         assert json.loads(out.read_text()) == result
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result

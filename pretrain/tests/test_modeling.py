@@ -140,6 +140,11 @@ def test_top_k_and_top_p_restrict_the_support():
     assert draw(top_p=0.5) == {0}
     assert draw() == {0, 1, 2, 3}
     assert mg.sample_next(logits, temperature=0).item() == 0
+    # edge values: top_p 0 keeps the most likely token; top_k 0 means no top-k (as in HF)
+    assert draw(top_p=0.0) == {0}
+    assert draw(top_k=0) == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="top_p"):
+        mg.sample_next(logits, top_p=1.5)
 
 
 def test_optimizer_decays_only_matrices():

@@ -114,6 +114,9 @@ def test_two_process_gloo_equals_one_process(shakespeare, tmp_path):
     (["--seq_len", "64"], "--seq_len 64 exceeds the model's block_size 32"),
     (["--total_batch_size", "300"], "total_batch_size 300 is not divisible by batch_size * seq_len * world_size"),
     (["--n_head", "3"], "n_embd=32 is not divisible by n_head=3"),
+    (["--log_interval", "0"], "--log_interval must be positive"),
+    (["--num_samples", "0"], "--num_samples must be positive"),
+    (["--dtype", "float16"], "--dtype must be auto, float32 or bfloat16"),
 ])
 def test_bad_settings_fail_with_one_clear_line(flags, message, shakespeare, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
@@ -134,3 +137,24 @@ def test_missing_or_corrupt_data_fails_clearly(shakespeare, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--data", str(broken), "--out_dir", str(tmp_path / "o"), *TINY_ARGS])
     assert "train_000000.bin is corrupt" in capsys.readouterr().err
+
+
+def test_resume_refuses_other_batch_tokenizer_or_an_earlier_end(tiny_run, shakespeare, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)  # finished at step 6 with B=4, T=32, total 256
+    for flags, message in ((["--batch_size", "8", "--total_batch_size", "512"], "batch_size 4 (now 8)"),
+                           (["--max_steps", "4"], "the checkpoint is at step 6, past --max_steps 4")):
+        with pytest.raises(SystemExit):
+            train.main(["--data", str(shakespeare), "--out_dir", str(out), "--max_steps", "6", *TINY_ARGS, *flags,
+                        "--resume"])
+        assert message in capsys.readouterr().err
+    other = tmp_path / "other"  # the same text under another tokenizer
+    (tmp_path / "tok").mkdir()
+    text_tokenizer.load("gpt2").write_hf_files(tmp_path / "tok", 32)
+    from transformers import AutoTokenizer
+    AutoTokenizer.from_pretrained(tmp_path / "tok").backend_tokenizer.save(str(tmp_path / "tokenizer.json"))
+    import prepare
+    prepare.prepare(other, ["tinyshakespeare.txt"], tokenizer=str(tmp_path / "tokenizer.json"), workers=0)
+    with pytest.raises(SystemExit):
+        train.main(["--data", str(other), "--out_dir", str(out), "--max_steps", "6", *TINY_ARGS, "--resume"])
+    assert "uses another tokenizer than the checkpoint's" in capsys.readouterr().err
