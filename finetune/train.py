@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 import data as alpaca
 import lora
-from ddp import DDPInfo, all_reduce_sum, cleanup_ddp, print0, setup_ddp
+from ddp import DDP, all_reduce_sum, cleanup_ddp, print0, setup_ddp
 from fileio import atomic_dir, atomic_write_json
 from plots import plot_curves, read_log
 
@@ -199,7 +199,7 @@ def load_model(name: str, device: torch.device):
     return model.to(device)
 
 
-def prepare_data(cfg: TrainConfig, tokenizer, info: DDPInfo):
+def prepare_data(cfg: TrainConfig, tokenizer, info: DDP):
     """Tokenized (train, eval) examples; checks both splits hold at least one batch per rank."""
     records, source = alpaca.load_records(cfg.data_path, cfg.data_dir)
     train_idx, eval_idx = alpaca.split_indices(len(records), cfg.eval_ratio, cfg.seed, cfg.max_examples)
@@ -208,17 +208,15 @@ def prepare_data(cfg: TrainConfig, tokenizer, info: DDPInfo):
                                 ("eval", eval_idx, cfg.eval_batch_size, "--eval_batch_size")):
         examples, dropped = alpaca.tokenize([records[i] for i in idx], tokenizer, cfg.template, cfg.max_length)
         if dropped:
-            print0(f"[data] {name}: dropped {dropped} examples whose prompt fills --max_length {cfg.max_length}",
-                   info=info)
+            print0(f"[data] {name}: dropped {dropped} examples whose prompt fills --max_length {cfg.max_length}")
         alpaca.check_split(name, len(examples), bs, info.world_size, flag)
         out.append(examples)
-    print0(f"[data] {source}: {len(records)} records -> train {len(out[0])}, eval {len(out[1])} examples",
-           info=info)
+    print0(f"[data] {source}: {len(records)} records -> train {len(out[0])}, eval {len(out[1])} examples")
     return out[0], out[1], source
 
 
 @torch.no_grad()
-def evaluate(loss_fn: TargetLoss, examples, cfg: TrainConfig, info: DDPInfo, pad_id: int, amp) -> float:
+def evaluate(loss_fn: TargetLoss, examples, cfg: TrainConfig, info: DDP, pad_id: int, amp) -> float:
     loss_fn.eval()
     total = torch.zeros(2, dtype=torch.float64, device=info.device)  # (sum of losses, tokens)
     for batch in alpaca.eval_batches(examples, cfg.eval_batch_size, info.rank, info.world_size, pad_id):
@@ -242,7 +240,7 @@ def main(argv=None) -> dict:
         cleanup_ddp()
 
 
-def run(cfg: TrainConfig, info: DDPInfo, t_start: float) -> dict:
+def run(cfg: TrainConfig, info: DDP, t_start: float) -> dict:
     from tqdm import tqdm
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -254,8 +252,7 @@ def run(cfg: TrainConfig, info: DDPInfo, t_start: float) -> dict:
         torch.cuda.reset_peak_memory_stats(info.device)
     context, vocab_size = model_shape(cfg.model_name_or_path)
     if context is not None and cfg.max_length > context:
-        print0(f"[data] --max_length {cfg.max_length} exceeds the model's {context} positions; using {context}",
-               info=info)
+        print0(f"[data] --max_length {cfg.max_length} exceeds the model's {context} positions; using {context}")
         cfg.max_length = context
     tokenizer = alpaca.load_tokenizer(cfg.model_name_or_path, cfg.data_dir, vocab_size)
     train_ex, eval_ex, source = prepare_data(cfg, tokenizer, info)  # before the model: bad data fails fast
@@ -266,7 +263,7 @@ def run(cfg: TrainConfig, info: DDPInfo, t_start: float) -> dict:
         if cfg.lora_load_path:
             model, lora_cfg = lora.load_adapter(model, cfg.lora_load_path)
             print0(f"[lora] loaded adapter {cfg.lora_load_path} (rank {lora_cfg.lora_dim}; its settings replace "
-                   "the --lora_* flags)", info=info)
+                   "the --lora_* flags)")
         else:
             lora.convert_linear_layer_to_lora(model, cfg.lora_module_name, cfg.lora_dim, cfg.lora_scaling,
                                               cfg.lora_dropout, cfg.use_rslora)
@@ -276,7 +273,7 @@ def run(cfg: TrainConfig, info: DDPInfo, t_start: float) -> dict:
     total_params = sum(p.numel() for p in model.parameters())
     print0(f"[model] {cfg.model_name_or_path}: {total_params:,} parameters, {trainable:,} trainable "
            f"({100 * trainable / total_params:.3f}%)" + (f", LoRA on {len(lora_cfg.target_modules)} modules"
-                                                        if lora_cfg else ", full finetuning"), info=info)
+                                                        if lora_cfg else ", full finetuning"))
 
     loss_fn = TargetLoss(model).train()
     ddp_loss = DDP(loss_fn, device_ids=[info.device.index] if info.device.type == "cuda" else None) \
@@ -309,7 +306,7 @@ def run(cfg: TrainConfig, info: DDPInfo, t_start: float) -> dict:
 
     evals = [evaluate(loss_fn, eval_ex, cfg, info, pad_id, amp)]
     log({"step": 0, "eval_loss": evals[-1]})
-    print0(f"[eval] step 0: eval loss {evals[-1]:.4f}", info=info)
+    print0(f"[eval] step 0: eval loss {evals[-1]:.4f}")
     step, epoch, tokens_seen = 0, 0, 0
     t_train = time.time()
     bar = tqdm(total=total_steps, desc=f"r={cfg.lora_dim}" if cfg.lora_dim else "full", disable=not info.master,
@@ -369,19 +366,19 @@ def run(cfg: TrainConfig, info: DDPInfo, t_start: float) -> dict:
         if lora_cfg is not None:
             lora.save_adapter(model, out / "adapter", lora_cfg, base_name,
                               extra={"train": {k: summary[k] for k in ("steps", "final_eval_loss", "data")}})
-            print0(f"[save] adapter -> {out / 'adapter'}", info=info)
+            print0(f"[save] adapter -> {out / 'adapter'}")
         else:
             with atomic_dir(out / "model") as tmp:
                 model.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
-            print0(f"[save] model -> {out / 'model'}", info=info)
+            print0(f"[save] model -> {out / 'model'}")
         plot_curves({f"r={cfg.lora_dim}" if cfg.lora_dim else "full": read_log(out / "log.jsonl")}, out / "curve.png",
                     f"{Path(cfg.model_name_or_path).name} on Alpaca, "
                     + (f"LoRA r={cfg.lora_dim}" if cfg.lora_dim else "full finetuning"))
         summary["wall_seconds"] = time.time() - t_start
         atomic_write_json(out / "summary.json", summary)
         print0(f"[done] {step} steps, eval loss {evals[0]:.4f} -> {evals[-1]:.4f} (best {min(evals):.4f}), "
-               f"{summary['wall_seconds']:.1f} s, peak memory {peak:.0f} MB ({peak_kind}) -> {out}", info=info)
+               f"{summary['wall_seconds']:.1f} s, peak memory {peak:.0f} MB ({peak_kind}) -> {out}")
     return summary
 
 

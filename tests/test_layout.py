@@ -11,7 +11,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ["bpe", "pretrain", "finetune", "report"]
-DATADIR_COPIES = ["bpe", "pretrain", "finetune", "report"]
+# Helpers several folders need: one canonical file, copied identically (folders share no code).
+SHARED_COPIES = {
+    "datadir.py": ["bpe", "pretrain", "finetune", "report"],
+    "fileio.py": ["bpe", "pretrain", "finetune", "report"],
+    "ddp.py": ["pretrain", "finetune"],
+    "flags.py": ["pretrain", "finetune"],
+}
 
 
 def modules_of(folder):
@@ -68,9 +74,11 @@ def test_cross_import_detector_catches_a_violation(tmp_path, monkeypatch):
         assert "modeling_gpt2" in names
 
 
-def test_datadir_copies_identical():
-    texts = {f: (ROOT / f / "datadir.py").read_text() for f in DATADIR_COPIES}
-    assert len(set(texts.values())) == 1, "datadir.py differs between folders; keep one identical copy per folder"
+@pytest.mark.parametrize("name", sorted(SHARED_COPIES))
+def test_shared_helper_copies_identical(name):
+    texts = {f: (ROOT / f / name).read_text() for f in SHARED_COPIES[name]}
+    assert len(set(texts.values())) == 1, f"{name} differs between folders; keep one identical copy per folder"
+    assert "identical copy" in next(iter(texts.values()))[:600], f"{name} must say in its docstring that it is copied"
 
 
 def load_datadir(folder="bpe"):
