@@ -17,6 +17,7 @@ SHARED_COPIES = {
     "fileio.py": ["bpe", "pretrain", "finetune", "report"],
     "ddp.py": ["pretrain", "finetune"],
     "flags.py": ["pretrain", "finetune"],
+    "runlog.py": ["pretrain", "finetune"],
 }
 
 

@@ -1,0 +1,113 @@
+"""The run log: ``log.jsonl`` (one JSON object per line, appended as training goes) plus optional live logging.
+
+One identical copy of this file lives in pretrain/ and finetune/ (they share no code; a test checks the copies stay
+identical; the canonical copy is finetune/runlog.py). The fields of a line are the trainer's; its folder README
+states them.
+
+- Only the master rank writes. A fresh run starts an empty log; a resumed run first rewrites the log (atomically)
+  keeping only the lines up to the checkpoint's step, so a crash after a checkpoint never leaves lines twice, and the
+  log is never truncated in place (no partial line, no NUL padding).
+- Live logging, off by default: ``wandb`` (W&B; ``WANDB_MODE=offline`` works without a network) or ``tensorboard``
+  (event files in ``<out>/tb``). The package is imported only when asked; a missing one is one line saying what to
+  install.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from fileio import atomic_write_text
+
+LIVE_CHOICES = ("none", "wandb", "tensorboard")
+
+
+class LiveLogError(RuntimeError):
+    """The live logger that was asked for cannot start; the message says what to install or set."""
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The records of a log.jsonl; a last line cut off by a crash is ignored."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+    return rows
+
+
+def _clean(value):
+    """JSON has no NaN/inf: write them as null (a diverged loss must not make the log unreadable)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+class RunLog:
+    def __init__(self, path: str | Path, master: bool = True, resume_step: int | None = None,
+                 live: str = "none", project: str = "llmhw", run_name: str | None = None,
+                 config: dict | None = None):
+        self.path, self.master, self.records, self._live = Path(path), master, [], None
+        if not master:
+            return
+        if resume_step is not None and self.path.exists():
+            self.records = [r for r in read_log(self.path) if r.get("step", 0) <= resume_step]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._live = _start_live(live, self.path.parent, project, run_name, config or {})
+
+    def write(self, **record) -> None:
+        if not self.master:
+            return
+        record = {k: _clean(v) for k, v in record.items()}
+        self.records.append(record)
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._live is not None:
+            self._live(record)
+
+    def rows(self, key: str) -> list[dict]:
+        return [r for r in self.records if r.get(key) is not None]
+
+    def close(self) -> None:
+        if self.master:
+            self._file.close()
+            if self._live is not None:
+                self._live(None)
+
+
+def _start_live(kind: str, out: Path, project: str, run_name: str | None, config: dict):
+    """A function record -> None that forwards numbers to W&B or TensorBoard (None closes it); None if off."""
+    if kind in (None, "none"):
+        return None
+    if kind == "wandb":
+        try:
+            import wandb
+        except ImportError:
+            raise LiveLogError("--live wandb: the wandb package is not installed (pip install wandb)") from None
+        run = wandb.init(project=project, name=run_name, config=config, dir=str(out))
+
+        def forward(record):
+            if record is None:
+                run.finish()
+            else:
+                run.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step"))
+        return forward
+    if kind == "tensorboard":
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise LiveLogError("--live tensorboard: the tensorboard package is not installed "
+                               "(pip install tensorboard)") from None
+        writer = SummaryWriter(log_dir=str(out / "tb"))
+
+        def forward(record):
+            if record is None:
+                writer.close()
+                return
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    writer.add_scalar(k, v, record.get("step", 0))
+        return forward
+    raise LiveLogError(f"--live must be one of {', '.join(LIVE_CHOICES)}, got {kind!r}")
