@@ -1,6 +1,7 @@
 """Cross-folder checks: bpe/, pretrain/, finetune/ and report/ import nothing from each other, and each folder's
 copy of datadir.py is identical and finds files the way the README says."""
 import ast
+import re
 import importlib.util
 import os
 import subprocess
@@ -133,7 +134,8 @@ def test_ci_data_directory_is_set_and_complete():
     d = dd.data_dir()
     assert d is not None, f"{dd.ENV_DATA_DIR} is not set (tests/run.sh sets it from ../shared/data)"
     for name in ["gpt2/encoder.json", "gpt2/vocab.bpe", "tinyshakespeare.txt", "alpaca/alpaca_data.json.xz",
-                 "bpe/manual.txt", "hellaswag/hellaswag_val_activitynet.jsonl"]:
+                 "bpe/manual.txt", "bpe/homework_english.txt", "bpe/homework_chinese.txt",
+                 "webtext/wikitext2_valid.txt", "hellaswag/hellaswag_val_activitynet.jsonl"]:
         assert (d / name).is_file(), f"data file {name} missing from {d}"
 
 
@@ -142,3 +144,41 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "bash tests/run.sh" in readme.split("\n## ")[0], "README must open with the test command"
     assert "bash tests/run.sh" in ci
+
+
+def project_files(*suffixes):
+    for folder in FOLDERS + ["tests", ".ci"]:
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.is_file() and path.suffix in suffixes and "__pycache__" not in path.parts:
+                yield path
+    yield ROOT / "README.md"
+
+
+def long_functions(path, limit=60):
+    """(name, lines) of each function in ``path`` longer than ``limit`` lines (decorators and docstring included)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > limit]
+
+
+def test_no_function_over_60_lines_outside_tests():
+    too_long = {str(p.relative_to(ROOT)): long_functions(p) for p in project_files(".py")
+                if "tests" not in p.relative_to(ROOT).parts}
+    assert {k: v for k, v in too_long.items() if v} == {}
+
+
+def test_function_length_check_can_fail(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(61))
+    (tmp_path / "f.py").write_text(f"def f():\n{body}\n")
+    assert long_functions(tmp_path / "f.py") == [("f", 62)]
+
+
+TRACKER_WORDS = re.compile(r"\bissue\s*#?\d+|\(issue\b|issue figure|\breviewer", re.IGNORECASE)
+
+
+def test_project_speaks_of_itself_only():
+    # Code, comments and docs name what the project does, not the tracker or review that asked for it.
+    hits = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in project_files(".py", ".md", ".sh")
+            if p.name != "test_layout.py"
+            for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if TRACKER_WORDS.search(line)]
+    assert hits == []
