@@ -25,7 +25,7 @@ import torch
 import data as alpaca
 import lora
 from fileio import atomic_write_json, atomic_write_text
-from train import load_model
+from models import load_model
 
 BUILTIN_INSTRUCTIONS = [
     {"instruction": "Give three tips for staying healthy.", "input": ""},

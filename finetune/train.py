@@ -40,6 +40,7 @@ import data as alpaca
 import lora
 from ddp import DDP, all_reduce_sum, cleanup_ddp, print0, setup_ddp
 from fileio import atomic_dir, atomic_write_json
+from models import load_model, model_shape
 from plots import plot_curves, read_log
 
 HERE = Path(__file__).resolve().parent
@@ -167,36 +168,6 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"  # Linux: KiB
-
-
-def model_load_error(name: str, e: Exception) -> ValueError:
-    """One line naming the model and the cause; for a hub name, how to go on without the hub."""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    hint = ("" if Path(name).exists() else " (no local folder of that name; without the hub, pass a local HF model "
-            "folder, e.g. --model_name_or_path pretrain/output/tiny-cpu/hf, which `python pretrain/train.py` writes)")
-    return ValueError(f"cannot load model '{name}': {first}{hint}")
-
-
-def model_shape(name: str) -> tuple[int | None, int | None]:
-    """(positions, vocabulary size) of the model, read from its config alone (cheap, before any weights load)."""
-    from transformers import AutoConfig
-
-    try:
-        conf = AutoConfig.from_pretrained(name)
-    except (OSError, ValueError) as e:
-        raise model_load_error(name, e) from None
-    return (getattr(conf, "n_positions", None) or getattr(conf, "max_position_embeddings", None),
-            getattr(conf, "vocab_size", None))
-
-
-def load_model(name: str, device: torch.device):
-    from transformers import AutoModelForCausalLM
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
-    except (OSError, ValueError) as e:
-        raise model_load_error(name, e) from None
-    return model.to(device)
 
 
 def prepare_data(cfg: TrainConfig, tokenizer, info: DDP):
