@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 import datadir
-from tokenizer import Tokenizer, atomic_write, openai_gpt2_tiktoken
+from fileio import atomic_write_json
+from tokenizer import Tokenizer, gpt2_tiktoken
 
 HERE = Path(__file__).resolve().parent
 
@@ -129,7 +130,7 @@ def bench_encode(data_dir, repeat: int) -> dict:
     from tokenizers import Tokenizer as HFTokenizer
 
     enc_json, vocab_bpe = datadir.find("gpt2/encoder.json", data_dir), datadir.find("gpt2/vocab.bpe", data_dir)
-    ref = openai_gpt2_tiktoken(enc_json, vocab_bpe)
+    ref = gpt2_tiktoken(data_dir)
     text = (datadir.find("webtext/wikitext2_valid.txt", data_dir).read_text(encoding="utf-8")
             + datadir.find("tinyshakespeare.txt", data_dir).read_text(encoding="utf-8"))
     mb = len(text.encode("utf-8")) / 1e6
@@ -162,7 +163,8 @@ def main(argv=None) -> dict:
     p.add_argument("--repeat", type=int, default=3, help="timed repeats; the best is reported")
     p.add_argument("--scaling_mb", type=float, nargs="*", default=[1, 10])
     p.add_argument("--skip_scaling", action="store_true")
-    p.add_argument("--out_dir", default=str(HERE / "output"))
+    p.add_argument("--out_dir", default=str(HERE.parent / "runs" / "bpe_bench"),
+                   help="folder for bench.json (default runs/bpe_bench/, apart from train.py's output set)")
     args = p.parse_args(argv)
 
     results = {"cpu_count": os.cpu_count()}
@@ -192,7 +194,7 @@ def main(argv=None) -> dict:
         print(f"  {label}: {e[f'{name}_mb_s']:6.2f} MB/s = {e[f'{name}_over_tiktoken']:.3f}x tiktoken "
               f"(target {target})")
     print(f"  identical ids: {e['identical_ids']}")
-    atomic_write(Path(args.out_dir) / "bench.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_json(Path(args.out_dir) / "bench.json", results)
     print(f"wrote {Path(args.out_dir) / 'bench.json'}")
     return results
 

@@ -32,6 +32,9 @@ from pathlib import Path
 
 import regex
 
+import datadir
+from fileio import atomic_write_text
+
 FORMAT_NAME = "llmhw-bpe"
 FORMAT_VERSION = 1
 
@@ -71,18 +74,6 @@ def render_token(b: bytes) -> str:
                    for ch in s)
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def openai_gpt2_tiktoken(encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike):
     """tiktoken's own ``gpt2`` encoding from local OpenAI files (tiktoken's loader and r50k pattern, no download):
     the reference our GPT-2 loading is tested and benchmarked against. Uses no code of this module."""
@@ -93,6 +84,11 @@ def openai_gpt2_tiktoken(encoder_json: str | os.PathLike, vocab_bpe: str | os.Pa
     ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(vocab_bpe), encoder_json_file=str(encoder_json))
     return tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
                              special_tokens={"<|endoftext|>": 50256})
+
+
+def gpt2_tiktoken(data_dir: str | os.PathLike | None = None):
+    """tiktoken's gpt2 encoding from the data directory's ``gpt2/encoder.json`` + ``gpt2/vocab.bpe`` (no download)."""
+    return openai_gpt2_tiktoken(datadir.find("gpt2/encoder.json", data_dir), datadir.find("gpt2/vocab.bpe", data_dir))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -425,6 +421,10 @@ class Tokenizer:
             i = nxt[i]
         return out
 
+    def encode_piece(self, piece: bytes) -> list[int]:
+        """Merge one byte string as a single piece (no pre-split, no special tokens): raw-byte BPE."""
+        return self._bpe(piece) if piece else []
+
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text, treating special-token strings as ordinary text (like tiktoken's encode_ordinary)."""
         if not isinstance(text, str):
@@ -522,7 +522,7 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike, vocab_path: str | os.PathLike | None = None) -> None:
         """Write the model (versioned JSON) atomically; also the readable vocab listing if ``vocab_path`` is given."""
-        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False) + "\n")
         if vocab_path is not None:
             self.save_vocab(vocab_path)
 
@@ -537,7 +537,7 @@ class Tokenizer:
             lines.append(f"{i}\t{render_token(b)}\t{how}\t{b.hex()}")
         for s, i in sorted(self.special_tokens.items(), key=lambda kv: kv[1]):
             lines.append(f"{i}\t{s}\t(special)\t")
-        atomic_write(path, "\n".join(lines) + "\n")
+        atomic_write_text(path, "\n".join(lines) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
@@ -653,4 +653,4 @@ class Tokenizer:
     def save_hf(self, path: str | os.PathLike) -> None:
         """Write a HF ``tokenizer.json`` atomically (load with tokenizers.Tokenizer.from_file or
         transformers.PreTrainedTokenizerFast(tokenizer_file=...))."""
-        atomic_write(path, self.to_hf().to_str(pretty=False))
+        atomic_write_text(path, self.to_hf().to_str(pretty=False))

@@ -1,14 +1,17 @@
 """Train the homework's byte-level BPE tokenizer and write every artifact the rest of the project uses.
 
     python bpe/train.py                       # the homework: manual.txt, vocab 1024, raw bytes (pattern none)
-    python bpe/train.py --input tinyshakespeare.txt my.txt --vocab_size 4096 --pattern gpt4 --special "<|endoftext|>"
+    python bpe/train.py --input webtext/wikitext2_valid.txt more.txt --vocab_size 4096 --pattern gpt2 \\
+        --special '<|endoftext|>' --out_dir runs/tok          # a tokenizer for pretraining (pretrain/prepare.py)
 
-Writes into --out_dir (default bpe/output/, next to this file), each file atomically:
-  tokenizer.model  our versioned format (Tokenizer.load)
-  vocab.txt        readable vocabulary: id, token, the merge that made it, hex bytes
-  tokenizer.json   Hugging Face tokenizer (tokenizers.Tokenizer.from_file / PreTrainedTokenizerFast), same ids
-  output.log       the homework's log: first/last 10 tokens, round trip, compression, GPT-2 comparison, time
-  summary.json     the same figures, machine-readable (schema in README.md)
+Writes one output set into --out_dir (default bpe/output/, next to this file), built aside and swapped in whole:
+  tokenizer.model          our versioned format (Tokenizer.load)
+  vocab.txt                readable vocabulary: id, token, the merge that made it, hex bytes
+  tokenizer.json           Hugging Face tokenizer, same ids as ours
+  tokenizer_config.json    \\ with tokenizer.json: a folder transformers.AutoTokenizer.from_pretrained loads
+  special_tokens_map.json  /
+  output.log               the homework's log: first/last 10 tokens, round trip, compression, comparison, time
+  summary.json             the same figures, machine-readable (schema in README.md)
 """
 from __future__ import annotations
 
@@ -16,41 +19,35 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datadir
-from tokenizer import PATTERNS, Tokenizer, atomic_write, openai_gpt2_tiktoken, render_token
+import fileio
+import homework
+import outputs
+from tokenizer import PATTERNS, Tokenizer, gpt2_tiktoken
 
 HERE = Path(__file__).resolve().parent
-
-# Built-in comparison samples (used unless --english/--chinese give files): one English and one Chinese paragraph.
-ENGLISH_SAMPLE = (
-    "Tokenization is the first step of every language model pipeline. A byte-level BPE tokenizer starts from the "
-    "256 possible bytes and repeatedly merges the most frequent adjacent pair into a new token, so any text can be "
-    "encoded without unknown symbols. The number of merges decides the vocabulary size: a larger vocabulary gives "
-    "shorter sequences, but each token is seen less often during training. Graduate students should read the "
-    "handbook carefully, register for courses before the deadline, and contact the graduate school office if they "
-    "have questions about credits, examinations, or the thesis defense."
-)
-CHINESE_SAMPLE = (
-    "研究生入学后，应当按照培养方案的要求，在导师指导下制定个人培养计划，并在规定时间内完成课程学习、"
-    "中期考核、学位论文开题、论文撰写和答辩等环节。研究生应当遵守学校的各项规章制度，诚实守信，"
-    "恪守学术道德和学术规范。如有疑问，请及时与所在院系或研究生院联系。"
-)
+SUMMARY_FORMAT, SUMMARY_VERSION = "llmhw-bpe-summary", 2
+# The comparison paragraphs: the homework's own two (data directory), unless --english / --chinese give others.
+HOMEWORK_PARAGRAPHS = {"english": "bpe/homework_english.txt", "chinese": "bpe/homework_chinese.txt"}
+MAX_VOCAB = 1 << 24  # the trainer packs a pair of ids into one int64 as left * 2**24 + right
 
 
 @dataclass
 class TrainConfig:
-    """Command-line settings, validated once in ``parse_args``."""
+    """Command-line settings, validated once in ``parse_args`` and ``read_inputs`` (where input enters)."""
     data_dir: str | None = None
     inputs: list[str] = field(default_factory=lambda: ["bpe/manual.txt"])
     vocab_size: int = 1024
     pattern: str = "none"  # the homework trained on raw bytes, with no pre-splitting
     special: list[str] = field(default_factory=list)
     out_dir: str = str(HERE / "output")
-    english: str | None = None
-    chinese: str | None = None
+    english: str = HOMEWORK_PARAGRAPHS["english"]
+    chinese: str = HOMEWORK_PARAGRAPHS["chinese"]
+    model_max_length: int = 1024
+    overwrite: bool = False
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -63,108 +60,128 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--pattern", choices=sorted(PATTERNS), default=d.pattern, help="pre-split regex (none = raw bytes)")
     p.add_argument("--special", nargs="*", default=d.special, help="special tokens, e.g. '<|endoftext|>'")
     p.add_argument("--out_dir", default=d.out_dir, help="output folder (default: bpe/output next to this script)")
-    p.add_argument("--english", default=None, help="English comparison sample file (default: built-in paragraph)")
-    p.add_argument("--chinese", default=None, help="Chinese comparison sample file (default: built-in paragraph)")
-    a = p.parse_args(argv)
-    cfg = TrainConfig(**vars(a))
-    if any(not s for s in cfg.special):
-        p.error(f"--special: special tokens must be non-empty strings, got {cfg.special!r}")
-    if cfg.vocab_size < 256 + len(cfg.special):
-        p.error(f"--vocab_size {cfg.vocab_size} is too small: need at least 256 + {len(cfg.special)} special tokens")
+    p.add_argument("--english", default=d.english, help="English comparison paragraph (file or data name)")
+    p.add_argument("--chinese", default=d.chinese, help="Chinese comparison paragraph (file or data name)")
+    p.add_argument("--model_max_length", type=int, default=d.model_max_length,
+                   help="model_max_length in tokenizer_config.json (the context length of the model it serves)")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out_dir")
+    cfg = TrainConfig(**vars(p.parse_args(argv)))
+    bad = [s for s in cfg.special if not s or s.isspace()]
+    if bad or len(set(cfg.special)) != len(cfg.special):
+        p.error(f"--special: special tokens must be distinct, non-blank strings, got {cfg.special!r}")
+    if not 256 + len(cfg.special) <= cfg.vocab_size <= MAX_VOCAB:
+        p.error(f"--vocab_size {cfg.vocab_size} is out of range: need 256 bytes + {len(cfg.special)} special "
+                f"tokens = {256 + len(cfg.special)} at least, {MAX_VOCAB} at most")
+    if cfg.model_max_length < 1:
+        p.error(f"--model_max_length {cfg.model_max_length} must be positive")
     return cfg
 
 
 def resolve(name: str, data_dir: str | None) -> Path:
     """A real file path as given, else a name under the data directory (datadir.find's clear error if neither)."""
     path = Path(name).expanduser()
-    return path if path.is_file() else datadir.find(name, data_dir)
+    if path.is_dir():
+        raise SystemExit(f"error: {path} is a folder; give a text file")
+    return path.resolve() if path.is_file() else datadir.find(name, data_dir)
 
 
 def read_text(path: Path) -> str:
-    """The file's exact text: newline="" keeps CRLF / CR line ends (a tokenizer must see the real bytes)."""
+    """The file's exact text, decoded strictly (CRLF kept: a tokenizer must see the real bytes); empty refused."""
+    data = path.read_bytes()
+    if not data:
+        raise SystemExit(f"error: {path} is empty")
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            return f.read()
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SystemExit(f"error: {path} is not UTF-8 text ({e})") from None
+        raise SystemExit(f"error: {path} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 4]!r})") from None
 
 
-def gpt2_tiktoken(data_dir: str | None):
-    """tiktoken's gpt2 encoding built from the local GPT-2 files in the data directory (no download)."""
-    return openai_gpt2_tiktoken(datadir.find("gpt2/encoder.json", data_dir), datadir.find("gpt2/vocab.bpe", data_dir))
+def read_inputs(cfg: TrainConfig) -> tuple[list[Path], str, dict[str, Path], dict[str, str]]:
+    """Every input, the comparison paragraphs included, found and decoded before any work (one line if bad)."""
+    try:
+        paths = [resolve(name, cfg.data_dir) for name in cfg.inputs]
+        sample_paths = {"english": resolve(cfg.english, cfg.data_dir), "chinese": resolve(cfg.chinese, cfg.data_dir)}
+    except datadir.DataFileNotFound as e:
+        raise SystemExit(f"error: {e}") from None
+    text = "\n".join(read_text(p) for p in paths)  # files joined by a newline, as separate documents
+    return paths, text, sample_paths, {k: read_text(p) for k, p in sample_paths.items()}
 
 
-def token_rows(tok: Tokenizer, ids) -> list[list]:
-    return [[i, render_token(tok.vocab[i])] for i in ids]
+def train_tokenizer(cfg: TrainConfig, text: str) -> tuple[Tokenizer, float]:
+    t0 = time.perf_counter()
+    tok = Tokenizer(cfg.pattern).train(text, cfg.vocab_size, special_tokens=cfg.special, verbose=True)
+    return tok, time.perf_counter() - t0
+
+
+def compare(tok: Tokenizer, enc, samples: dict[str, str], sample_paths: dict[str, Path], published: bool) -> dict:
+    """Token counts of each paragraph: ours, GPT-2's, and the homework's published figure (on its own paragraphs)."""
+    return {k: {"ours": len(tok.encode(s, disallowed_special=())), "gpt2": len(enc.encode(s, disallowed_special=())),
+                "homework": homework.PUBLISHED["ours"][k] if published else None,
+                "chars": len(s), "bytes": len(s.encode("utf-8")), "source": str(sample_paths[k])}
+            for k, s in samples.items()}
+
+
+def is_published(sample_paths: dict[str, Path], data_dir: str | None) -> bool:
+    """Whether the paragraphs are the homework's own (so its published counts apply to them)."""
+    try:
+        return all(sample_paths[k].read_bytes() == datadir.find(name, data_dir).read_bytes()
+                   for k, name in HOMEWORK_PARAGRAPHS.items())
+    except datadir.DataFileNotFound:
+        return False
+
+
+def analyse_homework(cfg: TrainConfig, tok: Tokenizer, text: str, samples: dict[str, str], published: bool):
+    """The homework's tokenizer re-run on the same corpus and measured (homework.py), where its setup applies."""
+    data = text.encode("utf-8")
+    reason = homework.skip_reason(cfg.pattern, cfg.special, len(data), cfg.vocab_size)
+    if reason:
+        return {"schema": homework.SCHEMA, "skipped": reason}
+    print("re-running the homework's tokenizer for the comparison (homework.py) ...")
+    return homework.analyse(data, cfg.vocab_size, tok, samples, published)
+
+
+def build_summary(cfg, tok, paths, text, train_seconds, check, comparison, analysis) -> dict:
+    learned = sorted(tok.vocab)
+    corpus_bytes = check["bytes"]
+    return {
+        "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION, "config": asdict(cfg),
+        "vocab_size": tok.vocab_size, "pattern": cfg.pattern, "special_tokens": tok.special_tokens,
+        "inputs": [str(p) for p in paths], "train_seconds": round(train_seconds, 3), "corpus_bytes": corpus_bytes,
+        "n_tokens": check["tokens"], "bytes_per_token": round(corpus_bytes / max(check["tokens"], 1), 4),
+        "roundtrip_ok": check["ok"], "roundtrip_pieces": check["pieces"], "roundtrip_seconds": check["seconds"],
+        "n_merges": len(tok.merges),
+        "first_tokens": outputs.token_rows(tok, learned[:10]), "last_tokens": outputs.token_rows(tok, learned[-10:]),
+        "comparison": comparison, "homework": analysis,
+        "hf": outputs.hf_special_roles(tok.special_tokens),
+        "files": dict(outputs.FILES),
+    }
 
 
 def main(argv=None) -> dict:
     cfg = parse_args(argv)
-    try:  # every input file, the comparison samples included, is found before any work
-        paths = [resolve(name, cfg.data_dir) for name in cfg.inputs]
-        sample_paths = {k: resolve(name, cfg.data_dir) for k, name in (("english", cfg.english),
-                                                                          ("chinese", cfg.chinese)) if name}
-    except datadir.DataFileNotFound as e:
+    paths, text, sample_paths, samples = read_inputs(cfg)
+    try:
+        out = outputs.check_out_dir(Path(cfg.out_dir), paths + list(sample_paths.values()), cfg.overwrite)
+    except fileio.OutputError as e:
         raise SystemExit(f"error: {e}") from None
-    text = "\n".join(read_text(p) for p in paths)
-    if not text:
-        raise SystemExit(f"error: the training input {', '.join(map(str, paths))} is empty")
-    corpus_bytes = len(text.encode("utf-8"))
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    enc = gpt2_tiktoken(cfg.data_dir)  # found before training: the comparison needs GPT-2's files
 
-    t0 = time.perf_counter()
-    tok = Tokenizer(cfg.pattern).train(text, cfg.vocab_size, special_tokens=cfg.special, verbose=True)
-    train_seconds = time.perf_counter() - t0
-
-    # round trip over the whole corpus; special-token strings in it are plain text here
-    ids = tok.encode(text, disallowed_special=())
-    roundtrip_ok = tok.decode_bytes(ids) == text.encode("utf-8")
-
-    enc = gpt2_tiktoken(cfg.data_dir)
-    samples = {"english": ENGLISH_SAMPLE, "chinese": CHINESE_SAMPLE,
-               **{k: read_text(path) for k, path in sample_paths.items()}}
-    comparison = {k: {"ours": len(tok.encode(s, disallowed_special=())),
-                      "gpt2": len(enc.encode(s, disallowed_special=())), "chars": len(s)}
-                  for k, s in samples.items()}
-
-    learned = sorted(tok.vocab)
-    summary = {
-        "vocab_size": tok.vocab_size, "pattern": cfg.pattern, "special_tokens": tok.special_tokens,
-        "inputs": [str(p) for p in paths], "train_seconds": round(train_seconds, 3), "corpus_bytes": corpus_bytes,
-        "n_tokens": len(ids), "bytes_per_token": round(corpus_bytes / max(len(ids), 1), 4),
-        "roundtrip_ok": roundtrip_ok, "n_merges": len(tok.merges),
-        "first_tokens": token_rows(tok, learned[:10]), "last_tokens": token_rows(tok, learned[-10:]),
-        "comparison": comparison,
-        "files": {"model": "tokenizer.model", "vocab": "vocab.txt", "hf": "tokenizer.json", "log": "output.log"},
-    }
-
-    log = [f"trained on {', '.join(map(str, paths))} ({corpus_bytes:,} bytes), pattern={cfg.pattern}, "
-           f"vocab_size={tok.vocab_size} ({len(tok.merges)} merges, specials {tok.special_tokens or 'none'})",
-           f"training time: {train_seconds:.2f} s", "first 10 vocabulary tokens:"]
-    if tok.vocab_size < cfg.vocab_size:
-        log.insert(1, f"note: the corpus ran out of pairs; vocabulary is {tok.vocab_size}, not {cfg.vocab_size}")
-    log += [f"  {i:>6}  {s}" for i, s in summary["first_tokens"]]
-    log.append("last 10 vocabulary tokens:")
-    log += [f"  {i:>6}  {s}" for i, s in summary["last_tokens"]]
-    log.append(f"round trip (encode then decode the whole corpus == original): {'OK' if roundtrip_ok else 'FAILED'}")
-    log.append(f"compression: {len(ids):,} tokens, {summary['bytes_per_token']:.3f} bytes/token")
-    log.append("token counts, ours vs GPT-2 (tiktoken from the local GPT-2 files):")
-    for k, c in comparison.items():
-        log.append(f"  {k:<8} ours {c['ours']:>5}  gpt2 {c['gpt2']:>5}  ({c['chars']} chars)")
-    report = "\n".join(log) + "\n"
+    tok, train_seconds = train_tokenizer(cfg, text)
+    hf_json = outputs.hf_json_or_exit(tok)  # a special token HF cannot hold stops here, before any file is written
+    check = outputs.roundtrip(tok, text)
+    published = is_published(sample_paths, cfg.data_dir)
+    comparison = compare(tok, enc, samples, sample_paths, published)
+    analysis = analyse_homework(cfg, tok, text, samples, published)
+    summary = build_summary(cfg, tok, paths, text, train_seconds, check, comparison, analysis)
+    report = outputs.render_log(summary, requested_vocab=cfg.vocab_size)
     print(report, end="")
 
-    try:  # before any file is written: a special token that HF's format cannot hold stops here
-        hf_json = tok.to_hf().to_str(pretty=False)
-    except ValueError as e:
-        raise SystemExit(f"error: {e} (choose another --special)") from None
-    tok.save(out / "tokenizer.model", out / "vocab.txt")
-    atomic_write(out / "tokenizer.json", hf_json)
-    atomic_write(out / "output.log", report)
-    atomic_write(out / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
-    print(f"wrote {out}/{{tokenizer.model,vocab.txt,tokenizer.json,output.log,summary.json}}")
-    if not roundtrip_ok:
+    try:
+        outputs.write_set(out, tok, hf_json, summary, report, cfg.model_max_length)
+    except fileio.OutputError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"wrote {out}/{{{','.join(outputs.FILES.values())}}}")
+    if not check["ok"]:
         sys.exit("error: round trip failed")
     return summary
 

@@ -3,11 +3,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI must be deterministic: Hypothesis draws the same examples on every run and machine (no example database either).
+settings.register_profile("deterministic", derandomize=True, database=None, print_blob=True)
+settings.load_profile("deterministic")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import datadir  # noqa: E402
-from tokenizer import Tokenizer, openai_gpt2_tiktoken  # noqa: E402
+from tokenizer import Tokenizer, gpt2_tiktoken  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +24,7 @@ def gpt2_tok():
 @pytest.fixture(scope="session")
 def tiktoken_gpt2():
     """tiktoken's own gpt2 encoding, built from the same local files with tiktoken's loader and pattern."""
-    return openai_gpt2_tiktoken(datadir.find("gpt2/encoder.json"), datadir.find("gpt2/vocab.bpe"))
+    return gpt2_tiktoken()
 
 
 @pytest.fixture(scope="session")

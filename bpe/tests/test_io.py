@@ -60,8 +60,7 @@ def test_train_cli_writes_all_outputs(tmp_path, manual_text):
     out = tmp_path / "out"
     summary = train.main(["--input", str(corpus), "--vocab_size", "400", "--special", "<|endoftext|>",
                           "--out_dir", str(out)])
-    assert sorted(p.name for p in out.iterdir()) == ["output.log", "summary.json", "tokenizer.json",
-                                                     "tokenizer.model", "vocab.txt"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(train.outputs.FILES.values())
     s = json.loads((out / "summary.json").read_text())
     assert s == json.loads(json.dumps(summary))
     for key in ["vocab_size", "pattern", "train_seconds", "corpus_bytes", "n_tokens", "bytes_per_token",
@@ -94,7 +93,7 @@ def test_train_cli_bad_input_is_one_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no/such/sample.txt"):  # found missing before training, not after
         train.main(["--input", str(good), "--english", "no/such/sample.txt", "--out_dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="same byte-level spelling"):  # "A" is byte 65's token: HF cannot hold it
-        train.main(["--input", str(good), "--vocab_size", "300", "--special", "A", "--out_dir", str(tmp_path)])
+        train.main(["--input", str(good), "--vocab_size", "300", "--special", "A", "--out_dir", str(tmp_path / "o")])
     with pytest.raises(SystemExit):
         train.main(["--input", str(good), "--special", "", "--out_dir", str(tmp_path)])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "good.txt"]  # nothing written
@@ -113,4 +112,26 @@ def test_train_cli_keeps_crlf_line_ends(tmp_path):
 def test_default_out_dir_is_next_to_the_script():
     cfg = train.parse_args([])
     assert cfg.out_dir == str(train.HERE / "output") and cfg.inputs == ["bpe/manual.txt"]
+    assert (cfg.english, cfg.chinese) == ("bpe/homework_english.txt", "bpe/homework_chinese.txt")
     assert cfg.vocab_size == 1024 and cfg.pattern == "none"
+
+
+def test_default_run_compares_with_gpt2_and_the_homework(tmp_path):
+    # the homework's setup on its own paragraphs: GPT-2 (tiktoken from the local files) reads 185 and 306, the
+    # homework's published 938 / 113 stand beside ours, and the re-run of its tokenizer reproduces them
+    out = tmp_path / "out"
+    s = train.main(["--out_dir", str(out)])
+    c = s["comparison"]
+    assert (c["english"]["gpt2"], c["chinese"]["gpt2"]) == (185, 306)
+    assert (c["english"]["homework"], c["chinese"]["homework"]) == (938, 113)
+    tok = Tokenizer.load(out / "tokenizer.model")
+    for k in ("english", "chinese"):
+        text = open(c[k]["source"], encoding="utf-8").read()
+        assert c[k]["ours"] == len(tok.encode(text)) and c[k]["chars"] == len(text)
+    assert (s["format"], s["version"]) == ("llmhw-bpe-summary", 2)
+    assert s["homework"]["schema"] == "llmhw-bpe-homework/1" and s["homework"]["reproduces_published"] is True
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(s))
+    log = (out / "output.log").read_text()
+    assert "homework   938" in log and "gpt2   185" in log and "effect dropped_bytes" in log
+    with pytest.raises(SystemExit, match="--overwrite"):  # a second run never replaces the first one unasked
+        train.main(["--out_dir", str(out)])
