@@ -51,11 +51,7 @@ class LoRALinear(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, lora_dim: int, lora_scaling: float,
                  lora_dropout: float = 0.0, use_rslora: bool = False, fan_in_fan_out: bool = False):
-        super().__init__()
-        if not isinstance(lora_dim, int) or lora_dim <= 0:
-            raise ValueError(f"lora_dim must be a positive integer, got {lora_dim!r}")
-        if not 0.0 <= lora_dropout < 1.0:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {lora_dropout!r}")
+        super().__init__()  # arguments are trusted: LoRAConfig.validate checks them where they enter
         out_features, in_features = weight.shape
         # Base weight and bias are frozen: they never receive gradients.
         self.weight = nn.Parameter(weight.detach(), requires_grad=False)
@@ -388,6 +384,22 @@ def adapter_rank(path: str | Path) -> int:
                 raise ValueError(f"{path / name}: '{key}' is {rank!r}, not a positive integer")
             return rank
     raise FileNotFoundError(f"{path} holds neither {OUR_CONFIG} nor {PEFT_CONFIG}: not an adapter folder")
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model an adapter folder records (ours or PEFT's config), or None."""
+    path = Path(path)
+    for name in (OUR_CONFIG, PEFT_CONFIG):
+        if (path / name).is_file():
+            base = _read_json(path / name).get("base_model_name_or_path")
+            return base if isinstance(base, str) else None
+    return None
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names or folders mean the same model (folders compared by their resolved path)."""
+    norm = [str(Path(x).expanduser().resolve()) if Path(x).expanduser().exists() else x.rstrip("/") for x in (a, b)]
+    return norm[0] == norm[1]
 
 
 def load_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRAConfig]:

@@ -1,18 +1,11 @@
-"""Learning-curve pictures (matplotlib, Agg backend) from log.jsonl rows, for one run or a whole sweep."""
+"""Learning-curve pictures (matplotlib, Agg backend) from log.jsonl rows, for one run or a whole sweep.
+
+Rows come from runlog.read_log; their fields are stated in finetune/README.md.
+"""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-
-
-def read_log(path: str | Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
-    return rows
 
 
 def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:

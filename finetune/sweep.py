@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from fileio import atomic_write_json, atomic_write_text
-from plots import plot_curves, read_log, series
+from plots import plot_curves, series
+from runlog import read_log
 
 HERE = Path(__file__).resolve().parent
 RESERVED = ("--lora_dim", "--output_dir")

@@ -1,47 +1,48 @@
 """Finetune a causal LM on Stanford Alpaca: LoRA (`--lora_dim R`, R > 0) or full finetuning (`--lora_dim 0`).
 
     python finetune/train.py --lora_dim 8                       # hub `gpt2` (online) on alpaca/alpaca_data.json.xz
-    python finetune/train.py --model_name_or_path runs/cpu/pretrain/hf --lora_dim 8 --max_examples 2000 --max_steps 60
-    torchrun --nproc_per_node=8 finetune/train.py --lora_dim 8  # DDP, one rank per GPU
+    python finetune/train.py --model_name_or_path runs/cpu/pretrain/hf --lora_dim 8 --max_examples 2000 --epochs 2
+    python finetune/train.py --output_dir OUT --resume          # continue exactly where OUT's latest checkpoint is
+    torchrun --nproc_per_node=8 finetune/train.py --lora_dim 8  # DDP, one rank per GPU (multi-node: README)
 
-Writes to --output_dir (default finetune/out/r<R>):
-  config.json    every setting of this run
-  log.jsonl      {"step", "train_loss", "lr", "tokens", "seconds"} per optimizer step, {"step", "eval_loss",
-                 "seconds"} per evaluation (step 0 = before training; seconds since the start of the run)
-  curve.png      train and eval loss
-  adapter/       LoRA: our lora_config.json + lora_weights.safetensors and PEFT's adapter_config.json +
-                 adapter_model.safetensors
-  model/         full finetuning: a Hugging Face model folder with its tokenizer
-  summary.json   lora_dim, final/best eval loss, trainable/total params, wall seconds, peak memory MB, steps, ...
+Outputs in --output_dir (default finetune/out/r<R>): config.json, log.jsonl, ckpt/, curve.png, adapter/ (LoRA) or
+model/ (full finetuning), summary.json. Their fields, and what is atomic or refused, are stated once, in
+finetune/README.md ("Run folder").
 
 Loss: token-level mean cross entropy over target tokens (prompt and padding are -100), exact over gradient
 accumulation and DDP ranks (target tokens are counted before the step). Logits are computed only at target positions
 (for GPT-2-like models), which skips most of the vocabulary projection: prompt and padding tokens need no logits.
-Optimizer: AdamW (0.9, 0.95), linear warmup then cosine decay to 0, gradient clipping at 1.0.
+Optimizer: AdamW (0.9, 0.95), linear warmup then cosine decay to 0 (get_lr), gradient clipping (0 = off).
+Randomness: --data_seed fixes the subset and the train/eval split (keep it across runs you compare); --seed drives
+the LoRA init, the shuffling of each epoch and dropout.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import math
 import os
 import resource
+import shutil
+import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import checkpoint
 import data as alpaca
 import lora
-from ddp import DDP, all_reduce_sum, cleanup_ddp, print0, setup_ddp
-from fileio import atomic_dir, atomic_write_json
+from ddp import DEFAULT_TIMEOUT_S, DDP, all_reduce_sum, cleanup_ddp, decide, gather, print0, setup_ddp
+from fileio import OutputError, atomic_dir, atomic_write_json, check_writable
+from flags import add_flags, given
 from models import load_model, model_shape
-from plots import plot_curves, read_log
+from plots import plot_curves
+from runlog import LIVE_CHOICES, LiveLogError, RunLog, read_log
 
 HERE = Path(__file__).resolve().parent
 # Models whose forward is `lm_head(backbone(x).last_hidden_state)` with nothing in between (no logit scaling or
@@ -50,85 +51,108 @@ PLAIN_HEAD_MODELS = {"GPT2LMHeadModel", "GPTNeoForCausalLM", "GPTNeoXForCausalLM
                      "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
 
 
+def _f(default, help_):
+    return field(default=default, metadata={"help": help_})
+
+
 @dataclass
 class TrainConfig:
-    """Every flag of train.py (argparse is generated from these fields; `help` is in each field's metadata)."""
-    model_name_or_path: str = field(default="gpt2", metadata={"help": "HF causal-LM folder (e.g. pretrain's export) "
-                                                                      "or hub name"})
-    data_path: str = field(default=alpaca.DEFAULT_DATA, metadata={"help": "Alpaca .json/.jsonl/.json.xz file, a "
-                                                                          "data-directory name, or a HF dataset"})
-    data_dir: str | None = field(default=None, metadata={"help": "data directory (default $LLMHW_DATA_DIR)"})
-    template: str = field(default="homework", metadata={"help": f"prompt template: {sorted(alpaca.TEMPLATES)}"})
-    max_length: int = field(default=512, metadata={"help": "truncate examples to this many tokens"})
-    max_examples: int | None = field(default=None, metadata={"help": "use a deterministic subset of N records"})
-    lora_dim: int = field(default=8, metadata={"help": "LoRA rank; 0 = full finetuning"})
-    lora_scaling: float = field(default=32.0, metadata={"help": "LoRA alpha: scaling = lora_scaling / lora_dim"})
-    lora_module_name: str = field(default="h.", metadata={"help": "adapt Linear/Conv1D modules whose name contains this"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch input"})
-    use_rslora: bool = field(default=False, metadata={"help": "rsLoRA: scaling = lora_scaling / sqrt(lora_dim)"})
-    lora_load_path: str | None = field(default=None, metadata={"help": "start from this adapter (ours or PEFT's)"})
-    epochs: int = field(default=3, metadata={"help": "passes over the training split (unless --max_steps)"})
-    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
-    train_batch_size: int = field(default=8, metadata={"help": "examples per micro-batch per rank"})
-    eval_batch_size: int = field(default=8, metadata={"help": "examples per eval batch per rank"})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
-    lr_warmup_ratio: float = field(default=0.1, metadata={"help": "fraction of steps with linear warmup"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (matrices only)"})
-    group_by_length: bool = field(default=False, metadata={"help": "batch examples of similar length together "
-                                                                   "(about 2x fewer padded tokens on Alpaca)"})
-    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm (0 = off)"})
-    seed: int = field(default=42, metadata={"help": "seed for data split, subset, shuffling and LoRA init"})
-    eval_ratio: float = field(default=0.01, metadata={"help": "fraction of examples held out for evaluation"})
-    eval_interval: int = field(default=100, metadata={"help": "evaluate every N steps (0 = only first and last)"})
-    output_dir: str | None = field(default=None, metadata={"help": "default finetune/out/r<lora_dim>"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
-    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast on CUDA"})
-
-    def validate(self) -> "TrainConfig":
-        positive = ["max_length", "epochs", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps"]
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_steps", "max_examples"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
-        if self.lora_dim < 0:
-            raise ValueError(f"--lora_dim must be >= 0 (0 = full finetuning), got {self.lora_dim}")
-        if self.lora_dim == 0 and self.lora_load_path:
-            raise ValueError("--lora_load_path needs --lora_dim > 0 (0 means full finetuning)")
-        if self.lora_load_path:  # the run is named and logged by its rank: it must be the adapter's
-            rank = lora.adapter_rank(self.lora_load_path)
-            if rank != self.lora_dim:
-                raise ValueError(f"--lora_load_path {self.lora_load_path} holds a rank-{rank} adapter, but "
-                                 f"--lora_dim is {self.lora_dim}; pass --lora_dim {rank}")
-        if self.lora_dim > 0:
-            lora.LoRAConfig(self.lora_dim, self.lora_scaling, self.lora_module_name, self.lora_dropout).validate()
-        if self.template not in alpaca.TEMPLATES:
-            raise ValueError(f"--template must be one of {sorted(alpaca.TEMPLATES)}, got {self.template!r}")
-        if not 0 <= self.lr_warmup_ratio <= 1:
-            raise ValueError(f"--lr_warmup_ratio must be in [0, 1], got {self.lr_warmup_ratio}")
-        if not 0 < self.eval_ratio < 1:
-            raise ValueError(f"--eval_ratio must be in (0, 1), got {self.eval_ratio}")
-        if self.lr <= 0 or self.eval_interval < 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("--lr must be > 0 and --eval_interval, --weight_decay, --grad_clip >= 0")
-        if self.output_dir is None:
-            self.output_dir = str(HERE / "out" / f"r{self.lora_dim}")
-        return self
+    """What is trained, on what, how: a --resume must give the same values (the checkpoint's are compared)."""
+    model_name_or_path: str = _f("gpt2", "HF causal-LM folder (e.g. pretrain's export) or hub name")
+    data_path: str = _f(alpaca.DEFAULT_DATA, "Alpaca .json/.jsonl/.json.xz file, a data-directory name, or a HF "
+                                             "dataset")
+    data_dir: str | None = _f(None, "data directory (default $LLMHW_DATA_DIR)")
+    template: str = _f("homework", f"prompt template: {sorted(alpaca.TEMPLATES)}")
+    max_length: int = _f(512, "truncate examples to this many tokens (lowered to the model's context)")
+    max_examples: int | None = _f(None, "use a deterministic subset of N records (chosen by --data_seed)")
+    eval_ratio: float = _f(0.01, "fraction of the examples held out for evaluation")
+    data_seed: int = _f(42, "seed of the subset and the train/eval split: keep it fixed across compared runs")
+    seed: int = _f(42, "seed of the LoRA init, the shuffling of each epoch and dropout")
+    lora_dim: int = _f(8, "LoRA rank; 0 = full finetuning")
+    lora_scaling: float = _f(32.0, "LoRA alpha: scaling = lora_scaling / lora_dim")
+    lora_module_name: str = _f("h.", "adapt Linear/Conv1D modules whose name contains this")
+    lora_dropout: float = _f(0.0, "dropout on the LoRA branch input")
+    use_rslora: bool = _f(False, "rsLoRA: scaling = lora_scaling / sqrt(lora_dim)")
+    lora_load_path: str | None = _f(None, "start from this adapter (ours or PEFT's)")
+    epochs: int = _f(3, "passes over the training split (unless --max_steps)")
+    max_steps: int | None = _f(None, "stop after this many optimizer steps (the schedule spans them)")
+    train_batch_size: int = _f(8, "examples per micro-batch per rank")
+    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
+    lr: float = _f(1e-4, "peak learning rate")
+    lr_warmup_ratio: float = _f(0.1, "fraction of the steps with linear warmup")
+    weight_decay: float = _f(0.0, "AdamW weight decay (matrices only)")
+    grad_clip: float = _f(1.0, "clip the gradient norm to this (0 = off)")
+    group_by_length: bool = _f(False, "batch examples of similar length together (about 2x fewer padded tokens)")
 
 
-def parse_args(argv=None) -> TrainConfig:
+@dataclass
+class RunConfig:
+    """Where and how a run goes: may change on --resume."""
+    output_dir: str | None = _f(None, "run folder (default finetune/out/r<lora_dim>)")
+    resume: bool = _f(False, "continue from the run folder's latest checkpoint (exactly)")
+    overwrite: bool = _f(False, "replace an earlier run in --output_dir (its results stay until this run ends)")
+    eval_batch_size: int = _f(8, "examples per eval batch per rank")
+    eval_interval: int = _f(100, "evaluate every N steps (0 = only before and after training)")
+    evals_per_epoch: int = _f(0, "if > 0: evaluate this many times per epoch (sets --eval_interval)")
+    ckpt_interval: int = _f(500, "checkpoint every N steps (0 = only at the end); always at the end")
+    keep_checkpoints: int = _f(2, "keep the newest K step-numbered checkpoints in ckpt/")
+    device: str = _f("auto", "auto, cpu, cuda, cuda:N")
+    dtype: str = _f("auto", "auto (bfloat16 autocast + TF32 on CUDA, float32 on CPU), float32 or bfloat16")
+    live: str = _f("none", f"live logging: {', '.join(LIVE_CHOICES)} (imported only when asked)")
+    ddp_timeout: float = _f(DEFAULT_TIMEOUT_S, "seconds a DDP collective may wait for the other ranks")
+    kill_at_step: int = field(default=0, metadata={"help": "testing: SIGKILL this process after step N"})
+
+
+def check_config(tc: TrainConfig, rc: RunConfig) -> None:
+    """Every flag value, once, where input enters (library code trusts its arguments)."""
+    for name in ("max_length", "epochs", "train_batch_size", "gradient_accumulation_steps"):
+        if getattr(tc, name) <= 0:
+            raise ValueError(f"--{name} must be > 0, got {getattr(tc, name)}")
+    for cfg, name in ((tc, "max_steps"), (tc, "max_examples"), (rc, "eval_batch_size"), (rc, "keep_checkpoints")):
+        if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
+            raise ValueError(f"--{name} must be > 0, got {getattr(cfg, name)}")
+    for name in ("lr", "lr_warmup_ratio", "weight_decay", "grad_clip", "eval_ratio", "lora_scaling", "lora_dropout"):
+        if not math.isfinite(getattr(tc, name)):
+            raise ValueError(f"--{name} must be a finite number, got {getattr(tc, name)}")
+    if not (tc.lr > 0 and 0 <= tc.lr_warmup_ratio <= 1 and 0 < tc.eval_ratio < 1):
+        raise ValueError(f"need --lr > 0 (got {tc.lr}), 0 <= --lr_warmup_ratio <= 1 (got {tc.lr_warmup_ratio}), "
+                         f"0 < --eval_ratio < 1 (got {tc.eval_ratio})")
+    for cfg, name in ((tc, "weight_decay"), (tc, "grad_clip"), (rc, "eval_interval"), (rc, "evals_per_epoch"),
+                      (rc, "ckpt_interval"), (rc, "kill_at_step")):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    if tc.lora_dim < 0:
+        raise ValueError(f"--lora_dim must be >= 0 (0 = full finetuning), got {tc.lora_dim}")
+    if tc.lora_dim > 0:
+        lora.LoRAConfig(tc.lora_dim, tc.lora_scaling, tc.lora_module_name, tc.lora_dropout).validate()
+    elif tc.lora_load_path:
+        raise ValueError("--lora_load_path needs --lora_dim > 0 (0 means full finetuning)")
+    if tc.lora_load_path and lora.adapter_rank(tc.lora_load_path) != tc.lora_dim:
+        raise ValueError(f"--lora_load_path {tc.lora_load_path} holds a rank-{lora.adapter_rank(tc.lora_load_path)} "
+                         f"adapter, but --lora_dim is {tc.lora_dim}; pass that rank")
+    if tc.template not in alpaca.TEMPLATES:
+        raise ValueError(f"--template must be one of {sorted(alpaca.TEMPLATES)}, got {tc.template!r}")
+    if rc.dtype not in ("auto", "float32", "bfloat16") or rc.live not in LIVE_CHOICES:
+        raise ValueError(f"--dtype must be auto, float32 or bfloat16 (got {rc.dtype!r}); --live one of "
+                         f"{', '.join(LIVE_CHOICES)} (got {rc.live!r})")
+    if not (math.isfinite(rc.ddp_timeout) and rc.ddp_timeout > 0):
+        raise ValueError(f"--ddp_timeout must be > 0 seconds, got {rc.ddp_timeout}")
+    if rc.resume and rc.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+
+
+def parse_args(argv=None) -> tuple[TrainConfig, RunConfig]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(TrainConfig):
-        if f.type == "bool":
-            p.add_argument(f"--{f.name}", action="store_true", help=f.metadata["help"])
-        else:
-            kind = {"int": int, "float": float}.get(f.type.split(" ")[0], str)
-            p.add_argument(f"--{f.name}", type=kind, default=f.default, help=f.metadata["help"])
+    add_flags(p.add_argument_group("training (a --resume must match the checkpoint's)"), TrainConfig)
+    add_flags(p.add_argument_group("run"), RunConfig)
+    args = p.parse_args(argv)
+    tc, rc = TrainConfig(**given(args, TrainConfig)), RunConfig(**given(args, RunConfig))
+    rc.output_dir = rc.output_dir or str(HERE / "out" / f"r{tc.lora_dim}")
     try:
-        return TrainConfig(**vars(p.parse_args(argv))).validate()
+        check_config(tc, rc)
     except (ValueError, FileNotFoundError) as e:
         p.error(str(e))
+    return tc, rc
 
 
 class TargetLoss(nn.Module):
@@ -146,22 +170,28 @@ class TargetLoss(nn.Module):
 
     def forward(self, input_ids, attention_mask, labels):
         y = labels[:, 1:]                           # (B, T-1): position t predicts token t+1
-        keep = y != alpaca.IGNORE_INDEX
+        keep = y != alpaca.IGNORE_INDEX             # (B, T-1): target positions only
         if self.fast:
             backbone = getattr(self.model, self.model.base_model_prefix)
             h = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, C)
             logits = self.model.get_output_embeddings()(h[:, :-1][keep])                      # (N, V)
         else:
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][keep]
+        # fp32 cross entropy even under bf16 autocast: the log-softmax over V needs the range
         return F.cross_entropy(logits.float(), y[keep], reduction="sum"), keep.sum()
 
 
-def lr_at(step: int, total: int, warmup: int) -> float:
-    """Multiplier of the peak lr at optimizer step `step` (0-based): linear warmup, then cosine to 0."""
+def get_lr(step: int, lr: float, warmup: int, total: int) -> float:
+    """Learning rate of optimizer step `step` (0-based)."""
+    # 1) linear warmup for `warmup` steps, reaching lr at the last warmup step
     if step < warmup:
-        return (step + 1) / warmup
+        return lr * (step + 1) / warmup
+    # 2) past the schedule's end: 0
+    if step >= total:
+        return 0.0
+    # 3) in between, cosine decay from lr down to 0
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
@@ -170,187 +200,369 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"  # Linux: KiB
 
 
-def prepare_data(cfg: TrainConfig, tokenizer, info: DDP):
+def autocast_of(dtype: str, device: torch.device):
+    """A context factory for the forward pass: bf16 autocast (auto on CUDA, or asked), else nothing."""
+    if device.type == "cuda":  # TF32 for the fp32 matmuls left outside autocast (as pretrain/; CPU stays exact)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext
+
+
+def prepare_data(tc: TrainConfig, rc: RunConfig, tokenizer, ddp: DDP):
     """Tokenized (train, eval) examples; checks both splits hold at least one batch per rank."""
-    records, source = alpaca.load_records(cfg.data_path, cfg.data_dir)
-    train_idx, eval_idx = alpaca.split_indices(len(records), cfg.eval_ratio, cfg.seed, cfg.max_examples)
+    records, source = alpaca.load_records(tc.data_path, tc.data_dir)
+    train_idx, eval_idx = alpaca.split_indices(len(records), tc.eval_ratio, tc.data_seed, tc.max_examples)
     out = []
-    for name, idx, bs, flag in (("train", train_idx, cfg.train_batch_size, "--train_batch_size"),
-                                ("eval", eval_idx, cfg.eval_batch_size, "--eval_batch_size")):
-        examples, dropped = alpaca.tokenize([records[i] for i in idx], tokenizer, cfg.template, cfg.max_length)
+    for name, idx, bs, flag in (("train", train_idx, tc.train_batch_size, "--train_batch_size"),
+                                ("eval", eval_idx, rc.eval_batch_size, "--eval_batch_size")):
+        examples, dropped = alpaca.tokenize([records[i] for i in idx], tokenizer, tc.template, tc.max_length)
         if dropped:
-            print0(f"[data] {name}: dropped {dropped} examples whose prompt fills --max_length {cfg.max_length}")
-        alpaca.check_split(name, len(examples), bs, info.world_size, flag)
+            print0(f"[data] {name}: dropped {dropped} examples whose prompt fills --max_length {tc.max_length}")
+        alpaca.check_split(name, len(examples), bs, ddp.world_size, flag)
         out.append(examples)
     print0(f"[data] {source}: {len(records)} records -> train {len(out[0])}, eval {len(out[1])} examples")
     return out[0], out[1], source
 
 
 @torch.no_grad()
-def evaluate(loss_fn: TargetLoss, examples, cfg: TrainConfig, info: DDP, pad_id: int, amp) -> float:
+def evaluate(loss_fn: TargetLoss, examples, batch_size: int, ddp: DDP, pad_id: int, amp) -> float:
+    """Token-mean eval loss over the whole eval split, every rank a share of it."""
     loss_fn.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=info.device)  # (sum of losses, tokens)
-    for batch in alpaca.eval_batches(examples, cfg.eval_batch_size, info.rank, info.world_size, pad_id):
+    total = torch.zeros(2, dtype=torch.float64, device=ddp.device)  # (sum of losses, tokens)
+    for batch in alpaca.eval_batches(examples, batch_size, ddp.rank, ddp.world_size, pad_id):
         with amp():
-            s, n = loss_fn(**{k: v.to(info.device) for k, v in batch.items()})
+            s, n = loss_fn(**{k: v.to(ddp.device) for k, v in batch.items()})
         total += torch.stack([s.double(), n.double()])
-    all_reduce_sum(total, info)
+    all_reduce_sum(total, ddp)
     loss_fn.train()
     return (total[0] / total[1]).item()
 
 
+def check_ranks_fit(model: nn.Module, tc: TrainConfig) -> None:
+    """LoRA rank <= min(in, out) of every target module, else a "low-rank" update would be full-rank or bigger."""
+    for name, m in model.named_modules():
+        if tc.lora_module_name in name and isinstance(m, lora.ADAPTABLE):
+            shape = tuple(m.weight.shape)
+            if tc.lora_dim > min(shape):
+                raise ValueError(f"--lora_dim {tc.lora_dim} exceeds min(in, out) of module '{name}' (weight "
+                                 f"{shape}); choose a rank <= {min(shape)}")
+
+
+def build_model(tc: TrainConfig, device: torch.device):
+    """The model with LoRA layers attached (or all weights trainable) and its LoRAConfig (None when full)."""
+    model = load_model(tc.model_name_or_path, device)
+    model.config.use_cache = False
+    if tc.lora_dim == 0:
+        return model, None
+    check_ranks_fit(model, tc)
+    if tc.lora_load_path:
+        warn_other_base(tc.lora_load_path, tc.model_name_or_path)
+        model, lora_cfg = lora.load_adapter(model, tc.lora_load_path)
+        print0(f"[lora] loaded adapter {tc.lora_load_path} (rank {lora_cfg.lora_dim}; its settings replace "
+               "the --lora_* flags)")
+    else:
+        lora.convert_linear_layer_to_lora(model, tc.lora_module_name, tc.lora_dim, tc.lora_scaling,
+                                          tc.lora_dropout, tc.use_rslora)
+        lora_cfg = lora.lora_config_of(model, tc.lora_module_name)
+    lora.only_optimize_lora_parameters(model)
+    return model, lora_cfg
+
+
+class Trainer:
+    """Model, optimizer, data and the position in them (step, epoch, micro-batch), which a checkpoint captures."""
+
+    def __init__(self, tc: TrainConfig, rc: RunConfig, ddp: DDP, t_start: float):
+        self.tc, self.rc, self.ddp, self.t_start = tc, rc, ddp, t_start
+        self.out = Path(rc.output_dir).expanduser().resolve()
+        self.step, self.epoch, self.batch_in_epoch, self.tokens = 0, 0, 0, 0
+        self.evals: list[list] = []            # [[step, eval loss]] of this run
+        self.train_losses: list[float] = []   # the last train loss is the summary's final_train_loss
+        self.elapsed_before = 0.0              # seconds spent by the run before its resume
+        self.run_id = decide(f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}", ddp)
+
+    # ---------------------------------------------------------------------------------------------- set up
+
+    def setup(self) -> None:
+        tc, ddp = self.tc, self.ddp
+        torch.manual_seed(tc.seed)  # LoRA init (and dropout until a resume restores the RNG)
+        if ddp.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(ddp.device)
+        context, vocab_size = model_shape(tc.model_name_or_path)
+        if context is not None and tc.max_length > context:
+            print0(f"[data] --max_length {tc.max_length} exceeds the model's {context} positions; using {context}")
+            tc.max_length = context
+        self.tokenizer = alpaca.load_tokenizer(tc.model_name_or_path, tc.data_dir, vocab_size)
+        self.train_ex, self.eval_ex, self.source = prepare_data(tc, self.rc, self.tokenizer, ddp)  # fail fast
+        self.model, self.lora_cfg = build_model(tc, ddp.device)
+        self.loss_fn = TargetLoss(self.model).train()
+        self.ddp_loss = self.loss_fn
+        if ddp.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+            self.ddp_loss = DistributedDataParallel(self.loss_fn, device_ids=[ddp.device.index]
+                                                    if ddp.device.type == "cuda" else None)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in self.params if p.ndim >= 2], "weight_decay": tc.weight_decay},
+                  {"params": [p for p in self.params if p.ndim < 2], "weight_decay": 0.0}]
+        self.opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=tc.lr, betas=(0.9, 0.95))
+        self.amp = autocast_of(self.rc.dtype, ddp.device)
+        self.setup_schedule()
+        self.describe()
+
+    def setup_schedule(self) -> None:
+        tc, ddp = self.tc, self.ddp
+        # optimizer steps per epoch: every rank takes len/world examples, in full micro-batches, in full steps
+        self.per_epoch = len(self.train_ex) // ddp.world_size // tc.train_batch_size // tc.gradient_accumulation_steps
+        if self.per_epoch == 0:
+            raise ValueError(f"the train split ({len(self.train_ex)} examples) is smaller than one optimizer step "
+                             f"({tc.train_batch_size} x {tc.gradient_accumulation_steps} accumulation"
+                             f" x {ddp.world_size} ranks)")
+        self.total_steps = tc.max_steps or tc.epochs * self.per_epoch
+        self.warmup = math.ceil(tc.lr_warmup_ratio * self.total_steps)
+        self.eval_interval = max(1, self.per_epoch // self.rc.evals_per_epoch) if self.rc.evals_per_epoch \
+            else self.rc.eval_interval
+
+    def describe(self) -> None:
+        trainable = sum(p.numel() for p in self.params)
+        total = sum(p.numel() for p in self.model.parameters())
+        self.n_params = (trainable, total)
+        print0(f"[model] {self.tc.model_name_or_path}: {total:,} parameters, {trainable:,} trainable "
+               f"({100 * trainable / total:.3f}%)" + (f", LoRA on {len(self.lora_cfg.target_modules)} modules"
+                                                      if self.lora_cfg else ", full finetuning")
+               + f"; {self.total_steps} steps ({self.per_epoch} per epoch), {self.ddp.world_size} process(es)")
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+
+    def trainable_state(self) -> dict:
+        return lora.get_lora_state_dict(self.model) if self.lora_cfg else self.model.state_dict()
+
+    def state(self) -> dict:
+        """Everything an exact resume needs, as tensors and plain types (weights_only-loadable)."""
+        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "tokens": self.tokens, "evals": self.evals, "train_losses": self.train_losses,
+                "seconds": self.seconds(), "run_id": self.run_id, "world_size": self.ddp.world_size,
+                "train_config": asdict(self.tc), "lora_config": asdict(self.lora_cfg) if self.lora_cfg else None,
+                "model": {k: v.detach().cpu() for k, v in self.trainable_state().items()},
+                "optimizer": self.opt.state_dict(), "rng": gather(checkpoint.rng_state(), self.ddp)}
+
+    def save_checkpoint(self) -> None:
+        state = self.state()  # every rank: the RNG states are gathered from all of them
+        if self.ddp.master:
+            path = checkpoint.save(self.out, state, self.rc.keep_checkpoints)
+            print0(f"[ckpt] step {self.step} -> {path}")
+
+    def resume(self, path: Path) -> None:
+        state = checkpoint.load(path)
+        checkpoint.check_resumable(state, asdict(self.tc), self.ddp.world_size, path)
+        self.model.load_state_dict(state["model"], strict=not self.lora_cfg)
+        self.opt.load_state_dict(state["optimizer"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.tokens, self.evals, self.train_losses = state["tokens"], state["evals"], state["train_losses"]
+        self.elapsed_before, self.run_id = state["seconds"], state["run_id"]
+        checkpoint.set_rng_state(state["rng"][self.ddp.rank])
+        print0(f"[resume] {path}: step {self.step}/{self.total_steps}, epoch {self.epoch}, "
+               f"micro-batch {self.batch_in_epoch} of the epoch")
+
+    # ---------------------------------------------------------------------------------------------- the loop
+
+    def seconds(self) -> float:
+        return round(self.elapsed_before + time.time() - self.t_start, 3)
+
+    def batches(self):
+        """This rank's micro-batches from the current position in the current epoch's order on."""
+        tc, ddp = self.tc, self.ddp
+        it = alpaca.train_batches(self.train_ex, tc.train_batch_size, self.epoch, tc.seed, ddp.rank,
+                                  ddp.world_size, self.tokenizer.pad_token_id, tc.group_by_length)
+        for _ in range(self.batch_in_epoch):  # skip what the checkpoint's run already trained on
+            next(it)
+        return it
+
+    def train_step(self, batches) -> float:
+        """One optimizer step over gradient_accumulation_steps micro-batches; returns the step's train loss."""
+        tc, ddp = self.tc, self.ddp
+        micro = [next(batches) for _ in range(tc.gradient_accumulation_steps)]  # each (B, T) tensors
+        # Target tokens of the whole step on all ranks, so each micro-batch loss is a share of the exact mean.
+        n_tok = all_reduce_sum(torch.tensor(float(sum((b["labels"][:, 1:] != alpaca.IGNORE_INDEX).sum()
+                                                      for b in micro)), device=ddp.device), ddp).item()
+        for g in self.opt.param_groups:
+            g["lr"] = get_lr(self.step, tc.lr, self.warmup, self.total_steps)
+        loss_sum = 0.0
+        for i, batch in enumerate(micro):
+            last = i == len(micro) - 1
+            with (nullcontext() if last or not ddp.enabled else self.ddp_loss.no_sync()):  # sync on the last only
+                with self.amp():  # only the forward runs under autocast; backward follows the forward's dtypes
+                    s, _ = self.ddp_loss(**{k: v.to(ddp.device) for k, v in batch.items()})
+                # DDP averages gradients over ranks; multiply back so the result is the global token mean.
+                (s * (ddp.world_size / n_tok)).backward()
+            loss_sum += s.item()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step, self.batch_in_epoch, self.tokens = self.step + 1, self.batch_in_epoch + len(micro), \
+            self.tokens + int(n_tok)
+        return all_reduce_sum(torch.tensor(loss_sum, device=ddp.device), ddp).item() / n_tok
+
+    def evaluate(self) -> float:
+        loss = evaluate(self.loss_fn, self.eval_ex, self.rc.eval_batch_size, self.ddp, self.tokenizer.pad_token_id,
+                        self.amp)
+        self.evals.append([self.step, loss])
+        return loss
+
+    def due(self, interval: int) -> bool:
+        return self.step == self.total_steps or bool(interval and self.step % interval == 0)
+
+    def after_step(self, log: RunLog, train_loss: float) -> None:
+        """Log, evaluate, checkpoint as due; move to the next epoch when this one is done."""
+        self.train_losses = [train_loss]
+        log.write(step=self.step, epoch=round(self.step / self.per_epoch, 4), train_loss=train_loss,
+                  lr=self.opt.param_groups[0]["lr"], tokens=self.tokens, seconds=self.seconds())
+        if self.due(self.eval_interval):
+            loss = self.evaluate()
+            log.write(step=self.step, epoch=round(self.step / self.per_epoch, 4), eval_loss=loss,
+                      seconds=self.seconds())
+            print0(f"[eval] step {self.step}: eval loss {loss:.4f}")
+        if self.step % self.per_epoch == 0:
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        if self.due(self.rc.ckpt_interval):
+            self.save_checkpoint()
+        if self.rc.kill_at_step and self.step == self.rc.kill_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)  # testing: a crash right here
+
+
+def train_loop(t: Trainer, log: RunLog) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=t.total_steps, initial=t.step, desc=f"r={t.tc.lora_dim}" if t.tc.lora_dim else "full",
+               disable=not t.ddp.master, dynamic_ncols=True)
+    while t.step < t.total_steps:
+        batches = t.batches()  # the current epoch's order, from the current position
+        for _ in range(t.per_epoch - t.batch_in_epoch // t.tc.gradient_accumulation_steps):
+            if t.step >= t.total_steps:
+                break
+            train_loss = t.train_step(batches)
+            t.after_step(log, train_loss)  # may move to the next epoch: then this loop ends
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.4f}", eval=f"{t.evals[-1][1]:.4f}")
+    bar.close()
+
+
+def run(tc: TrainConfig, rc: RunConfig, ddp: DDP, t_start: float) -> dict:
+    """Set up -> resume -> loop -> finish."""
+    resume_from = prepare_run_folder(tc, rc, ddp)  # refusals before any work
+    t = Trainer(tc, rc, ddp, t_start)
+    t.setup()
+    if resume_from is not None:
+        t.resume(resume_from)
+    elif ddp.master:
+        write_config(t)
+    log = RunLog(t.out / "log.jsonl", ddp.master, resume_step=t.step if resume_from else None, live=rc.live,
+                 run_name=t.out.name, config={**asdict(tc), **asdict(rc)})
+    try:
+        if not t.evals:  # step 0: the model before training
+            log.write(step=0, epoch=0.0, eval_loss=t.evaluate(), seconds=t.seconds())
+            print0(f"[eval] step 0: eval loss {t.evals[-1][1]:.4f}")
+        train_loop(t, log)
+    finally:
+        log.close()
+    summary = summarize(t)
+    if ddp.master:
+        save_results(t, summary)
+    return summary
+
+
+# -------------------------------------------------------------------------------------------------- run folder
+
+def warn_other_base(adapter: str, model: str) -> None:
+    base = lora.adapter_base(adapter)
+    if base and not lora.same_model(base, model):
+        print0(f"[lora] warning: adapter {adapter} was trained on {base}, but --model_name_or_path is {model}")
+
+
+def prepare_run_folder(tc: TrainConfig, rc: RunConfig, ddp: DDP) -> Path | None:
+    """Global rank 0 checks the run folder and decides fresh or resume (and from which file); all ranks follow."""
+    def plan():
+        out = Path(rc.output_dir).expanduser().resolve()
+        check_writable(out, is_dir=True)
+        data = alpaca.resolve_data_path(tc.data_path, tc.data_dir)
+        for flag, path in (("--model_name_or_path", tc.model_name_or_path), ("--lora_load_path", tc.lora_load_path),
+                           ("--data_path", str(data) if isinstance(data, Path) else None)):
+            checkpoint.refuse_overlap(out, flag, path)
+        return checkpoint.plan_resume(out, rc.resume, rc.overwrite)
+
+    try:
+        verdict = ("ok", plan()) if ddp.master else None
+    except (ValueError, FileNotFoundError, OSError) as e:
+        verdict = ("error", str(e))
+    kind, value = decide(verdict, ddp)
+    if kind == "error":
+        raise ValueError(value)
+    if value is not None and not all(gather(Path(value).is_file(), ddp)):  # multi-node: one file for all ranks
+        raise ValueError(f"--resume: {value} is not visible on every node; --output_dir must be on a shared "
+                         "file system for multi-node runs")
+    return value
+
+
+def write_config(t: Trainer) -> None:
+    atomic_write_json(t.out / "config.json", {"format": "llmhw-finetune-config", "version": 1, "run_id": t.run_id,
+                                              **asdict(t.tc), **asdict(t.rc), "world_size": t.ddp.world_size,
+                                              "data_source": t.source, "argv": sys.argv})
+
+
+def summarize(t: Trainer) -> dict:
+    """summary.json's fields (stated in finetune/README.md)."""
+    losses = [e[1] for e in t.evals]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    peak, peak_kind = peak_memory_mb(t.ddp.device)
+    return {"format": "llmhw-finetune-summary", "version": 1, "run_id": t.run_id,
+            "lora_dim": t.lora_cfg.lora_dim if t.lora_cfg else 0, "seed": t.tc.seed, "data_seed": t.tc.data_seed,
+            "final_eval_loss": losses[-1], "best_eval_loss": losses[best], "best_eval_step": t.evals[best][0],
+            "initial_eval_loss": losses[0], "final_train_loss": t.train_losses[-1] if t.train_losses else None,
+            "trainable_params": t.n_params[0], "total_params": t.n_params[1], "steps": t.step,
+            "epochs": t.step / t.per_epoch, "steps_per_epoch": t.per_epoch, "tokens": t.tokens,
+            "train_examples": len(t.train_ex), "eval_examples": len(t.eval_ex), "train_seconds": t.seconds(),
+            "peak_memory_mb": peak, "peak_memory_kind": peak_kind, "device": str(t.ddp.device),
+            "dtype": t.rc.dtype, "world_size": t.ddp.world_size, "model": t.tc.model_name_or_path, "data": t.source}
+
+
+def save_results(t: Trainer, summary: dict) -> None:
+    """adapter/ or model/ (swapped in whole), curve.png, then summary.json last: a summary means a complete run."""
+    out, tc = t.out, t.tc
+    base_name = str(Path(tc.model_name_or_path).resolve()) if Path(tc.model_name_or_path).is_dir() \
+        else tc.model_name_or_path
+    if t.lora_cfg is not None:
+        lora.save_adapter(t.model, out / "adapter", t.lora_cfg, base_name,
+                          extra={"train": {k: summary[k] for k in ("steps", "final_eval_loss", "data")}})
+        other = out / "model"
+    else:
+        with atomic_dir(out / "model") as tmp:
+            t.model.save_pretrained(tmp)
+            t.tokenizer.save_pretrained(tmp)
+        other = out / "adapter"
+    if other.is_dir():  # an earlier run's result of the other kind (--overwrite)
+        shutil.rmtree(other)
+    print0(f"[save] {'adapter' if t.lora_cfg else 'model'} -> {out / ('adapter' if t.lora_cfg else 'model')}")
+    name = f"r={tc.lora_dim}" if tc.lora_dim else "full"
+    plot_curves({name: read_log(out / "log.jsonl")}, out / "curve.png", f"{Path(tc.model_name_or_path).name} on "
+                f"Alpaca, " + (f"LoRA r={tc.lora_dim}" if tc.lora_dim else "full finetuning"))
+    summary["wall_seconds"] = t.seconds()
+    atomic_write_json(out / "summary.json", summary)
+    print0(f"[done] {t.step} steps, eval loss {summary['initial_eval_loss']:.4f} -> {summary['final_eval_loss']:.4f} "
+           f"(best {summary['best_eval_loss']:.4f}), {summary['wall_seconds']:.1f} s, peak memory "
+           f"{summary['peak_memory_mb']:.0f} MB ({summary['peak_memory_kind']}) -> {out}")
+
+
 def main(argv=None) -> dict:
     t_start = time.time()
-    cfg = parse_args(argv)
+    tc, rc = parse_args(argv)
     try:
-        info = setup_ddp(cfg.device)  # inside: a device that does not exist is a one-line error too
-        return run(cfg, info, t_start)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        raise SystemExit(f"error: {e}") from None
+        ddp = setup_ddp(rc.device, rc.ddp_timeout)  # inside: a device that does not exist is a one-line error too
+        return run(tc, rc, ddp, t_start)
+    except (ValueError, FileNotFoundError, RuntimeError, OutputError, LiveLogError) as e:
+        raise SystemExit(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") \
+            from None
     finally:
         cleanup_ddp()
-
-
-def run(cfg: TrainConfig, info: DDP, t_start: float) -> dict:
-    from tqdm import tqdm
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    out = Path(cfg.output_dir)
-    if info.master:  # an earlier run's summary must not outlive this run's start (a sweep reads it as "done")
-        (out / "summary.json").unlink(missing_ok=True)
-    torch.manual_seed(cfg.seed)
-    if info.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(info.device)
-    context, vocab_size = model_shape(cfg.model_name_or_path)
-    if context is not None and cfg.max_length > context:
-        print0(f"[data] --max_length {cfg.max_length} exceeds the model's {context} positions; using {context}")
-        cfg.max_length = context
-    tokenizer = alpaca.load_tokenizer(cfg.model_name_or_path, cfg.data_dir, vocab_size)
-    train_ex, eval_ex, source = prepare_data(cfg, tokenizer, info)  # before the model: bad data fails fast
-    model = load_model(cfg.model_name_or_path, info.device)
-    model.config.use_cache = False
-    lora_cfg = None
-    if cfg.lora_dim > 0:
-        if cfg.lora_load_path:
-            model, lora_cfg = lora.load_adapter(model, cfg.lora_load_path)
-            print0(f"[lora] loaded adapter {cfg.lora_load_path} (rank {lora_cfg.lora_dim}; its settings replace "
-                   "the --lora_* flags)")
-        else:
-            lora.convert_linear_layer_to_lora(model, cfg.lora_module_name, cfg.lora_dim, cfg.lora_scaling,
-                                              cfg.lora_dropout, cfg.use_rslora)
-            lora_cfg = lora.lora_config_of(model, cfg.lora_module_name)
-        lora.only_optimize_lora_parameters(model)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total_params = sum(p.numel() for p in model.parameters())
-    print0(f"[model] {cfg.model_name_or_path}: {total_params:,} parameters, {trainable:,} trainable "
-           f"({100 * trainable / total_params:.3f}%)" + (f", LoRA on {len(lora_cfg.target_modules)} modules"
-                                                        if lora_cfg else ", full finetuning"))
-
-    loss_fn = TargetLoss(model).train()
-    ddp_loss = DDP(loss_fn, device_ids=[info.device.index] if info.device.type == "cuda" else None) \
-        if info.enabled else loss_fn
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.95))
-    per_epoch = (len(train_ex) // info.world_size // cfg.train_batch_size) // cfg.gradient_accumulation_steps
-    if per_epoch == 0:
-        raise ValueError(f"the train split ({len(train_ex)} examples) is smaller than one optimizer step "
-                         f"({cfg.train_batch_size} x {cfg.gradient_accumulation_steps} accumulation"
-                         f" x {info.world_size} ranks)")
-    total_steps = cfg.max_steps or cfg.epochs * per_epoch
-    warmup = math.ceil(cfg.lr_warmup_ratio * total_steps)
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.bf16 and info.device.type == "cuda" \
-        else (lambda: torch.autocast(info.device.type, enabled=False))
-    pad_id = tokenizer.pad_token_id
-
-    if info.master:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "config.json", {**dataclasses.asdict(cfg), "world_size": info.world_size,
-                                                "data_source": source, "argv": sys.argv})
-    log_f = open(out / "log.jsonl", "w", encoding="utf-8") if info.master else None
-
-    def log(row: dict) -> None:
-        if log_f:
-            log_f.write(json.dumps({**row, "seconds": round(time.time() - t_start, 3)}) + "\n")
-            log_f.flush()
-
-    evals = [evaluate(loss_fn, eval_ex, cfg, info, pad_id, amp)]
-    log({"step": 0, "eval_loss": evals[-1]})
-    print0(f"[eval] step 0: eval loss {evals[-1]:.4f}")
-    step, epoch, tokens_seen = 0, 0, 0
-    t_train = time.time()
-    bar = tqdm(total=total_steps, desc=f"r={cfg.lora_dim}" if cfg.lora_dim else "full", disable=not info.master,
-               dynamic_ncols=True)
-    while step < total_steps:
-        batches = alpaca.train_batches(train_ex, cfg.train_batch_size, epoch, cfg.seed, info.rank, info.world_size,
-                                       pad_id, cfg.group_by_length)
-        for _ in range(per_epoch):
-            if step >= total_steps:
-                break
-            micro = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
-            # Target tokens of the whole step on all ranks, so each micro-batch loss is a share of the exact mean.
-            n_tok = all_reduce_sum(torch.tensor(float(sum((b["labels"][:, 1:] != -100).sum() for b in micro)),
-                                                device=info.device), info).item()
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_at(step, total_steps, warmup)
-            loss_sum = 0.0
-            for i, batch in enumerate(micro):
-                sync = i == len(micro) - 1 or not info.enabled
-                ctx = ddp_loss.no_sync() if not sync else torch.enable_grad()
-                with ctx, amp():
-                    s, _ = ddp_loss(**{k: v.to(info.device) for k, v in batch.items()})
-                    # DDP averages gradients over ranks; multiply back so the result is the global token mean.
-                    (s * (info.world_size / n_tok)).backward()
-                loss_sum += s.item()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            tokens_seen += int(n_tok)
-            train_loss = all_reduce_sum(torch.tensor(loss_sum, device=info.device), info).item() / n_tok
-            log({"step": step, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"], "tokens": tokens_seen})
-            bar.update(1)
-            bar.set_postfix(loss=f"{train_loss:.4f}", eval=f"{evals[-1]:.4f}")
-            if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == total_steps:
-                evals.append(evaluate(loss_fn, eval_ex, cfg, info, pad_id, amp))
-                log({"step": step, "eval_loss": evals[-1]})
-                if info.master:
-                    bar.write(f"[eval] step {step}: eval loss {evals[-1]:.4f}")
-        epoch += 1
-    bar.close()
-    train_seconds = time.time() - t_train
-    peak, peak_kind = peak_memory_mb(info.device)
-    if log_f:
-        log_f.close()
-
-    summary = {"lora_dim": lora_cfg.lora_dim if lora_cfg else 0, "final_eval_loss": evals[-1], "best_eval_loss": min(evals),
-               "initial_eval_loss": evals[0], "trainable_params": trainable, "total_params": total_params,
-               "steps": step, "epochs": step / per_epoch, "tokens": tokens_seen,
-               "train_examples": len(train_ex), "eval_examples": len(eval_ex), "train_seconds": train_seconds,
-               "peak_memory_mb": peak, "peak_memory_kind": peak_kind, "device": str(info.device),
-               "world_size": info.world_size, "model": cfg.model_name_or_path, "data": source}
-    if info.master:
-        base_name = str(Path(cfg.model_name_or_path).resolve()) if Path(cfg.model_name_or_path).is_dir() \
-            else cfg.model_name_or_path
-        if lora_cfg is not None:
-            lora.save_adapter(model, out / "adapter", lora_cfg, base_name,
-                              extra={"train": {k: summary[k] for k in ("steps", "final_eval_loss", "data")}})
-            print0(f"[save] adapter -> {out / 'adapter'}")
-        else:
-            with atomic_dir(out / "model") as tmp:
-                model.save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
-            print0(f"[save] model -> {out / 'model'}")
-        plot_curves({f"r={cfg.lora_dim}" if cfg.lora_dim else "full": read_log(out / "log.jsonl")}, out / "curve.png",
-                    f"{Path(cfg.model_name_or_path).name} on Alpaca, "
-                    + (f"LoRA r={cfg.lora_dim}" if cfg.lora_dim else "full finetuning"))
-        summary["wall_seconds"] = time.time() - t_start
-        atomic_write_json(out / "summary.json", summary)
-        print0(f"[done] {step} steps, eval loss {evals[0]:.4f} -> {evals[-1]:.4f} (best {min(evals):.4f}), "
-               f"{summary['wall_seconds']:.1f} s, peak memory {peak:.0f} MB ({peak_kind}) -> {out}")
-    return summary
 
 
 if __name__ == "__main__":
