@@ -20,9 +20,10 @@ FILES = {"model": "tokenizer.model", "vocab": "vocab.txt", "hf": "tokenizer.json
 
 # The round trip encodes the corpus in pieces of about this many characters, so memory stays bounded.
 PIECE_CHARS = 1 << 20
-# A piece ends after a newline between two non-space characters: GPT-2's and GPT-4's patterns cut there anyway, so
-# the pieces' ids are the whole text's ids (tested). With pattern none merges cannot cross a cut.
-CUT = regex.compile(r"(?<=\S)\n(?=\S)")
+# A piece ends after a newline between two non-space characters, or before a single space between two: GPT-2's and
+# GPT-4's patterns cut there anyway (as pretrain/prepare.py's pieces), so the pieces' ids are the whole text's ids
+# (tested). With pattern none merges cannot cross a cut, so a count may differ next to the cuts (noted in the log).
+CUT = regex.compile(r"(?<=\S)\n(?=\S)|(?<=\S)(?= \S)")
 
 
 # -- before the work ------------------------------------------------------------------------------------------------

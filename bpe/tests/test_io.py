@@ -135,3 +135,89 @@ def test_default_run_compares_with_gpt2_and_the_homework(tmp_path):
     assert "homework   938" in log and "gpt2   185" in log and "effect dropped_bytes" in log
     with pytest.raises(SystemExit, match="--overwrite"):  # a second run never replaces the first one unasked
         train.main(["--out_dir", str(out)])
+
+
+@pytest.fixture(scope="module")
+def pipeline_tokenizer(tmp_path_factory):
+    """The pretraining tokenizer as the pipeline makes it: several inputs (a data-directory name and a path), GPT-2
+    pattern, an end-of-text special, vocab 4096."""
+    import datadir
+    tmp = tmp_path_factory.mktemp("pipe")
+    extra = tmp / "pretrain_text.txt"
+    extra.write_text(datadir.find("tinyshakespeare.txt").read_text(encoding="utf-8")[:200000], encoding="utf-8")
+    out = tmp / "tok"
+    s = train.main(["--input", "webtext/wikitext2_valid.txt", str(extra), "--vocab_size", "4096", "--pattern", "gpt2",
+                    "--special", "<|endoftext|>", "--out_dir", str(out)])
+    text = datadir.find("webtext/wikitext2_valid.txt").read_text(encoding="utf-8") + "\n" + extra.read_text()
+    return out, s, text
+
+
+def test_pipeline_tokenizer_is_what_prepare_needs(pipeline_tokenizer):
+    # pretrain/prepare.py reads tokenizer.json with HF `tokenizers`: the end-of-text id, the vocabulary size, a
+    # pre-tokenizer that splits text (so it may encode a file in pieces), and ids equal to ours
+    from tokenizers import Tokenizer as HFTokenizer
+
+    out, s, text = pipeline_tokenizer
+    tok = Tokenizer.load(out / "tokenizer.model")
+    hf = HFTokenizer.from_file(str(out / "tokenizer.json"))
+    assert s["vocab_size"] == 4096 == hf.get_vocab_size(with_added_tokens=True) == tok.vocab_size
+    assert hf.token_to_id("<|endoftext|>") == 4095 == tok.special_tokens["<|endoftext|>"]
+    pre = json.loads((out / "tokenizer.json").read_text())["pre_tokenizer"]
+    assert [p["type"] for p in pre["pretokenizers"]] == ["Split", "ByteLevel"]
+    sample = text[:300000]
+    assert hf.encode(sample, add_special_tokens=False).ids == tok.encode_ordinary(sample)
+    assert s["homework"] == {"schema": "llmhw-bpe-homework/1", "skipped": train.homework.skip_reason(
+        "gpt2", ["<|endoftext|>"], 0, 4096)}
+    assert s["n_tokens"] == len(tok.encode_ordinary(text)) and s["roundtrip_ok"]
+
+
+def test_streamed_roundtrip_equals_whole_text(pipeline_tokenizer):
+    # pieces cut at a newline between non-spaces: the GPT-2 pattern splits there anyway, so the count is exact
+    out, _, text = pipeline_tokenizer
+    tok = Tokenizer.load(out / "tokenizer.model")
+    text = text[:400000]
+    check = train.outputs.roundtrip(tok, text, size=5000)
+    assert check["pieces"] > 50 and check["ok"] and check["bytes"] == len(text.encode())
+    assert check["tokens"] == len(tok.encode_ordinary(text))
+    assert "".join(train.outputs.pieces(text, 5000)) == text
+
+
+def test_hf_folder_loads_with_auto_tokenizer(pipeline_tokenizer):
+    # the folder is a complete HF tokenizer: AutoTokenizer loads it (tokenizer_config.json names the class and the
+    # special-token roles) and encodes and decodes as ours does, special tokens in the text recognised
+    from transformers import AutoTokenizer
+
+    out, _, text = pipeline_tokenizer
+    tok = Tokenizer.load(out / "tokenizer.model")
+    auto = AutoTokenizer.from_pretrained(str(out))
+    assert (auto.eos_token, auto.bos_token, auto.pad_token) == ("<|endoftext|>",) * 3
+    assert auto.eos_token_id == auto.pad_token_id == 4095 and auto.model_max_length == 1024
+    sample = text[:2000] + "<|endoftext|>" + text[2000:4000]
+    ids = auto(sample)["input_ids"]
+    assert ids == tok.encode(sample, allowed_special="all") and auto.decode(ids) == sample
+    batch = auto([text[:50], text[:80]], padding=True)["input_ids"]  # pad is set: batching works
+    assert len(batch[0]) == len(batch[1])
+    assert json.loads((out / "special_tokens_map.json").read_text())["eos_token"] == "<|endoftext|>"
+
+
+OLD_TRANSFORMERS_PYTHON = "/tmp/oldtf/bin/python"  # a venv with the oldest transformers requirements.txt allows
+OLD_CHECK = """import json, sys
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+texts = json.loads(sys.stdin.read())
+print(json.dumps([tok(t)["input_ids"] for t in texts] + [[tok.decode(tok(t)["input_ids"]) for t in texts]]))"""
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(OLD_TRANSFORMERS_PYTHON),
+                    reason=f"no {OLD_TRANSFORMERS_PYTHON} (python3 -m venv /tmp/oldtf && "
+                           "/tmp/oldtf/bin/pip install 'transformers==4.45.*')")
+def test_hf_folder_loads_with_oldest_transformers(pipeline_tokenizer):
+    import subprocess
+
+    out, _, text = pipeline_tokenizer
+    tok = Tokenizer.load(out / "tokenizer.model")
+    texts = [text[:5000] + "<|endoftext|> x", "北京大学 Peking's  123 \n\n end"]
+    r = subprocess.run([OLD_TRANSFORMERS_PYTHON, "-c", OLD_CHECK, str(out)], input=json.dumps(texts),
+                       capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    *ids, decoded = json.loads(r.stdout.strip().splitlines()[-1])
+    assert ids == [tok.encode(t, allowed_special="all") for t in texts] and decoded == texts
