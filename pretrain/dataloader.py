@@ -18,20 +18,20 @@ from shards import DataError, read_meta, read_shard
 class ShardLoader:
     """Batches (x, y) of shape (B, T) from one split; y is x shifted by one token."""
 
-    def __init__(self, data_dir: str | Path, split: str, B: int, T: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, data: str | Path, split: str, B: int, T: int, rank: int = 0, world_size: int = 1):
         self.B, self.T, self.rank, self.world_size = B, T, rank, world_size
-        meta = read_meta(data_dir)
+        meta = read_meta(data)
         names = meta.get(split, {}).get("shards", [])
         if not names:
-            raise DataError(f"{data_dir}: no {split} shards in meta.json")
-        shards = [read_shard(Path(data_dir) / name) for name in names]
+            raise DataError(f"{data}: no {split} shards in meta.json")
+        shards = [read_shard(Path(data) / name) for name in names]
         need = B * T * world_size + 1
         # A shard shorter than one step (typically the last, partial one) gives no window: skip it, as the tail
         # of every shard is skipped; an error only when no shard is long enough.
         self.shards = [s for s in shards if len(s) >= need]
         self.skipped = [name for name, s in zip(names, shards) if len(s) < need]  # for the caller to report
         if not self.shards:
-            raise DataError(f"{data_dir}: every {split} shard is shorter than one step needs (B*T*world_size+1 = "
+            raise DataError(f"{data}: every {split} shard is shorter than one step needs (B*T*world_size+1 = "
                             f"{need} tokens; the longest has {max(map(len, shards))}); lower the batch size or "
                             "sequence length")
         self.reset()

@@ -7,15 +7,15 @@ positions, the LM head tied to the token embedding. Parameter names equal HF's (
 conversion is a pure function with an explicit transpose list (`TRANSPOSED`) and asserted shapes.
 
 This file holds the architecture only (no training loop): `GPTConfig`, `GPT` (forward, KV-cached `generate`,
-`configure_optimizers`, `flops_per_token` for MFU), `from_pretrained` (hub name or local HF dir), `save_hf`, and
-`load_model` (HF dir or our training checkpoint).
+`configure_optimizers`, `flops_per_token` for MFU), `from_pretrained` (hub name or local HF dir) and `save_hf`.
+Loading our training checkpoints: checkpoint.py.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -281,24 +281,20 @@ class GPT(nn.Module):
 
     def save_hf(self, out_dir: str | os.PathLike, eos_token_id: int | None = 50256, extra_files=()) -> Path:
         """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained loads, plus
-        `extra_files` (e.g. tokenizer files) copied in. Written into a temp dir that replaces out_dir at the end."""
+        `extra_files` (e.g. tokenizer files) copied in; built aside and swapped in as one folder (fileio)."""
         import shutil
 
         from safetensors.torch import save_file
 
-        out = Path(out_dir)
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        state = ours_to_hf(self.state_dict(), self.config)
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(config_to_hf(self.config, eos_token_id), indent=2) + "\n")
-        for f in extra_files:
-            shutil.copyfile(f, tmp / Path(f).name)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-        return out
+        from fileio import atomic_dir
+
+        with atomic_dir(out_dir) as tmp:
+            state = ours_to_hf(self.state_dict(), self.config)
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            (tmp / "config.json").write_text(json.dumps(config_to_hf(self.config, eos_token_id), indent=2) + "\n")
+            for f in extra_files:
+                shutil.copyfile(f, tmp / Path(f).name)
+        return Path(out_dir)
 
 
 def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -433,16 +429,7 @@ def read_hf_state_dict(path: Path) -> dict:
 
 
 def load_model(path: str | os.PathLike, map_location="cpu") -> GPT:
-    """Our GPT from a HF directory / hub name (from_pretrained) or a training checkpoint file (train.py's ckpt.pt)."""
-    p = Path(path)
-    if p.is_file():
-        ckpt = torch.load(p, map_location=map_location, weights_only=False)
-        if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-            raise ValueError(f"{p}: not a pretrain checkpoint (needs 'model' and 'model_config')")
-        config = GPTConfig(**{f.name: ckpt["model_config"][f.name] for f in fields(GPTConfig)
-                              if f.name in ckpt["model_config"]})
-        model = GPT(config)
-        model.load_state_dict(ckpt["model"])
-        return model
-    return GPT.from_pretrained(p if p.is_dir() else str(path))
+    """Kept for callers of the earlier API: loading lives in checkpoint.py (``checkpoint.load_model``)."""
+    from checkpoint import load_model as load
 
+    return load(path, map_location)

@@ -5,22 +5,23 @@
     python pretrain/prepare.py --hf_dataset HuggingFaceFW/fineweb-edu --hf_config sample-10BT \\
         --val_fraction 0.01 --out_dir DIR             # GPU users, online (~10B tokens, 100M-token shards)
 
-Writes DIR/train_000000.bin ..., DIR/val_000000.bin ..., DIR/tokenizer/ (the tokenizer's files) and, last,
-DIR/meta.json (format version, tokenizer, vocab size, shard lists, token counts); a folder without meta.json is
-incomplete. Each document starts with the end-of-text token (as build-nanogpt's fineweb.py); a text file is one
-document. `--input` names are paths or data-directory names (datadir.find).
+The folder is built aside and swapped in whole when complete (fileio.atomic_dir): a failed or killed re-run leaves
+the earlier data set as it was. It holds train_000000.bin ..., val_000000.bin ..., tokenizer/ (the tokenizer's
+files) and meta.json (format: README.md, "Data"). Each document starts with the end-of-text token (as
+build-nanogpt's fineweb.py); a text file is one document. `--input` names are paths or data-directory names.
 
 Streaming: files are read in ~1 MB pieces and datasets in documents, tokenized by worker processes (--workers) and
-appended to the current shard on disk, so memory stays flat however large the source. Pieces of a file are cut only
-at a newline between two non-space characters, where GPT-2's pre-tokenizer splits anyway, so the ids equal those
-of encoding the whole file at once (tested) for any tokenizer that pre-splits text (GPT-2's; bpe/'s gpt2 and gpt4
-patterns); one that does not (bpe/'s pattern 'none') may differ next to the cuts, and prepare.py says so. Validation split: for files, the last --val_fraction of each file's
-bytes (cut at such a newline; nanoGPT's shakespeare split); for datasets, every (1/val_fraction)-th document.
+appended to the current shard on disk, so memory stays flat however large the source. Pieces of a file are cut at a
+newline between two non-space characters, or (a text without such newlines: one long line, CRLF ends) before a
+single space between two non-space characters; GPT-2's pre-tokenizer splits there anyway, so the ids equal those of
+encoding the whole file at once (tested) for any tokenizer that pre-splits text (GPT-2's; bpe/'s gpt2 and gpt4
+patterns); one that does not (bpe/'s pattern 'none') may differ next to the cuts, and prepare.py says so.
+Validation split: for files, the tail of each file from the first cut in its last --val_fraction of bytes
+(nanoGPT's shakespeare split); for datasets, every (1/val_fraction)-th document.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import re
@@ -31,26 +32,43 @@ from tqdm import tqdm
 
 import datadir
 import text_tokenizer
+from fileio import OutputError, atomic_dir, atomic_write_json, check_writable
 from shards import FORMAT_VERSION, HEADER_INTS, make_header, token_dtype
 
 # A safe cut: a newline with non-whitespace on both sides (a cut elsewhere could merge/split whitespace pre-tokens).
 SAFE_CUT = re.compile(rb"(?<=[^\s])\n(?=[^\s])")
+# Where a text has no such newline for a long stretch (one long line, CRLF line ends, WikiText's " \n" lines): cut
+# before a single space between two non-space characters. GPT-2's and GPT-4's pre-tokenizers both start a new piece
+# at such a space (" word", " 12" -> " ", "12", " ."), so the ids still equal the whole file's.
+SPACE_CUT = re.compile(rb"(?<=[^\s])(?= [^\s])")
+LOOK_AHEAD = 4  # read at most this many piece sizes past the limit looking for a newline cut before using a space
+
+
+def _find_cut(buf: bytes, start: int, limit_reached: bool):
+    """End of the next piece in buf at or after start: a newline cut, else (once enough was read) a space cut."""
+    m = SAFE_CUT.search(buf, start)
+    if m is None and limit_reached:
+        m = SPACE_CUT.search(buf, start)
+    return m.end() if m else None
 
 
 def file_pieces(path: Path, val_fraction: float, piece_bytes: int):
-    """Yield (text, is_val, doc_start) pieces of a text file, about piece_bytes each, reading it incrementally."""
-    split = path.stat().st_size - int(path.stat().st_size * val_fraction)  # first byte of the val region (then cut)
+    """Yield (text, is_val, doc_start) pieces of a text file, about piece_bytes each, reading it incrementally.
+    Validation is the file's tail from the first cut at or after its last val_fraction of bytes."""
+    size = path.stat().st_size
+    split = size - int(size * val_fraction)  # first byte of the val region (then cut)
     with open(path, "rb") as f:
         buf, offset, eof, first = b"", 0, False, True
-        while True:
+        while buf or not eof:
             limit = piece_bytes if offset >= split else max(1, min(piece_bytes, split - offset))
-            m = SAFE_CUT.search(buf, max(0, limit - 1))
-            while m is None and not eof:  # need more bytes to find the next cut
+            far = lambda: eof or len(buf) > limit + LOOK_AHEAD * piece_bytes  # noqa: E731 - allow a space cut
+            end = _find_cut(buf, max(0, limit - 1), far())
+            while end is None and not eof:  # need more bytes to find the next cut
                 data = f.read(max(piece_bytes, len(buf)))
                 eof = not data
                 buf += data
-                m = SAFE_CUT.search(buf, max(0, limit - 1))
-            end = m.end() if m else len(buf)
+                end = _find_cut(buf, max(0, limit - 1), far())
+            end = end or len(buf)
             if end == 0:
                 return
             try:
@@ -74,35 +92,54 @@ def dataset_pieces(name: str, config: str | None, split: str, field: str, val_fr
         yield row[field], int((i + 1) * val_fraction) > int(i * val_fraction), True
 
 
-_worker_tok = None
+# WikiText's tokenization marks, undone by --detokenize wikitext (after Megatron-LM's wikitext_detokenizer; "<unk>"
+# stays as it is: the text does not say which word it replaced).
+WIKITEXT_RULES = [(" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" : ", ": "), (" ; ", "; "), (" . ", ". "),
+                  (" ! ", "! "), (" ? ", "? "), (" , ", ", "), (" 's", "'s"), ("s ' ", "s' "), (" n't", "n't"),
+                  ("= = = =", "===="), ("= = =", "==="), ("= =", "=="), (" \n", "\n"), ("\n ", "\n")]
+WIKITEXT_BRACKETS = [(re.compile(r"\( ([^()\n]*?) \)"), r"(\1)"), (re.compile(r'" ([^"\n]*?) "'), r'"\1"')]
+DETOKENIZERS = ("none", "wikitext")
 
 
-def _init_worker(spec: str, data_dir):
-    global _worker_tok
-    _worker_tok = text_tokenizer.load(spec, data_dir)
+def detokenize_wikitext(text: str) -> str:
+    for old, new in WIKITEXT_RULES:
+        text = text.replace(old, new)
+    for pattern, repl in WIKITEXT_BRACKETS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+_worker = {}
+
+
+def _init_worker(spec: str, data_dir, detokenize: str = "none"):
+    _worker["tok"], _worker["detokenize"] = text_tokenizer.load(spec, data_dir), detokenize
 
 
 def _tokenize(piece):
     text, is_val, doc_start = piece
-    ids = _worker_tok.encode(text)
-    if doc_start and _worker_tok.eot_id is not None:
-        ids = [_worker_tok.eot_id] + ids
-    return np.asarray(ids, dtype=token_dtype(_worker_tok.vocab_size)), is_val, len(text.encode("utf-8"))
+    tok = _worker["tok"]
+    ids = tok.encode(detokenize_wikitext(text) if _worker["detokenize"] == "wikitext" else text)
+    if doc_start and tok.eot_id is not None:
+        ids = [tok.eot_id] + ids
+    return np.asarray(ids, dtype=token_dtype(tok.vocab_size)), is_val, len(text.encode("utf-8"))
 
 
 class ShardWriter:
-    """Append tokens to {split}_NNNNNN.bin shards of at most shard_tokens; each written as .tmp, renamed when full."""
+    """Append tokens to {split}_NNNNNN.bin shards of at most shard_tokens (in a folder being built aside)."""
 
     def __init__(self, out_dir: Path, split: str, shard_tokens: int, vocab_size: int, eot_id):
         self.out_dir, self.split, self.shard_tokens = out_dir, split, shard_tokens
         self.vocab_size, self.eot_id, self.dtype = vocab_size, eot_id, token_dtype(vocab_size)
-        self.names, self.total, self.file, self.count = [], 0, None, 0
+        self.names, self.total, self.file, self.count, self.max_id = [], 0, None, 0, -1
 
     def write(self, tokens: np.ndarray):
+        if len(tokens):
+            self.max_id = max(self.max_id, int(tokens.max()))  # meta.json's max_id: a cheap check for train.py
         while len(tokens):
             if self.file is None:
                 self.names.append(f"{self.split}_{len(self.names):06d}.bin")
-                self.file = open(self.out_dir / (self.names[-1] + ".tmp"), "wb")
+                self.file = open(self.out_dir / self.names[-1], "wb")
                 self.file.write(make_header(0, self.dtype, self.vocab_size, self.eot_id).tobytes())
                 self.count = 0
             take = tokens[:self.shard_tokens - self.count]
@@ -119,48 +156,39 @@ class ShardWriter:
         self.file.seek(0)  # the real token count goes into the header now that it is known
         self.file.write(make_header(self.count, self.dtype, self.vocab_size, self.eot_id).tobytes())
         self.file.close()
-        os.replace(self.out_dir / (self.names[-1] + ".tmp"), self.out_dir / self.names[-1])
         self.file = None
 
+    def describe(self) -> dict:
+        return {"tokens": self.total, "shards": self.names, "max_id": self.max_id if self.total else None}
 
-def prepare(out_dir, inputs=(), tokenizer="gpt2", val_fraction=0.1, shard_tokens=100_000_000, workers=None,
-            piece_bytes=1 << 20, data_dir=None, hf_dataset=None, hf_config=None, hf_split="train",
-            text_field="text", hf_data_files=None) -> dict:
-    """Tokenize the sources into out_dir; returns the meta dict (also written to out_dir/meta.json)."""
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"--val_fraction must be in [0, 1), got {val_fraction}")
-    for name, value, lowest in (("shard_tokens", shard_tokens, 1), ("piece_bytes", piece_bytes, 1),
-                                ("workers", 0 if workers is None else workers, 0)):
-        if value < lowest:
-            raise ValueError(f"--{name} must be >= {lowest}, got {value}")
-    if not inputs and not hf_dataset:
-        raise ValueError("nothing to prepare: give --input FILE ... or --hf_dataset NAME")
-    paths = [Path(p) if Path(p).is_file() else datadir.find(p, data_dir) for p in inputs]
-    tok = text_tokenizer.load(tokenizer, data_dir)
-    if paths and not tok.splits_text():
-        print(f"note: tokenizer {tokenizer} does not pre-split text, so the ~{piece_bytes:,}-byte pieces of a file "
-              "are encoded separately: ids next to a cut may differ from encoding the whole file at once")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in [out_dir / "meta.json", *out_dir.glob("train_*.bin*"), *out_dir.glob("val_*.bin*")]:
-        old.unlink(missing_ok=True)  # a re-run replaces the data set; meta.json goes first so a crash leaves it marked incomplete
-    writers = {split: ShardWriter(out_dir, split, shard_tokens, tok.vocab_size, tok.eot_id) for split in
+
+DATASET_NAMES = re.compile(r"^(meta\.json|tokenizer|(train|val)_\d+\.bin(\.tmp)?|meta\.json\.tmp)$")
+
+
+def check_out_dir(out_dir: Path, paths: list[Path]) -> None:
+    """Refuse an out_dir that holds an input, or files that are not a data set (the folder is replaced whole)."""
+    check_writable(out_dir, is_dir=True)
+    for p in paths:
+        if out_dir.resolve() in p.resolve().parents:
+            raise ValueError(f"--out_dir {out_dir} holds the input {p}: write the data set somewhere else")
+    other = sorted(p.name for p in out_dir.iterdir() if not DATASET_NAMES.match(p.name))
+    if other:
+        raise ValueError(f"--out_dir {out_dir} holds files that are not a data set ({', '.join(other[:3])}): "
+                         "choose an empty or new folder (the data set replaces the folder as a whole)")
+
+
+def tokenize_into(folder: Path, pieces, tok, spec: str, data_dir, workers: int, detokenize: str, shard_tokens: int,
+                  total_bytes) -> dict:
+    """Tokenize the pieces (in order, by worker processes) into shards in ``folder``; returns meta's splits."""
+    writers = {split: ShardWriter(folder, split, shard_tokens, tok.vocab_size, tok.eot_id) for split in
                ("train", "val")}
-
-    def pieces():
-        for p in paths:
-            yield from file_pieces(p, val_fraction, piece_bytes)
-        if hf_dataset:
-            yield from dataset_pieces(hf_dataset, hf_config, hf_split, text_field, val_fraction, hf_data_files)
-
-    total_bytes = sum(p.stat().st_size for p in paths) if not hf_dataset else None
-    workers = os.cpu_count() if workers is None else workers
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"tokenize -> {out_dir.name}")
-    pool = mp.get_context("spawn").Pool(workers, _init_worker, (str(tokenizer), data_dir)) if workers > 0 else None
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenize")
+    init = (spec, data_dir, detokenize)
+    pool = mp.get_context("spawn").Pool(workers, _init_worker, init) if workers > 0 else None
     try:
         if pool is None:
-            _init_worker(str(tokenizer), data_dir)
-        results = pool.imap(_tokenize, pieces(), chunksize=4) if pool else map(_tokenize, pieces())
+            _init_worker(*init)
+        results = pool.imap(_tokenize, pieces, chunksize=4) if pool else map(_tokenize, pieces)
         for ids, is_val, nbytes in results:  # imap keeps the source order, so shards are deterministic
             writers["val" if is_val else "train"].write(ids)
             bar.update(nbytes)
@@ -170,21 +198,56 @@ def prepare(out_dir, inputs=(), tokenizer="gpt2", val_fraction=0.1, shard_tokens
             pool.terminate()
         for w in writers.values():
             w.close()
-    if writers["train"].total == 0:
-        raise ValueError(f"no training tokens from {[str(p) for p in paths] or hf_dataset}")
-    tok_dir = tok.copy_files(out_dir / "tokenizer")
-    meta = {
-        "format": "llmhw-pretrain-tokens", "format_version": FORMAT_VERSION, "header_int32s": HEADER_INTS,
-        "dtype": str(token_dtype(tok.vocab_size)), "tokenizer": {**tok.describe(), "dir": tok_dir.name,
-                                                                "spec": str(tokenizer)},
-        "vocab_size": tok.vocab_size, "eot_id": tok.eot_id, "val_fraction": val_fraction,
-        "sources": [str(p) for p in paths] + ([f"{hf_dataset}:{hf_config}:{hf_split}"] if hf_dataset else []),
-        "train": {"tokens": writers["train"].total, "shards": writers["train"].names},
-        "val": {"tokens": writers["val"].total, "shards": writers["val"].names},
-    }
-    tmp = out_dir / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, out_dir / "meta.json")
+    return {split: w.describe() for split, w in writers.items()}
+
+
+def prepare(out_dir, inputs=(), tokenizer="gpt2", val_fraction=0.1, shard_tokens=100_000_000, workers=None,
+            piece_bytes=1 << 20, data_dir=None, hf_dataset=None, hf_config=None, hf_split="train",
+            text_field="text", hf_data_files=None, detokenize="none") -> dict:
+    """Tokenize the sources into out_dir (built aside, swapped in when complete); returns meta.json's dict."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"--val_fraction must be in [0, 1), got {val_fraction}")
+    for name, value, lowest in (("shard_tokens", shard_tokens, 1), ("piece_bytes", piece_bytes, 1),
+                                ("workers", 0 if workers is None else workers, 0)):
+        if value < lowest:
+            raise ValueError(f"--{name} must be >= {lowest}, got {value}")
+    if detokenize not in DETOKENIZERS:
+        raise ValueError(f"--detokenize must be one of {', '.join(DETOKENIZERS)}, got {detokenize!r}")
+    if not inputs and not hf_dataset:
+        raise ValueError("nothing to prepare: give --input FILE ... or --hf_dataset NAME")
+    paths = [Path(p) if Path(p).is_file() else datadir.find(p, data_dir) for p in inputs]
+    tok = text_tokenizer.load(tokenizer, data_dir)
+    if paths and not tok.splits_text():
+        print(f"note: tokenizer {tokenizer} does not pre-split text, so the ~{piece_bytes:,}-byte pieces of a file "
+              "are encoded separately: ids next to a cut may differ from encoding the whole file at once")
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, paths)
+
+    def pieces():
+        for p in paths:
+            yield from file_pieces(p, val_fraction, piece_bytes)
+        if hf_dataset:
+            yield from dataset_pieces(hf_dataset, hf_config, hf_split, text_field, val_fraction, hf_data_files)
+
+    total_bytes = sum(p.stat().st_size for p in paths) if not hf_dataset else None
+    with atomic_dir(out_dir) as tmp:  # the old data set stays whole until the new one is complete
+        splits = tokenize_into(tmp, pieces(), tok, str(tokenizer), data_dir,
+                               os.cpu_count() if workers is None else workers, detokenize, shard_tokens, total_bytes)
+        if splits["train"]["tokens"] == 0:
+            raise ValueError(f"no training tokens from {[str(p) for p in paths] or hf_dataset}")
+        tok_dir = tok.copy_files(tmp / "tokenizer")
+        meta = {
+            "format": "llmhw-pretrain-tokens", "format_version": FORMAT_VERSION, "header_int32s": HEADER_INTS,
+            "dtype": str(token_dtype(tok.vocab_size)),
+            "tokenizer": {**tok.describe(), "dir": tok_dir.name, "spec": str(tokenizer)},
+            "vocab_size": tok.vocab_size, "eot_id": tok.eot_id, "val_fraction": val_fraction, "detokenize": detokenize,
+            "sources": [str(p) for p in paths] + ([f"{hf_dataset}:{hf_config}:{hf_split}"] if hf_dataset else []),
+            **splits,
+        }
+        atomic_write_json(tmp / "meta.json", meta)
+    if val_fraction > 0 and meta["val"]["tokens"] == 0:
+        print(f"note: {out_dir} has no validation tokens (the text has no place to cut its last {val_fraction:.0%}); "
+              "train.py will need --val_steps 0")
     return meta
 
 
@@ -203,12 +266,15 @@ def main(argv=None):
     p.add_argument("--shard_tokens", type=int, default=100_000_000, help="tokens per shard (build-nanogpt: 1e8)")
     p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores; 0 = inline)")
     p.add_argument("--piece_bytes", type=int, default=1 << 20, help="approximate size of a file piece")
+    p.add_argument("--detokenize", default="none", choices=DETOKENIZERS,
+                   help="wikitext: undo WikiText's ' @-@ ', ' @,@ ', ' @.@ ' and spaces before punctuation")
     p.add_argument("--data_dir", help="data directory (default $LLMHW_DATA_DIR)")
     a = p.parse_args(argv)
     try:
         meta = prepare(a.out_dir, a.input, a.tokenizer, a.val_fraction, a.shard_tokens, a.workers, a.piece_bytes,
-                       a.data_dir, a.hf_dataset, a.hf_config, a.hf_split, a.text_field, a.hf_data_files)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one line naming it, no traceback
+                       a.data_dir, a.hf_dataset, a.hf_config, a.hf_split, a.text_field, a.hf_data_files,
+                       a.detokenize)
+    except (ValueError, FileNotFoundError, OutputError) as e:  # bad input: one line naming it, no traceback
         raise SystemExit(f"error: {e}") from None
     print(f"{a.out_dir}: {meta['train']['tokens']:,} train tokens in {len(meta['train']['shards'])} shard(s), "
           f"{meta['val']['tokens']:,} val tokens in {len(meta['val']['shards'])} shard(s), "

@@ -52,17 +52,58 @@ def read_shard(path: str | Path) -> np.memmap:
     return np.memmap(path, dtype=dtype, mode="r", offset=HEADER_INTS * 4, shape=(n,))
 
 
-def read_meta(data_dir: str | Path) -> dict:
-    meta_path = Path(data_dir) / "meta.json"
+META_FIELDS = {"format_version": int, "vocab_size": int, "tokenizer": dict, "train": dict, "val": dict}
+
+
+def read_header(path: Path) -> np.ndarray:
+    return np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+
+
+def read_meta(data: str | Path) -> dict:
+    """A data set's meta.json, checked for format version and the fields readers need (one line otherwise)."""
+    meta_path = Path(data) / "meta.json"
     if not meta_path.is_file():
         raise DataError(f"{meta_path} is missing: prepare the data first (python pretrain/prepare.py --out_dir "
-                        f"{data_dir} ...)")
+                        f"{data} ...)")
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{meta_path} is corrupt: {e}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path} is corrupt: holds a {type(meta).__name__}, not an object")
     if meta.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{meta_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    for name, kind in META_FIELDS.items():
+        if not isinstance(meta.get(name), kind) or isinstance(meta.get(name), bool):
+            raise DataError(f"{meta_path} is corrupt: field '{name}' is {meta.get(name)!r}, expected {kind.__name__}")
+    for split in ("train", "val"):
+        part = meta[split]
+        if not isinstance(part.get("shards"), list) or not isinstance(part.get("tokens"), int):
+            raise DataError(f"{meta_path} is corrupt: '{split}' needs 'shards' (a list) and 'tokens' (a number)")
+    if not isinstance(meta["tokenizer"].get("dir"), str):
+        raise DataError(f"{meta_path} is corrupt: 'tokenizer.dir' is missing")
     return meta
 
 
+def check_shards(data: str | Path, meta: dict, model_vocab: int) -> None:
+    """Cheap consistency checks before training: every shard's header against meta.json, and the largest token id
+    (meta.json's per-split max_id, else a scan of the val split) against the tokenizer's and the model's vocab."""
+    data, vocab, eot = Path(data), meta["vocab_size"], meta.get("eot_id")
+    if vocab > model_vocab:
+        raise DataError(f"{data}: tokenizer vocab {vocab} exceeds the model's vocab_size {model_vocab}")
+    for split in ("train", "val"):
+        for name in meta[split]["shards"]:
+            tokens = read_shard(data / name)  # checks magic, version and size
+            header = read_header(data / name)
+            if int(header[4]) != vocab or int(header[5]) != (-1 if eot is None else eot):
+                raise DataError(f"shard {data / name}: made with another tokenizer (header vocab {int(header[4])}, "
+                                f"end-of-text {int(header[5])}; meta.json says {vocab}, {eot})")
+            if tokens.dtype != token_dtype(vocab):
+                raise DataError(f"shard {data / name}: {tokens.dtype} tokens, meta.json's vocab {vocab} needs "
+                                f"{token_dtype(vocab)}")
+        top = meta[split].get("max_id")
+        if top is None and split == "val":
+            top = max((int(read_shard(data / n).max()) for n in meta[split]["shards"] if meta[split]["tokens"]),
+                      default=-1)
+        if top is not None and top >= vocab:
+            raise DataError(f"{data}: {split} shards hold token id {top}, outside the tokenizer's vocab {vocab}")

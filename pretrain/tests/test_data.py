@@ -94,7 +94,9 @@ def make_dataset(folder, n_tokens, shard_tokens):
     w = prepare.ShardWriter(folder, "train", shard_tokens, vocab_size=50257, eot_id=50256)
     w.write(np.arange(n_tokens) % 50000)
     w.close()
-    (folder / "meta.json").write_text(json.dumps({"format_version": 1, "train": {"shards": w.names}}))
+    (folder / "meta.json").write_text(json.dumps({
+        "format_version": 1, "vocab_size": 50257, "eot_id": 50256, "tokenizer": {"dir": "tokenizer"},
+        "train": {"shards": w.names, "tokens": w.total}, "val": {"shards": [], "tokens": 0}}))
 
 
 def test_loader_ranks_disjoint_shifted_and_equal_to_one_process(tmp_path):

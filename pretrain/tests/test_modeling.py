@@ -169,16 +169,6 @@ def test_tiny_model_overfits_one_batch():
     assert loss.item() < 0.05  # from ln(64) = 4.16
 
 
-def test_load_model_reads_our_checkpoint_and_hf_dirs(tiny_run):
-    from_ckpt = mg.load_model(tiny_run / "ckpt.pt")
-    from_hf = mg.load_model(tiny_run / "hf")
-    for k, v in from_ckpt.state_dict().items():
-        assert torch.equal(v, from_hf.state_dict()[k]), k
-    with pytest.raises(ValueError, match="not a pretrain checkpoint"):
-        torch.save({"x": 1}, tiny_run / "junk.pt")
-        mg.load_model(tiny_run / "junk.pt")
-
-
 def test_fused_loss_equals_plain_loss_and_gradients():
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=16, vocab_size=300, n_layer=2, n_head=2, n_embd=32))

@@ -12,6 +12,7 @@ import torch
 
 import text_tokenizer
 import train
+from checkpoint import load_checkpoint
 from conftest import HERE, TINY_ARGS
 
 
@@ -44,7 +45,7 @@ def test_lr_schedule_endpoints():
 def test_run_outputs_and_schemas(tiny_run):
     log = read_log(tiny_run)
     train_lines = [r for r in log if "loss" in r]
-    assert [r["step"] for r in train_lines] == list(range(6))
+    assert [r["step"] for r in train_lines] == list(range(1, 7))  # optimizer steps done
     for r in train_lines:
         assert {"step", "loss", "lr", "tokens_per_s", "mfu", "grad_norm", "tokens"} <= set(r)
         assert r["tokens_per_s"] > 0 and 0 < r["mfu"]
@@ -58,15 +59,16 @@ def test_run_outputs_and_schemas(tiny_run):
     assert summary["final_val_loss"] == [r for r in log if "val_loss" in r][-1]["val_loss"]
     assert summary["hellaswag_acc_norm"] == hs[-1]["hellaswag_acc_norm"]
     assert (tiny_run / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    ckpt = torch.load(tiny_run / "ckpt.pt", weights_only=False)
+    ckpt = load_checkpoint(tiny_run)  # the latest pointer; weights_only=True
     assert ckpt["step"] == 6 and {"model", "optimizer", "data_position", "rng", "model_config",
                                   "train_config"} <= set(ckpt)
+    assert ckpt["model_config"]["vocab_size"] == 50304  # GPT-2's 50257 rounded up to a multiple of 64
 
 
 def test_hf_export_loads_with_auto_classes(tiny_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modeling_gpt2 import load_model
+    from checkpoint import load_model
 
     tok = AutoTokenizer.from_pretrained(tiny_run / "hf")
     hf = AutoModelForCausalLM.from_pretrained(tiny_run / "hf").eval()
@@ -75,7 +77,7 @@ def test_hf_export_loads_with_auto_classes(tiny_run):
     reference = text_tokenizer.load("gpt2")  # tiktoken on OpenAI's files
     assert ids[0].tolist() == reference.encode(text.removesuffix("<|endoftext|>")) + [50256]
     assert tok.eos_token_id == 50256
-    ours = load_model(tiny_run / "ckpt.pt").eval()
+    ours = load_model(tiny_run).eval()
     with torch.no_grad():
         assert (ours(ids)[0] - hf(ids).logits).abs().max().item() <= 1e-5
 
@@ -85,7 +87,7 @@ def test_kill_and_resume_gives_the_same_losses(tiny_run, shakespeare, tmp_path):
             *TINY_ARGS]
     killed = run_script([*args, "--kill_at_step", "5"], check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 4
+    assert load_checkpoint(tmp_path)["step"] == 4
     run_script([*args, "--resume"])
     # the same records in the same order; losses, lrs, grad norms, val losses and samples bitwise equal
     timing = ("dt_ms", "tokens_per_s", "mfu")
@@ -142,6 +144,7 @@ def test_missing_or_corrupt_data_fails_clearly(shakespeare, tmp_path, capsys):
 def test_resume_refuses_other_batch_tokenizer_or_an_earlier_end(tiny_run, shakespeare, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(tiny_run, out)  # finished at step 6 with B=4, T=32, total 256
+    (out / "summary.json").unlink()
     for flags, message in ((["--batch_size", "8", "--total_batch_size", "512"], "batch_size 4 (now 8)"),
                            (["--max_steps", "4"], "the checkpoint is at step 6, past --max_steps 4")):
         with pytest.raises(SystemExit):

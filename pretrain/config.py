@@ -1,0 +1,178 @@
+"""train.py's settings: TrainConfig (everything that is not architecture), the presets, the command line.
+
+The command line is read in two passes: ``--preset`` first, then every GPTConfig / TrainConfig field as a flag
+(flags.py) whose ``--help`` shows the value the chosen preset will use. All settings are checked here, once, before
+any work (one line naming the flag and value); the trainer trusts them afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+from flags import add_flags, given
+from modeling_gpt2 import GPTConfig
+from runlog import LIVE_CHOICES
+
+HERE = Path(__file__).resolve().parent
+DTYPES = ("auto", "float32", "bfloat16")
+VOCAB_MULTIPLE = 64  # the model's vocab = the data's rounded up (50257 -> 50304): faster matmuls on GPUs
+
+
+class ConfigError(ValueError):
+    """A run setting that cannot work (e.g. a batch that does not divide); the message names it."""
+
+
+def _f(default, text):
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a run that is not architecture. Defaults: build-nanogpt's GPT-2 124M run."""
+    data: str | None = _f(None, "prepared shard folder (prepare.py --out_dir); default: the preset's, prepared on "
+                                "first use")
+    out_dir: str | None = _f(None, "run folder; default pretrain/output/<preset>")
+    total_batch_size: int = _f(524288, "tokens per optimizer step; 0: batch_size*seq_len*world_size")
+    batch_size: int = _f(64, "micro-batch rows per process")
+    seq_len: int = _f(1024, "tokens per row (<= block_size)")
+    max_lr: float = _f(6e-4, "peak learning rate")
+    min_lr_ratio: float = _f(0.1, "cosine decays to max_lr * min_lr_ratio")
+    warmup_steps: int = _f(715, "linear warmup steps")
+    max_steps: int = _f(19073, "optimizer steps (10B tokens / 524288)")
+    weight_decay: float = _f(0.1, "AdamW weight decay of matrices")
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this; 0: no clipping")
+    eval_interval: int = _f(250, "val loss and samples every N steps and at the end; 0: only at the end")
+    val_steps: int = _f(20, "val batches of total_batch_size tokens per evaluation; 0: no validation")
+    hellaswag_interval: int = _f(250, "HellaSwag every N steps and at the end; 0: at the end only")
+    hellaswag_limit: int = _f(-1, "HellaSwag examples per evaluation; -1: all, 0: none")
+    sample_tokens: int = _f(32, "tokens per sample; 0: no samples")
+    num_samples: int = _f(2, "samples per evaluation")
+    sample_temperature: float = _f(1.0, "sampling temperature")
+    sample_top_k: int = _f(50, "top-k of sampling; 0: no top-k")
+    sample_prompt: str = _f("Hello, I'm a language model,", "prompt of the samples")
+    ckpt_interval: int = _f(0, "checkpoint every N steps; 0: at each evaluation; always at the end")
+    keep_checkpoints: int = _f(2, "step-numbered checkpoints kept in out_dir (older ones are deleted)")
+    log_interval: int = _f(1, "a train line in log.jsonl every N steps")
+    compile: bool = _f(False, "torch.compile the model")
+    dtype: str = _f("auto", "auto (bfloat16 autocast on CUDA, float32 elsewhere), float32 or bfloat16")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = _f(1337, "seed of the initial weights and the samples")
+    resume: bool = _f(False, "continue the run in out_dir from its latest checkpoint (fresh start if none)")
+    overwrite: bool = _f(False, "start a fresh run in an out_dir that holds an earlier one (its files are replaced)")
+    data_dir: str | None = _f(None, "data directory (raw text, tokenizer files, HellaSwag); default $LLMHW_DATA_DIR")
+    ddp_timeout: float = _f(1800.0, "seconds a collective may wait for the other ranks before all of them stop")
+    live: str = _f("none", f"live logging: {', '.join(LIVE_CHOICES)} (the package is imported only when asked)")
+    kill_at_step: int = _f(0, "testing: SIGKILL this process after this many steps (simulates a crash)")
+
+
+PRESETS = {
+    # build-nanogpt's GPT-2 124M on FineWeb-Edu sample-10BT: 19,073 steps of 2**19 tokens, lr 6e-4, 715 warmup.
+    "gpt2-124m": {
+        "model": dict(block_size=1024, n_layer=12, n_head=12, n_embd=768),
+        "train": dict(compile=True),
+        "prepare": dict(hf_dataset="HuggingFaceFW/fineweb-edu", hf_config="sample-10BT", val_fraction=0.01),
+        "data_name": "fineweb-edu-10BT",
+    },
+    # Tiny Shakespeare on an idle 2-core CPU in ~3-4 minutes: val loss 10.8 -> 5.9, samples with verse lines.
+    "tiny-cpu": {
+        "model": dict(block_size=128, n_layer=4, n_head=4, n_embd=128),
+        "train": dict(total_batch_size=0, batch_size=8, seq_len=128, max_lr=3e-3, warmup_steps=10,
+                      max_steps=300, eval_interval=50, val_steps=8, hellaswag_interval=0, hellaswag_limit=200,
+                      sample_tokens=48, sample_prompt="ROMEO:", sample_temperature=0.8),
+        "prepare": dict(inputs=["tinyshakespeare.txt"], val_fraction=0.1),
+        "data_name": "tinyshakespeare-gpt2",
+    },
+}
+
+
+def default_preset() -> str:
+    return "gpt2-124m" if torch.cuda.is_available() else "tiny-cpu"
+
+
+def model_vocab(data_vocab: int) -> int:
+    """The model's vocab_size for a data set's tokenizer: rounded up to a multiple of VOCAB_MULTIPLE."""
+    return -(-data_vocab // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+def parse_args(argv=None, doc: str | None = None) -> tuple[str, GPTConfig, TrainConfig, set[str]]:
+    """(preset, model config, train config, names of the flags the user gave). The model's vocab_size is a
+    placeholder unless given (``"vocab_size" in given``): the trainer sets it from the data."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--preset", choices=sorted(PRESETS))
+    preset = first.parse_known_args(argv)[0].preset or default_preset()
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), help=f"settings to start from (default here: {preset})")
+    add_flags(p.add_argument_group("model (GPTConfig)"), GPTConfig, defaults={
+        **PRESETS[preset]["model"], "vocab_size": f"the data's vocabulary rounded up to {VOCAB_MULTIPLE}"})
+    add_flags(p.add_argument_group("training (TrainConfig)"), TrainConfig,
+              defaults={"out_dir": f"pretrain/output/{preset}", **PRESETS[preset]["train"]})
+    args = p.parse_args(argv)
+    model_given, train_given = given(args, GPTConfig), given(args, TrainConfig)
+    try:
+        mc = GPTConfig(**{**PRESETS[preset]["model"], "vocab_size": 50304, **model_given})
+        tc = TrainConfig(**{**PRESETS[preset]["train"], **train_given})
+        validate(tc, mc)
+    except ConfigError as e:
+        p.error(str(e))
+    except ValueError as e:  # GPTConfig's own checks
+        p.error(str(e))
+    if tc.out_dir is None:
+        tc = replace(tc, out_dir=str(HERE / "output" / preset))
+    return preset, mc, tc, set(model_given) | set(train_given)
+
+
+def validate(tc: TrainConfig, mc: GPTConfig) -> None:
+    """Every setting that cannot work -> ConfigError naming the flag and value."""
+    for f in fields(tc):
+        value = getattr(tc, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{f.name} must be a finite number, got {value}")
+    rules = [
+        (("batch_size", "seq_len", "max_steps", "log_interval", "num_samples", "keep_checkpoints"), lambda v: v > 0,
+         "must be positive"),
+        (("eval_interval", "hellaswag_interval", "ckpt_interval", "val_steps", "sample_tokens", "warmup_steps",
+          "sample_top_k", "kill_at_step", "grad_clip", "weight_decay", "sample_temperature"), lambda v: v >= 0,
+         "must be >= 0"),
+        (("max_lr", "ddp_timeout"), lambda v: v > 0, "must be > 0"),
+        (("min_lr_ratio",), lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+        (("hellaswag_limit",), lambda v: v >= -1, "must be >= -1 (-1: all)"),
+        (("total_batch_size",), lambda v: v >= 0, "must be positive (or 0: one micro-batch per process)"),
+    ]
+    for names, ok, what in rules:
+        for name in names:
+            if not ok(getattr(tc, name)):
+                raise ConfigError(f"--{name} {what}, got {getattr(tc, name)}")
+    if tc.dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be auto, float32 or bfloat16, got {tc.dtype!r}")
+    if tc.live not in LIVE_CHOICES:
+        raise ConfigError(f"--live must be one of {', '.join(LIVE_CHOICES)}, got {tc.live!r}")
+    if tc.seq_len > mc.block_size:
+        raise ConfigError(f"--seq_len {tc.seq_len} exceeds the model's block_size {mc.block_size}")
+    if tc.resume and tc.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: choose one")
+
+
+def fit_micro_batch(total: int, B: int, T: int, world: int, batch_size_given: bool) -> tuple[int, int, str | None]:
+    """(micro-batch rows, accumulation steps, note) so that total = B * T * world * accum.
+
+    total 0 means one micro-batch per process. When world does not divide the preset's total / (B*T) (e.g. 16 GPUs
+    for 2**19 tokens of 64 x 1024), B is halved until it fits (same tokens per step, more accumulation) unless the
+    user chose --batch_size; then the error names the flags that would work."""
+    if total == 0:
+        return B, 1, None
+    b = B
+    while total % (b * T * world) and b > 1 and not batch_size_given:
+        b //= 2
+    if total % (b * T * world) == 0:
+        note = None if b == B else (f"note: --batch_size {B} x seq_len {T} x {world} processes does not divide "
+                                    f"total_batch_size {total}: using --batch_size {b}")
+        return b, total // (b * T * world), note
+    fits = [c for c in range(B, 0, -1) if total % (c * T * world) == 0]
+    hint = (f"set --batch_size {fits[0]}" if fits else
+            f"set --total_batch_size to a multiple of {B * T * world} (e.g. {B * T * world * max(1, total // (B * T * world))})")
+    raise ConfigError(f"total_batch_size {total} is not divisible by batch_size * seq_len * world_size = "
+                      f"{B} * {T} * {world} = {B * T * world}: {hint}")

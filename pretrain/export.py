@@ -1,0 +1,50 @@
+"""Hugging Face export: a checkpoint (run folder, ``latest`` or any ``ckpt_NNNNNN.pt``) -> a folder that
+``transformers.AutoModelForCausalLM`` and ``AutoTokenizer`` load (config.json, model.safetensors, tokenizer files).
+
+    python pretrain/export.py pretrain/output/tiny-cpu --out DIR                  # the latest checkpoint
+    python pretrain/export.py pretrain/output/tiny-cpu/ckpt_000200.pt --out DIR   # an intermediate step
+
+train.py exports its final model the same way (save_hf_with_tokenizer) into <out_dir>/hf.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import text_tokenizer
+from checkpoint import CheckpointError, model_from_checkpoint, tokenizer_dir
+from fileio import OutputError
+from modeling_gpt2 import GPT
+
+
+def save_hf_with_tokenizer(model: GPT, out_dir: Path, tok_dir: Path, eos_token_id: int | None) -> Path:
+    """model.safetensors + config.json + the HF tokenizer files of ``tok_dir``, swapped in as one folder."""
+    files = sorted(p for p in Path(tok_dir).iterdir() if p.is_file())
+    return model.save_hf(out_dir, eos_token_id=eos_token_id, extra_files=files)
+
+
+def export_checkpoint(path: str | Path, out_dir: str | Path) -> Path:
+    """Export the checkpoint at ``path`` with the tokenizer of its run folder."""
+    model, _ = model_from_checkpoint(path)
+    tok_dir = tokenizer_dir(path)
+    tok = text_tokenizer.load(tok_dir)
+    return save_hf_with_tokenizer(model, Path(out_dir), tok_dir, tok.eot_id)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="run folder, its 'latest' pointer, or a ckpt_NNNNNN.pt file")
+    p.add_argument("--out", required=True, help="output folder (replaced as a whole when complete)")
+    args = p.parse_args(argv)
+    try:
+        out = export_checkpoint(args.checkpoint, args.out)
+    except (CheckpointError, OutputError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"exported {args.checkpoint} -> {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
