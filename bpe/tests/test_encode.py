@@ -85,14 +85,33 @@ def test_roundtrip_random_bytes(small_trained, data):
     assert tok.decode_bytes(tok._bpe(data) if data else []) == data
 
 
+SPECIAL_BITS = ["<|endoftext|>", "<|pad|>", "<|endoftext", "|>", "<|"]
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=80), st.sampled_from(["none", "gpt2", "gpt4"]))
+@given(st.lists(st.one_of(st.text(alphabet=st.characters(codec="utf-8"), max_size=30), st.sampled_from(SPECIAL_BITS)),
+                max_size=5).map("".join), st.sampled_from(["none", "gpt2", "gpt4"]))
 def test_exports_match_ours_random_text(small_trained, exports, text, pattern):
+    # The exports' real semantics: the tiktoken export has our policy (encode_ordinary: specials are plain text);
+    # the HF tokenizer.json recognises its special tokens (added tokens) anywhere in the text, which is ours with
+    # allowed_special="all". On text without a special token the two policies coincide.
     tok = small_trained[pattern]
-    ours = tok.encode_ordinary(text)
-    assert exports[pattern]["tiktoken"].encode_ordinary(text) == ours
-    assert exports[pattern]["hf"].encode(text).ids == ours
-    assert tok.decode(ours) == text
+    ordinary, with_specials = tok.encode_ordinary(text), tok.encode(text, allowed_special="all")
+    assert exports[pattern]["tiktoken"].encode_ordinary(text) == ordinary
+    assert exports[pattern]["hf"].encode(text).ids == with_specials
+    if not any(s in text for s in tok.special_tokens):
+        assert with_specials == ordinary
+    assert tok.decode(ordinary) == tok.decode(with_specials) == text
+
+
+@pytest.mark.parametrize("pattern", ["none", "gpt2"])
+def test_hf_export_recognises_specials_where_encode_ordinary_does_not(small_trained, exports, pattern):
+    tok = small_trained[pattern]
+    text = "a<|endoftext|>b <|pad|>"
+    hf_ids = exports[pattern]["hf"].encode(text).ids
+    assert hf_ids == tok.encode(text, allowed_special="all") != tok.encode_ordinary(text)
+    assert tok.special_tokens["<|endoftext|>"] in hf_ids and tok.special_tokens["<|endoftext|>"] not in \
+        tok.encode_ordinary(text)
 
 
 @pytest.fixture(scope="module")

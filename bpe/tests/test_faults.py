@@ -1,0 +1,175 @@
+"""Faults at every write of bpe/train.py's output set: a kill, a full disk, corrupt or foreign files, bad outputs.
+
+Each case starts from a finished run's folder and asserts that the earlier set survives byte for byte (never files
+of two tokenizers side by side), no temp file or folder is left, and the next start gives one line.
+"""
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+import fileio
+import train
+from tokenizer import Tokenizer
+
+N_FILE_WRITES = len(train.outputs.FILES)  # each file: temp file + os.replace inside the set's temp folder
+
+
+class Killed(BaseException):
+    """Stands for a kill: not an Exception, so no handler on the way may swallow it."""
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "in" / "corpus.txt"
+    path.parent.mkdir()
+    path.write_text("low lower lowest newer wider 北京大学\n" * 40, encoding="utf-8")
+    return path
+
+
+def run(corpus, out, *extra):
+    return train.main(["--input", str(corpus), "--vocab_size", "300", "--out_dir", str(out), *extra])
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def leftovers(folder: Path) -> list:
+    return [p.name for p in folder.parent.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp")] + \
+        [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+@pytest.fixture
+def earlier(corpus, tmp_path):
+    out = tmp_path / "out"
+    run(corpus, out)
+    return out, snapshot(out)
+
+
+def fail_at(monkeypatch, k: int, error: BaseException):
+    """Make the k-th os.replace (1-based) raise ``error``; the others work."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == k:
+            raise error
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+    return calls
+
+
+@pytest.mark.parametrize("k", range(1, N_FILE_WRITES + 1))
+def test_kill_at_each_file_write_keeps_the_earlier_set(monkeypatch, corpus, earlier, k):
+    out, before = earlier
+    fail_at(monkeypatch, k, Killed())
+    with pytest.raises(Killed):
+        run(corpus, out, "--vocab_size", "280", "--overwrite")
+    monkeypatch.undo()
+    assert snapshot(out) == before and not leftovers(out)
+    with pytest.raises(SystemExit, match="earlier run's outputs.*--overwrite"):  # the next start: one line
+        run(corpus, out)
+
+
+def test_kill_at_the_swap_keeps_the_earlier_set(monkeypatch, corpus, earlier):
+    out, before = earlier
+
+    def exchange(a, b):
+        raise Killed()
+    monkeypatch.setattr(fileio, "_exchange", exchange)
+    with pytest.raises(Killed):
+        run(corpus, out, "--vocab_size", "280", "--overwrite")
+    monkeypatch.undo()
+    assert snapshot(out) == before and not leftovers(out)
+
+
+def test_kill_between_the_two_renames_is_recovered(monkeypatch, corpus, earlier):
+    # where renameat2 is missing the swap is two renames; a kill between them leaves the old set aside, and the
+    # next start puts it back before anything else
+    out, before = earlier
+    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+    fail_at(monkeypatch, N_FILE_WRITES + 2, Killed())  # 1: old set moved aside; 2: new set moved in
+    with pytest.raises(Killed):
+        run(corpus, out, "--vocab_size", "280", "--overwrite")
+    monkeypatch.undo()
+    assert not out.exists()
+    with pytest.raises(SystemExit, match="--overwrite"):
+        run(corpus, out)
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("k", [1, N_FILE_WRITES])
+def test_disk_full_is_one_line_and_removes_temp_files(monkeypatch, corpus, earlier, k):
+    out, before = earlier
+    fail_at(monkeypatch, k, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(SystemExit) as e:
+        run(corpus, out, "--vocab_size", "280", "--overwrite")
+    monkeypatch.undo()
+    assert "no space left" in str(e.value) and "\n" not in str(e.value)
+    assert snapshot(out) == before and not leftovers(out)
+
+
+def test_overwrite_replaces_the_whole_set(corpus, earlier):
+    out, before = earlier
+    run(corpus, out, "--vocab_size", "280", "--overwrite")
+    after = snapshot(out)
+    assert set(after) == set(before) and after["tokenizer.model"] != before["tokenizer.model"]
+    assert Tokenizer.load(out / "tokenizer.model").vocab_size == 280
+
+
+@pytest.mark.parametrize("damage", [b"", b'{"format": "llmhw-bpe", "vers', b"\x80\x81 binary", b'{"format": "other"}'])
+def test_corrupt_or_foreign_model_file(corpus, earlier, damage):
+    out, _ = earlier
+    (out / "tokenizer.model").write_bytes(damage)
+    with pytest.raises(ValueError) as e:
+        Tokenizer.load(out / "tokenizer.model")
+    assert str(out / "tokenizer.model") in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(SystemExit, match="--overwrite"):  # the next start refuses in one line ...
+        run(corpus, out)
+    run(corpus, out, "--overwrite")  # ... and replaces the damaged set when told
+    Tokenizer.load(out / "tokenizer.model")
+
+
+def one_line_exit(argv, words):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    msg = str(e.value)
+    assert words in msg and "\n" not in msg.strip(), msg
+    return msg
+
+
+def test_bad_outputs_refused_before_training(corpus, tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    one_line_exit(["--input", str(corpus), "--out_dir", str(a_file)], "is a file")
+    one_line_exit(["--input", str(corpus), "--out_dir", str(corpus.parent)], "holds the input")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.md").write_text("mine")
+    one_line_exit(["--input", str(corpus), "--out_dir", str(foreign), "--overwrite"], "not this script's outputs")
+    assert (foreign / "notes.md").read_text() == "mine"
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        one_line_exit(["--input", str(corpus), "--out_dir", str(locked / "out")], "cannot write")
+    assert "bpe merges" not in capsys.readouterr().err  # all refused before training
+
+
+def test_bad_inputs_are_one_line_naming_them(tmp_path):
+    out = str(tmp_path / "out")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    one_line_exit(["--input", str(empty), "--out_dir", out], f"{empty} is empty")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café".encode("latin-1"))
+    one_line_exit(["--input", str(latin1), "--out_dir", out], f"{latin1} is not UTF-8 text (byte 3")
+    one_line_exit(["--input", str(tmp_path), "--out_dir", out], "is a folder")
+    one_line_exit(["--input", "no/such.txt", "--out_dir", out], "no/such.txt")
+    one_line_exit(["--input", str(latin1), "--chinese", str(empty), "--out_dir", out], "is not UTF-8")
+    for argv in (["--vocab_size", "255"], ["--vocab_size", str(1 << 25)], ["--special", "<s>", "<s>"],
+                 ["--special", " "], ["--model_max_length", "0"]):
+        with pytest.raises(SystemExit):
+            train.main(argv + ["--out_dir", out])
+    assert not Path(out).exists()
