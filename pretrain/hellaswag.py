@@ -1,23 +1,38 @@
-"""HellaSwag (Zellers et al. 2019) completion-style evaluation: acc and acc_norm, as build-nanogpt / lm-eval do it.
+"""HellaSwag (Zellers et al. 2019) completion-style evaluation: acc and the two acc_norm conventions in use.
 
-Each example is a context and 4 endings; the model scores each ending by the cross-entropy of its tokens given the
-context (ending encoded with a leading space). acc_norm picks the ending with the lowest *mean* token loss, acc the
-lowest *total* loss. Rows longer than the model's block_size keep their last block_size tokens.
+Each example is a context and 4 endings. The model reads context + " " + ending (build-nanogpt's rendering, the
+ending with a leading space as in lm-eval's target delimiter) and each ending is scored by the log-likelihood of its
+tokens given the context. Three picks, all reported:
 
-Data (JSONL with `ctx`, `endings`, `label`) comes from the data directory: `hellaswag/hellaswag_val.jsonl` (the full
-validation set) when present, else `hellaswag/hellaswag_val_activitynet.jsonl` (the offline ActivityNet subset, whose
-scores are not comparable to published full-set numbers).
+  * ``acc``: the ending with the highest total log-likelihood (lm-eval's ``acc``).
+  * ``acc_norm_per_token``: the highest *mean* log-likelihood per ending token. This is build-nanogpt's acc_norm
+    (lowest average cross-entropy), what train.py logs as ``hellaswag_acc_norm``.
+  * ``acc_norm_per_char``: the highest log-likelihood divided by the ending's length in characters (the ending
+    without its leading space), lm-eval-harness's acc_norm: ``np.argmax(lls / completion_len)`` with
+    ``completion_len = len(choice)`` in ``lm_eval/api/task.py`` ``process_results``. It does not depend on how a
+    tokenizer splits the ending.
 
-    python pretrain/hellaswag.py --model pretrain/output/tiny-cpu/hf --limit 200
-    python pretrain/hellaswag.py --model pretrain/output/tiny-cpu/ckpt.pt
+Only the normalisation is lm-eval's: lm-eval's hellaswag task also puts the activity label before the context
+(``"{activity_label}: {ctx}"``), capitalises ``ctx_b`` and strips WikiHow's bracket markers, so its absolute figures
+differ from ours. Rows longer than the model's block_size keep their last block_size tokens. Each accuracy comes
+with its standard error sqrt(p (1 - p) / n).
+
+Data (JSONL with ``ctx``, ``endings``, ``label``) comes from the data directory: ``hellaswag/hellaswag_val.jsonl``
+(the full validation set) when present, else ``hellaswag/hellaswag_val_activitynet.jsonl`` (the offline ActivityNet
+subset, whose scores are not comparable to published full-set numbers).
+
+    python pretrain/hellaswag.py --model pretrain/output/tiny-cpu --limit 200        # the run's latest checkpoint
+    python pretrain/hellaswag.py --model pretrain/output/tiny-cpu/ckpt_000300.pt    # any step checkpoint
+    python pretrain/hellaswag.py --model pretrain/output/tiny-cpu/hf                # a GPT-2 HF folder, our model
     python pretrain/hellaswag.py --model DIR --hf      # score with transformers' AutoModelForCausalLM instead
-Prints one JSON object and writes it to --out (default: hellaswag.json beside the model).
+Prints one JSON object (schema in README.md, "HellaSwag") and writes it to --out (default: hellaswag.json in the
+run folder or beside the model).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,9 +41,20 @@ import torch
 import torch.nn.functional as F
 
 import datadir
-import text_tokenizer
+from fileio import OutputError, atomic_write_json, check_writable
 
 DATA_FILES = ("hellaswag/hellaswag_val.jsonl", "hellaswag/hellaswag_val_activitynet.jsonl")
+JSON_FORMAT = "llmhw-hellaswag"
+# How each reported accuracy picks an ending (written into the output JSON so that the figures say what they are).
+CONVENTIONS = {
+    "acc": "highest total log-likelihood of the ending's tokens (lm-eval acc)",
+    "acc_norm_per_token": "highest mean log-likelihood per ending token (build-nanogpt acc_norm)",
+    "acc_norm_per_char": "highest log-likelihood / characters of the ending (lm-eval-harness acc_norm)",
+}
+
+
+class DataError(ValueError):
+    """A HellaSwag row that cannot be scored; the message names file, line and field."""
 
 
 def find_data(data_dir=None) -> Path:
@@ -41,21 +67,40 @@ def find_data(data_dir=None) -> Path:
     return datadir.find(DATA_FILES[0], data_dir)
 
 
+def check_row(row, where: str) -> dict:
+    """The row if it is a scorable example (ctx text, 4 ending texts, label 0-3), else DataError naming the field."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: not a JSON object")
+    for name in ("ctx", "endings", "label"):
+        if name not in row:
+            raise DataError(f"{where}: field '{name}' is missing")
+    if not isinstance(row["ctx"], str):
+        raise DataError(f"{where}: field 'ctx' is {type(row['ctx']).__name__}, not text")
+    endings = row["endings"]
+    if not isinstance(endings, list) or len(endings) != 4 or not all(isinstance(e, str) and e for e in endings):
+        raise DataError(f"{where}: field 'endings' must be a list of 4 non-empty texts, got {str(endings)[:60]}")
+    label = row["label"]
+    if isinstance(label, str) and label.strip().isdigit():  # the HF dataset stores labels as text
+        label = int(label)
+    if isinstance(label, bool) or not isinstance(label, int) or label not in range(4):
+        raise DataError(f"{where}: field 'label' is {label!r}, not one of 0, 1, 2, 3")
+    return {**row, "label": label}
+
+
 def load_examples(path: Path, limit: int | None = None) -> list[dict]:
-    """The first `limit` examples (all when None or negative), each checked for ctx, 4 endings and a label."""
+    """The first `limit` examples (all when None or negative), each checked; a bad row is one DataError line."""
     examples = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if limit is not None and 0 <= limit <= len(examples):
                 break
             try:
-                ex = json.loads(line)
-                ok = (isinstance(ex["ctx"], str) and len(ex["endings"]) == 4 and int(ex["label"]) in range(4))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ValueError(f"{path}:{lineno}: not a HellaSwag example (needs ctx, 4 endings, label 0-3)")
-            examples.append(ex)
+                row = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {e.start})") from None
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not JSON ({e.msg} at column {e.colno})") from None
+            examples.append(check_row(row, f"{path}:{lineno}"))
     return examples
 
 
@@ -64,7 +109,7 @@ def render(tok, example: dict, block_size: int):
     ctx = tok.encode(example["ctx"])
     rows, masks = [], []
     for ending in example["endings"]:
-        end = tok.encode(" " + ending)
+        end = tok.encode(" " + ending)  # the space belongs to the ending (GPT-2 BPE merges it into the next word)
         row, mask = (ctx + end)[-block_size:], ([0] * len(ctx) + [1] * len(end))[-block_size:]
         rows.append(row)
         masks.append(mask)
@@ -76,88 +121,125 @@ def render(tok, example: dict, block_size: int):
     return tokens, mask, int(example["label"])
 
 
-def score(logits, tokens, mask) -> tuple[int, int]:
-    """(pred by total loss, pred by mean loss) from logits (4, L, V) of the rendered rows."""
+def score(logits, tokens, mask, n_chars) -> dict[str, int]:
+    """The ending each convention picks (CONVENTIONS), from logits (4, L, V) of the rendered rows and the
+    endings' lengths in characters n_chars (4,)."""
     losses = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none")
-    losses = losses.view(4, -1) * mask[:, 1:]  # only the ending's tokens count; each is predicted from the left
-    total = losses.sum(dim=1)
-    return int(total.argmin()), int((total / mask[:, 1:].sum(dim=1)).argmin())
+    losses = losses.view(4, -1) * mask[:, 1:]  # (4, L-1): only the ending's tokens count, each predicted from the left
+    total = losses.sum(dim=1).double()  # (4,) = - log-likelihood of each ending
+    n_tokens = mask[:, 1:].sum(dim=1)
+    n_chars = torch.as_tensor(n_chars, dtype=torch.float64, device=total.device)
+    # argmin of a loss = argmax of the log-likelihood; both take the first of equal values, as np.argmax does
+    return {"acc": int(total.argmin()), "acc_norm_per_token": int((total / n_tokens).argmin()),
+            "acc_norm_per_char": int((total / n_chars).argmin())}
 
 
 @torch.no_grad()
 def evaluate(logits_fn, tok, examples, block_size: int, device="cpu", rank: int = 0, world_size: int = 1,
-             autocast=nullcontext) -> dict:
+             autocast=nullcontext, progress: bool = False) -> dict:
     """Score examples[rank::world_size]; logits_fn maps tokens (B, L) to logits (B, L, V). Returns counts (sum
-    them over ranks) and this rank's per-example predictions."""
-    n = correct = correct_norm = 0
-    preds = []
-    for ex in examples[rank::world_size]:
+    them over ranks): n, correct (acc), correct_norm (per token), correct_norm_char (per character), and this
+    rank's per-example picks of the per-token and per-character conventions."""
+    n = correct = correct_norm = correct_char = 0
+    preds_norm, preds_char = [], []
+    mine = examples[rank::world_size]
+    if progress:
+        from tqdm import tqdm
+        mine = tqdm(mine, desc="hellaswag", unit="ex")
+    for ex in mine:
         tokens, mask, label = render(tok, ex, block_size)
         tokens, mask = tokens.to(device), mask.to(device)
         with autocast():
             logits = logits_fn(tokens)
-        pred, pred_norm = score(logits, tokens, mask)
-        n, correct, correct_norm = n + 1, correct + (pred == label), correct_norm + (pred_norm == label)
-        preds.append(pred_norm)
-    return {"n": n, "correct": correct, "correct_norm": correct_norm, "preds_norm": preds}
+        picks = score(logits, tokens, mask, [len(e) for e in ex["endings"]])
+        n, correct = n + 1, correct + (picks["acc"] == label)
+        correct_norm += picks["acc_norm_per_token"] == label
+        correct_char += picks["acc_norm_per_char"] == label
+        preds_norm.append(picks["acc_norm_per_token"])
+        preds_char.append(picks["acc_norm_per_char"])
+    return {"n": n, "correct": correct, "correct_norm": correct_norm, "correct_norm_char": correct_char,
+            "preds_norm": preds_norm, "preds_norm_char": preds_char}
+
+
+def accuracies(counts: dict) -> dict:
+    """acc, acc_norm_per_token, acc_norm_per_char and their standard errors sqrt(p (1 - p) / n) from counts."""
+    n, out = counts["n"], {"n": counts["n"]}
+    for name, key in (("acc", "correct"), ("acc_norm_per_token", "correct_norm"),
+                      ("acc_norm_per_char", "correct_norm_char")):
+        p = counts[key] / max(1, n)
+        out[name], out[f"{name}_stderr"] = p, math.sqrt(p * (1 - p) / max(1, n))
+    return out
+
+
+def load_scorer(args):
+    """(logits_fn, tokenizer, block_size) for --model: our GPT (checkpoint or GPT-2 HF folder) or, with --hf,
+    transformers' AutoModelForCausalLM with our tokenizer of the folder."""
+    import sample  # the one loader of models + tokenizers for the command-line tools
+
+    if not args.hf:
+        model, tok = sample.load_ours(args.model, args.device, args.tokenizer or "", args.data_dir)
+        return (lambda x: model(x)[0]), tok, model.config.block_size
+    tok = sample.load_tokenizer(args.model, args.tokenizer or "", args.data_dir)
+    model = sample.load_hf(args.model, args.device)[0]
+    return (lambda x: model(x).logits), tok, sample.hf_positions(model)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="checkpoint (run folder, latest, ckpt_N.pt), HF folder or hub name")
+    p.add_argument("--limit", type=int, default=-1, help="first N examples only (default: all)")
+    p.add_argument("--data_dir", help="data directory (default $LLMHW_DATA_DIR)")
+    p.add_argument("--tokenizer", help="tokenizer spec (default: the model's own tokenizer files)")
+    p.add_argument("--hf", action="store_true", help="score a HF folder with transformers' AutoModelForCausalLM")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", help="JSON output (default: hellaswag.json in the run folder or the HF folder)")
+    args = p.parse_args(argv)
+    if args.limit < -1:
+        raise ValueError(f"--limit {args.limit}: give N >= 0, or -1 for all examples")
+    from modeling_gpt2 import HUB_CONFIGS
+
+    if not Path(args.model).exists() and args.model not in HUB_CONFIGS:
+        raise ValueError(f"{args.model}: no such checkpoint or model folder")
+    if args.hf and not (Path(args.model) / "config.json").is_file():
+        raise ValueError(f"--hf needs a HF model folder (with config.json); {args.model} is not one")
+    return args
+
+
+def default_out(model: str) -> Path | None:
+    """hellaswag.json in the run folder (for a checkpoint) or in the HF folder; None for a hub name."""
+    p = Path(model)
+    if p.is_file() or (p.is_dir() and not (p / "config.json").is_file()):
+        return (p.parent if p.is_file() else p) / "hellaswag.json"
+    return p / "hellaswag.json" if p.is_dir() else None
+
+
+def run(argv=None) -> dict:
+    """Check the inputs, load model and data, score, write the JSON; returns it."""
+    args = parse_args(argv)
+    out = Path(args.out) if args.out else default_out(args.model)
+    if out is not None:
+        check_writable(out)  # before the work, not after it
+    data = find_data(args.data_dir)
+    examples = load_examples(data, args.limit)
+    logits_fn, tok, block_size = load_scorer(args)
+    device = torch.device(args.device)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+    t0 = time.perf_counter()
+    counts = evaluate(logits_fn, tok, examples, block_size, device, autocast=autocast, progress=True)
+    result = {"format": JSON_FORMAT, "format_version": 2, "model": str(args.model), "data": str(data),
+              **accuracies(counts), "conventions": CONVENTIONS, "seconds": time.perf_counter() - t0,
+              "scorer": "transformers" if args.hf else "ours"}
+    if out is not None:
+        atomic_write_json(out, result)
+    print(json.dumps(result))
+    return result
 
 
 def main(argv=None):
     try:
         return run(argv)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one line naming it, no traceback
+    except (ValueError, FileNotFoundError, OutputError) as e:  # bad input (CheckpointError too): one line
         raise SystemExit(f"error: {e}") from None
-
-
-def run(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="HF model directory, train.py checkpoint (ckpt.pt) or hub name")
-    p.add_argument("--limit", type=int, default=-1, help="first N examples only (default: all)")
-    p.add_argument("--data_dir", help="data directory (default $LLMHW_DATA_DIR)")
-    p.add_argument("--tokenizer", help="tokenizer spec (default: the model's own tokenizer files, else gpt2)")
-    p.add_argument("--hf", action="store_true", help="score with transformers.AutoModelForCausalLM, not our GPT")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", help="JSON output (default: hellaswag.json beside the model)")
-    args = p.parse_args(argv)
-    from modeling_gpt2 import load_model
-
-    model_path = Path(args.model)
-    tok_dir = model_path.parent / "tokenizer" if model_path.is_file() else model_path
-    spec = args.tokenizer or (tok_dir if tok_dir.is_dir() and _has_tokenizer(tok_dir) else "gpt2")
-    tok = text_tokenizer.load(spec, args.data_dir)
-    device = torch.device(args.device)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
-    if args.hf:
-        from transformers import AutoModelForCausalLM
-        model = AutoModelForCausalLM.from_pretrained(args.model).to(device).eval()
-        block_size, logits_fn = model.config.n_positions, lambda x: model(x).logits
-    else:
-        model = load_model(args.model).to(device).eval()
-        block_size, logits_fn = model.config.block_size, lambda x: model(x)[0]
-    data = find_data(args.data_dir)
-    examples = load_examples(data, args.limit)
-    t0 = time.perf_counter()
-    r = evaluate(logits_fn, tok, examples, block_size, device, autocast=autocast)
-    result = {"model": str(args.model), "data": str(data), "n": r["n"], "acc": r["correct"] / max(1, r["n"]),
-              "acc_norm": r["correct_norm"] / max(1, r["n"]), "seconds": time.perf_counter() - t0,
-              "scorer": "transformers" if args.hf else "ours"}
-    # --out is always written (its folder made); the default, beside the model, only for a local model
-    out = Path(args.out) if args.out else (model_path.parent if model_path.is_file() else model_path) / "hellaswag.json"
-    if args.out or out.parent.is_dir():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, out)
-    print(json.dumps(result))
-    return result
-
-
-def _has_tokenizer(folder: Path) -> bool:
-    try:
-        text_tokenizer.load(folder)
-        return True
-    except (FileNotFoundError, ValueError):
-        return False
 
 
 if __name__ == "__main__":

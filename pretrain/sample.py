@@ -106,10 +106,9 @@ def is_hf_folder(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "config.json").is_file()
 
 
-def load_ours(path: str | Path, device="cpu", tokenizer: str = "", data_dir: str | None = None):
-    """(our GPT in eval mode, its TextTokenizer) from a checkpoint or a GPT-2 HF folder. The tokenizer is `tokenizer`
-    if given, else the one that came with the model (the run's tokenizer/, or the HF folder's files)."""
-    model = checkpoint.load_model(path, device).eval()
+def load_tokenizer(path: str | Path, tokenizer: str = "", data_dir: str | None = None):
+    """The TextTokenizer `tokenizer` if given, else the one that came with the model at `path` (a run's
+    tokenizer/ folder, or the HF folder's own files); GPT-2's for a hub name."""
     if tokenizer:
         spec = tokenizer
     elif Path(path).exists():
@@ -117,11 +116,17 @@ def load_ours(path: str | Path, device="cpu", tokenizer: str = "", data_dir: str
     else:
         spec = "gpt2"  # a hub name (online only): OpenAI's GPT-2 models all use the GPT-2 tokenizer
     try:
-        tok = text_tokenizer.load(spec, data_dir or None)
+        return text_tokenizer.load(spec, data_dir or None)
     except FileNotFoundError as e:
         raise ValueError(f"{path}: no tokenizer with the model ({e}); pass --tokenizer") from None
+
+
+def load_ours(path: str | Path, device="cpu", tokenizer: str = "", data_dir: str | None = None):
+    """(our GPT in eval mode, its TextTokenizer) from a checkpoint or a GPT-2 HF folder (see load_tokenizer)."""
+    model = checkpoint.load_model(path, device).eval()
+    tok = load_tokenizer(path, tokenizer, data_dir)
     if tok.vocab_size > model.config.vocab_size:
-        raise ValueError(f"{path}: tokenizer {spec} has {tok.vocab_size} tokens, the model only "
+        raise ValueError(f"{path}: its tokenizer has {tok.vocab_size} tokens, the model only "
                          f"{model.config.vocab_size}: not this model's tokenizer")
     return model, tok
 
@@ -150,11 +155,17 @@ def load_hf(path: str | Path, device="cpu"):
     return model, tok
 
 
+def hf_positions(model) -> int | None:
+    """How many positions a transformers model takes (GPT-2 calls it n_positions, most others
+    max_position_embeddings)."""
+    return getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+
+
 def sample_hf(model, tok, prompt: str, cfg: SampleConfig) -> list[list[int]]:
     """num_samples continuations (new token ids, cut at end-of-text) of one prompt with transformers' generate."""
     start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     ids = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else [start if start is not None else 0]
-    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    limit = hf_positions(model)
     if limit and len(ids) + cfg.max_new_tokens > limit:
         raise ValueError(f"prompt of {len(ids)} tokens + --max_new_tokens {cfg.max_new_tokens} exceeds the model's "
                          f"{limit} positions")
