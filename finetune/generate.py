@@ -1,79 +1,161 @@
-"""Responses of the original, fully finetuned and LoRA models to the same instructions, side by side.
+"""Responses of the original, fully finetuned and LoRA models to the same held-out instructions, side by side.
 
+    python finetune/data.py --out_dir PART --max_examples 2000 --eval_ratio 0.1 --data_seed 42 --heldout 24
     python finetune/generate.py --base runs/cpu/pretrain/hf --full SWEEP/r0/model --lora SWEEP/r8/adapter \
-        --output generations.json
+        --instructions PART --output generations.json
     python finetune/generate.py --base gpt2 --lora gpt2+path/to/adapter --greedy --output out.json
 
+--instructions takes a partition folder (its instructions.jsonl: records in no training split) or a .json/.jsonl/.txt
+file; without it, a built-in list of 20 instructions written for this project (none is an Alpaca instruction).
 --lora takes an adapter folder (ours or PEFT's; its base is --base) or BASE+ADAPTER; it may be repeated. LoRA models
 are merged explicitly (merge()) before generating, so they run at the base model's speed. Every model gets the same
-seed per instruction. Prompts use the training template (--template, default the homework's).
+seed per instruction (--seed + its position), so a run is reproducible. Prompts use the training template.
 
-Writes FILE.json:
-  {"format": "llmhw-generations", "version": 1, "config": {...}, "models": {name: what it is},
-   "results": [{"instruction", "input", "prompt", "responses": {name: text}}]}
-and FILE.md beside it (the same, readable).
+Writes FILE.json (schema in README.md, "generate.py": every response, its length in tokens and words, why it
+stopped, and per-model means) and FILE.md beside it (the same, readable).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 import data as alpaca
 import lora
-from fileio import atomic_write_json, atomic_write_text
-from models import load_model
+from fileio import OutputError, atomic_write_json, atomic_write_text, check_writable
+from flags import add_flags, given
+from models import load_model, model_shape
 
-BUILTIN_INSTRUCTIONS = [
-    {"instruction": "Give three tips for staying healthy.", "input": ""},
-    {"instruction": "What is the capital of France?", "input": ""},
-    {"instruction": "Write a short poem about the sea.", "input": ""},
-    {"instruction": "Explain why the sky is blue.", "input": ""},
-    {"instruction": "Translate the following sentence into French.", "input": "Good morning, my friend."},
-    {"instruction": "Summarize the following text in one sentence.",
-     "input": "The tokenizer splits text into tokens, the model predicts the next token, and finetuning on "
-              "instructions teaches the model to answer questions instead of merely continuing text."},
-]
+FORMAT, VERSION = "llmhw-generations", 2
+# The fallback list: written for this project, so no Alpaca record holds these instructions (tested).
+BUILTIN_INSTRUCTIONS = [{"instruction": text, "input": inp} for text, inp in [
+    ("Give three tips for keeping a houseplant alive.", ""),
+    ("Explain in two sentences why the sky looks blue at noon and red at sunset.", ""),
+    ("Write a short poem about a lighthouse keeper.", ""),
+    ("Translate the following sentence into French.", "The train leaves at eight in the morning."),
+    ("Summarize the following text in one sentence.",
+     "The tokenizer splits text into tokens, the model predicts the next token, and finetuning on instructions "
+     "teaches the model to answer questions instead of merely continuing text."),
+    ("List four things to pack for a weekend hiking trip.", ""),
+    ("Describe the taste of a ripe mango to someone who has never eaten one.", ""),
+    ("What are two advantages of riding a bicycle to work?", ""),
+    ("Rewrite this sentence so that it uses the passive voice.", "The committee approved the new library budget."),
+    ("Suggest a name for a bakery that sells only bread made with rye.", ""),
+    ("Explain what a prime number is to a ten-year-old.", ""),
+    ("Write a polite email declining an invitation to a Saturday meeting.", ""),
+    ("Classify each animal as a mammal or a bird.", "penguin, bat, dolphin, ostrich"),
+    ("Give a one-sentence definition of photosynthesis.", ""),
+    ("Compose a tweet announcing the opening of a community garden.", ""),
+    ("Describe how to make a cup of green tea in five steps.", ""),
+    ("What is the difference between weather and climate?", ""),
+    ("Create a short dialogue between a student and a librarian about a lost book.", ""),
+    ("Name three renewable sources of energy and one drawback of each.", ""),
+    ("Write a haiku about the first snow of winter.", ""),
+]]
+
+
+@dataclass
+class GenerateConfig:
+    """Flags of generate.py (validated once, in validate(), before any model loads)."""
+    base: str | None = field(default=None, metadata={"help": "the original model: HF folder or hub name (required)"})
+    full: str | None = field(default=None, metadata={"help": "a fully finetuned HF model folder"})
+    lora: tuple[str, ...] = field(default=(), metadata={"flag": False})  # repeatable --lora, added by hand
+    instructions: str | None = field(default=None, metadata={
+        "help": "partition folder (its instructions.jsonl) or .json/.jsonl/.txt file (default: a built-in list)"})
+    template: str = field(default="homework", metadata={"help": f"prompt template: {sorted(alpaca.TEMPLATES)}"})
+    max_new_tokens: int = field(default=128, metadata={
+        "help": "most tokens per response (128 covers 90% of Alpaca's reference answers; median 43)"})
+    greedy: bool = field(default=False, metadata={"help": "greedy decoding instead of sampling"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling: keep the top tokens of this mass"})
+    top_k: int = field(default=50, metadata={"help": "sample among the k likeliest tokens (0 = all)"})
+    seed: int = field(default=42, metadata={"help": "instruction i is generated with seed + i, for every model"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
+    data_dir: str | None = field(default=None, metadata={"help": "data directory (GPT-2 tokenizer for model "
+                                                                 "folders without one)"})
+    output: str = field(default=str(Path(__file__).resolve().parent / "out" / "generations.json"),
+                        metadata={"help": "the JSON file to write (and .md beside it)"})
+
+    def validate(self) -> "GenerateConfig":
+        if not self.base:
+            raise ValueError("--base is required")
+        if self.max_new_tokens <= 0 or self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ValueError("need --max_new_tokens > 0, --temperature > 0, 0 < --top_p <= 1, --top_k >= 0")
+        if self.template not in alpaca.TEMPLATES:
+            raise ValueError(f"--template must be one of {sorted(alpaca.TEMPLATES)}, got {self.template!r}")
+        if self.full and not Path(self.full).is_dir():
+            raise FileNotFoundError(f"--full {self.full}: no such model folder")
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"--device {self.device!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+        out = Path(self.output)
+        if out.suffix != ".json":
+            raise ValueError(f"--output {self.output} must end in .json (the .md is written beside it)")
+        if self.instructions and out.resolve() == instructions_file(self.instructions).resolve():
+            raise ValueError(f"--output {self.output} is the instructions file; choose another")
+        check_writable(out)
+        return self
+
+
+def instructions_file(path: str) -> Path:
+    """The file behind --instructions: a partition folder's instructions.jsonl, or the file itself."""
+    p = Path(path)
+    return p / alpaca.INSTRUCTIONS_FILE if p.is_dir() else p
 
 
 def read_instructions(path: str | None) -> list[dict]:
-    """A .json list (strings or {instruction, input} objects), a .jsonl, or a .txt file with one per line."""
+    """{instruction, input[, reference, index]} items from a partition folder or a .json/.jsonl/.txt file."""
     if path is None:
         return BUILTIN_INSTRUCTIONS
-    p = Path(path)
+    p = instructions_file(path)
     if not p.is_file():
-        raise FileNotFoundError(f"--instructions file {p} does not exist")
+        where = f"{path} holds no {alpaca.INSTRUCTIONS_FILE}" if Path(path).is_dir() else f"{p} does not exist"
+        raise FileNotFoundError(f"--instructions: {where}")
     if p.suffix in (".json", ".jsonl", ".xz"):
         items = alpaca.read_records(p)
     else:
-        items = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            items = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p}: not UTF-8 text ({e})") from None
     out = []
     for i, it in enumerate(items):
-        if isinstance(it, str):
-            it = {"instruction": it}
-        if not isinstance(it, dict) or not isinstance(it.get("instruction"), str):
-            raise ValueError(f"{p}: item {i} is not a string or an object with a string 'instruction'")
-        out.append({"instruction": it["instruction"], "input": it.get("input") or ""})
+        it = {"instruction": it} if isinstance(it, str) else it
+        if not isinstance(it, dict) or not isinstance(it.get("instruction"), str) or not it["instruction"].strip():
+            raise ValueError(f"{p}: item {i} is not a non-empty string or an object with a non-empty string "
+                             "'instruction'")
+        if not isinstance(it.get("input") or "", str):
+            raise ValueError(f"{p}: item {i} field 'input' is a {type(it['input']).__name__}, not a string")
+        extra = {k: it[k] for k in ("index",) if k in it}
+        if isinstance(it.get("output"), str):
+            extra["reference"] = it["output"]  # the dataset's own answer, kept beside the models'
+        out.append({"instruction": it["instruction"], "input": it.get("input") or "", **extra})
     if not out:
         raise ValueError(f"{p}: no instructions")
     return out
 
 
-def model_specs(args) -> list[tuple[str, str, str | None]]:
-    """(display name, model folder or hub name, adapter folder or None) for every model to run."""
-    specs = [("original", args.base, None)]
-    if args.full:
-        if not Path(args.full).is_dir():
-            raise FileNotFoundError(f"--full {args.full}: no such model folder")
-        specs.append(("full finetune", args.full, None))
-    for spec in args.lora or []:
-        base, adapter = args.base, spec
+def model_specs(cfg: GenerateConfig) -> list[tuple[str, str, str | None]]:
+    """(display name, model folder or hub name, adapter folder or None) for every model; checks each cheaply."""
+    model_shape(cfg.base)  # a missing folder or unknown hub name fails here, before any generation
+    specs = [("original", cfg.base, None)]
+    if cfg.full:
+        model_shape(cfg.full)
+        specs.append(("full finetune", cfg.full, None))
+    for spec in cfg.lora:
+        base, adapter = cfg.base, spec
         if not Path(spec).is_dir() and "+" in spec:
             base, adapter = spec.rsplit("+", 1)
-        name = f"LoRA r={lora.adapter_rank(adapter)}"  # checks the folder before any model generates
+            model_shape(base)
+        name = f"LoRA r={lora.adapter_rank(adapter)}"  # checks the adapter folder
         if any(name == n for n, _, _ in specs):  # two adapters of one rank: tell them apart by folder
             name = f"{name} ({adapter})"
         if any(name == n for n, _, _ in specs):
@@ -92,27 +174,63 @@ def load(name: str, adapter: str | None, device: torch.device, data_dir: str | N
 
 
 @torch.no_grad()
-def respond(model, tok, prompt: str, args, seed: int) -> str:
-    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
+def respond(model, tok, prompt: str, cfg: GenerateConfig, seed: int) -> dict:
+    """One response: {"text", "tokens" (generated, EOS not counted), "words", "stop": eos|max_new_tokens|context}."""
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)  # (1, T)
     limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
-    new = min(args.max_new_tokens, limit - ids.shape[1])
-    if new <= 0:
-        return ""
+    room = min(cfg.max_new_tokens, limit - ids.shape[1])
+    if room <= 0:
+        return {"text": "", "tokens": 0, "words": 0, "stop": "context"}
     torch.manual_seed(seed)
-    sample = {"do_sample": False} if args.greedy else {
-        "do_sample": True, "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}
+    sample = {"do_sample": False} if cfg.greedy else {
+        "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k}
     # A model whose vocabulary is padded past the tokenizer's (pretrain/ pads 50257 to 50304) must never emit
     # the padding ids: they decode to nothing.
     padded = list(range(len(tok), model.config.vocab_size)) or None
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, suppress_tokens=padded, **sample)
-    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=room, min_new_tokens=0,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, suppress_tokens=padded,
+                         **sample)
+    new = out[0, ids.shape[1]:].tolist()
+    if tok.eos_token_id in new:  # generate() stops at the first EOS
+        new, stop = new[:new.index(tok.eos_token_id)], "eos"
+    else:  # it ran out of room: the flag's limit, or the model's context
+        stop = "max_new_tokens" if room == cfg.max_new_tokens else "context"
+    text = tok.decode(new, skip_special_tokens=True).strip()
+    return {"text": text, "tokens": len(new), "words": len(text.split()), "stop": stop}
+
+
+def length_stats(details: list[dict], seconds: float) -> dict:
+    """Per-model means over all responses: the numbers that decide whether one model answers longer."""
+    n = len(details)
+    return {"responses": n, "mean_tokens": sum(d["tokens"] for d in details) / n,
+            "mean_words": sum(d["words"] for d in details) / n,
+            "ended_with_eos": sum(d["stop"] == "eos" for d in details) / n,
+            "hit_max_new_tokens": sum(d["stop"] == "max_new_tokens" for d in details) / n,
+            "hit_context": sum(d["stop"] == "context" for d in details) / n, "seconds": round(seconds, 2)}
+
+
+def run_model(name: str, path: str, adapter: str | None, results: list[dict], cfg: GenerateConfig) -> dict:
+    """Generate every response of one model into ``results``; returns its length statistics."""
+    from tqdm import tqdm
+
+    t0 = time.time()
+    model, tok = load(path, adapter, torch.device(cfg.device), cfg.data_dir)
+    details = []
+    for i, it in enumerate(tqdm(results, desc=name, unit="instr", file=sys.stderr)):
+        d = respond(model, tok, it["prompt"], cfg, cfg.seed + i)
+        it["responses"][name] = d["text"]
+        it["details"][name] = {k: d[k] for k in ("tokens", "words", "stop")}
+        details.append(d)
+    return length_stats(details, time.time() - t0)
 
 
 def markdown(result: dict) -> str:
-    lines = ["# Generations", "", f"Settings: `{json.dumps(result['config'])}`", ""]
+    lines = ["# Generations", "", f"Settings: `{json.dumps(result['config'])}`", "",
+             "| model | what | mean tokens | mean words | ended with EOS | hit max_new_tokens |", "| --- " * 6 + "|"]
     for name, what in result["models"].items():
-        lines.append(f"- **{name}**: {what}")
+        s = result["stats"][name]
+        lines.append(f"| {name} | {what} | {s['mean_tokens']:.1f} | {s['mean_words']:.1f} | "
+                     f"{s['ended_with_eos']:.0%} | {s['hit_max_new_tokens']:.0%} |")
     for it in result["results"]:
         lines += ["", f"## {it['instruction']}" + (f" — {it['input']}" if it["input"] else ""), ""]
         for name, text in it["responses"].items():
@@ -120,45 +238,37 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> GenerateConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", required=True, help="the original model: HF folder or hub name")
-    p.add_argument("--full", default=None, help="a fully finetuned HF model folder")
-    p.add_argument("--lora", action="append", help="adapter folder (base = --base) or BASE+ADAPTER; repeatable")
-    p.add_argument("--instructions", default=None, help=".json/.jsonl/.txt file (default: a built-in list)")
-    p.add_argument("--template", default="homework", choices=sorted(alpaca.TEMPLATES))
-    p.add_argument("--max_new_tokens", type=int, default=128)
-    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top_p", type=float, default=0.9)
-    p.add_argument("--top_k", type=int, default=50)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--data_dir", default=None, help="data directory (GPT-2 tokenizer for folders without one)")
-    p.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "out" / "generations.json")
+    add_flags(p, GenerateConfig)
+    p.add_argument("--lora", action="append", default=[],
+                   help="adapter folder (base = --base) or BASE+ADAPTER; repeatable")
     args = p.parse_args(argv)
-    if args.max_new_tokens <= 0 or args.temperature <= 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
-        p.error("need --max_new_tokens > 0, --temperature > 0, 0 < --top_p <= 1, --top_k >= 0")
+    return GenerateConfig(**{**given(args, GenerateConfig), "lora": tuple(args.lora)})
+
+
+def main(argv=None) -> dict:
+    """Check everything, then generate model by model; writes FILE.json and FILE.md."""
     try:
-        instructions = read_instructions(args.instructions)
-        specs = model_specs(args)
-        results = [{**it, "prompt": alpaca.prompt_of(it, args.template), "responses": {}} for it in instructions]
-        models = {}
+        cfg = parse_args(argv).validate()
+        instructions = read_instructions(cfg.instructions)
+        specs = model_specs(cfg)
+        results = [{**it, "prompt": alpaca.prompt_of(it, cfg.template), "responses": {}, "details": {}}
+                   for it in instructions]
+        models, stats = {}, {}
         for name, path, adapter in specs:
-            t0 = time.time()
-            model, tok = load(path, adapter, torch.device(args.device), args.data_dir)
+            stats[name] = run_model(name, path, adapter, results, cfg)
             models[name] = f"{path}" + (f" + adapter {adapter} (merged)" if adapter else "")
-            for i, it in enumerate(results):
-                it["responses"][name] = respond(model, tok, it["prompt"], args, args.seed + i)
-            print(f"[generate] {name}: {len(results)} responses in {time.time() - t0:.1f} s", flush=True)
-            del model
-    except (ValueError, FileNotFoundError) as e:
+            print(f"[generate] {name}: {len(results)} responses, mean {stats[name]['mean_tokens']:.1f} tokens, "
+                  f"{stats[name]['ended_with_eos']:.0%} ended with EOS, {stats[name]['seconds']:.1f} s", flush=True)
+        result = {"format": FORMAT, "version": VERSION, "config": asdict(cfg), "models": models, "stats": stats,
+                  "results": results}
+        out = Path(cfg.output)
+        atomic_write_json(out, result)
+        atomic_write_text(out.with_suffix(".md"), markdown(result))
+    except (ValueError, FileNotFoundError, OutputError) as e:
         raise SystemExit(f"error: {e}") from None
-    config = {k: v for k, v in vars(args).items() if k not in ("output",)}
-    result = {"format": "llmhw-generations", "version": 1, "config": config, "models": models, "results": results}
-    atomic_write_json(args.output, result)
-    atomic_write_text(args.output.with_suffix(".md"), markdown(result))
-    print(f"[generate] {args.output} and {args.output.with_suffix('.md')}")
+    print(f"[generate] {out} and {out.with_suffix('.md')}")
     return result
 
 
