@@ -161,3 +161,123 @@ def test_resume_refuses_other_batch_tokenizer_or_an_earlier_end(tiny_run, shakes
     with pytest.raises(SystemExit):
         train.main(["--data", str(other), "--out_dir", str(out), "--max_steps", "6", *TINY_ARGS, "--resume"])
     assert "uses another tokenizer than the checkpoint's" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max_lr", "nan"], "--max_lr must be a finite number, got nan"),
+    (["--grad_clip", "inf"], "--grad_clip must be a finite number, got inf"),
+    (["--ddp_timeout", "0"], "--ddp_timeout must be > 0"),
+    (["--keep_checkpoints", "0"], "--keep_checkpoints must be positive"),
+    (["--resume", "--overwrite"], "--resume and --overwrite contradict each other"),
+    (["--live", "neptune"], "--live must be one of none, wandb, tensorboard"),
+])
+def test_non_finite_and_contradictory_settings_are_refused(flags, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--out_dir", "unused", *TINY_ARGS, *flags])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_help_shows_the_chosen_presets_values(capsys):
+    for preset, steps, compile_ in (("gpt2-124m", 19073, True), ("tiny-cpu", 300, False)):
+        with pytest.raises(SystemExit):
+            train.main(["--preset", preset, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        assert f"(10B tokens / 524288) (default: {steps})" in text
+        assert f"torch.compile the model (default: {compile_})" in text
+
+
+def test_micro_batch_fits_the_world_size():
+    from config import fit_micro_batch
+    assert fit_micro_batch(524288, 64, 1024, 8, False)[:2] == (64, 1)  # build-nanogpt's 8 GPUs
+    B, accum, note = fit_micro_batch(524288, 64, 1024, 16, False)  # 16 GPUs: 2**19 / (64*1024*16) = 1/2
+    assert (B, accum) == (32, 1) and "using --batch_size 32" in note and B * 1024 * 16 * accum == 524288
+    assert fit_micro_batch(524288, 64, 1024, 4, False)[:2] == (64, 2)
+    with pytest.raises(train.ConfigError, match="set --batch_size 32"):  # the user's own choice is not changed
+        fit_micro_batch(524288, 64, 1024, 16, True)
+    with pytest.raises(train.ConfigError, match="set --total_batch_size to a multiple of 1572864"):
+        fit_micro_batch(524288, 64, 1024, 24, False)  # 24 GPUs never divide 2**19
+    assert fit_micro_batch(0, 8, 128, 3, True) == (8, 1, None)  # 0: one micro-batch per process
+
+
+def test_mfu_is_never_above_one():
+    from types import SimpleNamespace
+    t = SimpleNamespace(flops_per_token=1e6, ddp=SimpleNamespace(world_size=2), peak=1e9)
+    assert train.Trainer.honest_mfu(t, 1000.0) == pytest.approx(0.5)  # 1e6 * 1000 / 2 / 1e9
+    assert train.Trainer.honest_mfu(t, 4000.0) is None and t.peak is None  # a "peak" below the achieved FLOP/s
+
+
+def run_in(out, shakespeare, *flags, steps="2"):
+    return train.main(["--data", str(shakespeare), "--out_dir", str(out), "--max_steps", steps, *TINY_ARGS,
+                       "--eval_interval", "0", "--hellaswag_limit", "0", "--sample_tokens", "0", *flags])
+
+
+def test_grad_clip_zero_means_off(shakespeare, tmp_path):
+    run_in(tmp_path / "off", shakespeare, "--grad_clip", "0")
+    run_in(tmp_path / "huge", shakespeare, "--grad_clip", "1e30")
+    off, huge = ([r for r in read_log(tmp_path / name) if "loss" in r] for name in ("off", "huge"))
+    assert [r["loss"] for r in off] == [r["loss"] for r in huge]  # bitwise: no clipping either way
+    assert off[1]["loss"] != off[0]["loss"] and off[0]["grad_norm"] > 0  # and the model does learn
+
+
+def test_an_earlier_run_is_refused_unless_resume_or_overwrite(tiny_run, shakespeare, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    before = (out / "log.jsonl").read_bytes()
+    with pytest.raises(SystemExit):
+        run_in(out, shakespeare)
+    err = capsys.readouterr().err
+    assert "holds an earlier run (latest, log.jsonl, summary.json, ckpt_000006.pt): pass --resume" in err
+    assert err.count("\n") == 1 and (out / "log.jsonl").read_bytes() == before  # nothing touched
+    run_in(out, shakespeare, "--overwrite")
+    assert [p.name for p in sorted(out.glob("ckpt_*.pt"))] == ["ckpt_000002.pt"]
+    assert [r["step"] for r in read_log(out) if "loss" in r] == [1, 2]
+    for bad_out, message in ((shakespeare, "overlap: a run never writes next to its inputs"),
+                             (shakespeare / "run", "overlap"), (tiny_run / "hf", "holds config.json")):
+        with pytest.raises(SystemExit):
+            run_in(bad_out, shakespeare)
+        assert message in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit):
+        run_in(tmp_path / "file", shakespeare)
+    assert "is a file, but an output folder is needed here" in capsys.readouterr().err
+
+
+def test_live_logging_is_off_by_default_and_a_missing_package_is_one_line(tiny_run, shakespeare, tmp_path,
+                                                                            capsys, monkeypatch):
+    assert "wandb" not in sys.modules and "torch.utils.tensorboard" not in sys.modules  # after tiny_run
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError, installed or not
+    with pytest.raises(SystemExit):
+        run_in(tmp_path / "w", shakespeare, "--live", "wandb")
+    assert "error: --live wandb: the wandb package is not installed (pip install wandb)" in capsys.readouterr().err
+
+
+def test_a_small_bpe_tokenizer_drives_the_model_the_export_and_hellaswag(tmp_path):
+    """English text with a tokenizer.json of 300 tokens: vocab 320 (rounded up to 64), HF export with it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import prepare
+    from checkpoint import load_model
+
+    text = "The quick brown fox jumps over the lazy dog. A stitch in time saves nine.\n" * 300
+    (tmp_path / "english.txt").write_text(text)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    prepare.main(["--input", str(tmp_path / "english.txt"), "--tokenizer", str(tmp_path / "tokenizer.json"),
+                  "--out_dir", str(tmp_path / "data"), "--workers", "0"])
+    out = tmp_path / "run"
+    train.main(["--data", str(tmp_path / "data"), "--out_dir", str(out), "--max_steps", "2",
+                *[a for a in TINY_ARGS if a not in ("--vocab_size", "50304")], "--hellaswag_limit", "4",
+                "--sample_prompt", "The quick"])
+    assert load_checkpoint(out)["model_config"]["vocab_size"] == 320
+    assert [r["hellaswag_n"] for r in read_log(out) if "hellaswag_n" in r] == [4]
+    assert [r["sample"][:9] for r in read_log(out) if "sample" in r][0] == "The quick"
+    hf_tok = AutoTokenizer.from_pretrained(out / "hf")
+    ids = hf_tok("The lazy fox saves time", return_tensors="pt")["input_ids"]
+    assert ids[0].tolist() == tok.encode("The lazy fox saves time").ids
+    hf = AutoModelForCausalLM.from_pretrained(out / "hf").eval()
+    with torch.no_grad():
+        assert (load_model(out)(ids)[0] - hf(ids).logits).abs().max().item() <= 1e-5
