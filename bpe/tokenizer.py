@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import numbers
 import os
 import unicodedata
 from collections import Counter
@@ -34,6 +33,7 @@ import regex
 
 import datadir
 from fileio import atomic_write_text
+from trainer import train_merges
 
 FORMAT_NAME = "llmhw-bpe"
 FORMAT_VERSION = 1
@@ -49,7 +49,6 @@ GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}|
 PATTERNS = {"none": None, "gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
 WHOLE_TEXT_PATTERN = r"[\s\S]+"  # tiktoken needs a pattern; for pattern 'none' each text between specials is one piece
 
-_KEY = 1 << 24      # pair code = left * _KEY + right; orders like the tuple (left, right)
 _SMALL_PIECE = 128  # pieces up to this many bytes use the list merge; longer ones the heap merge (same result)
 _CACHE_MAX = 1 << 20
 
@@ -89,146 +88,6 @@ def openai_gpt2_tiktoken(encoder_json: str | os.PathLike, vocab_bpe: str | os.Pa
 def gpt2_tiktoken(data_dir: str | os.PathLike | None = None):
     """tiktoken's gpt2 encoding from the data directory's ``gpt2/encoder.json`` + ``gpt2/vocab.bpe`` (no download)."""
     return openai_gpt2_tiktoken(datadir.find("gpt2/encoder.json", data_dir), datadir.find("gpt2/vocab.bpe", data_dir))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# training
-
-
-def train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int, progress=None) -> list[tuple[int, int, int]]:
-    """Learn merges over weighted chunks until ``n_new`` tokens were created (or no pair is left).
-
-    ``chunks`` maps each unique pre-split chunk to its count; ``vocab`` (id -> bytes, the 256 bytes at ids 0..255)
-    is extended in place. Returns the merges as (left id, right id, result id) in order.
-
-    Data layout (numpy): every chunk is laid out in one flat array ``sym`` (token id per position, -1 sentinels
-    around chunks, -2 for a position merged away) with doubly linked ``nxt``/``prv`` and the chunk's count ``wt`` per
-    position. An "edge" is a position and its successor; its pair code is left * _KEY + right.
-    ``counts`` maps pair code -> weighted count. ``where`` maps pair code -> arrays of left positions where it was
-    created (never pruned; stale positions are filtered by checking the symbols when the pair is merged).
-    The heap holds (-count, code) with lazy deletion: after each merge the pairs whose counts rose are pushed; a
-    popped entry whose count no longer matches is stale: dropped, or re-pushed with the lower true count (a count
-    only falls between pushes), so the first valid entry popped is always the best pair.
-    One merge touches only the occurrences of the merged pair, vectorised: find them, drop overlapping ones (a, a)
-    left to right, relink, then count the removed edges (negative) and the new edges (positive) per pair code.
-    """
-    import numpy as np
-
-    if not chunks or n_new <= 0:
-        return []
-    lengths = np.fromiter((len(c) + 1 for c in chunks), dtype=np.int64, count=len(chunks))
-    sym = np.frombuffer(b"".join(b"\x00" + c for c in chunks) + b"\x00", dtype=np.uint8).astype(np.int32)
-    starts = np.concatenate(([0], np.cumsum(lengths)))
-    sym[starts] = -1  # sentinel before each chunk and at the end
-    wt = np.append(np.repeat(np.fromiter(chunks.values(), dtype=np.int64, count=len(chunks)), lengths), 0)
-    n = len(sym)
-    nxt = np.arange(1, n + 1, dtype=np.int32)
-    prv = np.arange(-1, n - 1, dtype=np.int32)
-    key = _KEY
-
-    # initial pair counts and positions
-    pos = np.nonzero((sym[:-1] >= 0) & (sym[1:] >= 0))[0].astype(np.int32)
-    codes = (sym[pos] * 256 + sym[pos + 1]).astype(np.uint16)  # byte pairs fit 16 bits: radix sort, O(n)
-    order = np.argsort(codes, kind="stable")  # stable: positions stay increasing inside each pair
-    codes, pos = codes[order], pos[order]
-    del order
-    first = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1]))) if len(codes) else np.zeros(0, int)
-    uniq = codes[first].astype(np.int64) // 256 * key + codes[first] % 256
-    del codes
-    sums = np.add.reduceat(wt[pos], first) if len(pos) else np.zeros(0, np.int64)
-    counts: dict[int, int] = dict(zip(uniq.tolist(), sums.tolist()))
-    bounds = np.append(first, len(pos)).tolist()
-    init_where = {c: pos[bounds[k]:bounds[k + 1]] for k, c in enumerate(uniq.tolist())}  # views into pos
-    where: dict[int, list] = {}  # pairs made by merges: list of position arrays
-
-    heap = [(-c, code) for code, c in counts.items()]
-    heapq.heapify(heap)
-    heappush, heappop = heapq.heappush, heapq.heappop
-    ranks = {b: i for i, b in enumerate(vocab)}
-    merges: list[tuple[int, int, int]] = []
-    created = 0
-    while created < n_new and heap:
-        negc, code = heappop(heap)
-        c = counts.get(code, 0)
-        if c != -negc or c <= 0:
-            if 0 < c < -negc:
-                heappush(heap, (-c, code))
-            continue
-        a, b = divmod(code, key)
-        merged = vocab[a] + vocab[b]
-        new = ranks.get(merged)
-        if new is None:  # else: these bytes already are a token; reuse its id (never a duplicate rank)
-            new = len(vocab)
-            vocab.append(merged)
-            ranks[merged] = new
-            created += 1
-            if progress is not None:
-                progress.update(1)
-        merges.append((a, b, new))
-
-        if code in init_where:  # initial byte pairs: one sorted array, never extended
-            i = init_where.pop(code)
-        else:
-            # parts are ascending runs, which a stable sort (timsort) merges cheaply; then drop repeats
-            i = np.sort(np.concatenate(where.pop(code)), kind="stable")
-            i = i[np.concatenate(([True], i[1:] != i[:-1]))]
-        i = i[sym[i] == a]
-        j = nxt[i]
-        ok = sym[j] == b
-        i, j = i[ok], j[ok]
-        if a == b and len(i) > 1:
-            # runs like 'aaaa': occurrence t+1 starts where t ends; merge left to right = every other one per run
-            idx = np.arange(len(i))
-            chained = np.concatenate(([False], i[1:] == j[:-1]))
-            run_start = np.maximum.accumulate(np.where(chained, 0, idx))
-            keep = (idx - run_start) % 2 == 0
-            i, j = i[keep], j[keep]
-        p, k = prv[i], nxt[j]
-        # removed edges, by left position; the edge (b, a) between occurrences t-1 and t (p[t] == j[t-1]) once
-        p_ok = sym[p] >= 0
-        p_ok[1:] &= p[1:] != j[:-1]
-        old = np.concatenate((p[p_ok], i, j[sym[k] >= 0]))
-        old_codes = sym[old].astype(np.int64) * key + sym[nxt[old]]
-        # relink
-        sym[i] = new
-        sym[j] = -2
-        nxt[i] = k
-        prv[k] = i
-        # created edges: (left neighbour, new) and (new, right neighbour); (new, new) between t-1 and t once
-        p = prv[i]
-        p_ok = sym[p] >= 0
-        p_ok[1:] &= p[1:] != i[:-1]
-        created_at = np.concatenate((p[p_ok], i[sym[k] >= 0]))
-        new_codes = sym[created_at].astype(np.int64) * key + sym[nxt[created_at]]
-        # count changes per pair code (one sort serves the sums and the position index)
-        n_old = len(old)
-        if n_old == 0:  # cannot happen while counts are exact; never index an empty reduceat
-            counts.pop(code, None)
-            continue
-        all_codes = np.concatenate((old_codes, new_codes))
-        order = np.argsort(all_codes, kind="stable")
-        sc = all_codes[order]
-        starts = np.flatnonzero(np.concatenate(([True], sc[1:] != sc[:-1])))
-        sums = np.add.reduceat(np.concatenate((-wt[old], wt[created_at]))[order], starts)
-        for cd, dv in zip(sc[starts].tolist(), sums.tolist()):
-            if dv:
-                cnt = counts.get(cd, 0) + dv
-                if cnt > 0:
-                    counts[cd] = cnt
-                    if dv > 0:
-                        heappush(heap, (-cnt, cd))
-                else:
-                    counts.pop(cd, None)
-                    where.pop(cd, None)
-        is_new = order >= n_old
-        nc, npos = sc[is_new], np.concatenate((old, created_at))[order][is_new]
-        if len(nc):
-            bounds = np.append(np.flatnonzero(np.concatenate(([True], nc[1:] != nc[:-1]))), len(nc)).tolist()
-            for t, cd in enumerate(nc[bounds[:-1]].tolist()):
-                if cd in counts:
-                    where.setdefault(cd, []).append(npos[bounds[t]:bounds[t + 1]])
-        counts.pop(code, None)
-    return merges
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -297,31 +156,14 @@ class Tokenizer:
         ``vocab_size`` counts everything (256 bytes + merges + specials). Special tokens occurring in the training
         text act as chunk boundaries and are not learned from. Bytes input must be UTF-8 unless pattern is 'none'.
         """
-        if isinstance(text_or_bytes, (bytes, bytearray)):
-            data = bytes(text_or_bytes)
-            if self._split is not None or special_tokens:
-                try:
-                    data = data.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"training bytes are not valid UTF-8 ({e}); pattern {self.pattern_name!r} "
-                                     "and special tokens need text (use pattern 'none' for raw bytes)") from None
-        elif isinstance(text_or_bytes, str):
-            data = text_or_bytes
-        else:
-            raise TypeError(f"train() needs str or bytes, got {type(text_or_bytes).__name__}")
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
-            raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
-        if isinstance(special_tokens, str):
-            raise TypeError("special_tokens must be a list of strings, not one string")
+        data = text_or_bytes
+        if isinstance(data, bytes) and (self._split is not None or special_tokens):
+            try:  # a pattern and special tokens work on text
+                data = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"training bytes are not valid UTF-8 ({e}); pattern {self.pattern_name!r} "
+                                 "and special tokens need text (use pattern 'none' for raw bytes)") from None
         specials = list(dict.fromkeys(special_tokens))
-        if any(not isinstance(s, str) or not s for s in specials):
-            raise ValueError(f"special tokens must be non-empty strings, got {specials!r}")
-        if vocab_size < 256 + len(specials):
-            raise ValueError(f"vocab_size {vocab_size} is too small: need at least 256 byte tokens + "
-                             f"{len(specials)} special tokens = {256 + len(specials)}")
-        if len(data) == 0:
-            raise ValueError("training corpus is empty")
-
         chunks = self._count_chunks(data, specials)
         vocab = [bytes([i]) for i in range(256)]
         n_new = vocab_size - 256 - len(specials)
@@ -427,8 +269,6 @@ class Tokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text, treating special-token strings as ordinary text (like tiktoken's encode_ordinary)."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode needs a str, got {type(text).__name__}")
         if self._split is None:
             return self._bpe(text.encode("utf-8")) if text else []
         cache = self._cache
@@ -449,8 +289,6 @@ class Tokenizer:
         appearing in the text raises ValueError, unless ``disallowed_special`` excludes it (``()`` = treat all
         non-allowed specials as plain text). Default: no specials allowed, all disallowed.
         """
-        if not isinstance(text, str):
-            raise TypeError(f"encode needs a str, got {type(text).__name__}")
         if allowed_special == "all":
             allowed = set(self.special_tokens)
         elif allowed_special == "none_raise" or allowed_special is None:
@@ -488,26 +326,13 @@ class Tokenizer:
         return splitter
 
     def decode_bytes(self, ids) -> bytes:
-        """The exact bytes of ``ids`` (a list of ints, or a numpy array / torch tensor); an unknown id -> ValueError."""
+        """The exact bytes of ``ids`` (ints, or a numpy array / torch tensor); an unknown id -> ValueError."""
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
-        if isinstance(ids, (str, bytes)):
-            raise TypeError(f"decode needs a list of int ids, got {type(ids).__name__}")
-        if not isinstance(ids, (list, tuple)):
-            ids = list(ids)
         try:
-            # True and 1.0 hash like 1 and would pass the lookup silently: look at the element types once (fast)
-            if any(issubclass(t, (bool, float)) for t in set(map(type, ids))):
-                raise TypeError
             return b"".join(map(self._id_to_bytes.__getitem__, ids))
-        except (KeyError, TypeError):
-            for pos, i in enumerate(ids):
-                if not isinstance(i, numbers.Integral) or isinstance(i, bool):
-                    raise TypeError(f"token id {i!r} at position {pos} is not an int") from None
-                if i not in self._id_to_bytes:
-                    raise ValueError(f"token id {i!r} at position {pos} is not in the vocabulary "
-                                     f"(ids 0..{self.vocab_size - 1})") from None
-            raise
+        except KeyError as e:  # ids come from models and files: say which one is out of range
+            raise ValueError(f"token id {e.args[0]!r} is not in the vocabulary (ids 0..{self.vocab_size - 1})") from None
 
     def decode(self, ids) -> str:
         """Decode to text; invalid UTF-8 (e.g. a cut multi-byte character) becomes U+FFFD."""

@@ -1,0 +1,219 @@
+"""BPE training: ``naive_train_merges`` (minbpe-style, the readable reference) and ``train_merges`` (the fast one).
+
+Both follow one contract (tests: identical merges on real text, random corpora, raw bytes, specials):
+  * the pair with the highest (weighted) count wins; among equal counts the smallest (left id, right id);
+  * occurrences are merged left to right inside each chunk (``aaa`` with (a, a) -> ``[aa, a]``), as minbpe and HF;
+  * a merge whose bytes already are a token reuses that token's id (a byte string with two ranks cannot exist in
+    tiktoken's rank semantics); only new tokens count towards ``n_new``.
+
+``chunks`` maps each unique pre-split chunk (bytes) to its count; ``vocab`` (id -> bytes, the 256 bytes at 0..255) is
+extended in place; the result is the merges as (left id, right id, result id) in order.
+"""
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+
+import numpy as np
+
+KEY = 1 << 24  # pair code = left * KEY + right: one int64 that orders like the tuple (left, right)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the reference: recount every pair after every merge (minbpe's basic.py train, with weights and id reuse)
+
+
+def naive_train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int) -> list[tuple[int, int, int]]:
+    """O(merges x corpus): easy to check by eye, too slow for real corpora (manual.txt: about a minute)."""
+    words = [(list(chunk), count) for chunk, count in chunks.items()]
+    ranks = {token: i for i, token in enumerate(vocab)}
+    merges, created = [], 0
+    while created < n_new:
+        stats = Counter()
+        for ids, count in words:
+            for pair in zip(ids, ids[1:]):
+                stats[pair] += count
+        if not stats:
+            break
+        left, right = min(stats, key=lambda p: (-stats[p], p))  # highest count, then smallest pair
+        token = vocab[left] + vocab[right]
+        if token not in ranks:
+            ranks[token] = len(vocab)
+            vocab.append(token)
+            created += 1
+        merges.append((left, right, ranks[token]))
+        words = [(merge_pair(ids, left, right, ranks[token]), count) for ids, count in words]
+    return merges
+
+
+def merge_pair(ids: list[int], left: int, right: int, new: int) -> list[int]:
+    """Replace each (left, right) in ``ids`` by ``new``, scanning left to right."""
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and ids[i] == left and ids[i + 1] == right:
+            out.append(new)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the fast trainer: the same merges, each touching only the occurrences of the merged pair
+
+
+def train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int, progress=None) -> list[tuple[int, int, int]]:
+    """Same result as ``naive_train_merges``; ``progress`` (a tqdm bar or None) advances once per new token."""
+    if not chunks or n_new <= 0:
+        return []
+    state = MergeState(chunks)
+    ranks = {token: i for i, token in enumerate(vocab)}
+    merges: list[tuple[int, int, int]] = []
+    created = 0
+    while created < n_new:
+        code = state.pop_best_pair()
+        if code is None:  # no pair is left: the corpus is fully merged
+            break
+        left, right = divmod(code, KEY)
+        token = vocab[left] + vocab[right]
+        if token not in ranks:
+            ranks[token] = len(vocab)
+            vocab.append(token)
+            created += 1
+            if progress is not None:
+                progress.update(1)
+        merges.append((left, right, ranks[token]))
+        state.merge(code, left, right, ranks[token])
+    return merges
+
+
+class MergeState:
+    """The corpus as linked token positions, with weighted pair counts, a pair -> positions index and a max-heap.
+
+    Layout: all unique chunks side by side in flat numpy arrays, one slot per byte: ``token`` (id; -1 is a sentinel
+    between chunks, -2 a slot merged away), ``next_pos``/``prev_pos`` (a doubly linked list over live slots) and
+    ``weight`` (the chunk's count). An edge is a slot and its successor; its pair code is left * KEY + right.
+    ``counts``: pair code -> weighted count. ``where``: pair code -> arrays of left slots where the pair was created
+    (never pruned: stale slots are filtered when the pair is merged). ``heap``: (-count, code) with lazy deletion.
+    """
+
+    def __init__(self, chunks: dict[bytes, int]):
+        lengths = np.fromiter((len(c) + 1 for c in chunks), dtype=np.int64, count=len(chunks))
+        self.token = np.frombuffer(b"".join(b"\x00" + c for c in chunks) + b"\x00", dtype=np.uint8).astype(np.int32)
+        self.token[np.concatenate(([0], np.cumsum(lengths)))] = -1  # a sentinel before each chunk and at the end
+        counts = np.fromiter(chunks.values(), dtype=np.int64, count=len(chunks))
+        # int32 weights halve the memory; a pair's summed weight is at most the corpus size, so int32 holds it
+        weight_type = np.int32 if int(counts @ lengths) < 2 ** 31 else np.int64
+        self.weight = np.append(np.repeat(counts.astype(weight_type), lengths), weight_type(0))
+        n = len(self.token)
+        self.next_pos = np.arange(1, n + 1, dtype=np.int32)
+        self.prev_pos = np.arange(-1, n - 1, dtype=np.int32)
+        self.counts, self.initial_where = self.count_byte_pairs()
+        self.where: dict[int, list[np.ndarray]] = {}  # pairs created by merges: lists of slot arrays
+        self.heap = [(-c, code) for code, c in self.counts.items()]
+        heapq.heapify(self.heap)
+
+    def count_byte_pairs(self) -> tuple[dict[int, int], dict[int, np.ndarray]]:
+        """Weighted counts and sorted slot arrays of every initial byte pair (one radix sort of 16-bit codes)."""
+        token = self.token
+        live = (token[:-1] >= 0) & (token[1:] >= 0)
+        slots = np.arange(len(live), dtype=np.int32)[live]  # boolean indexing keeps int32 (nonzero would be int64)
+        del live
+        codes = (token[slots] * 256 + token[slots + 1]).astype(np.uint16)  # byte pairs fit 16 bits: radix sort
+        order = np.argsort(codes, kind="stable")  # stable: slots stay increasing inside each pair
+        codes, slots = codes[order], slots[order]
+        del order
+        if not len(codes):
+            return {}, {}
+        first = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))
+        pair_codes = (codes[first].astype(np.int64) // 256 * KEY + codes[first] % 256).tolist()
+        sums = np.add.reduceat(self.weight[slots], first).tolist()
+        bounds = np.append(first, len(slots)).tolist()
+        where = {c: slots[bounds[k]:bounds[k + 1]] for k, c in enumerate(pair_codes)}  # views into slots
+        return dict(zip(pair_codes, sums)), where
+
+    def pop_best_pair(self) -> int | None:
+        """The pair with the highest count (smallest code on ties), or None. A popped entry whose count changed is
+        stale: dropped, or pushed back with its true count (a count only falls between pushes, so the first valid
+        entry is the best)."""
+        while self.heap:
+            neg_count, code = heapq.heappop(self.heap)
+            count = self.counts.get(code, 0)
+            if count == -neg_count and count > 0:
+                return code
+            if 0 < count < -neg_count:
+                heapq.heappush(self.heap, (-count, code))
+        return None
+
+    def occurrences(self, code: int, left: int, right: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slots (left, right) of every live occurrence of the pair, overlapping ones resolved left to right."""
+        if code in self.initial_where:  # initial byte pairs: one sorted array, never extended
+            at = self.initial_where.pop(code)
+        else:  # ascending runs: a stable sort (timsort) merges them cheaply; then drop repeats
+            at = np.sort(np.concatenate(self.where.pop(code)), kind="stable")
+            at = at[np.concatenate(([True], at[1:] != at[:-1]))]
+        at = at[self.token[at] == left]
+        nxt = self.next_pos[at]
+        ok = self.token[nxt] == right
+        at, nxt = at[ok], nxt[ok]
+        if left == right and len(at) > 1:
+            # runs like 'aaaa': occurrence t+1 starts where t ends; merging left to right keeps every other one
+            k = np.arange(len(at))
+            chained = np.concatenate(([False], at[1:] == nxt[:-1]))
+            run_start = np.maximum.accumulate(np.where(chained, 0, k))
+            keep = (k - run_start) % 2 == 0
+            at, nxt = at[keep], nxt[keep]
+        return at, nxt
+
+    def merge(self, code: int, left: int, right: int, new: int) -> None:
+        """Merge every occurrence of the pair into ``new``: relink the slots and update counts, index and heap."""
+        i, j = self.occurrences(code, left, right)
+        token, nxt, prv = self.token, self.next_pos, self.prev_pos
+        before, after = prv[i], nxt[j]
+        # edges that disappear, by left slot: (before, left), (left, right), (right, after); the edge between two
+        # chained occurrences (before[t] == j[t-1]) only once
+        ok = token[before] >= 0
+        ok[1:] &= before[1:] != j[:-1]
+        removed = np.concatenate((before[ok], i, j[token[after] >= 0]))
+        removed_codes = token[removed].astype(np.int64) * KEY + token[nxt[removed]]
+        token[i], token[j] = new, -2
+        nxt[i], prv[after] = after, i
+        # edges that appear: (before, new) and (new, after); (new, new) between chained occurrences once
+        before = prv[i]
+        ok = token[before] >= 0
+        ok[1:] &= before[1:] != i[:-1]
+        created = np.concatenate((before[ok], i[token[after] >= 0]))
+        created_codes = token[created].astype(np.int64) * KEY + token[nxt[created]]
+        if len(removed):  # always true while counts are exact; never reduce over an empty array
+            self.update_counts(removed, removed_codes, created, created_codes)
+        self.counts.pop(code, None)
+
+    def update_counts(self, removed, removed_codes, created, created_codes) -> None:
+        """Subtract the removed edges' weights and add the created ones' per pair code (one sort for both); push
+        pairs whose counts rose and index the slots where pairs were created."""
+        all_codes = np.concatenate((removed_codes, created_codes))
+        order = np.argsort(all_codes, kind="stable")
+        sorted_codes = all_codes[order]
+        starts = np.flatnonzero(np.concatenate(([True], sorted_codes[1:] != sorted_codes[:-1])))
+        deltas = np.add.reduceat(np.concatenate((-self.weight[removed], self.weight[created]))[order], starts)
+        for pair, delta in zip(sorted_codes[starts].tolist(), deltas.tolist()):
+            if not delta:
+                continue
+            count = self.counts.get(pair, 0) + delta
+            if count > 0:
+                self.counts[pair] = count
+                if delta > 0:
+                    heapq.heappush(self.heap, (-count, pair))
+            else:
+                self.counts.pop(pair, None)
+                self.where.pop(pair, None)
+        is_created = order >= len(removed)
+        new_codes = sorted_codes[is_created]
+        new_slots = np.concatenate((removed, created))[order][is_created]
+        if len(new_codes):
+            bounds = np.append(np.flatnonzero(np.concatenate(([True], new_codes[1:] != new_codes[:-1]))),
+                               len(new_codes)).tolist()
+            for t, pair in enumerate(new_codes[bounds[:-1]].tolist()):
+                if pair in self.counts:
+                    self.where.setdefault(pair, []).append(new_slots[bounds[t]:bounds[t + 1]])
