@@ -101,7 +101,9 @@ WIKITEXT_BRACKETS = [(re.compile(r"\( ([^()\n]*?) \)"), r"(\1)"), (re.compile(r'
 DETOKENIZERS = ("none", "wikitext")
 
 
-def detokenize_wikitext(text: str) -> str:
+def detokenize_wikitext(text: str, doc_start: bool = False) -> str:
+    """WikiText's spacing undone in one piece of text (at a document's start its leading blanks go too)."""
+    text = text.lstrip() if doc_start else text
     for old, new in WIKITEXT_RULES:
         text = text.replace(old, new)
     for pattern, repl in WIKITEXT_BRACKETS:
@@ -119,7 +121,7 @@ def _init_worker(spec: str, data_dir, detokenize: str = "none"):
 def _tokenize(piece):
     text, is_val, doc_start = piece
     tok = _worker["tok"]
-    ids = tok.encode(detokenize_wikitext(text) if _worker["detokenize"] == "wikitext" else text)
+    ids = tok.encode(detokenize_wikitext(text, doc_start) if _worker["detokenize"] == "wikitext" else text)
     if doc_start and tok.eot_id is not None:
         ids = [tok.eot_id] + ids
     return np.asarray(ids, dtype=token_dtype(tok.vocab_size)), is_val, len(text.encode("utf-8"))

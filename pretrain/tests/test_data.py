@@ -188,3 +188,49 @@ def test_cli_bad_input_is_one_line(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(SystemExit, match=r"^error: from_pretrained: '.*nowhere' is neither a local directory"):
         hellaswag.main(["--model", str(tmp_path / "nowhere"), "--limit", "1"])
+
+
+@pytest.mark.parametrize("text", [
+    "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer. " * 60,  # one line
+    "First Citizen:\r\nBefore we proceed any further, hear me speak.\r\n\r\nAll:\r\nSpeak, speak.\r\n" * 40,  # CRLF
+    " = Title = \n \n The lobster , known as <unk> , is 60 @,@ 000 years old . \n" * 40,  # WikiText's " \n" lines
+])
+def test_texts_without_clean_newlines_still_get_validation_tokens(text, tmp_path):
+    """The val split needs a cut in the file's tail; the ids stay those of encoding the whole file (tiktoken)."""
+    (tmp_path / "t.txt").write_bytes(text.encode())
+    meta = prepare.prepare(tmp_path / "d", [str(tmp_path / "t.txt")], workers=0, piece_bytes=256)
+    assert 0.05 < meta["val"]["tokens"] / (meta["train"]["tokens"] + meta["val"]["tokens"]) < 0.2
+    ids = np.concatenate([all_tokens(tmp_path / "d", "train")[1:], all_tokens(tmp_path / "d", "val")])
+    assert ids.tolist() == text_tokenizer.load("gpt2").encode(text)
+    assert meta["train"]["max_id"] == int(all_tokens(tmp_path / "d", "train").max())
+
+
+def test_wikitext_detokenizer_on_a_hand_checked_line():
+    raw = ' = Homarus gammarus = \n It may grow to 60 @,@ 000 cm ( 24 in ) , a " lobster " of 1 @.@ 5 kg . \n'
+    want = '= Homarus gammarus =\nIt may grow to 60,000 cm (24 in), a "lobster" of 1.5 kg.\n'
+    assert prepare.detokenize_wikitext(raw, doc_start=True) == want
+
+
+def test_several_english_files_with_detokenize(tmp_path):
+    (tmp_path / "a.txt").write_text(" = A = \n The cat @-@ like animal , he said . \n" * 30)
+    (tmp_path / "b.txt").write_text("Response one.\n\nResponse two.\n" * 30)
+    meta = prepare.prepare(tmp_path / "d", [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")], workers=0,
+                           detokenize="wikitext")
+    tok = text_tokenizer.load("gpt2")
+    train = all_tokens(tmp_path / "d", "train").tolist()
+    assert train.count(50256) == 2  # one document per file
+    assert tok.decode(train).startswith("<|endoftext|>= A =\nThe cat-like animal, he said.\n")
+    assert meta["detokenize"] == "wikitext" and meta["val"]["tokens"] > 0
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "meta.json is corrupt"),
+    ("[1, 2]", "holds a list, not an object"),
+    ('{"format_version": 1}', "field 'vocab_size' is None, expected int"),
+    ('{"format_version": 7}', "format_version 7, expected 1"),
+])
+def test_malformed_meta_is_one_line(content, message, tmp_path):
+    (tmp_path / "meta.json").write_text(content)
+    with pytest.raises(DataError, match=message) as e:
+        read_meta(tmp_path)
+    assert "\n" not in str(e.value)
