@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from tokenizer import Tokenizer, render_token
+from trainer import merge_pair
 
 SCHEMA = "llmhw-bpe-homework/1"
 
@@ -104,15 +105,7 @@ def encode_passes(ids: list[int], pairs: dict[tuple[int, int], int]) -> list[int
 def encode_merge_order(ids: list[int], pairs: dict[tuple[int, int], int]) -> list[int]:
     """Apply the merges in training order, each over the whole text (minbpe's encode gives the same)."""
     for (a, b), new in pairs.items():  # dicts keep insertion (training) order
-        out, i = [], 0
-        while i < len(ids):
-            if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
-                out.append(new)
-                i += 2
-            else:
-                out.append(ids[i])
-                i += 1
-        ids = out
+        ids = merge_pair(ids, a, b, new)
     return ids
 
 

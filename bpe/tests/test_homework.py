@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 import datadir
 import homework
 from tokenizer import Tokenizer
+from trainer import merge_pair
 
 
 def counter_homework_train(data: bytes, vocab_size: int):
@@ -23,15 +24,7 @@ def counter_homework_train(data: bytes, vocab_size: int):
             break
         merges.append((vocab[a], vocab[b]))
         vocab.append(vocab[a] + vocab[b])
-        out, i = [], 0
-        while i < len(ids):
-            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == (a, b):
-                out.append(len(vocab) - 1)
-                i += 2
-            else:
-                out.append(ids[i])
-                i += 1
-        ids = out
+        ids = merge_pair(ids, a, b, len(vocab) - 1)
     return merges
 
 
