@@ -3,8 +3,8 @@
 The homework asked for ``train(data, vocab_size)``, ``encode(text)`` and ``decode(ids)``. This module gives a
 ``Tokenizer`` that
 
-* trains incrementally (count unique pre-split chunks once; pair counts + pair -> positions index + a max-heap with
-  lazy deletion, so each merge only touches the occurrences of the merged pair), deterministically;
+* trains on unique pre-split chunks counted once, with trainer.py's incremental trainer (each merge touches only
+  the occurrences of the merged pair), deterministically;
 * encodes exactly like tiktoken (rank-ordered merging: repeatedly merge the adjacent pair whose concatenation has the
   lowest rank, leftmost on ties; a chunk that is itself a token is returned whole), with a chunk cache;
 * saves/loads a versioned JSON format, writes a human-readable vocab listing, loads OpenAI's GPT-2 files
@@ -14,11 +14,8 @@ The homework asked for ``train(data, vocab_size)``, ``encode(text)`` and ``decod
 Token ids are ranks (as in tiktoken): a trained tokenizer has byte b at id b, merged tokens at 256, 257, ... in the
 order they were created, then the special tokens.
 
-Training tie-break (documented contract, also used by the naive reference in the tests): the pair with the highest
-count wins; among equal counts the pair with the smallest (left id, right id) wins. Occurrences are merged left to
-right inside each chunk (so ``aaa`` with the pair (a, a) becomes ``[aa, a]``), as in minbpe and HF.
-A merge whose concatenated bytes are already a token reuses that token's id instead of creating a duplicate
-(a duplicate byte string would have two ranks, which tiktoken's rank semantics cannot express).
+The training contract (tie-break, left-to-right merging, id reuse) is stated in trainer.py. Library functions trust
+their arguments; user input is checked where it enters (train.py, ``load``, ``from_gpt2_files``).
 """
 from __future__ import annotations
 
