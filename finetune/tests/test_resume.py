@@ -1,0 +1,92 @@
+"""Checkpoints and exact resume: a run killed at step k and then --resume'd equals an uninterrupted run (log records
+bitwise, final weights bitwise), for LoRA (with dropout: RNG states matter) and full finetuning."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import checkpoint
+import train
+from runlog import read_log
+
+HERE = Path(__file__).resolve().parents[1]
+
+
+def base_flags(model_dir, out, *extra):
+    # 36 train examples, 4 x 2 accumulation per step -> 4 steps per epoch; 2 epochs = 8 steps
+    return ["--model_name_or_path", str(model_dir), "--output_dir", str(out), "--max_examples", "48",
+            "--eval_ratio", "0.25", "--train_batch_size", "4", "--gradient_accumulation_steps", "2",
+            "--eval_batch_size", "4", "--max_length", "96", "--epochs", "2", "--eval_interval", "3", "--lr", "1e-2",
+            "--ckpt_interval", "3", "--group_by_length", "--device", "cpu", *extra]
+
+
+def run_train(args, check=True):
+    """train.py in a subprocess (for a real SIGKILL); same thread count as this process, so results are bitwise."""
+    r = subprocess.run([sys.executable, str(HERE / "train.py"), *args], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def strip(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.mark.parametrize("kind, extra, kill_at, resumed_from", [
+    ("lora", ["--lora_dim", "4", "--lora_dropout", "0.1"], 5, 3),   # resumes inside epoch 0, crosses into epoch 1
+    ("full", ["--lora_dim", "0", "--lr", "1e-3"], 7, 6),            # resumes inside epoch 1
+])
+def test_kill_and_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path, capsys, kind, extra, kill_at,
+                                                    resumed_from):
+    train.main(base_flags(tiny_model_dir, tmp_path / "whole", *extra))
+    args = base_flags(tiny_model_dir, tmp_path / "cut", *extra)
+    killed = run_train([*args, "--kill_at_step", str(kill_at)], check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    latest = checkpoint.latest(tmp_path / "cut")
+    assert checkpoint.load(latest)["step"] == resumed_from
+    train.main([*args, "--resume"])
+    assert f"[resume] {latest}: step {resumed_from}/8" in capsys.readouterr().out
+    whole, cut = read_log(tmp_path / "whole" / "log.jsonl"), read_log(tmp_path / "cut" / "log.jsonl")
+    assert [r["step"] for r in whole if "train_loss" in r] == list(range(1, 9))
+    assert strip(cut) == strip(whole)  # same records in the same order, losses and lrs bitwise equal
+    files = ("adapter", "lora_weights.safetensors") if kind == "lora" else ("model", "model.safetensors")
+    a, b = load_file(tmp_path / "whole" / Path(*files)), load_file(tmp_path / "cut" / Path(*files))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    s_whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    s_cut = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    for key in ("final_eval_loss", "best_eval_loss", "final_train_loss", "steps", "tokens", "run_id"):
+        assert (s_cut[key] == s_whole[key]) == (key != "run_id"), key
+
+
+def test_checkpoints_are_step_numbered_the_last_k_kept_and_weights_only(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    train.main(base_flags(tiny_model_dir, out, "--lora_dim", "2", "--ckpt_interval", "2", "--keep_checkpoints", "2"))
+    names = sorted(p.name for p in (out / "ckpt").iterdir())
+    assert names == ["latest.json", "step-00000006.pt", "step-00000008.pt"]  # saved at 2, 4, 6, 8; two kept
+    assert json.loads((out / "ckpt" / "latest.json").read_text())["file"] == "step-00000008.pt"
+    state = torch.load(out / "ckpt" / "step-00000008.pt", weights_only=True)  # no pickled code needed
+    assert state["step"] == 8 and state["epoch"] == 2 and state["batch_in_epoch"] == 0
+    assert state["train_config"]["lora_dim"] == 2 and set(state["rng"][0]) >= {"torch", "python"}
+    assert all(k.endswith(("lora_right_weight", "lora_left_weight")) for k in state["model"])
+    # resuming a finished run only redoes the finish: same results
+    before = json.loads((out / "summary.json").read_text())
+    train.main(base_flags(tiny_model_dir, out, "--lora_dim", "2", "--ckpt_interval", "2", "--resume"))
+    after = json.loads((out / "summary.json").read_text())
+    assert after["final_eval_loss"] == before["final_eval_loss"] and after["steps"] == 8
+    assert len([r for r in read_log(out / "log.jsonl") if "train_loss" in r]) == 8
+
+
+def test_resume_refuses_other_settings(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    train.main(base_flags(tiny_model_dir, out, "--lora_dim", "2", "--epochs", "1"))
+    with pytest.raises(SystemExit) as e:
+        train.main(base_flags(tiny_model_dir, out, "--lora_dim", "2", "--epochs", "1", "--lr", "2e-2", "--resume"))
+    assert "was made with --lr 0.01 (now 0.02)" in str(e.value) and "\n" not in str(e.value)
