@@ -57,12 +57,14 @@ TEMPLATES = {
 
 
 def prompt_of(record: dict, template: str = "homework") -> str:
+    """The prompt text of a record (what the loss does not see)."""
     with_input, without_input, _ = TEMPLATES[template]
     inp = (record.get("input") or "").strip()
     return (with_input if inp else without_input).format(instruction=record["instruction"].strip(), input=inp)
 
 
 def target_of(record: dict, template: str = "homework") -> str:
+    """The target text of a record (what the loss sees), without EOS: tokenize() appends the EOS id."""
     return TEMPLATES[template][2].format(output=record["output"])
 
 
@@ -114,6 +116,8 @@ def read_records(path: Path) -> list:
                                         f"not valid JSON ({e})")) from None
     except (lzma.LZMAError, EOFError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: cannot decode ({type(e).__name__}: {e})") from None
+    except OSError as e:  # unreadable (permissions, I/O error): a line, not a traceback
+        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -136,6 +140,8 @@ def check_records(records: list, source) -> list[dict]:
                 bad.append(f"record {i} has no '{key}'")
             elif not isinstance(v, str):
                 bad.append(f"record {i} field '{key}' is a {type(v).__name__}, not a string")
+            elif key == "instruction" and not v.strip():  # a prompt with nothing to do (an empty output is fine)
+                bad.append(f"record {i} field 'instruction' is empty")
     if bad:
         raise ValueError(f"{source}: {len(bad)} malformed record(s): " + "; ".join(bad[:3])
                          + ("; ..." if len(bad) > 3 else ""))
@@ -162,6 +168,7 @@ def load_records(data_path: str = DEFAULT_DATA, data_dir: str | None = None) -> 
 
 @dataclass
 class Example:
+    """One tokenized example: prompt + target + EOS ids, and labels with -100 on the prompt."""
     input_ids: list[int]
     labels: list[int]
 

@@ -309,3 +309,50 @@ def test_partition_cli_refusals(alpaca_partition, tmp_path, capsys):
     bad.write_text(json.dumps(RECORDS * 10))
     with pytest.raises(SystemExit, match="holds the data file"):
         data.main(["--out_dir", str(tmp_path / "sub"), "--data_path", str(bad), "--max_examples", "5", "--overwrite"])
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("empty.json", b"", "is empty (no JSON at all)"),
+    ("blank.json", b"  \n", "is empty (no JSON at all)"),
+    ("empty.jsonl", b"", "no records"),
+    ("truncated.json", b'[{"instruction": "a", "output": "b"', "not valid JSON"),
+    ("html.json", b"<html>404</html>", "not valid JSON"),
+    ("object.json", b'{"instruction": "a", "output": "b"}', "expected a JSON list of records, got dict"),
+    ("keys.json", json.dumps([{"prompt": "a", "response": "b"}]).encode(), "record 0 has no 'instruction'"),
+    ("keys.jsonl", b'{"instruction": "a", "output": "b"}\n{"instruction": "a", "answer": "b"}\n',
+     "record 1 has no 'output'"),
+    ("types.json", json.dumps([{"instruction": "a", "output": ["b"]}]).encode(), "record 0 field 'output' is a list"),
+    ("input.json", json.dumps([{"instruction": "a", "output": "b", "input": 3}]).encode(),
+     "record 0 field 'input' is a int"),
+    ("noinstr.json", json.dumps([{"instruction": "  ", "output": "b"}]).encode(), "record 0 field 'instruction' is empty"),
+    ("list.jsonl", b'["a", "b"]\n', "record 0 is a list, not an object"),
+    ("latin1.json", '[{"instruction": "caf\xe9", "output": "b"}]'.encode("latin-1"), "cannot decode"),
+    ("notxz.json.xz", b"plain text, not xz", "cannot decode"),
+    ("gzip.json.gz", bytes([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xfe]), "cannot decode"),
+])
+def test_every_bad_alpaca_file_is_one_line_naming_file_and_record(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as e:
+        data.load_records(str(path))
+    text = str(e.value)
+    assert text.startswith(str(path)) and message in text and "\n" not in text, text
+    with pytest.raises(SystemExit) as e:  # and the partition CLI says the same in one line
+        data.main(["--out_dir", str(tmp_path / "out"), "--data_path", str(path), "--max_examples", "1"])
+    assert str(e.value) == f"error: {text}" and not (tmp_path / "out").exists()
+
+
+def test_truncated_xz_and_unreadable_file_are_one_line(tmp_path, monkeypatch):
+    full = tmp_path / "a.json.xz"
+    with lzma.open(full, "wt") as f:
+        json.dump(RECORDS * 100, f)
+    cut = tmp_path / "cut.json.xz"
+    cut.write_bytes(full.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"cut.json.xz: cannot decode \(EOFError"):
+        data.load_records(str(cut))
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(data, "open", denied, raising=False)  # root reads everything: simulate the refusal
+    with pytest.raises(ValueError, match=r"no_access.json: cannot read \(Permission denied\)"):
+        data.read_records(tmp_path / "no_access.json")
