@@ -70,21 +70,18 @@ def render_token(b: bytes) -> str:
                    for ch in s)
 
 
-def openai_gpt2_tiktoken(encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike):
-    """tiktoken's own ``gpt2`` encoding from local OpenAI files (tiktoken's loader and r50k pattern, no download):
-    the reference our GPT-2 loading is tested and benchmarked against. Uses no code of this module."""
+def gpt2_tiktoken(data_dir: str | os.PathLike | None = None):
+    """tiktoken's own ``gpt2`` encoding from the data directory's ``gpt2/encoder.json`` + ``gpt2/vocab.bpe``
+    (tiktoken's loader and r50k pattern, no download): the reference our GPT-2 loading is tested against and the
+    GPT-2 column of train.py's comparison. Uses no code of this module."""
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
     from tiktoken_ext.openai_public import r50k_pat_str
 
-    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(vocab_bpe), encoder_json_file=str(encoder_json))
+    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(datadir.find("gpt2/vocab.bpe", data_dir)),
+                                            encoder_json_file=str(datadir.find("gpt2/encoder.json", data_dir)))
     return tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
                              special_tokens={"<|endoftext|>": 50256})
-
-
-def gpt2_tiktoken(data_dir: str | os.PathLike | None = None):
-    """tiktoken's gpt2 encoding from the data directory's ``gpt2/encoder.json`` + ``gpt2/vocab.bpe`` (no download)."""
-    return openai_gpt2_tiktoken(datadir.find("gpt2/encoder.json", data_dir), datadir.find("gpt2/vocab.bpe", data_dir))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -164,7 +164,10 @@ def main(argv=None) -> dict:
         out = outputs.check_out_dir(Path(cfg.out_dir), paths + list(sample_paths.values()), cfg.overwrite)
     except fileio.OutputError as e:
         raise SystemExit(f"error: {e}") from None
-    enc = gpt2_tiktoken(cfg.data_dir)  # found before training: the comparison needs GPT-2's files
+    try:  # found before training: the comparison needs GPT-2's files
+        enc = gpt2_tiktoken(cfg.data_dir)
+    except datadir.DataFileNotFound as e:
+        raise SystemExit(f"error: {e}") from None
 
     tok, train_seconds = train_tokenizer(cfg, text)
     hf_json = outputs.hf_json_or_exit(tok)  # a special token HF cannot hold stops here, before any file is written

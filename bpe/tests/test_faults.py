@@ -173,3 +173,11 @@ def test_bad_inputs_are_one_line_naming_them(tmp_path):
         with pytest.raises(SystemExit):
             train.main(argv + ["--out_dir", out])
     assert not Path(out).exists()
+
+
+def test_missing_gpt2_files_are_one_line_before_training(corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LLMHW_DATA_DIR", str(tmp_path / "empty_data"))
+    monkeypatch.setenv("LLMHW_OFFLINE", "1")
+    one_line_exit(["--input", str(corpus), "--english", str(corpus), "--chinese", str(corpus),
+                   "--out_dir", str(tmp_path / "out")], "not found")
+    assert "bpe merges" not in capsys.readouterr().err and not (tmp_path / "out").exists()
