@@ -10,15 +10,6 @@ import lora
 import merge
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far slower with 2 threads than 1 on a loaded 2-core machine (thread contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_adapter(folder, base_name, n_embd=16, rank=4, rslora=False, seed=3):
     """Our adapter with random (non-zero) L and R on every Conv1D of the blocks, saved with PEFT's files too."""
     model = tiny_gpt2(n_embd=n_embd)
