@@ -1,0 +1,175 @@
+"""Faults: a kill at each write, a full disk, corrupt checkpoint / meta.json / shard / tokenizer files.
+Each time the previous outputs survive (loadable, unmixed) and the next start continues or says one line."""
+import errno
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import fileio
+import prepare
+import train
+from checkpoint import load_checkpoint, load_model
+from conftest import TINY_ARGS
+from runlog import read_log
+
+FAST = ["--hellaswag_limit", "0", "--sample_tokens", "0", "--val_steps", "1", "--eval_interval", "0"]
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL at that instant (BaseException: no handler of ours catches it)."""
+
+
+def resume(out, data, steps="7"):
+    return train.main(["--data", str(data), "--out_dir", str(out), *TINY_ARGS, "--max_steps", steps, *FAST,
+                       "--resume"])
+
+
+def strip(log):
+    return [{k: v for k, v in r.items() if k not in ("dt_ms", "tokens_per_s", "mfu")} for r in log]
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_run, shakespeare, tmp_path_factory):
+    """tiny_run extended by one step without faults: the log every faulty history must end with."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    shutil.copytree(tiny_run, out)
+    resume(out, shakespeare)
+    return strip(read_log(out / "log.jsonl"))
+
+
+def kill_when_replacing(monkeypatch, name):
+    """Kill just before the rename that would put a complete `name` in place (file or folder swap)."""
+    real_replace, real_exchange = os.replace, fileio._exchange
+
+    def replace(src, dst, *a, **k):
+        if os.path.basename(dst) == name:
+            raise Killed(name)
+        return real_replace(src, dst, *a, **k)
+
+    def exchange(a, b):
+        if os.path.basename(b) == name:
+            raise Killed(name)
+        return real_exchange(a, b)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(fileio, "_exchange", exchange)
+
+
+@pytest.mark.parametrize("name", ["log.jsonl", "tokenizer", "ckpt_000007.pt", "latest", "hf", "summary.json"])
+def test_kill_at_each_write_keeps_a_loadable_run(name, tiny_run, shakespeare, finished, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    with monkeypatch.context() as m:
+        kill_when_replacing(m, name)
+        with pytest.raises(Killed):
+            resume(out, shakespeare)
+    # what a kill leaves: the latest checkpoint loads, the log parses (no NUL padding), hf/ and tokenizer/ whole
+    assert load_checkpoint(out)["step"] in (6, 7)
+    assert b"\0" not in (out / "log.jsonl").read_bytes() and read_log(out / "log.jsonl")
+    assert load_model(out / "hf").config.n_layer == 2 and (out / "tokenizer" / "vocab.json").is_file()
+    json.loads((out / "summary.json").read_text())
+    resume(out, shakespeare)  # the next start continues and ends as an uninterrupted run
+    assert strip(read_log(out / "log.jsonl")) == finished
+
+
+def test_disk_full_while_checkpointing_is_one_line_and_leaves_no_temp_file(tiny_run, shakespeare, tmp_path,
+                                                                            monkeypatch, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+
+    def full_disk(obj, f, *a, **k):
+        f.write(b"PK\x03\x04" + b"\0" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    import checkpoint
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)  # the disk fills while the checkpoint is written
+    with pytest.raises(SystemExit) as e:
+        resume(out, shakespeare)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "ckpt_000007.pt: no space left on the disk holding" in err and "MiB free" in err
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # temp files removed
+    assert load_checkpoint(out)["step"] == 6
+
+
+def test_disk_full_while_preparing_keeps_the_old_data_set(shakespeare, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(shakespeare, data)
+    before = {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()}
+
+    def full_disk(self, tokens):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(prepare.ShardWriter, "write", full_disk)
+    with pytest.raises(SystemExit, match=r"^error: .*data: no space left on the disk holding") as e:
+        prepare.main(["--input", "tinyshakespeare.txt", "--out_dir", str(data), "--workers", "0"])
+    assert "\n" not in str(e.value)
+    assert {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # the half-built folder is gone
+
+
+def test_a_failing_prepare_rerun_keeps_the_old_data_set_and_refuses_its_inputs(shakespeare, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(shakespeare, data)
+    before = {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()}
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SystemExit, match="latin1.txt: not UTF-8 text"):
+        prepare.main(["--input", str(tmp_path / "latin1.txt"), "--out_dir", str(data), "--workers", "0"])
+    assert {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()} == before
+    (data / "notes.txt").write_text("my notes")
+    with pytest.raises(SystemExit, match=r"holds the input .*notes.txt: write the data set somewhere else"):
+        prepare.main(["--input", str(data / "notes.txt"), "--out_dir", str(data)])
+    with pytest.raises(SystemExit, match=r"holds files that are not a data set \(notes.txt\)"):
+        prepare.main(["--input", "tinyshakespeare.txt", "--out_dir", str(data)])
+
+
+def corrupt_shard_header(data):
+    h = np.fromfile(data / "val_000000.bin", dtype="<i4", count=256)
+    h[4] = 100277  # another tokenizer's vocab size
+    with open(data / "val_000000.bin", "r+b") as f:
+        f.write(h.tobytes())
+
+
+def big_id_in_val(data):
+    tokens = np.memmap(data / "val_000000.bin", dtype=np.uint16, mode="r+", offset=1024)
+    tokens[7] = 60000
+    tokens.flush()
+    meta = json.loads((data / "meta.json").read_text())
+    del meta["val"]["max_id"]  # as in a data set without the recorded maximum: train.py scans the val split
+    (data / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "meta.json").write_text('{"format_version": 1, "vocab'), "meta.json is corrupt"),
+    (lambda d: (d / "meta.json").write_text('{"format_version": 1}'), "field 'vocab_size' is None"),
+    (corrupt_shard_header, "val_000000.bin: made with another tokenizer (header vocab 100277"),
+    (big_id_in_val, "val shards hold token id 60000, outside the tokenizer's vocab 50257"),
+    (lambda d: (d / "tokenizer" / "encoder.json").write_text((d / "tokenizer" / "encoder.json").read_text() + " "),
+     "tokenizer files differ from the ones the shards were made with"),
+    (lambda d: (d / "train_000000.bin").write_bytes(b"\0" * 2000), "train_000000.bin is corrupt"),
+])
+def test_corrupt_data_files_are_one_line_at_startup(damage, message, shakespeare, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(shakespeare, data)
+    damage(data)
+    with pytest.raises(SystemExit) as e:
+        train.main(["--data", str(data), "--out_dir", str(tmp_path / "out"), *TINY_ARGS, "--max_steps", "1", *FAST])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out" / "log.jsonl").exists()  # refused before any work
+
+
+def test_corrupt_checkpoint_on_resume_is_one_line(tiny_run, shakespeare, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    ckpt = out / "ckpt_000006.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:4096])
+    log = (out / "log.jsonl").read_bytes()
+    with pytest.raises(SystemExit):
+        resume(out, shakespeare)
+    err = capsys.readouterr().err
+    assert "ckpt_000006.pt: truncated or corrupt checkpoint (4096 bytes" in err and err.count("\n") == 1
+    assert (out / "log.jsonl").read_bytes() == log  # nothing rewritten
+    (out / "latest").write_text("ckpt_000003.pt\n")  # an older checkpoint still resumes
+    resume(out, shakespeare, steps="6")
+    assert load_checkpoint(out)["step"] == 6
