@@ -410,6 +410,21 @@ def _containing(indices: list[int], texts: list[str], needles: list[str]) -> set
     return hits
 
 
+def within_budget(records: list[dict], indices: list[int], max_bytes: int, data_seed: int) -> list[int]:
+    """The records of ``indices`` whose text fits ``max_bytes``, taken in the partition's seeded shuffle order (a
+    uniform sample, not the file's first records), returned in index order."""
+    rank = list(range(len(records)))
+    random.Random(data_seed).shuffle(rank)  # the shuffle partition() walks along
+    position = {i: k for k, i in enumerate(rank)}
+    taken, size = [], -1  # -1: n paragraphs have n - 1 separators, plus the final newline
+    for i in sorted(indices, key=position.__getitem__):
+        size += len(paragraph(records[i]["output"]).encode("utf-8")) + 2
+        if size > max_bytes:
+            break
+        taken.append(i)
+    return sorted(taken)
+
+
 def pretrain_text(records: list[dict], indices: list[int]) -> str:
     """The pretraining text: one paragraph per record, a blank line between records, a final newline."""
     return "\n\n".join(paragraph(records[i]["output"]) for i in indices) + "\n"
@@ -427,9 +442,13 @@ class PartitionConfig:
     eval_ratio: float = field(default=0.01, metadata={"help": "eval fraction of the subset (train.py's --eval_ratio)"})
     data_seed: int = field(default=42, metadata={"help": "seed of the shuffle (train.py's data seed)"})
     heldout: int = field(default=24, metadata={"help": "instructions held out of every split, for generation"})
+    pretrain_bytes: int | None = field(default=None, metadata={
+        "help": "at most this many bytes of pretraining text (a seeded sample of the free records; default: all)"})
     overwrite: bool = field(default=False, metadata={"help": "replace a partition folder made with other settings"})
 
     def validate(self) -> "PartitionConfig":
+        if self.pretrain_bytes is not None and self.pretrain_bytes <= 0:
+            raise ValueError(f"--pretrain_bytes must be > 0, got {self.pretrain_bytes}")
         if not self.out_dir:
             raise ValueError("--out_dir is required")
         if self.max_examples is not None and self.max_examples <= 0:
@@ -439,6 +458,9 @@ class PartitionConfig:
         if self.heldout < 0:
             raise ValueError(f"--heldout must be >= 0, got {self.heldout}")
         return self
+
+
+SETTINGS = ("max_examples", "eval_ratio", "data_seed", "heldout", "pretrain_bytes")  # what makes a partition
 
 
 def file_sha256(path: Path) -> str:
@@ -457,7 +479,7 @@ def split_record(cfg: PartitionConfig, records: list[dict], source: str, parts: 
         "format": SPLIT_FORMAT, "version": SPLIT_VERSION,
         "data": {"source": source, "file": path.name if path else None,
                  "sha256": file_sha256(path) if path else None, "records": len(records)},
-        "settings": {k: getattr(cfg, k) for k in ("max_examples", "eval_ratio", "data_seed", "heldout")},
+        "settings": {k: getattr(cfg, k) for k in SETTINGS},
         "counts": {k: len(v) for k, v in parts.items()},
         "pretrain": {"file": PRETRAIN_FILE, "records": len(selected), "bytes": len(text.encode("utf-8")),
                      "left_out": left_out, "indices": selected},
@@ -491,7 +513,7 @@ def check_out_dir(cfg: PartitionConfig, data_source: str) -> Path:
             raise ValueError(f"--out_dir {cfg.out_dir} is not empty and holds no {SPLIT_FILE}: not a partition "
                              "folder; choose another folder")
         old = read_split(out)
-        settings = {k: getattr(cfg, k) for k in ("max_examples", "eval_ratio", "data_seed", "heldout")}
+        settings = {k: getattr(cfg, k) for k in SETTINGS}
         if old.get("settings") != settings:
             raise ValueError(f"--out_dir {cfg.out_dir} holds a partition with settings {old.get('settings')}, not "
                              f"{settings}; pass --overwrite to replace it or choose another folder")
@@ -524,6 +546,9 @@ def main(argv=None) -> dict:
         records, source = load_records(cfg.data_path, cfg.data_dir)
         parts = partition(len(records), cfg.max_examples, cfg.eval_ratio, cfg.data_seed, cfg.heldout, records)
         selected, left_out = pretrain_selection(records, parts)
+        if cfg.pretrain_bytes is not None:
+            kept = within_budget(records, selected, cfg.pretrain_bytes, cfg.data_seed)
+            left_out["over_budget"], selected = len(selected) - len(kept), kept
         if not selected:
             raise ValueError(f"no records are left for the pretraining text ({len(parts['unused'])} unused); "
                              "lower --max_examples")

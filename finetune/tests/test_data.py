@@ -266,7 +266,8 @@ def test_partition_cli_files_and_determinism(alpaca_partition, alpaca_records, t
     assert split["format"] == "llmhw-alpaca-split" and split["version"] == 1
     assert split["data"]["file"] == "alpaca_data.json.xz" and split["data"]["records"] == 52002
     assert split["data"]["sha256"] == "53adf12feb0ddc51bf8243de1b41886773f902d16f921d1b8804329c6501284d"  # data README
-    assert split["settings"] == {"max_examples": 1000, "eval_ratio": 0.1, "data_seed": 42, "heldout": 24}
+    assert split["settings"] == {"max_examples": 1000, "eval_ratio": 0.1, "data_seed": 42, "heldout": 24,
+                                 "pretrain_bytes": None}
     assert data.read_split(out) == split
     records = alpaca_records
     lines = [json.loads(line) for line in (out / "instructions.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -356,3 +357,20 @@ def test_truncated_xz_and_unreadable_file_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "open", denied, raising=False)  # root reads everything: simulate the refusal
     with pytest.raises(ValueError, match=r"no_access.json: cannot read \(Permission denied\)"):
         data.read_records(tmp_path / "no_access.json")
+
+
+def test_pretrain_bytes_takes_a_seeded_sample_within_the_budget(tmp_path):
+    src = tmp_path / "r.jsonl"
+    src.write_text("".join(json.dumps({"instruction": f"i{i}", "output": f"answer number {i:03d}"}) + "\n"
+                           for i in range(200)))  # every paragraph 17 bytes
+    argv = ["--data_path", str(src), "--max_examples", "20", "--heldout", "2", "--data_seed", "3"]
+    full = data.main(["--out_dir", str(tmp_path / "all")] + argv)
+    part = data.main(["--out_dir", str(tmp_path / "cut"), "--pretrain_bytes", "180"] + argv)
+    text = (tmp_path / "cut" / "pretrain_text.txt").read_text()
+    # 10 paragraphs: 10 * 17 + 9 separators * 2 + final newline = 189 > 180, so 9 fit (9 * 17 + 8 * 2 + 1 = 170)
+    assert part["pretrain"]["records"] == 9 and part["pretrain"]["bytes"] == 170 == len(text.encode())
+    assert part["pretrain"]["left_out"]["over_budget"] == full["pretrain"]["records"] - 9
+    assert set(part["pretrain"]["indices"]) < set(full["pretrain"]["indices"])
+    assert part["pretrain"]["indices"] == sorted(part["pretrain"]["indices"])
+    assert part["pretrain"]["indices"] != full["pretrain"]["indices"][:9]  # a sample, not the file's first records
+    assert part["indices"] == full["indices"] and part["settings"]["pretrain_bytes"] == 180
