@@ -1,18 +1,24 @@
-"""The main job: run every stage of the homework at CPU scale (or the GPU presets), then build the report.
+"""The main job: run every stage of the homework at CPU scale (or the GPU preset), then build the report.
 
 Stages (each a subprocess running a folder's own script; report/ imports nothing from the other folders, the
-stages meet only through the files they write under the run directory):
+stages meet only through the files they write under the run directory RUN):
 
-  bpe       python bpe/train.py              -> RUN/bpe/{tokenizer.json, summary.json, output.log}
-  data      python pretrain/prepare.py       -> RUN/shards/ (Tiny Shakespeare, GPT-2 BPE)
-  pretrain  python pretrain/train.py         -> RUN/pretrain/{log.jsonl, summary.json, hf/}
-  sweep     python finetune/sweep.py         -> RUN/sweep/{r0,r1,...}/ (LoRA ranks + full finetuning)
-  generate  python finetune/generate.py      -> RUN/generations.json
-  report    python report/build_report.py    -> report/README.md + PNGs
+  bpe        python bpe/train.py           the homework's tokenizer: manual.txt, vocabulary 1024, compared with
+                                           GPT-2 on the homework's two paragraphs -> RUN/bpe/
+  corpus     python finetune/data.py       the Alpaca partition: the finetuning subset (train/eval split.json),
+                                           held-out instructions, and pretrain_text.txt = responses of the records
+                                           the finetuning never sees -> RUN/corpus/
+  tokenizer  python bpe/train.py           (CPU) GPT-2-pattern BPE trained on the pretraining corpus -> RUN/tokenizer/
+  data       python pretrain/prepare.py    shards of the pretraining corpus with that tokenizer -> RUN/shards/
+  pretrain   python pretrain/train.py      a small GPT on that English prose -> RUN/pretrain/ (hf/ = its export)
+  sweep      python finetune/sweep.py      LoRA ranks + full finetuning from the export, one rank twice (2 seeds)
+  generate   python finetune/generate.py   base, full and LoRA answers to the held-out instructions
+  report     python report/build_report.py report/README.md + report/assets/
 
-A stage whose output marker exists is skipped unless ``--redo`` names it (or ``--redo all``); the report is always
-rebuilt. Every stage's command,
-wall time and status go to RUN/pipeline.jsonl, which the report quotes.
+The pretraining corpus is WikiText-2 (valid) + the corpus stage's pretrain_text.txt; the tokenizer stage trains on
+exactly the files the data stage shards. A stage whose output marker exists is skipped unless ``--redo`` names it
+(or ``--redo all``); a redone stage gets its script's overwrite flag. The report is always rebuilt. Every stage's
+command, wall time and status go to RUN/pipeline.jsonl, which the report quotes.
 """
 from __future__ import annotations
 
@@ -27,87 +33,160 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["bpe", "data", "pretrain", "sweep", "generate", "report"]
+STAGES = ["bpe", "corpus", "tokenizer", "data", "pretrain", "sweep", "generate", "report"]
+WIKITEXT = "webtext/wikitext2_valid.txt"
 
 
 @dataclasses.dataclass
 class PipelineConfig:
-    """Scale of each stage. The CPU defaults fit the 15-minute budget of a 2-core machine."""
+    """Scale of each stage. The CPU defaults fit 15 minutes of a 2-core machine, set-up included."""
     preset: str = "cpu"
     bpe_vocab_size: int = 1024
+    # corpus: one fixed Alpaca subset for every finetuning run; everything else feeds pretraining
+    finetune_examples: int = 480           # records the finetuning uses (train + eval)
+    eval_ratio: float = 0.25
+    data_seed: int = 0
+    heldout: int = 24                      # instructions in no split, for the generations
+    own_tokenizer: bool = True             # False: GPT-2's tokenizer (the GPU preset)
+    tokenizer_vocab_size: int = 4096
     pretrain_preset: str = "tiny-cpu"
-    pretrain_steps: int | None = None          # None: the preset's own
+    pretrain_flags: tuple[str, ...] = (
+        "--n_layer", "4", "--n_head", "4", "--n_embd", "256", "--block_size", "256", "--seq_len", "256",
+        "--batch_size", "16", "--max_lr", "3e-3", "--warmup_steps", "20", "--max_steps", "240",
+        "--eval_interval", "40", "--sample_prompt", "The")
     hellaswag_limit: int = 200
-    nproc: int = 1                             # >1: torchrun --nproc_per_node for pretraining
+    nproc: int = 1                         # >1: torchrun --nproc_per_node for pretraining
     sweep_ranks: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32)
-    sweep_model: str | None = None             # None: the model pretrained above
-    sweep_examples: int | None = 1000          # Alpaca subset (None: all 52,002)
-    sweep_steps: int | None = 30
-    sweep_max_length: int = 256
-    sweep_batch_size: int = 8
-    sweep_eval_interval: int = 10
-    sweep_eval_ratio: float = 0.05
-    sweep_lr: float = 1e-3
+    second_seed: tuple[int, int] = (8, 1234)   # (rank, seed): that rank again with another seed
+    sweep_model: str | None = None         # None: the model pretrained above
+    sweep_flags: tuple[str, ...] = (
+        "--epochs", "6", "--lr", "1e-3", "--train_batch_size", "16", "--eval_batch_size", "32",
+        "--max_length", "192", "--eval_interval", "8")
     gen_lora_rank: int = 8
-    data_flags: tuple[str, ...] = ("--input", "tinyshakespeare.txt")  # pretrain/prepare.py's source
-    sweep_parallel_gpus: bool = False          # sweep.py --parallel_gpus: one rank per visible GPU at a time
+    gen_flags: tuple[str, ...] = ("--max_new_tokens", "96")
+    data_flags: tuple[str, ...] = ()       # prepare.py source; empty: the corpus files
+    sweep_parallel_gpus: bool = False      # sweep.py --parallel_gpus: one rank per visible GPU at a time
 
 
 PRESETS = {
     "cpu": PipelineConfig(),
-    # The homework at full scale (see README): build-nanogpt's GPT-2 124M on 8 GPUs, then the sweep on hub `gpt2`
-    # over all of Alpaca with the homework's hyper-parameters.
-    "gpu": PipelineConfig(preset="gpu", pretrain_preset="gpt2-124m", hellaswag_limit=-1, nproc=8,
-                          sweep_model="gpt2", sweep_examples=None, sweep_steps=None, sweep_max_length=512,
-                          sweep_batch_size=8, sweep_eval_interval=100, sweep_eval_ratio=0.01, sweep_lr=1e-4,
-                          data_flags=("--hf_dataset", "HuggingFaceFW/fineweb-edu", "--hf_config", "sample-10BT",
-                                      "--val_fraction", "0.01"),
-                          sweep_parallel_gpus=True),
+    # The homework at full scale (see README): build-nanogpt's GPT-2 124M on FineWeb-Edu with GPT-2's tokenizer on 8
+    # GPUs, then the sweep on hub `gpt2` over Alpaca with the homework's hyper-parameters, in bf16.
+    "gpu": PipelineConfig(
+        preset="gpu", finetune_examples=52002 - 24, eval_ratio=0.01, own_tokenizer=False,
+        pretrain_preset="gpt2-124m", pretrain_flags=(), hellaswag_limit=-1, nproc=8, sweep_model="gpt2",
+        sweep_flags=("--epochs", "2", "--lr", "1e-4", "--train_batch_size", "8", "--eval_batch_size", "8",
+                     "--max_length", "512", "--eval_interval", "100", "--dtype", "bfloat16"),
+        data_flags=("--hf_dataset", "HuggingFaceFW/fineweb-edu", "--hf_config", "sample-10BT",
+                    "--val_fraction", "0.01"),
+        sweep_parallel_gpus=True),
 }
 
 
-def stage_commands(cfg: PipelineConfig, run: Path, data_dir: str | None, report_dir: Path) -> dict[str, tuple[list, Path]]:
-    """{stage: (argv, marker file that says the stage is done)}."""
+@dataclasses.dataclass
+class Stage:
+    argv: list[str]
+    marker: Path          # exists once the stage is done
+    out: Path             # the folder (or file) the stage writes
+    rerun_flags: tuple[str, ...] = ()   # what the script needs to replace an earlier output
+
+
+def corpus_files(run: Path) -> list[str]:
+    """The pretraining text, in the order the data stage reads it: WikiText-2, then the Alpaca responses."""
+    return [WIKITEXT, str(run / "corpus/pretrain_text.txt")]
+
+
+def corpus_flags(cfg: PipelineConfig) -> list[str]:
+    """The Alpaca partition, given identically to the corpus stage and to every finetuning run."""
+    return ["--max_examples", str(cfg.finetune_examples), "--eval_ratio", str(cfg.eval_ratio),
+            "--data_seed", str(cfg.data_seed)]
+
+
+def tokenizer_stages(cfg: PipelineConfig, run: Path, dd: list[str]) -> dict[str, Stage]:
     py = [sys.executable]
-    dd = ["--data_dir", data_dir] if data_dir else []
-    if cfg.nproc > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc}"]
-    else:
-        launcher = py
-    pre = launcher + [str(ROOT / "pretrain/train.py"), "--preset", cfg.pretrain_preset, "--data", str(run / "shards"),
-                      "--out_dir", str(run / "pretrain"), "--hellaswag_limit", str(cfg.hellaswag_limit)] + dd
-    if cfg.pretrain_steps:
-        pre += ["--max_steps", str(cfg.pretrain_steps)]
-    model = cfg.sweep_model or str(run / "pretrain" / "hf")
-    train_flags = ["--model_name_or_path", model, "--data_path", "alpaca/alpaca_data.json.xz",
-                   "--max_length", str(cfg.sweep_max_length), "--train_batch_size", str(cfg.sweep_batch_size),
-                   "--eval_batch_size", str(cfg.sweep_batch_size), "--eval_interval", str(cfg.sweep_eval_interval),
-                   "--eval_ratio", str(cfg.sweep_eval_ratio), "--lr", str(cfg.sweep_lr),
-                   "--group_by_length"] + dd
-    if cfg.sweep_examples:
-        train_flags += ["--max_examples", str(cfg.sweep_examples)]
-    if cfg.sweep_steps:
-        train_flags += ["--max_steps", str(cfg.sweep_steps)]
-    sweep = py + [str(ROOT / "finetune/sweep.py"), "--ranks", *map(str, cfg.sweep_ranks),
-                  "--output_dir", str(run / "sweep")] + (["--parallel_gpus"] if cfg.sweep_parallel_gpus else []) + [
-        "--"] + train_flags
-    r = cfg.gen_lora_rank
-    gen = py + [str(ROOT / "finetune/generate.py"), "--base", model, "--full", str(run / "sweep/r0/model"),
-                "--lora", str(run / f"sweep/r{r}/adapter"), "--output", str(run / "generations.json")] + dd
+    stages = {
+        "bpe": Stage(py + [str(ROOT / "bpe/train.py"), "--vocab_size", str(cfg.bpe_vocab_size),
+                           "--out_dir", str(run / "bpe")] + dd, run / "bpe/summary.json", run / "bpe",
+                     ("--overwrite",)),
+        "corpus": Stage(py + [str(ROOT / "finetune/data.py"), "--out_dir", str(run / "corpus"), *corpus_flags(cfg),
+                              "--heldout", str(cfg.heldout)] + dd, run / "corpus/split.json", run / "corpus",
+                        ("--overwrite",)),
+    }
+    if cfg.own_tokenizer:
+        stages["tokenizer"] = Stage(
+            py + [str(ROOT / "bpe/train.py"), "--input", *corpus_files(run), "--pattern", "gpt2",
+                  "--vocab_size", str(cfg.tokenizer_vocab_size), "--special", "<|endoftext|>",
+                  "--out_dir", str(run / "tokenizer")] + dd,
+            run / "tokenizer/summary.json", run / "tokenizer", ("--overwrite",))
+    return stages
+
+
+def pretrain_stages(cfg: PipelineConfig, run: Path, dd: list[str]) -> dict[str, Stage]:
+    py = [sys.executable]
+    source = list(cfg.data_flags) or ["--input", *corpus_files(run)]
+    tokenizer = str(run / "tokenizer/tokenizer.json") if cfg.own_tokenizer else "gpt2"
+    vocab = ["--vocab_size", str(cfg.tokenizer_vocab_size)] if cfg.own_tokenizer else []
+    launcher = py if cfg.nproc == 1 else py + ["-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc}"]
     return {
-        "bpe": (py + [str(ROOT / "bpe/train.py"), "--vocab_size", str(cfg.bpe_vocab_size),
-                      "--out_dir", str(run / "bpe")] + dd, run / "bpe/summary.json"),
-        "data": (py + [str(ROOT / "pretrain/prepare.py"), *cfg.data_flags, "--tokenizer", "gpt2",
-                       "--out_dir", str(run / "shards")] + dd, run / "shards/meta.json"),
-        "pretrain": (pre, run / "pretrain/summary.json"),
-        "sweep": (sweep, run / "sweep/summary.json"),
-        "generate": (gen, run / "generations.json"),
-        "report": (py + [str(ROOT / "report/build_report.py"), "--run_dir", str(run), "--out_dir", str(report_dir)]
-                   + dd, report_dir / "README.md"),
+        "data": Stage(py + [str(ROOT / "pretrain/prepare.py"), *source, "--tokenizer", tokenizer,
+                            "--out_dir", str(run / "shards")] + dd, run / "shards/meta.json", run / "shards"),
+        "pretrain": Stage(launcher + [str(ROOT / "pretrain/train.py"), "--preset", cfg.pretrain_preset,
+                                      "--data", str(run / "shards"), "--out_dir", str(run / "pretrain"),
+                                      "--hellaswag_limit", str(cfg.hellaswag_limit), *vocab, *cfg.pretrain_flags]
+                          + dd, run / "pretrain/summary.json", run / "pretrain", ("--overwrite",)),
     }
 
 
-def main(argv=None) -> int:
+def finetune_stages(cfg: PipelineConfig, run: Path, dd: list[str]) -> dict[str, Stage]:
+    py = [sys.executable]
+    model = cfg.sweep_model or str(run / "pretrain" / "hf")
+    rank, seed = cfg.second_seed
+    train_flags = ["--model_name_or_path", model, "--data_path", "alpaca/alpaca_data.json.xz", *corpus_flags(cfg),
+                   *cfg.sweep_flags] + dd
+    sweep = py + [str(ROOT / "finetune/sweep.py"), "--ranks", *map(str, cfg.sweep_ranks),
+                  "--seed_runs", f"{rank}:{seed}", "--output_dir", str(run / "sweep")]
+    sweep += (["--parallel_gpus"] if cfg.sweep_parallel_gpus else []) + ["--"] + train_flags
+    gen = py + [str(ROOT / "finetune/generate.py"), "--base", model, "--full", str(run / "sweep/r0/model"),
+                "--lora", str(run / f"sweep/r{cfg.gen_lora_rank}/adapter"),
+                "--instructions", str(run / "corpus/instructions.jsonl"), *cfg.gen_flags,
+                "--output", str(run / "generations.json")] + dd
+    return {"sweep": Stage(sweep, run / "sweep/summary.json", run / "sweep", ("--redo",)),
+            "generate": Stage(gen, run / "generations.json", run / "generations.json")}
+
+
+def stage_commands(cfg: PipelineConfig, run: Path, data_dir: str | None, report_dir: Path) -> dict[str, Stage]:
+    """{stage: Stage}, in running order; the GPU preset has no tokenizer stage (it uses GPT-2's)."""
+    dd = ["--data_dir", data_dir] if data_dir else []
+    stages = {**tokenizer_stages(cfg, run, dd), **pretrain_stages(cfg, run, dd), **finetune_stages(cfg, run, dd)}
+    stages["report"] = Stage([sys.executable, str(ROOT / "report/build_report.py"), "--run_dir", str(run),
+                              "--out_dir", str(report_dir)] + dd, report_dir / "README.md", report_dir)
+    return {name: stages[name] for name in STAGES if name in stages}
+
+
+def pretty(argv: list[str]) -> str:
+    """The command as a user would type it from the repository root."""
+    return shlex.join(os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in argv)
+
+
+def append_record(log_path: Path, record: dict) -> None:
+    with open(log_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def run_stage(name: str, stage: Stage, redo: bool, log_path: Path, preset: str) -> int:
+    """Run one stage (after its overwrite flag when it replaces an earlier output) and record it."""
+    argv = stage.argv
+    if name not in ("report", "generate") and stage.out.exists() and (redo or not stage.marker.exists()):
+        argv = argv + list(stage.rerun_flags)   # an earlier (or partial) output is there: replace it, as told
+    t0 = time.time()
+    rc = subprocess.call(argv, cwd=ROOT)
+    append_record(log_path, {"stage": name, "command": pretty(argv), "seconds": round(time.time() - t0, 1),
+                             "returncode": rc, "preset": preset, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                             "load_avg": list(os.getloadavg())})
+    return rc
+
+
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--run_dir", type=Path, default=None, help="where stage outputs go (default: runs/<preset>)")
@@ -115,48 +194,45 @@ def main(argv=None) -> int:
     p.add_argument("--data_dir", default=None, help="data directory (default: $LLMHW_DATA_DIR)")
     p.add_argument("--only", nargs="+", choices=STAGES, default=None, help="run only these stages")
     p.add_argument("--redo", nargs="+", choices=STAGES + ["all"], default=[], help="redo these stages even if done")
-    p.add_argument("--dry_run", action="store_true", help="print the commands and stop")
-    for name in ("pretrain_steps", "sweep_examples", "sweep_steps", "hellaswag_limit", "nproc"):
-        p.add_argument(f"--{name}", type=int, default=None)
+    p.add_argument("--dry_run", action="store_true", help="print the commands and stop (writes nothing)")
+    p.add_argument("--setup_seconds", type=float, default=None,
+                   help="time the environment set-up took (run_pipeline.sh passes it; recorded as stage 'setup')")
     args = p.parse_args(argv)
+    if args.setup_seconds is not None and args.setup_seconds < 0:
+        p.error(f"--setup_seconds must be >= 0, got {args.setup_seconds}")
+    return args
 
-    cfg = dataclasses.replace(PRESETS[args.preset])  # a copy: flags below must not change the preset
-    for name in ("pretrain_steps", "sweep_examples", "sweep_steps", "hellaswag_limit", "nproc"):
-        value, lowest = getattr(args, name), -1 if name == "hellaswag_limit" else 1
-        if value is not None:
-            if value < lowest:
-                p.error(f"--{name} must be >= {lowest}{' (-1: all, 0: none)' if lowest < 0 else ''}, got {value}")
-            setattr(cfg, name, value)
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = PRESETS[args.preset]
     run = (args.run_dir or ROOT / "runs" / cfg.preset).resolve()
+    stages = stage_commands(cfg, run, args.data_dir, args.report_dir.resolve())
+    redo = set(STAGES) if "all" in args.redo else set(args.redo)
+    log_path, t_all = run / "pipeline.jsonl", time.time()
     if not args.dry_run:
         run.mkdir(parents=True, exist_ok=True)
-    commands = stage_commands(cfg, run, args.data_dir, args.report_dir.resolve())
-    redo = set(STAGES) if "all" in args.redo else set(args.redo)
-    log_path = run / "pipeline.jsonl"
-    t_all = time.time()
-    for stage in args.only or STAGES:
-        argv_, marker = commands[stage]
-        pretty = shlex.join(os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in argv_)
-        # The report is rebuilt every time (about a second): its committed README must never mark it done.
-        if marker.exists() and stage not in redo and stage != "report":
-            print(f"[pipeline] {stage}: done already ({os.path.relpath(marker, ROOT)}); --redo {stage} to rerun")
+        if args.setup_seconds is not None:
+            append_record(log_path, {"stage": "setup", "command": "bash report/run_pipeline.sh (environment)",
+                                     "seconds": round(args.setup_seconds, 1), "returncode": 0, "preset": cfg.preset,
+                                     "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_avg": list(os.getloadavg())})
+    for name in [s for s in (args.only or STAGES) if s in stages]:
+        stage = stages[name]
+        # The report is rebuilt every time (seconds): its committed README must never mark it done.
+        if stage.marker.exists() and name not in redo and name != "report":
+            print(f"[pipeline] {name}: done already ({os.path.relpath(stage.marker, ROOT)}); --redo {name} to rerun")
             continue
-        print(f"\n[pipeline] ===== {stage}: {pretty}", flush=True)
+        print(f"\n[pipeline] ===== {name}: {pretty(stage.argv)}", flush=True)
         if args.dry_run:
             continue
-        t0 = time.time()
-        rc = subprocess.call(argv_, cwd=ROOT)
-        record = {"stage": stage, "command": pretty, "seconds": round(time.time() - t0, 1), "returncode": rc,
-                  "preset": cfg.preset, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        rc = run_stage(name, stage, name in redo, log_path, cfg.preset)
         if rc != 0:
-            print(f"[pipeline] stage '{stage}' failed with exit code {rc}; command: {pretty}", file=sys.stderr)
+            print(f"[pipeline] stage '{name}' failed with exit code {rc}; command: {pretty(stage.argv)}",
+                  file=sys.stderr)
             return rc
-        print(f"[pipeline] {stage}: {record['seconds']} s")
-    if args.dry_run:
-        return 0
-    print(f"\n[pipeline] finished in {time.time() - t_all:.0f} s; report: {os.path.relpath(commands['report'][1], ROOT)}")
+    if not args.dry_run:
+        print(f"\n[pipeline] finished in {time.time() - t_all:.0f} s; report: "
+              f"{os.path.relpath(stages['report'].marker, ROOT)}")
     return 0
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's main job: set up the environment, then run the whole pipeline at CPU scale and build the report.
-# Extra arguments go to report/pipeline.py (e.g. --redo, --only bpe).
+# Extra arguments go to report/pipeline.py (e.g. --redo all, --only bpe). The set-up time is recorded in the report.
 set -u
+SECONDS=0
 source "$(dirname "${BASH_SOURCE[0]}")/../.ci/env.sh"
 cd "$LLMHW_ROOT"
-exec python report/pipeline.py "$@"
+exec python report/pipeline.py --setup_seconds "$SECONDS" "$@"

@@ -1,16 +1,24 @@
-"""build_report.py on a synthetic run directory: figures appear, numbers come from the files, the tokenizer
-examples are computed (checked against hand-verified GPT-2 ids), and missing inputs give one clear error."""
+"""build_report.py on a hand-made run folder: every template slot is filled from the files, the verdicts follow the
+numbers, the figures and generations land in assets/ as one set, a failing build leaves the old report whole, and
+missing inputs give one clear line. The tokenizer examples are checked against hand-verified GPT-2 ids."""
 import json
 from pathlib import Path
 
 import pytest
 
 import build_report as br
+import questions
+import sections
 
 
 def write_jsonl(path: Path, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def write_json(path: Path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
 
 
 def tiny_tokenizer_json(path: Path):
@@ -27,86 +35,164 @@ def tiny_tokenizer_json(path: Path):
     tok.save(str(path))
 
 
-def fake_run(run: Path, full_overfits: bool):
+def bpe_summary() -> dict:
+    """The fields of bpe/train.py's summary.json (format llmhw-bpe-summary v2) that the report reads."""
+    variant = lambda name, en, zh: {"name": name, "what": f"{name} variant", "english": en, "chinese": zh}  # noqa
+    return {"vocab_size": 300, "pattern": "none", "train_seconds": 0.5, "corpus_bytes": 1000, "n_tokens": 400,
+            "bytes_per_token": 2.5, "roundtrip_ok": True, "first_tokens": [[0, "\\x00"], [1, "\\x01"]],
+            "last_tokens": [[298, "北京"], [299, "大学"]],
+            "comparison": {"english": {"ours": 937, "gpt2": 185, "homework": 938, "chars": 953},
+                           "chinese": {"ours": 118, "gpt2": 306, "homework": 113, "chars": 149}},
+            "homework": {"published": {"ours": {"english": 938, "chinese": 113},
+                                       "gpt2": {"english": 185, "chinese": 306}},
+                         "alphabet": {"size": 153, "first_tokens": ["\\n", " ", "%"],
+                                      "first_tokens_match_published": True},
+                         "merges": {"homework": 871, "ours": 768, "same_leading_merges": 107, "shared_tokens": 742},
+                         "missing_bytes": {"english": {"bytes": 4, "chars": {"j": 3, "z": 1}}},
+                         "variants": [variant("homework", 938, 113), variant("ours", 937, 118)],
+                         "effects": {"dropped_bytes": {"english": -4, "chinese": 0}},
+                         "reproduces_published": True}}
+
+
+def finetune_log(train, evals, every):
+    rows = [{"step": 0, "eval_loss": evals[0]}]
+    for step, loss in enumerate(train, 1):
+        rows.append({"step": step, "train_loss": loss, "lr": 1e-3})
+        if step % every == 0:
+            rows.append({"step": step, "eval_loss": evals[step // every]})
+    return rows
+
+
+def sweep_run(run: Path, name: str, rank: int, seed: int, evals: list[float]):
+    train = [3.0 - 0.1 * i for i in range(20)]
+    d = run / "sweep" / name
+    write_jsonl(d / "log.jsonl", finetune_log(train, evals, every=5))
+    write_json(d / "summary.json", {"lora_dim": rank, "seed": seed, "final_eval_loss": evals[-1],
+                                    "final_train_loss": train[-1], "trainable_params": 1000 * (rank or 100),
+                                    "total_params": 100000, "wall_seconds": 12.0, "train_examples": 48,
+                                    "eval_examples": 16, "steps": 20, "steps_per_epoch": 5, "epochs": 4.0})
+    write_json(d / "config.json", {"seed": seed, "lora_dim": rank, "max_examples": 64, "eval_ratio": 0.25,
+                                   "data_seed": 0, "epochs": 4, "lr": 1e-3, "lr_warmup_ratio": 0.1,
+                                   "train_batch_size": 8, "gradient_accumulation_steps": 1, "max_length": 128,
+                                   "eval_interval": 5, "template": "homework", "lora_scaling": 32.0,
+                                   "weight_decay": 0.0})
+
+
+def fake_run(run: Path, full_overfits: bool, corpus_file: Path):
     tiny_tokenizer_json(run / "bpe/tokenizer.json")
-    (run / "bpe/summary.json").write_text(json.dumps({
-        "vocab_size": 300, "pattern": "none", "train_seconds": 0.5, "corpus_bytes": 1000, "n_tokens": 400,
-        "bytes_per_token": 2.5, "roundtrip_ok": True, "first_tokens": [[0, "\\x00"], [1, "\\x01"]],
-        "last_tokens": [[298, "北京"], [299, "大学"]],
-        "comparison": {"english": {"ours": 900, "gpt2": 180, "chars": 800},
-                       "chinese": {"ours": 110, "gpt2": 300, "chars": 120}}}))
-    write_jsonl(run / "pretrain/log.jsonl", [{"step": 0, "loss": 10.8}, {"step": 10, "loss": 6.0},
-                                             {"step": 10, "val_loss": 6.2},
-                                             {"step": 10, "hellaswag_acc_norm": 0.26, "hellaswag_n": 100},
-                                             {"step": 10, "sample": "ROMEO: to be"}])
-    (run / "pretrain/summary.json").write_text(json.dumps({  # the keys pretrain/train.py writes
-        "final_val_loss": 6.2, "steps": 10, "wall_time_s": 123.4, "train_time_s": 100.0, "tokens_per_s": 1861.0,
-        "model_config": {"n_layer": 4, "n_embd": 128, "block_size": 128}}))
-    (run / "shards").mkdir()
-    (run / "shards/meta.json").write_text(json.dumps({"sources": ["/data/tinyshakespeare.txt"]}))
-    full = [3.0, 2.5, 2.7, 2.9] if full_overfits else [3.0, 2.8, 2.6, 2.5]
-    for r, curve in {0: full, 4: [3.0, 2.9, 2.8, 2.7], 8: [3.0, 2.9, 2.8, 2.69]}.items():
-        rows = [{"step": 10 * i, "train_loss": v, "lr": 1e-3} for i, v in enumerate(curve)]
-        rows += [{"step": 10 * i, "eval_loss": v} for i, v in enumerate(curve)]
-        write_jsonl(run / f"sweep/r{r}/log.jsonl", rows)
-        (run / f"sweep/r{r}/summary.json").write_text(json.dumps({
-            "lora_dim": r, "final_eval_loss": curve[-1], "trainable_params": 1000 * (r or 100),
-            "total_params": 200000, "wall_seconds": 12.0, "peak_memory_mb": 300}))
-    (run / "generations.json").write_text(json.dumps({"results": [
-        {"instruction": "Name a color.", "responses": {"base": "blue?", "full": "Red.", "lora r=8": "Green."}}]}))
+    write_json(run / "bpe/summary.json", bpe_summary())
+    write_json(run / "corpus/split.json", {
+        "data": {"records": 100}, "settings": {"data_seed": 0},
+        "counts": {"train": 48, "eval": 16, "heldout": 4, "unused": 32},
+        "pretrain": {"file": corpus_file.name, "records": 30, "left_out": {"empty": 1, "repeated": 1}}})
+    write_json(run / "tokenizer/summary.json", {"vocab_size": 4096, "bytes_per_token": 3.6})
+    write_json(run / "shards/meta.json", {"sources": [str(corpus_file)], "vocab_size": 4096, "val_fraction": 0.1,
+                                          "train": {"tokens": 9000}, "val": {"tokens": 1000}})
+    write_jsonl(run / "pretrain/log.jsonl", [
+        {"step": 0, "loss": 8.3}, {"step": 10, "loss": 5.0}, {"step": 10, "val_loss": 5.2},
+        {"step": 10, "hellaswag_acc_norm": 0.26, "hellaswag_n": 100},
+        {"step": 10, "sample": "The cat sat on the mat and the dog sat on the rug."}])
+    write_json(run / "pretrain/summary.json", {
+        "final_val_loss": 5.2, "final_train_loss": 5.0, "steps": 10, "tokens": 40960, "wall_time_s": 123.4,
+        "train_time_s": 100.0, "tokens_per_s": 409.6, "params": 4273664, "world_size": 1, "device": "cpu",
+        "model_config": {"n_layer": 4, "n_head": 4, "n_embd": 256, "block_size": 256, "vocab_size": 4096}})
+    full = [3.0, 2.6, 2.4, 2.5, 2.7] if full_overfits else [3.0, 2.8, 2.6, 2.5, 2.45]
+    sweep_run(run, "r0", 0, 42, full)
+    for rank, last in [(1, 2.62), (8, 2.61), (32, 2.60)]:
+        sweep_run(run, f"r{rank}", rank, 42, [3.0, 2.8, 2.7, 2.65, last])
+    sweep_run(run, "r8_seed1234", 8, 1234, [3.0, 2.8, 2.7, 2.65, 2.60])
+    results = [{"instruction": f"Name a colour ({i}).", "input": "",
+                "responses": {"base": "blue blue blue", "full finetune": "Red.", "LoRA r=8": "Green is a colour."},
+                "details": {"base": {"tokens": 30}, "full finetune": {"tokens": 3 + i % 2},
+                            "LoRA r=8": {"tokens": 9 + i % 3}}} for i in range(6)]
+    write_json(run / "generations.json", {"results": results})
     write_jsonl(run / "pipeline.jsonl", [{"stage": "bpe", "command": "python bpe/train.py", "seconds": 1.0,
-                                          "returncode": 0}])
+                                          "returncode": 0, "preset": "cpu", "load_avg": [0.5, 0.4, 0.3]}])
 
 
-def test_report_from_files(tmp_path):
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "pretrain_text.txt"
+    path.write_text("The cat sat on the mat.\n\nThe dog sat on the rug.\n")
+    return path
+
+
+def test_every_slot_filled_from_the_files(tmp_path, corpus_file):
     run, out = tmp_path / "run", tmp_path / "out"
-    fake_run(run, full_overfits=True)
+    fake_run(run, full_overfits=True, corpus_file=corpus_file)
     text = br.build(run, out).read_text()
-    assert (out / "pretrain_loss.png").stat().st_size > 1000 and (out / "sweep_curves.png").stat().st_size > 1000
+    assert "$" not in text.replace("$$", "")          # no slot left: render() refuses missing ones too
+    for name in ("pretrain_loss.png", "sweep_curves.png", "full_finetuning.png"):
+        assert (out / "assets" / name).stat().st_size > 1000 and f"assets/{name}" in text
+    assert len(json.loads((out / "assets/generations.json").read_text())["results"]) == 6
     # numbers come from the files
-    assert "| English | 800 | 900 | 180 | 938 | 185 |" in text
-    assert "0.2600" in text and "`python bpe/train.py` (1 s)" in text
-    assert "| wall_time_s | 123.4000 |" in text and "Pretraining GPT-2 (4 layers, 128 dims, T=128) on tinyshakespeare.txt" in text
-    assert "one CPU-scale run" in text and "(CPU scale)" in text
-    assert "it overfits" in text and "Green." in text
-    # computed tokenizer facts, checked against hand-verified values (ord, and GPT-2 ids from the OpenAI files:
-    # " SolidGoldMagikarp" is the single token 43453, "<|endoftext|>" is 50256)
-    assert "`ord(\"北\")` = 21271" in text and "`ord(\"大\")` = 22823" in text and '= "大模型"' in text
-    assert "1 token: `␣SolidGoldMagikarp`" in text
-    assert "[50256]" in text
-    assert br.TiktokenGPT2().encode(" SolidGoldMagikarp") == [43453]
+    assert "| English | 953 | 937 | 185 | 938 | 185 |" in text and "| Chinese | 149 | 118 | 306 | 113 | 306 |" in text
+    assert "153 byte values" in text and "871 merges" in text and "`j` ×3" in text
+    assert "**48 train + 16 eval** records" in text and "| `pretrain_text.txt` |" in text
+    assert "0.2600 ± 0.0439" in text and "`python bpe/train.py` (1 s)" in text
+    assert "perplexity **181**" in text and "92% of the 13 words in its samples occur in its corpus" in text
+    assert "Settings identical in every run (checked from each run's config.json and summary.json): **yes**" in text
 
 
-def test_verdict_follows_the_numbers(tmp_path):
+def test_verdicts_in_the_report_follow_the_numbers(tmp_path, corpus_file):
     run = tmp_path / "run"
-    fake_run(run, full_overfits=False)
-    logs, _ = br.load_sweep(run)
-    v = br.sweep_verdict(logs)
-    assert "does **not**" in v and "it overfits" not in v
-    assert "ranks [4, 8] of [4, 8]" in v
+    fake_run(run, full_overfits=True, corpus_file=corpus_file)
+    text = br.build(run, tmp_path / "out").read_text()
+    assert "**Full finetuning overfits**: **Reproduced**" in text and "**2.4000 at step 10**" in text
+    assert "**LoRA's eval loss falls along with its train loss**: **Reproduced**" in text
+    # ranks end at 2.62 / 2.61 / 2.60 (spread 0.02), r=8 with two seeds at 2.61 / 2.60 (0.01): ratio 2.0 -> alike
+    assert "**Ranks look alike**: **Reproduced**" in text and "2.0× the seed spread" in text
+    assert "**LoRA answers are longer**: **Reproduced**" in text and "LoRA r=8 **10.0** vs full finetune **3.5**" in text
+    fake_run(run, full_overfits=False, corpus_file=corpus_file)
+    text = br.build(run, tmp_path / "out").read_text()
+    assert "**Full finetuning overfits**: **Not reproduced at this scale**" in text
 
 
-def test_missing_input_is_one_clear_error(tmp_path):
+def test_render_refuses_missing_and_unused_slots():
+    assert br.render("a $x b ${y}", {"x": 1, "y": "2"}) == "a 1 b 2"
+    with pytest.raises(sections.ReportInputError, match=r"without values: \['y'\]"):
+        br.render("a $x b ${y}", {"x": 1})
+    with pytest.raises(sections.ReportInputError, match=r"values without slots: \['z'\]"):
+        br.render("a $x", {"x": 1, "z": 2})
+
+
+def test_template_slots_are_exactly_the_computed_values(tmp_path, corpus_file):
     run = tmp_path / "run"
-    fake_run(run, full_overfits=True)
+    fake_run(run, full_overfits=True, corpus_file=corpus_file)
+    values, _ = br.report_values(run)
+    assert br.template_slots(br.TEMPLATE.read_text()) == set(values)
+
+
+def test_failed_build_leaves_the_old_report_whole(tmp_path, corpus_file, monkeypatch):
+    run, out = tmp_path / "run", tmp_path / "out"
+    fake_run(run, full_overfits=True, corpus_file=corpus_file)
+    br.build(run, out)
+    before = {p.name: p.read_bytes() for p in [out / "README.md", *sorted((out / "assets").iterdir())]}
+
+    def boom(*a, **k):
+        raise RuntimeError("killed while drawing")
+    monkeypatch.setattr(br.figures, "plot_full", boom)
+    fake_run(run, full_overfits=False, corpus_file=corpus_file)
+    with pytest.raises(RuntimeError):
+        br.build(run, out)
+    after = {p.name: p.read_bytes() for p in [out / "README.md", *sorted((out / "assets").iterdir())]}
+    assert after == before and sorted(p.name for p in out.iterdir()) == ["README.md", "assets"]
+
+
+def test_missing_input_is_one_clear_error(tmp_path, corpus_file):
+    run = tmp_path / "run"
+    fake_run(run, full_overfits=True, corpus_file=corpus_file)
     (run / "pretrain/summary.json").unlink()
-    with pytest.raises(br.ReportInputError, match=r"pretrain/summary.json \(written by pipeline stage 'pretrain'"):
+    with pytest.raises(sections.ReportInputError, match=r"pretrain/summary.json \(written by pipeline stage 'pretrain'"):
         br.build(run, tmp_path / "out")
     assert br.main(["--run_dir", str(run), "--out_dir", str(tmp_path / "out")]) == 2
 
 
-def test_byte_level_map_is_a_bijection():
-    m = br.bytes_to_unicode()
-    assert sorted(m) == list(range(256)) and len(set(m.values())) == 256
-    assert m[ord(" ")] == "Ġ"  # GPT-2's well-known space character
-
-
-def test_gpu_run_is_labelled_gpu(tmp_path):
-    run = tmp_path / "run"
-    fake_run(run, full_overfits=True)
-    write_jsonl(run / "pipeline.jsonl", [{"stage": "pretrain", "command": "torchrun ...", "seconds": 9.0,
-                                          "returncode": 0, "preset": "gpu"}])
-    (run / "shards/meta.json").write_text(json.dumps({"sources": ["HuggingFaceFW/fineweb-edu:sample-10BT:train"]}))
-    text = br.build(run, tmp_path / "out").read_text()
-    assert "one GPU-scale run" in text and "(GPU scale)" in text and "CPU scale" not in text
-    assert "on HuggingFaceFW/fineweb-edu:sample-10BT:train" in text
+def test_tokenizer_questions_computed_with_gpt2():
+    gpt2 = questions.TiktokenGPT2()
+    assert gpt2.encode(" SolidGoldMagikarp") == [43453] and gpt2.encode("Hello world") == [15496, 995]
+    m = questions.bytes_to_unicode()
+    assert sorted(m) == list(range(256)) and len(set(m.values())) == 256 and m[ord(" ")] == "Ġ"
+    v = questions.code_questions(gpt2, gpt2)
+    assert v["q_magikarp"] == "1 token: `␣SolidGoldMagikarp`" and v["q_eot_id"] == "[50256]"
+    assert questions.text_questions(gpt2, gpt2)["q_ord_bei"] == "21271"

@@ -1,63 +1,105 @@
-"""pipeline.py: stages skip when their marker exists, --redo reruns them, a failing stage stops the run with its
-exit code and is recorded in pipeline.jsonl."""
+"""pipeline.py: the stages are chained through their files (the corpus feeds the tokenizer and the shards, the
+tokenizer feeds the shards, the partition flags reach every finetuning run), stages skip when done, --redo reruns
+them with their overwrite flag, a failing stage stops the run, and --dry_run writes nothing."""
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
 import pipeline
 
 
-def fake_commands(run, script_by_stage):
+def flag(argv: list[str], name: str) -> list[str]:
+    """The values after ``name`` up to the next flag."""
+    i = argv.index(name) + 1
+    out = []
+    while i < len(argv) and not argv[i].startswith("--"):
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def test_cpu_stages_are_chained_through_their_files(tmp_path):
+    stages = pipeline.stage_commands(pipeline.PRESETS["cpu"], tmp_path, "/data", tmp_path / "rep")
+    assert list(stages) == pipeline.STAGES
+    corpus, tokenizer, data = stages["corpus"].argv, stages["tokenizer"].argv, stages["data"].argv
+    text = str(Path(flag(corpus, "--out_dir")[0]) / "pretrain_text.txt")
+    # the corpus stage's text is an input of both the tokenizer and the data stage, with the same files in order
+    assert flag(tokenizer, "--input") == flag(data, "--input") == [pipeline.WIKITEXT, text]
+    # the tokenizer stage's output is the data stage's --tokenizer; the shards are the pretraining data
+    assert flag(data, "--tokenizer") == [str(Path(flag(tokenizer, "--out_dir")[0]) / "tokenizer.json")]
+    assert flag(tokenizer, "--pattern") == ["gpt2"] and flag(tokenizer, "--special") == ["<|endoftext|>"]
+    pre = stages["pretrain"].argv
+    assert flag(pre, "--data") == flag(data, "--out_dir")
+    assert flag(pre, "--vocab_size") == flag(tokenizer, "--vocab_size")
+    # finetuning starts from the export and uses the corpus stage's partition: same subset, ratio and seed
+    sweep, gen = stages["sweep"].argv, stages["generate"].argv
+    assert flag(sweep, "--model_name_or_path") == [str(Path(flag(pre, "--out_dir")[0]) / "hf")]
+    for name in ("--max_examples", "--eval_ratio", "--data_seed"):
+        assert flag(sweep, name) == flag(corpus, name)
+    assert "--max_steps" not in sweep and flag(sweep, "--epochs")      # whole epochs, not a step cut
+    assert flag(sweep, "--ranks") == ["0", "1", "2", "4", "8", "16", "32"] and flag(sweep, "--seed_runs") == ["8:1234"]
+    assert flag(gen, "--instructions") == [str(Path(flag(corpus, "--out_dir")[0]) / "instructions.jsonl")]
+    assert flag(gen, "--base") == flag(sweep, "--model_name_or_path")
+    assert flag(gen, "--lora") == [str(Path(flag(sweep, "--output_dir")[0]) / "r8/adapter")]
+    assert int(flag(corpus, "--heldout")[0]) >= 20
+    for name, stage in stages.items():
+        assert "/data" in stage.argv, name
+
+
+def test_gpu_preset_keeps_build_nanogpt_setup(tmp_path):
+    stages = pipeline.stage_commands(pipeline.PRESETS["gpu"], tmp_path, None, tmp_path)
+    assert "tokenizer" not in stages
+    assert "--nproc_per_node=8" in stages["pretrain"].argv and flag(stages["data"].argv, "--tokenizer") == ["gpt2"]
+    assert "HuggingFaceFW/fineweb-edu" in stages["data"].argv and "--parallel_gpus" in stages["sweep"].argv
+    assert flag(stages["sweep"].argv, "--model_name_or_path") == ["gpt2"]
+    assert flag(stages["sweep"].argv, "--dtype") == ["bfloat16"]
+
+
+def fake_stages(run, scripts):
     def commands(cfg, run_, data_dir, report_dir):
-        return {s: ([sys.executable, "-c", script_by_stage.get(s, f"open(r'{run}/{s}.done','w').write('x')")],
-                    run / f"{s}.done") for s in pipeline.STAGES}
+        out = {}
+        for s in pipeline.STAGES:
+            code = scripts.get(s, f"import sys; open(r'{run}/{s}.done','w').write(' '.join(sys.argv[1:]))")
+            out[s] = pipeline.Stage([sys.executable, "-c", code], run / f"{s}.done", run / f"{s}.done",
+                                    ("--overwrite",))
+        return out
     return commands
 
 
-def test_stages_run_once_then_skip_then_redo(tmp_path, monkeypatch, capsys):
+def test_stages_run_once_then_skip_then_redo_with_overwrite(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
-    monkeypatch.setattr(pipeline, "stage_commands", fake_commands(run, {}))
-    assert pipeline.main(["--run_dir", str(run)]) == 0
-    rows = [json.loads(l) for l in (run / "pipeline.jsonl").read_text().splitlines()]
-    assert [r["stage"] for r in rows] == pipeline.STAGES and all(r["returncode"] == 0 for r in rows)
+    monkeypatch.setattr(pipeline, "stage_commands", fake_stages(run, {}))
+    assert pipeline.main(["--run_dir", str(run), "--setup_seconds", "95"]) == 0
+    rows = [json.loads(line) for line in (run / "pipeline.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows] == ["setup"] + pipeline.STAGES and rows[0]["seconds"] == 95
+    assert all(r["returncode"] == 0 and len(r["load_avg"]) == 3 for r in rows)
+    assert (run / "sweep.done").read_text() == ""           # a first run gets no overwrite flag
     assert pipeline.main(["--run_dir", str(run)]) == 0
     assert capsys.readouterr().out.count("done already") == len(pipeline.STAGES) - 1  # the report always rebuilds
     assert pipeline.main(["--run_dir", str(run), "--redo", "sweep"]) == 0
-    rows = [json.loads(l) for l in (run / "pipeline.jsonl").read_text().splitlines()]
-    assert [r["stage"] for r in rows[len(pipeline.STAGES):]] == ["report", "sweep", "report"]
+    rows = [json.loads(line) for line in (run / "pipeline.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows[len(pipeline.STAGES) + 1:]] == ["report", "sweep", "report"]
+    assert (run / "sweep.done").read_text() == "--overwrite"  # the redone stage replaces its output, as told
 
 
 def test_failing_stage_stops_the_run(tmp_path, monkeypatch):
     run = tmp_path / "run"
-    monkeypatch.setattr(pipeline, "stage_commands", fake_commands(run, {"pretrain": "import sys; sys.exit(3)"}))
+    monkeypatch.setattr(pipeline, "stage_commands", fake_stages(run, {"pretrain": "import sys; sys.exit(3)"}))
     assert pipeline.main(["--run_dir", str(run)]) == 3
-    rows = [json.loads(l) for l in (run / "pipeline.jsonl").read_text().splitlines()]
-    assert [r["stage"] for r in rows] == ["bpe", "data", "pretrain"] and rows[-1]["returncode"] == 3
+    rows = [json.loads(line) for line in (run / "pipeline.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows] == ["bpe", "corpus", "tokenizer", "data", "pretrain"]
+    assert rows[-1]["returncode"] == 3
 
 
-def test_real_commands_use_each_folder_script_and_data_dir(tmp_path):
-    cmds = pipeline.stage_commands(pipeline.PipelineConfig(), tmp_path, "/data", tmp_path / "rep")
-    for stage, script in [("bpe", "bpe/train.py"), ("data", "pretrain/prepare.py"), ("pretrain", "pretrain/train.py"),
-                          ("sweep", "finetune/sweep.py"), ("generate", "finetune/generate.py"),
-                          ("report", "report/build_report.py")]:
-        argv, _ = cmds[stage]
-        assert any(a.endswith(script) for a in argv) and "/data" in argv
-    gpu = pipeline.stage_commands(pipeline.PRESETS["gpu"], tmp_path, None, tmp_path)
-    assert "--nproc_per_node=8" in gpu["pretrain"][0]
-    # the GPU preset pretrains on FineWeb-Edu (not Tiny Shakespeare) and spreads the sweep over the GPUs
-    assert "HuggingFaceFW/fineweb-edu" in gpu["data"][0] and "tinyshakespeare.txt" not in gpu["data"][0]
-    assert "--parallel_gpus" in gpu["sweep"][0]
-
-
-def test_dry_run_writes_nothing_and_zero_is_refused(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert pipeline.main(["--run_dir", str(run), "--dry_run"]) == 0
-    assert not run.exists() and "finished" not in capsys.readouterr().out
-    for flag in ("--sweep_steps", "--sweep_examples", "--pretrain_steps", "--nproc"):
-        with pytest.raises(SystemExit):
-            pipeline.main(["--run_dir", str(run), "--dry_run", flag, "0"])
-    capsys.readouterr()
+def test_dry_run_writes_nothing_and_prints_every_stage(tmp_path, capsys):
+    run, rep = tmp_path / "run", tmp_path / "rep"
+    assert pipeline.main(["--run_dir", str(run), "--report_dir", str(rep), "--dry_run", "--setup_seconds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert not run.exists() and not rep.exists() and list(tmp_path.iterdir()) == [] and "finished" not in out
+    for name in pipeline.STAGES:
+        assert f"===== {name}: " in out
+    assert "bpe/train.py --input webtext/wikitext2_valid.txt" in out
     with pytest.raises(SystemExit):
-        pipeline.main(["--run_dir", str(run), "--dry_run", "--hellaswag_limit", "-2"])
-    assert "(-1: all, 0: none)" in capsys.readouterr().err
+        pipeline.main(["--run_dir", str(run), "--dry_run", "--setup_seconds", "-1"])

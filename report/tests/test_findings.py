@@ -1,0 +1,95 @@
+"""report/findings.py on hand-made logs: each finding's verdict comes out both ways, with the deciding numbers
+checked by hand."""
+import math
+
+import pytest
+
+import findings as fd
+
+
+def log(train: list[float], evals: list[float], every: int) -> list[dict]:
+    """log.jsonl rows as finetune/train.py writes them: a train line per step 1..N, an eval line at 0, every, ..."""
+    rows = [{"step": 0, "eval_loss": evals[0]}]
+    for step, loss in enumerate(train, 1):
+        rows.append({"step": step, "train_loss": loss, "lr": 1e-3})
+        if step % every == 0:
+            rows.append({"step": step, "eval_loss": evals[step // every]})
+    return rows
+
+
+FALLING = [3.0 - 0.1 * i for i in range(20)]            # train loss 3.0 -> 1.1 over 20 steps
+
+
+def test_full_finetuning_that_turns_is_overfitting():
+    rows = log(FALLING, [3.0, 2.6, 2.4, 2.5, 2.7], every=5)   # minimum 2.4 at step 10, then up to 2.7
+    v = fd.full_overfits_verdict(rows)
+    assert (v["min_step"], v["min_eval"], v["final_eval"]) == (10, 2.4, 2.7)
+    assert v["rise"] == pytest.approx(0.3) and v["turned"] and v["train_falling"] and v["reproduced"]
+    # window of 20% of 20 steps = 4 around step 10 (steps 8..12: 2.3, 2.2, 2.1, 2.0, 1.9) and over steps 16..20
+    assert v["train_at_min"] == pytest.approx(2.1) and v["train_final"] == pytest.approx(1.3)
+
+
+def test_full_finetuning_still_falling_is_not_overfitting():
+    v = fd.full_overfits_verdict(log(FALLING, [3.0, 2.6, 2.4, 2.3, 2.25], every=5))
+    assert v["min_step"] == 20 and v["rise"] == 0 and not v["turned"] and not v["reproduced"]
+
+
+def test_a_rise_within_tolerance_is_flat_not_a_turn():
+    v = fd.full_overfits_verdict(log(FALLING, [3.0, 2.6, 2.4, 2.405, 2.409], every=5))
+    assert v["min_step"] == 10 and v["rise"] < fd.RISE_TOL and not v["reproduced"]
+
+
+def test_eval_rising_while_train_also_rises_is_not_overfitting():
+    train = FALLING[:10] + [2.1 + 0.1 * i for i in range(10)]   # train turns up too: divergence, not overfitting
+    v = fd.full_overfits_verdict(log(train, [3.0, 2.6, 2.4, 2.5, 2.7], every=5))
+    assert v["turned"] and not v["train_falling"] and not v["reproduced"]
+
+
+def test_lora_following_its_train_loss_and_one_that_turns():
+    good = log(FALLING, [3.0, 2.8, 2.7, 2.65, 2.62], every=5)
+    turned = log(FALLING, [3.0, 2.8, 2.7, 2.75, 2.8], every=5)
+    v = fd.lora_follows_verdict({"LoRA r=1": good, "LoRA r=8": good})
+    assert v["reproduced"] and v["failing"] == [] and v["max_rise"] == 0
+    assert v["runs"]["LoRA r=1"]["eval_first"] == 3.0 and v["runs"]["LoRA r=1"]["final_eval"] == 2.62
+    v = fd.lora_follows_verdict({"LoRA r=1": good, "LoRA r=8": turned})
+    assert not v["reproduced"] and v["failing"] == ["LoRA r=8"] and v["max_rise"] == pytest.approx(0.1)
+
+
+def test_lora_whose_eval_never_moved_does_not_follow():
+    flat = log(FALLING, [3.0, 3.0, 3.0, 3.0, 3.0], every=5)
+    assert fd.lora_follows_verdict({"LoRA r=2": flat})["failing"] == ["LoRA r=2"]
+
+
+def test_ranks_alike_against_seed_noise():
+    finals = {1: 2.50, 2: 2.51, 4: 2.49, 8: 2.505, 16: 2.50, 32: 2.495}
+    v = fd.ranks_alike_verdict(finals, (2.50, 2.52))
+    assert v["spread"] == pytest.approx(0.02) and v["seed_spread"] == pytest.approx(0.02)
+    assert v["ratio"] == pytest.approx(1.0) and v["reproduced"] and (v["best_rank"], v["worst_rank"]) == (4, 2)
+
+
+def test_ranks_that_differ_beyond_seed_noise_and_the_floor():
+    finals = {1: 2.90, 2: 2.80, 4: 2.70, 8: 2.60, 16: 2.55, 32: 2.50}
+    v = fd.ranks_alike_verdict(finals, (2.60, 2.61))
+    # spread 0.40 > max(2 x 0.01, 1% of mean 2.675) = 0.02675
+    assert v["spread"] == pytest.approx(0.40) and v["bound"] == pytest.approx(0.02675) and not v["reproduced"]
+
+
+def test_identical_seeds_give_infinite_ratio_and_the_floor_decides():
+    v = fd.ranks_alike_verdict({1: 2.0, 2: 2.01}, (2.0, 2.0))
+    assert math.isinf(v["ratio"]) and v["bound"] == pytest.approx(0.02005) and v["reproduced"]
+
+
+def test_lora_answers_longer_or_not():
+    lengths = {"base": [50] * 4, "full": [10, 12, 14, 16], "lora": [30, 33, 34, 39]}
+    v = fd.lora_longer_verdict(lengths, lora="lora", full="full", base="base")
+    # paired differences 20, 21, 20, 23: mean 21, sd sqrt(2) -> se sqrt(2)/2
+    assert v["diff"] == pytest.approx(21) and v["diff_se"] == pytest.approx(math.sqrt(2) / 2)
+    assert v["mean"]["lora"] == pytest.approx(34) and v["n"] == 4 and v["reproduced"]
+    lengths["lora"] = [12, 10, 16, 13]                       # differences 2, -2, 2, -3: mean -0.25
+    v = fd.lora_longer_verdict(lengths, lora="lora", full="full", base="base")
+    assert v["diff"] == pytest.approx(-0.25) and not v["reproduced"]
+
+
+def test_binomial_standard_error():
+    assert fd.binomial_se(0.25, 300) == pytest.approx(0.025)
+    assert math.isnan(fd.binomial_se(0.5, 0))
