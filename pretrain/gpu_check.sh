@@ -1,58 +1,93 @@
 #!/usr/bin/env bash
-# One short GPU measurement (a few minutes on an H100/H200) for pretrain/README.md:
-#   1. bench.py: GPT-2 124M, T=1024, bf16 autocast + torch.compile (ours), eager ours and eager HF GPT2LMHeadModel:
-#      tokens/s and MFU against the datasheet bf16 dense peak (perf.py: H200/H100 989 TFLOP/s);
-#   2. when a prepared data set was carried along, 12 steps of the real train.py (preset gpt2-124m: fused AdamW,
-#      bf16, TF32, compile, nccl path with world size 1), then its HF export;
-#   3. bench.py again at twice the micro-batch (preset gpt2-124m's 64 rows), ours only: does a bigger batch raise MFU?
-# The parts' time limits add up to 540 s, so the whole script fits one device call of 600 s.
-# Usage (repo root):  bash pretrain/gpu_check.sh      results: $OUT (or pretrain/output/gpu_check)/
-# To include step 2 from a machine without data, prepare locally first and carry the folder:
+# One short GPU measurement for pretrain/README.md, in three parts that also run alone:
+#   bench    bench.py: GPT-2 124M, T=1024, B=32, bf16 autocast: compiled ours, eager ours, eager HF GPT2LMHeadModel
+#            (tokens/s, MFU against the bf16 dense peak of the GPU that perf.py matched by its exact name);
+#   train    12 steps of the real train.py (preset gpt2-124m: fused AdamW, bf16, TF32, compile) on one GPU, then its
+#            HF export; steady-state tokens/s and MFU from its log (steps after the first, which holds the
+#            compilation), against the peak of the run's dtype. Needs a prepared data set (see below);
+#   bench64  bench.py again at the preset's micro-batch of 64 rows, ours only: does a bigger batch raise MFU?
+# What it does NOT cover: DDP. One GPU runs train.py with world size 1, which takes the same code path without a
+# process group, so the nccl all-reduce, DistributedSampler-style striding and rank-0 decisions are not exercised.
+# Check those on a machine with 2+ GPUs:  torchrun --standalone --nproc_per_node=2 pretrain/train.py --preset gpt2-124m ...
+#
+# Usage (repo root):  bash pretrain/gpu_check.sh [bench] [train] [bench64]      (no part named: all three)
+# Time: the parts' limits are 140 + 180 + 100 = 420 s, so one 600 s device call holds the whole script and still
+# leaves room to rerun a part that failed. Results, at most 7 files, flat in $OUT (or pretrain/output/gpu_check):
+#   gpu_check.txt (environment, matched GPU key, every part's output, appended), bench.json, bench64.json,
+#   train.json (steady-state figures), train_log.jsonl, train_summary.json, train_loss.png.
+# For the train part from a machine without data, prepare locally first and carry the folder:
 #   python pretrain/prepare.py --input tinyshakespeare.txt --out_dir pretrain/output/data/tinyshakespeare-gpt2
-# GPU_CHECK_DRY=1 rehearses the whole script on the CPU at toy sizes (pretrain/tests/test_gpu_check.py does, so the
-# script cannot rot between the rare sessions that have a GPU); GPU_CHECK_DATA / GPU_CHECK_TRAIN_OUT move the folders.
+# GPU_CHECK_DRY=1 rehearses every part on the CPU at toy sizes (pretrain/tests/test_gpu_check.py does, so the script
+# cannot rot between the rare sessions that have a GPU); GPU_CHECK_DATA / GPU_CHECK_TRAIN_OUT move the folders.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${OUT:-pretrain/output/gpu_check}"
 data="${GPU_CHECK_DATA:-pretrain/output/data/tinyshakespeare-gpt2}"
 train_out="${GPU_CHECK_TRAIN_OUT:-pretrain/output/gpu_train}"
+log="$out/gpu_check.txt"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg HF_HUB_OFFLINE=1 LLMHW_OFFLINE=1
-if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then  # same commands, toy model, CPU fp32
-    device=cpu dtype=float32 model=(--n_layer 2 --n_head 2 --n_embd 64) T=64 B=2
-    echo "dry run on the CPU" | tee "$out/gpu.txt"
-else  # the issue's target: GPT-2 124M, T=1024, bf16 autocast + compile
-    device=cuda dtype=bfloat16 model=(--n_layer 12 --n_head 12 --n_embd 768) T=1024 B=32
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-fi
-python -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
-'transformers', transformers.__version__)" | tee -a "$out/gpu.txt"
-
-fail=0  # a failed part is reported at the end; the other part still runs (one device session is precious)
-timeout 200 python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" \
-    --vocab_size 50304 --seq_len $T --batch_size $B --steps 8 --compile --json "$out/bench_124m.json" \
-    2>&1 | grep -v "Loading weights" | tee "$out/bench_124m.txt" || fail=1
-
-if [ -f "$data/meta.json" ]; then
-    # 12 steps of B x T tokens (one micro-batch per step): the training loop's own tokens/s and MFU
-    # (checkpoint and HF export, ~1.5 GB, stay in $train_out; the logs are copied to $out)
-    timeout 200 python pretrain/train.py --preset gpt2-124m --device $device "${model[@]}" --data "$data" \
-        --out_dir "$train_out" --max_steps 12 --warmup_steps 2 --seq_len $T --total_batch_size 0 --batch_size $B \
-        --eval_interval 0 --val_steps 1 --hellaswag_limit 0 --sample_tokens 16 2>&1 | tee "$out/train.txt" || fail=1
-    cp "$train_out"/{log.jsonl,summary.json,loss.png} "$out/" || fail=1
-    python - "$out/log.jsonl" <<'EOF' | tee -a "$out/train.txt" || fail=1
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
-steady = rows[3:]  # after compilation and warm-up
-print(f"train.py steady state: {statistics.median(r['tokens_per_s'] for r in steady):,.0f} tokens/s, "
-      f"MFU {statistics.median(r['mfu'] for r in steady):.1%} (median of steps 3..{rows[-1]['step']})")
-EOF
-else
-    echo "no $data: skipped the train.py part (see the header of this script)"
+if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
+    # same commands, toy model, CPU fp32; no time limits (compiling on a busy 2-core CPU is slow) and bench64
+    # without a compiled model: part bench already rehearses bench.py --compile, and each compilation costs CI ~20 s
+    device=cpu dtype=float32 model=(--n_layer 2 --n_head 2 --n_embd 64) T=64 B=2 limits=(0 0 0) compile64=() steps=3
+    env_line="dry run on the CPU"
+else  # the target: GPT-2 124M, T=1024, bf16 autocast + compile
+    device=cuda dtype=bfloat16 model=(--n_layer 12 --n_head 12 --n_embd 768) T=1024 B=32 limits=(140 180 100) steps=8
+    compile64=(--compile)
+    env_line="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
 fi
 
-timeout 140 python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" --no_hf \
-    --vocab_size 50304 --seq_len $T --batch_size $((2 * B)) --steps 8 --compile --json "$out/bench_124m_2b.json" \
-    2>&1 | tee "$out/bench_124m_2b.txt" || fail=1
-[ "$fail" = 0 ] || echo "gpu_check: a part failed (see above)"
+environment() {  # what ran where: GPU, versions, and which datasheet entry perf.py matched
+    echo "== $(date -u +%FT%TZ) parts: $*"
+    echo "$env_line"
+    python -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'transformers', transformers.__version__)"
+    python pretrain/perf.py --device $device
+}
+
+# Each part returns non-zero on its first failing command (set -e does not act inside a tested function).
+bench() {
+    timeout ${limits[0]} python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" \
+        --vocab_size 50304 --seq_len $T --batch_size $B --steps $steps --compile --json "$out/bench.json" 2>&1 \
+        | { grep -v "Loading weights" || true; }
+}
+
+train() {
+    if [ ! -f "$data/meta.json" ]; then
+        echo "train: no prepared data at $data: skipped (see the header of this script)"
+        return 0
+    fi
+    # one micro-batch of B x T tokens per step; evaluation only at the end (1 val step, no HellaSwag)
+    # --overwrite: a fresh run each time (an earlier check's run folder is replaced, not resumed)
+    timeout ${limits[1]} python pretrain/train.py --preset gpt2-124m --device $device "${model[@]}" --data "$data" \
+        --out_dir "$train_out" --overwrite --max_steps 12 --warmup_steps 2 --seq_len $T --total_batch_size 0 \
+        --batch_size $B --eval_interval 0 --val_steps 1 --hellaswag_limit 0 --sample_tokens 16 2>&1 || return 1
+    cp "$train_out/log.jsonl" "$out/train_log.jsonl" || return 1
+    cp "$train_out/summary.json" "$out/train_summary.json" || return 1
+    if [ -f "$train_out/loss.png" ]; then cp "$train_out/loss.png" "$out/train_loss.png"; fi
+    python pretrain/bench.py --from_run "$train_out" --json "$out/train.json"
+}
+
+bench64() {
+    timeout ${limits[2]} python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" --no_hf \
+        --vocab_size 50304 --seq_len $T --batch_size $((2 * B)) --steps $steps "${compile64[@]}" \
+        --json "$out/bench64.json" 2>&1
+}
+
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(bench train bench64)
+for part in "${parts[@]}"; do
+    case "$part" in bench|train|bench64) ;; *) echo "gpu_check: unknown part '$part' (bench, train, bench64)" >&2
+        exit 2 ;; esac
+done
+environment "${parts[@]}" 2>&1 | tee -a "$log"
+fail=0  # a failed part is reported at the end; the others still run (device time is precious)
+for part in "${parts[@]}"; do
+    echo "== part $part" | tee -a "$log"
+    if ! "$part" 2>&1 | tee -a "$log"; then
+        echo "gpu_check: part $part failed (rerun it alone: bash pretrain/gpu_check.sh $part)" | tee -a "$log"
+        fail=1
+    fi
+done
 exit "$fail"
