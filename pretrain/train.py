@@ -34,7 +34,7 @@ from dataloader import ShardLoader
 from ddp import DDP, all_reduce_sum, barrier, decide, print0
 from fileio import OutputError, atomic_dir, atomic_write_json, check_writable
 from modeling_gpt2 import GPT, GPTConfig
-from perf import mfu, peak_flops
+from perf import describe_peak, mfu, peak_flops
 from runlog import LiveLogError, RunLog
 from shards import DataError, check_shards, read_meta
 
@@ -241,6 +241,7 @@ class Trainer:
         barrier(ddp)
         self.peak = peak_flops(ddp.device, self.dtype)
         self.flops_per_token = self.raw_model.flops_per_token(tc.seq_len)
+        print0(f"MFU peak: {describe_peak(ddp.device, self.dtype)}")
         print0(f"preset {self.preset}: {self.raw_model.num_params():,} params, vocab {self.mc.vocab_size}, "
                f"{ddp.world_size} process(es) on {ddp.device}, {tc.total_batch_size:,} tokens/step = "
                f"{tc.batch_size} x {tc.seq_len} x {ddp.world_size} x {self.accum} accum, steps {self.start}.."
@@ -333,14 +334,14 @@ class Trainer:
         return (all_reduce_sum(total, self.ddp) / (self.n_val * self.ddp.world_size)).item()
 
     def hellaswag(self) -> dict:
-        """acc / acc_norm over the examples, split over ranks and summed."""
+        """acc and acc_norm (per token as build-nanogpt; per character as lm-eval), split over ranks and summed."""
         ddp = self.ddp
         r = hellaswag.evaluate(lambda x: self.raw_model(x)[0], self.tok, self.hs_examples, self.mc.block_size,
                                ddp.device, ddp.rank, ddp.world_size, self.autocast)
-        counts = all_reduce_sum(torch.tensor([r["n"], r["correct"], r["correct_norm"]], device=ddp.device),
-                                ddp).tolist()
-        n = max(1, counts[0])
-        return {"hellaswag_acc_norm": counts[2] / n, "hellaswag_acc": counts[1] / n, "hellaswag_n": int(counts[0])}
+        keys = ("n", "correct", "correct_norm", "correct_norm_char")
+        n, acc, norm, norm_char = all_reduce_sum(torch.tensor([r[k] for k in keys], device=ddp.device), ddp).tolist()
+        return {"hellaswag_acc_norm": norm / max(1, n), "hellaswag_acc": acc / max(1, n),
+                "hellaswag_acc_norm_char": norm_char / max(1, n), "hellaswag_n": int(n)}
 
     def samples(self) -> list[str]:
         tc, tok = self.tc, self.tok
