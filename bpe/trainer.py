@@ -94,8 +94,8 @@ class MergeState:
     Layout: all unique chunks side by side in flat numpy arrays, one slot per byte: ``token`` (id; -1 is a sentinel
     between chunks, -2 a slot merged away), ``next_pos``/``prev_pos`` (a doubly linked list over live slots) and
     ``weight`` (the chunk's count). An edge is a slot and its successor; its pair code is left * KEY + right.
-    ``counts``: pair code -> weighted count. ``where``: pair code -> arrays of left slots where the pair was created
-    (never pruned: stale slots are filtered when the pair is merged). ``heap``: (-count, code) with lazy deletion.
+    ``counts``: pair code -> weighted count. ``where``: pair code -> arrays of left slots where the pair occurred
+    initially or was created (stale slots are filtered when the pair is merged). ``heap``: (-count, code) with lazy deletion.
     """
 
     def __init__(self, chunks: dict[bytes, int]):
@@ -109,29 +109,34 @@ class MergeState:
         n = len(self.token)
         self.next_pos = np.arange(1, n + 1, dtype=np.int32)
         self.prev_pos = np.arange(-1, n - 1, dtype=np.int32)
-        self.counts, self.initial_where = self.count_byte_pairs()
-        self.where: dict[int, list[np.ndarray]] = {}  # pairs created by merges: lists of slot arrays
+        self.counts, self.where = self.count_byte_pairs()
         self.heap = [(-c, code) for code, c in self.counts.items()]
         heapq.heapify(self.heap)
 
-    def count_byte_pairs(self) -> tuple[dict[int, int], dict[int, np.ndarray]]:
-        """Weighted counts and sorted slot arrays of every initial byte pair (one radix sort of 16-bit codes)."""
-        token = self.token
-        live = (token[:-1] >= 0) & (token[1:] >= 0)
-        slots = np.arange(len(live), dtype=np.int32)[live]  # boolean indexing keeps int32 (nonzero would be int64)
-        del live
-        codes = (token[slots] * 256 + token[slots + 1]).astype(np.uint16)  # byte pairs fit 16 bits: radix sort
-        order = np.argsort(codes, kind="stable")  # stable: slots stay increasing inside each pair
-        codes, slots = codes[order], slots[order]
-        del order
-        if not len(codes):
-            return {}, {}
-        first = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))
-        pair_codes = (codes[first].astype(np.int64) // 256 * KEY + codes[first] % 256).tolist()
-        sums = np.add.reduceat(self.weight[slots], first).tolist()
-        bounds = np.append(first, len(slots)).tolist()
-        where = {c: slots[bounds[k]:bounds[k + 1]] for k, c in enumerate(pair_codes)}  # views into slots
-        return dict(zip(pair_codes, sums)), where
+    def count_byte_pairs(self, block: int = 1 << 22) -> tuple[dict[int, int], dict[int, list[np.ndarray]]]:
+        """Weighted counts and ascending slot arrays of every initial byte pair. Done in blocks of slots (one radix
+        sort of 16-bit codes each), so the temporaries stay small however large the corpus (a 50 MB text)."""
+        token, weight = self.token, self.weight
+        counts: dict[int, int] = {}
+        where: dict[int, list[np.ndarray]] = {}
+        for start in range(0, len(token) - 1, block):
+            left, right = token[start:start + block], token[start + 1:start + block + 1]
+            left = left[:len(right)]
+            live = (left >= 0) & (right >= 0)
+            slots = (np.flatnonzero(live) + start).astype(np.int32)
+            codes = (left[live] * 256 + right[live]).astype(np.uint16)  # byte pairs fit 16 bits: radix sort
+            order = np.argsort(codes, kind="stable")  # stable: slots stay ascending inside each pair
+            codes, slots = codes[order], slots[order]
+            if not len(codes):
+                continue
+            first = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))
+            pair_codes = (codes[first].astype(np.int64) // 256 * KEY + codes[first] % 256).tolist()
+            sums = np.add.reduceat(weight[slots], first).tolist()
+            bounds = np.append(first, len(slots)).tolist()
+            for k, pair in enumerate(pair_codes):  # blocks come in order: each pair's list stays ascending
+                counts[pair] = counts.get(pair, 0) + sums[k]
+                where.setdefault(pair, []).append(slots[bounds[k]:bounds[k + 1]])
+        return counts, where
 
     def pop_best_pair(self) -> int | None:
         """The pair with the highest count (smallest code on ties), or None. A popped entry whose count changed is
@@ -148,11 +153,10 @@ class MergeState:
 
     def occurrences(self, code: int, left: int, right: int) -> tuple[np.ndarray, np.ndarray]:
         """Slots (left, right) of every live occurrence of the pair, overlapping ones resolved left to right."""
-        if code in self.initial_where:  # initial byte pairs: one sorted array, never extended
-            at = self.initial_where.pop(code)
-        else:  # ascending runs: a stable sort (timsort) merges them cheaply; then drop repeats
-            at = np.sort(np.concatenate(self.where.pop(code)), kind="stable")
-            at = at[np.concatenate(([True], at[1:] != at[:-1]))]
+        # ascending runs (one per block or merge that created the pair): a stable sort (timsort) merges them
+        # cheaply; a slot can be listed twice (created, destroyed, created again): drop repeats
+        at = np.sort(np.concatenate(self.where.pop(code)), kind="stable")
+        at = at[np.concatenate(([True], at[1:] != at[:-1]))]
         at = at[self.token[at] == left]
         nxt = self.next_pos[at]
         ok = self.token[nxt] == right

@@ -182,3 +182,13 @@ def test_gpt4_pattern_splits_as_tiktoken_cl100k(text):
 def test_gpt4_pattern_trailing_whitespace():
     # tiktoken's `\s++$` branch: whitespace ending the text stays one piece
     assert regex.findall(PATTERNS["gpt4"], "a\n ") == ["a", "\n "]
+
+
+def test_pairs_counted_in_small_blocks_train_the_same(monkeypatch, manual_text):
+    # count_byte_pairs works in blocks of slots (bounded memory); blocks of 7 slots cut every pair list into many
+    # runs: the merges must not change
+    import trainer
+    text = manual_text[:3000].encode() + b"aaaaaaa abab" * 20
+    merges, _ = naive_train(text, 256 + 80)
+    monkeypatch.setattr(trainer.MergeState.count_byte_pairs, "__defaults__", (7,))
+    assert Tokenizer().train(text, 256 + 80).merges == merges
