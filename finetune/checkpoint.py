@@ -117,6 +117,8 @@ def plan_resume(out: Path, resume: bool, overwrite: bool) -> Path | None:
         if path is None:
             raise CheckpointError(f"--resume: {out} has no checkpoint ({ckpt_dir(out) / POINTER}); start without "
                                   "--resume")
+        if not path.is_file():
+            raise CheckpointError(f"{path}: checkpoint file is missing (named by {ckpt_dir(out) / POINTER})")
         return path
     found = [f for f in RUN_FILES if (out / f).exists()]
     if found and not overwrite:

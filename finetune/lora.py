@@ -374,6 +374,18 @@ def _attach(model: nn.Module, cfg: LoRAConfig, state_dict: dict[str, torch.Tenso
     return load_lora_state_dict(root, state_dict)
 
 
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a truncated, empty or foreign file is one line naming it."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing") from None
+    except Exception as e:  # safetensors raises its own SafetensorError (an Exception) for a bad header
+        raise ValueError(f"{path}: not a readable safetensors file ({str(e).strip() or type(e).__name__})") from None
+
+
 def adapter_rank(path: str | Path) -> int:
     """The rank of the adapter folder ``path`` (ours or PEFT's), read from its config without loading weights."""
     path = Path(path)
@@ -404,8 +416,6 @@ def same_model(a: str, b: str) -> bool:
 
 def load_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRAConfig]:
     """Attach the adapter in ``path`` (our folder, or any PEFT LoRA folder) to ``model``; returns (model, config)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"adapter folder {path} does not exist")
@@ -419,13 +429,11 @@ def load_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRACon
                          f"reads {ADAPTER_FORMAT!r} up to v{ADAPTER_VERSION}")
     fields = LoRAConfig.__dataclass_fields__
     cfg = LoRAConfig(**{k: v for k, v in meta.items() if k in fields}).validate()
-    return _attach(model, cfg, load_file(str(path / OUR_WEIGHTS)), path), cfg
+    return _attach(model, cfg, _load_weights(path / OUR_WEIGHTS), path), cfg
 
 
 def import_peft_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRAConfig]:
     """Attach a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) as our LoRALinear layers."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     conf = _read_json(path / PEFT_CONFIG)
     if conf.get("peft_type") != "LORA":
@@ -440,7 +448,7 @@ def import_peft_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, 
     if not weights_file.is_file():
         raise FileNotFoundError(f"{weights_file} is missing (only safetensors PEFT adapters are supported)")
     state = {}
-    for key, t in load_file(str(weights_file)).items():
+    for key, t in _load_weights(weights_file).items():
         # base_model.model.<module>.lora_A[.<adapter>].weight
         m = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", key)
         if m is None:

@@ -35,6 +35,6 @@ def load_model(name: str, device: torch.device):
 
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
-    except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: a truncated/foreign safetensors file
+    except Exception as e:  # OSError, ValueError, safetensors' own error for a truncated or foreign weights file
         raise model_load_error(name, e) from None
     return model.to(device)

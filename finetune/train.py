@@ -38,7 +38,7 @@ import checkpoint
 import data as alpaca
 import lora
 from ddp import DEFAULT_TIMEOUT_S, DDP, all_reduce_sum, cleanup_ddp, decide, gather, print0, setup_ddp
-from fileio import OutputError, atomic_dir, atomic_write_json, check_writable
+from fileio import OutputError, atomic_dir, atomic_write_json, check_writable, recover
 from flags import add_flags, given
 from models import load_model, model_shape
 from plots import plot_curves
@@ -483,11 +483,13 @@ def prepare_run_folder(tc: TrainConfig, rc: RunConfig, ddp: DDP) -> Path | None:
     """Global rank 0 checks the run folder and decides fresh or resume (and from which file); all ranks follow."""
     def plan():
         out = Path(rc.output_dir).expanduser().resolve()
-        check_writable(out, is_dir=True)
         data = alpaca.resolve_data_path(tc.data_path, tc.data_dir)
         for flag, path in (("--model_name_or_path", tc.model_name_or_path), ("--lora_load_path", tc.lora_load_path),
                            ("--data_path", str(data) if isinstance(data, Path) else None)):
             checkpoint.refuse_overlap(out, flag, path)
+        check_writable(out, is_dir=True)
+        for folder in ("adapter", "model"):  # a swap that a kill interrupted: put the earlier result back
+            recover(out / folder)
         return checkpoint.plan_resume(out, rc.resume, rc.overwrite)
 
     try:

@@ -1,0 +1,216 @@
+"""Faults and mistakes: kills at each write, a full disk, corrupt or foreign files, outputs over inputs, bad values.
+
+Each test checks that the earlier outputs survive and that the next start says what is wrong in one line.
+"""
+import errno
+import hashlib
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import checkpoint
+import fileio
+import lora
+import sweep
+import train
+
+FLAGS = ["--max_examples", "48", "--eval_ratio", "0.25", "--train_batch_size", "4", "--eval_batch_size", "4",
+         "--max_length", "96", "--max_steps", "4", "--eval_interval", "2", "--ckpt_interval", "2", "--lr", "1e-2",
+         "--device", "cpu"]
+
+
+def run(model_dir, out, *extra):
+    return train.main(["--model_name_or_path", str(model_dir), "--output_dir", str(out), *FLAGS, *extra])
+
+
+def one_line_error(model_dir, out, *extra) -> str:
+    with pytest.raises(SystemExit) as e:
+        run(model_dir, out, *extra)
+    msg = str(e.value)
+    assert msg.startswith("error: ") and "\n" not in msg, msg
+    return msg
+
+
+def digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_model_dir, tmp_path_factory):
+    """A finished LoRA r=2 run (4 steps, checkpoints at 2 and 4)."""
+    out = tmp_path_factory.mktemp("finished") / "r2"
+    run(tiny_model_dir, out, "--lora_dim", "2")
+    return out
+
+
+@pytest.fixture
+def earlier(finished, tmp_path):
+    out = tmp_path / "r2"
+    shutil.copytree(finished, out)
+    return out
+
+
+def test_output_dir_over_an_input_is_refused_and_nothing_written(tiny_model_dir, tmp_path, alpaca_path):
+    before = digest(tiny_model_dir)
+    for out, flag in ((tiny_model_dir, "--model_name_or_path"), (tiny_model_dir / "sub", "--model_name_or_path"),
+                      (tiny_model_dir.parent, "--model_name_or_path")):
+        assert f"overlaps {flag}" in one_line_error(tiny_model_dir, out, "--lora_dim", "2")
+    assert digest(tiny_model_dir) == before and not (tiny_model_dir / "sub").exists()
+    data = tmp_path / "d" / "alpaca.json.xz"
+    data.parent.mkdir()
+    shutil.copy(alpaca_path, data)
+    assert "overlaps --data_path" in one_line_error(tiny_model_dir, tmp_path / "d", "--lora_dim", "2",
+                                                    "--data_path", str(data))
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["alpaca.json.xz"]
+
+
+def test_fresh_run_into_an_earlier_run_refuses_unless_told(earlier, tiny_model_dir):
+    before = digest(earlier)
+    msg = one_line_error(tiny_model_dir, earlier, "--lora_dim", "2")
+    assert "holds an earlier run" in msg and "--resume" in msg and "--overwrite" in msg
+    assert digest(earlier) == before
+
+
+def test_failed_overwrite_keeps_the_earlier_results(earlier, tiny_model_dir, monkeypatch):
+    results = {k: v for k, v in digest(earlier).items() if k.startswith(("adapter/", "summary.json", "curve.png"))}
+    calls = []
+
+    def crash(self, batches):
+        calls.append(1)
+        raise RuntimeError("simulated crash in step 1")
+    monkeypatch.setattr(train.Trainer, "train_step", crash)
+    assert "simulated crash" in one_line_error(tiny_model_dir, earlier, "--lora_dim", "2", "--overwrite")
+    assert calls and {k: v for k, v in digest(earlier).items() if k in results} == results
+    assert not sweep.finished(earlier)  # the summary is the earlier run's, not this one's: a sweep reruns it
+    lora.load_adapter(__import__("models").load_model(str(tiny_model_dir), torch.device("cpu")), earlier / "adapter")
+
+
+def test_kill_inside_the_adapter_swap_leaves_a_loadable_adapter(earlier, tiny_model_dir, monkeypatch):
+    from models import load_model
+
+    old = digest(earlier / "adapter")
+    # 1) Linux: one atomic exchange; a kill right after it (before the old copy is removed) leaves the new one
+    real_rmtree = shutil.rmtree
+
+    def killed_rmtree(path, *a, **k):
+        if str(path).startswith(str(earlier / ".adapter.")):
+            raise KeyboardInterrupt("killed")
+        return real_rmtree(path, *a, **k)
+    monkeypatch.setattr(fileio.shutil, "rmtree", killed_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_model_dir, earlier, "--lora_dim", "2", "--overwrite", "--seed", "5")
+    monkeypatch.setattr(fileio.shutil, "rmtree", real_rmtree)
+    assert digest(earlier / "adapter") != old
+    lora.load_adapter(load_model(str(tiny_model_dir), torch.device("cpu")), earlier / "adapter")
+    # 2) without the exchange (other systems): a kill between the two renames; the next start puts it back
+    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+    real_replace, seen = os.replace, []
+
+    def killed_replace(src, dst):
+        seen.append(dst)
+        if Path(dst) == earlier / "adapter":
+            raise KeyboardInterrupt("killed between the renames")
+        return real_replace(src, dst)
+    monkeypatch.setattr(fileio.os, "replace", killed_replace)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_model_dir, earlier, "--lora_dim", "2", "--overwrite")
+    monkeypatch.setattr(fileio.os, "replace", real_replace)
+    assert not (earlier / "adapter").exists() and (earlier / ".adapter.old").is_dir()
+    run(tiny_model_dir, earlier, "--lora_dim", "2", "--overwrite")  # the next start recovers, then replaces
+    lora.load_adapter(load_model(str(tiny_model_dir), torch.device("cpu")), earlier / "adapter")
+    assert not (earlier / ".adapter.old").exists()
+
+
+def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(tiny_model_dir, tmp_path,
+                                                                                monkeypatch):
+    out = tmp_path / "run"
+    real_save, calls = torch.save, []
+
+    def full_disk(obj, f, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # the checkpoint at step 4
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    assert "no space left on the disk" in one_line_error(tiny_model_dir, out, "--lora_dim", "2")
+    assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["latest.json", "step-00000002.pt"]  # no temp file
+    assert checkpoint.load(checkpoint.latest(out))["step"] == 2
+    assert not (out / "summary.json").exists()
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    assert run(tiny_model_dir, out, "--lora_dim", "2", "--resume")["steps"] == 4
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/llmhw_finetune_pwned",))
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "not a readable checkpoint"),
+    (lambda p: p.write_bytes(b""), "not a readable checkpoint"),
+    (lambda p: p.write_bytes(pickle.dumps({"format": "llmhw-finetune-ckpt", "x": Exploit()})),
+     "not a readable checkpoint"),
+    (lambda p: torch.save({"model": {}}, p), "not a llmhw-finetune-ckpt checkpoint"),
+    (lambda p: p.unlink(), "checkpoint file is missing"),
+    (lambda p: (p.parent / "latest.json").write_text("{"), "not a checkpoint pointer"),
+])
+def test_corrupt_checkpoint_is_one_line_on_resume(earlier, tiny_model_dir, corrupt, message):
+    Path("/tmp/llmhw_finetune_pwned").unlink(missing_ok=True)
+    corrupt(checkpoint.latest(earlier))
+    before = digest(earlier)
+    assert message in one_line_error(tiny_model_dir, earlier, "--lora_dim", "2", "--resume")
+    assert not Path("/tmp/llmhw_finetune_pwned").exists()  # the crafted pickle never ran
+    assert digest(earlier) == before
+
+
+def test_corrupt_weights_files_are_one_line(earlier, tiny_model_dir, tmp_path):
+    bad_adapter = tmp_path / "bad_adapter"
+    shutil.copytree(earlier / "adapter", bad_adapter)
+    (bad_adapter / "lora_weights.safetensors").write_bytes(b"\x00" * 7)
+    assert "not a readable safetensors file" in one_line_error(
+        tiny_model_dir, tmp_path / "o1", "--lora_dim", "2", "--lora_load_path", str(bad_adapter))
+    bad_model = tmp_path / "bad_model"
+    shutil.copytree(tiny_model_dir, bad_model)
+    weights = bad_model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert f"cannot load model '{bad_model}'" in one_line_error(bad_model, tmp_path / "o2", "--lora_dim", "2")
+
+
+def test_rank_beyond_a_target_module_is_refused_at_startup(tiny_model_dir, tmp_path):
+    msg = one_line_error(tiny_model_dir, tmp_path / "o", "--lora_dim", "17")  # n_embd 16
+    assert "--lora_dim 17 exceeds min(in, out) of module 'transformer.h.0.attn.c_attn' (weight (16, 48))" in msg
+    assert not (tmp_path / "o" / "log.jsonl").exists()
+
+
+def test_adapter_of_another_base_model_warns_with_both_names(earlier, tiny_model_dir, tmp_path, capsys):
+    other = tmp_path / "other_base"
+    shutil.copytree(tiny_model_dir, other)
+    run(other, tmp_path / "o", "--lora_dim", "2", "--lora_load_path", str(earlier / "adapter"), "--max_steps", "1")
+    out = capsys.readouterr().out
+    assert f"was trained on {tiny_model_dir.resolve()}, but --model_name_or_path is {other}" in out
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "inf"), ("--grad_clip", "nan"),
+                                         ("--weight_decay", "-1"), ("--dtype", "float16"), ("--live", "mlflow"),
+                                         ("--ddp_timeout", "0"), ("--keep_checkpoints", "0")])
+def test_bad_values_are_usage_errors(tiny_model_dir, tmp_path, flag, value, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(tiny_model_dir, tmp_path / "o", "--lora_dim", "2", flag, value)
+    assert e.value.code == 2 and flag in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_grad_clip_zero_means_off(tiny_model_dir, tmp_path):
+    # reference: a clip threshold no gradient reaches
+    run(tiny_model_dir, tmp_path / "off", "--lora_dim", "2", "--grad_clip", "0", "--lr", "0.5")
+    run(tiny_model_dir, tmp_path / "huge", "--lora_dim", "2", "--grad_clip", "1e30", "--lr", "0.5")
+    run(tiny_model_dir, tmp_path / "tight", "--lora_dim", "2", "--grad_clip", "1e-3", "--lr", "0.5")
+    losses = {n: [r["train_loss"] for r in map(json.loads, (tmp_path / n / "log.jsonl").read_text().splitlines())
+                  if "train_loss" in r] for n in ("off", "huge", "tight")}
+    assert losses["off"] == losses["huge"] and losses["off"] != losses["tight"]
