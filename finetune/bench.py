@@ -10,7 +10,7 @@ Prints and writes (--out, default finetune/out/bench.json):
                                   during --mem_steps training steps, minus the RSS before them
   merged inference  ours / base   forward of the batch under inference_mode, our LoRA layers merge()d vs the plain
                                   model; also merge_and_unload() vs base
-Targets (issue 5): step <= 1.0x PEFT, peak memory <= 1.0x PEFT, merged inference <= 1.02x base.
+Targets: step <= 1.0x PEFT, peak memory <= 1.0x PEFT, merged inference <= 1.02x base.
 """
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def interleaved(fns: dict, n: int, warmup: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--dim", type=int, default=768)
@@ -122,19 +122,11 @@ def main(argv=None) -> dict:
     p.add_argument("--infer_steps", type=int, default=10)
     p.add_argument("--out", type=Path, default=HERE / "out" / "bench.json")
     p.add_argument("--worker", choices=["ours", "peft"], default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.worker:
-        print(json.dumps(memory_worker(args)))
-        return {}
+    return p.parse_args(argv)
 
-    shape = f"GPT-2 {args.layers}L/{args.dim}d, batch {args.batch}x{args.seq}, r={args.rank}, " \
-            f"{torch.get_num_threads()} threads, torch {torch.__version__}"
-    print(f"[bench] {shape}", flush=True)
-    base = build_base(args)
-    x = make_batch(args)
-    res = {"shape": shape, "config": {k: v for k, v in vars(args).items() if k not in ("out", "worker")}}
 
-    # 1. training step time, interleaved in one process
+def bench_train(args, base, x, res: dict) -> None:
+    """1. training step time, interleaved in one process; 2. peak memory, one fresh process per variant."""
     models = {k: with_lora(base, k, args.rank) for k in ("ours", "peft")}
     opts = {k: optimizer(m) for k, m in models.items()}
     t = interleaved({k: (lambda k=k: train_step(models[k], opts[k], x)) for k in models}, args.steps, args.warmup)
@@ -143,8 +135,6 @@ def main(argv=None) -> dict:
     print(f"[bench] train step: ours {t['ours']:.3f} s, PEFT {t['peft']:.3f} s -> ratio {res['step_ratio']:.3f}",
           flush=True)
     del models, opts
-
-    # 2. peak memory, one fresh process per variant
     mem = {k: measure_memory(args, k) for k in ("ours", "peft")}
     res["memory_mb"] = mem
     res["memory_ratio"] = mem["ours"]["train_peak_mb"] / mem["peft"]["train_peak_mb"]
@@ -153,7 +143,9 @@ def main(argv=None) -> dict:
           f"PEFT {mem['peft']['train_peak_mb']:.0f} MB -> ratio {res['memory_ratio']:.3f} "
           f"(whole-process peak RSS ratio {res['peak_rss_ratio']:.3f})", flush=True)
 
-    # 3. merged inference against the base model (the adapter trained a little so the merge changes weights)
+
+def bench_inference(args, base, x, res: dict) -> None:
+    """3. merged inference against the base model (the adapter trained a little so the merge changes weights)."""
     ours = with_lora(base, "ours", args.rank)
     train_step(ours, optimizer(ours), x)
     ours.eval()
@@ -176,6 +168,21 @@ def main(argv=None) -> dict:
     print(f"[bench] inference: base {t['base']:.3f} s, merged LoRA {t['merged']:.3f} s -> ratio "
           f"{res['merged_inference_ratio']:.3f}; merge_and_unload {t['unloaded']:.3f} s -> ratio "
           f"{res['unloaded_inference_ratio']:.3f}", flush=True)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(memory_worker(args)))
+        return {}
+    shape = f"GPT-2 {args.layers}L/{args.dim}d, batch {args.batch}x{args.seq}, r={args.rank}, " \
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    print(f"[bench] {shape}", flush=True)
+    base = build_base(args)
+    x = make_batch(args)
+    res = {"shape": shape, "config": {k: v for k, v in vars(args).items() if k not in ("out", "worker")}}
+    bench_train(args, base, x, res)
+    bench_inference(args, base, x, res)
     verdict = {"step <= 1.0x PEFT": res["step_ratio"] <= 1.0, "memory <= 1.0x PEFT": res["memory_ratio"] <= 1.0,
                "merged inference <= 1.02x base": res["merged_inference_ratio"] <= 1.02}
     res["targets_met"] = verdict
