@@ -46,7 +46,7 @@ class SampleConfig:
     top_p: float = field(default=1.0, metadata={"help": "keep the smallest set reaching probability p; 1 = all"})
     seed: int = field(default=1337, metadata={"help": "random seed (each prompt starts from it)"})
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "torch device"})
-    tokenizer: str = field(default="", metadata={"help": "tokenizer spec for a checkpoint (default: the run's)"})
+    tokenizer: str = field(default="", metadata={"help": "tokenizer spec; empty: the one that came with the model"})
     data_dir: str = field(default="", metadata={"help": "data directory (for --tokenizer gpt2)"})
     json: str = field(default="", metadata={"help": "also write the samples to this JSON file"})
 
