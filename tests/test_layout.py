@@ -151,7 +151,8 @@ def project_files(*suffixes):
         for path in sorted((ROOT / folder).rglob("*")):
             if path.is_file() and path.suffix in suffixes and "__pycache__" not in path.parts:
                 yield path
-    yield ROOT / "README.md"
+    if ".md" in suffixes:
+        yield ROOT / "README.md"
 
 
 def long_functions(path, limit=60):
