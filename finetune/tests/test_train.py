@@ -204,3 +204,42 @@ def test_generate_checks_folders_first_and_names_same_rank_adapters_apart(lora_r
                          str(tmp_path / "copy"), "--max_new_tokens", "2", "--greedy", "--output",
                          str(tmp_path / "g.json")])
     assert list(res["models"]) == ["original", "LoRA r=4", f"LoRA r=4 ({tmp_path / 'copy'})"]
+
+
+def test_bf16_autocast_covers_the_forward_only(tiny_model_dir, tmp_path, monkeypatch):
+    """--dtype bfloat16 (CPU autocast here; auto picks it on CUDA): the forward runs in bf16, the backward outside
+    autocast, and the loss stays close to float32's (reference: the same run in float32)."""
+    seen = {"forward": [], "backward": []}
+    real_forward = train.TargetLoss.forward
+
+    def forward(self, *a, **k):
+        seen["forward"].append(torch.is_autocast_enabled("cpu"))
+        s, n = real_forward(self, *a, **k)
+        if s.requires_grad:
+            s.register_hook(lambda g: seen["backward"].append(torch.is_autocast_enabled("cpu")) or g)
+        return s, n
+    monkeypatch.setattr(train.TargetLoss, "forward", forward)
+    bf = train.main(flags(tiny_model_dir, tmp_path / "bf16", "--lora_dim", "2", "--max_steps", "2", "--dtype",
+                          "bfloat16", "--device", "cpu"))
+    assert all(seen["forward"]) and seen["backward"] and not any(seen["backward"])
+    seen["forward"].clear()
+    fp = train.main(flags(tiny_model_dir, tmp_path / "fp32", "--lora_dim", "2", "--max_steps", "2", "--device",
+                          "cpu"))
+    assert seen["forward"] and not any(seen["forward"])  # auto on CPU = float32: no autocast
+    assert bf["final_train_loss"] == pytest.approx(fp["final_train_loss"], abs=0.05)
+    assert bf["final_train_loss"] != fp["final_train_loss"]  # bf16 did run
+
+
+def test_live_logging_is_off_by_default_and_imports_nothing(tiny_model_dir, tmp_path):
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import train; train.main(sys.argv[2:]); "
+            "print('LIVE', [m for m in ('wandb', 'torch.utils.tensorboard') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code, str(HERE), *flags(tiny_model_dir, tmp_path / "o", "--lora_dim",
+                                                                        "2", "--max_steps", "1")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "LIVE []" in r.stdout, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, str(HERE / "train.py"), *flags(tiny_model_dir, tmp_path / "w", "--lora_dim",
+                                                                       "2", "--live", "wandb")],
+                       capture_output=True, text=True)
+    # wandb is not a dependency: asked for and missing, it is one line saying what to install
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == \
+        "error: --live wandb: the wandb package is not installed (pip install wandb)"
