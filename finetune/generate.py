@@ -8,8 +8,9 @@
 --instructions takes a partition folder (its instructions.jsonl: records in no training split) or a .json/.jsonl/.txt
 file; without it, a built-in list of 20 instructions written for this project (none is an Alpaca instruction).
 --lora takes an adapter folder (ours or PEFT's; its base is --base) or BASE+ADAPTER; it may be repeated. LoRA models
-are merged explicitly (merge()) before generating, so they run at the base model's speed. Every model gets the same
-seed per instruction (--seed + its position), so a run is reproducible. Prompts use the training template.
+are merged explicitly (merge()) before generating, so they run at the base model's speed. Instructions are generated
+in left-padded batches of similar length (--batch_size); every model gets the same batches and seeds, so a run is
+reproducible. Prompts use the training template.
 
 Writes FILE.json (schema in README.md, "generate.py": every response, its length in tokens and words, why it
 stopped, and per-model means) and FILE.md beside it (the same, readable).
@@ -74,7 +75,8 @@ class GenerateConfig:
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature"})
     top_p: float = field(default=0.9, metadata={"help": "nucleus sampling: keep the top tokens of this mass"})
     top_k: int = field(default=50, metadata={"help": "sample among the k likeliest tokens (0 = all)"})
-    seed: int = field(default=42, metadata={"help": "instruction i is generated with seed + i, for every model"})
+    seed: int = field(default=42, metadata={"help": "random seed (batch k is sampled with seed + k * batch_size)"})
+    batch_size: int = field(default=8, metadata={"help": "instructions generated together (left-padded)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
     data_dir: str | None = field(default=None, metadata={"help": "data directory (GPT-2 tokenizer for model "
                                                                  "folders without one)"})
@@ -86,6 +88,8 @@ class GenerateConfig:
             raise ValueError("--base is required")
         if self.max_new_tokens <= 0 or self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise ValueError("need --max_new_tokens > 0, --temperature > 0, 0 < --top_p <= 1, --top_k >= 0")
+        if self.batch_size <= 0:
+            raise ValueError(f"--batch_size must be > 0, got {self.batch_size}")
         if self.template not in alpaca.TEMPLATES:
             raise ValueError(f"--template must be one of {sorted(alpaca.TEMPLATES)}, got {self.template!r}")
         if self.full and not Path(self.full).is_dir():
@@ -174,29 +178,37 @@ def load(name: str, adapter: str | None, device: torch.device, data_dir: str | N
 
 
 @torch.no_grad()
-def respond(model, tok, prompt: str, cfg: GenerateConfig, seed: int) -> dict:
-    """One response: {"text", "tokens" (generated, EOS not counted), "words", "stop": eos|max_new_tokens|context}."""
-    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)  # (1, T)
+def respond(model, tok, prompts: list[list[int]], cfg: GenerateConfig, seed: int) -> list[dict]:
+    """Responses to a batch of tokenized prompts, each {"text", "tokens" (EOS not counted), "words", "stop"}.
+
+    The batch is left-padded, so every response starts right after its prompt; generate() derives the position ids
+    from the attention mask, so a padded prompt is computed as if alone (greedy output tested equal to a plain loop).
+    stop: "eos"; "max_new_tokens"; or "context" when the model's context ends first (for the batch's longest prompt).
+    """
+    T = max(len(p) for p in prompts)
     limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
-    room = min(cfg.max_new_tokens, limit - ids.shape[1])
+    room = min(cfg.max_new_tokens, limit - T)
     if room <= 0:
-        return {"text": "", "tokens": 0, "words": 0, "stop": "context"}
+        return [{"text": "", "tokens": 0, "words": 0, "stop": "context"} for _ in prompts]
+    ids = torch.tensor([[tok.pad_token_id] * (T - len(p)) + p for p in prompts], device=model.device)  # (B, T)
+    mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=model.device)   # (B, T)
     torch.manual_seed(seed)
     sample = {"do_sample": False} if cfg.greedy else {
         "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k}
     # A model whose vocabulary is padded past the tokenizer's (pretrain/ pads 50257 to 50304) must never emit
     # the padding ids: they decode to nothing.
     padded = list(range(len(tok), model.config.vocab_size)) or None
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=room, min_new_tokens=0,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, suppress_tokens=padded,
-                         **sample)
-    new = out[0, ids.shape[1]:].tolist()
-    if tok.eos_token_id in new:  # generate() stops at the first EOS
-        new, stop = new[:new.index(tok.eos_token_id)], "eos"
-    else:  # it ran out of room: the flag's limit, or the model's context
-        stop = "max_new_tokens" if room == cfg.max_new_tokens else "context"
-    text = tok.decode(new, skip_special_tokens=True).strip()
-    return {"text": text, "tokens": len(new), "words": len(text.split()), "stop": stop}
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=room, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, suppress_tokens=padded, **sample)  # (B, T + <= room)
+    results = []
+    for new in out[:, T:].tolist():
+        if tok.eos_token_id in new:  # generation stops at the first EOS; a finished row is padded after it
+            new, stop = new[:new.index(tok.eos_token_id)], "eos"
+        else:  # it ran out of room: the flag's limit, or the model's context
+            new, stop = new, "max_new_tokens" if room == cfg.max_new_tokens else "context"
+        text = tok.decode(new, skip_special_tokens=True).strip()
+        results.append({"text": text, "tokens": len(new), "words": len(text.split()), "stop": stop})
+    return results
 
 
 def length_stats(details: list[dict], seconds: float) -> dict:
@@ -215,12 +227,19 @@ def run_model(name: str, path: str, adapter: str | None, results: list[dict], cf
 
     t0 = time.time()
     model, tok = load(path, adapter, torch.device(cfg.device), cfg.data_dir)
-    details = []
-    for i, it in enumerate(tqdm(results, desc=name, unit="instr", file=sys.stderr)):
-        d = respond(model, tok, it["prompt"], cfg, cfg.seed + i)
-        it["responses"][name] = d["text"]
-        it["details"][name] = {k: d[k] for k in ("tokens", "words", "stop")}
-        details.append(d)
+    prompts = tok([it["prompt"] for it in results], add_special_tokens=False)["input_ids"]
+    # Batches of similar prompt lengths (little padding); the order, and so each batch's seed, is the same for
+    # every model given the same tokenizer.
+    order = sorted(range(len(results)), key=lambda i: (len(prompts[i]), i))
+    details = [None] * len(results)
+    with tqdm(total=len(results), desc=name, unit="instr", file=sys.stderr) as bar:
+        for b in range(0, len(order), cfg.batch_size):
+            chunk = order[b:b + cfg.batch_size]
+            for i, d in zip(chunk, respond(model, tok, [prompts[i] for i in chunk], cfg, cfg.seed + b)):
+                results[i]["responses"][name] = d["text"]
+                results[i]["details"][name] = {k: d[k] for k in ("tokens", "words", "stop")}
+                details[i] = d
+            bar.update(len(chunk))
     return length_stats(details, time.time() - t0)
 
 

@@ -106,7 +106,8 @@ def test_generates_heldout_instructions_for_base_full_and_lora(models, partition
     # greedy responses equal a naive argmax loop: on the base, and on base + adapter unmerged (tests the merge)
     base = AutoModelForCausalLM.from_pretrained(models["base"]).eval()
     with_adapter, _ = lora.load_adapter(AutoModelForCausalLM.from_pretrained(models["base"]).eval(), models["adapter"])
-    for r in res["results"][:3]:
+    assert len({len(gpt2_tok(r["prompt"])["input_ids"]) for r in res["results"]}) > 1  # batches hold padding
+    for r in res["results"][:10]:
         for name, model in (("original", base), ("LoRA r=2", with_adapter)):
             ref = gpt2_tok.decode(naive_greedy(model, gpt2_tok, r["prompt"], 6), skip_special_tokens=True).strip()
             assert r["responses"][name] == ref
@@ -129,11 +130,24 @@ def test_sampling_is_seeded_and_stop_reasons(models, tmp_path, gpt2_tok):
     assert all(r["details"]["original"] == {"tokens": 0, "words": 0, "stop": "eos"} for r in eos["results"])
     assert eos["stats"]["original"]["ended_with_eos"] == 1 and eos["stats"]["original"]["mean_tokens"] == 0
     short = generate.main(["--base", str(models["short"]), "--instructions", str(short_prompts), "--max_new_tokens",
-                           "64", "--greedy", "--output", str(tmp_path / "s.json")])
+                           "64", "--greedy", "--batch_size", "1", "--output", str(tmp_path / "s.json")])
     for r in short["results"]:  # the 40-position context ends first: prompt + response fill it exactly
         n_prompt = len(gpt2_tok(r["prompt"])["input_ids"])
         assert r["details"]["original"]["stop"] == "context" and r["details"]["original"]["tokens"] == 40 - n_prompt
     assert short["stats"]["original"]["hit_context"] == 1
+    batched = generate.main(["--base", str(models["short"]), "--instructions", str(short_prompts), "--max_new_tokens",
+                             "64", "--greedy", "--batch_size", "3", "--output", str(tmp_path / "s3.json")])
+    for one, three in zip(short["results"], batched["results"]):  # a batch stops where its longest prompt must
+        assert three["details"]["original"]["stop"] == "context"
+        assert one["responses"]["original"].startswith(three["responses"]["original"])
+
+
+def test_greedy_batches_equal_one_at_a_time(models, partition_dir, tmp_path):
+    argv = ["--base", str(models["base"]), "--lora", str(models["adapter"]), "--instructions", str(partition_dir),
+            "--greedy", "--max_new_tokens", "4", "--output"]
+    one = generate.main(argv + [str(tmp_path / "1.json"), "--batch_size", "1"])
+    many = generate.main(argv + [str(tmp_path / "8.json"), "--batch_size", "8"])
+    assert one["results"] == many["results"]
 
 
 def test_bad_inputs_are_one_line_before_any_model_loads(models, tmp_path, monkeypatch):
@@ -165,6 +179,7 @@ def test_bad_inputs_are_one_line_before_any_model_loads(models, tmp_path, monkey
         (base + ["--output", str(tmp_path / "dir.json")], "is a folder, but an output file is needed"),
         (base + ["--device", "gpu7"] + out, "is not a device"),
         (base + ["--max_new_tokens", "0"] + out, "--max_new_tokens > 0"),
+        (base + ["--batch_size", "0"] + out, "--batch_size must be > 0"),
         (out, "--base is required"),
     ]
     (tmp_path / "file.json").write_text("a file where a folder is needed")
