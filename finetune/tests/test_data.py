@@ -374,3 +374,28 @@ def test_pretrain_bytes_takes_a_seeded_sample_within_the_budget(tmp_path):
     assert part["pretrain"]["indices"] == sorted(part["pretrain"]["indices"])
     assert part["pretrain"]["indices"] != full["pretrain"]["indices"][:9]  # a sample, not the file's first records
     assert part["indices"] == full["indices"] and part["settings"]["pretrain_bytes"] == 180
+
+
+@pytest.mark.parametrize("fault", ["disk_full", "kill"])
+def test_partition_fault_while_writing_keeps_the_earlier_folder(tmp_path, monkeypatch, fault):
+    import errno
+    from pathlib import Path
+
+    src = tmp_path / "r.jsonl"
+    src.write_text("".join(json.dumps({"instruction": f"i{i}", "output": f"o{i}"}) + "\n" for i in range(50)))
+    argv = ["--out_dir", str(tmp_path / "p"), "--data_path", str(src), "--max_examples", "10", "--heldout", "2"]
+    data.main(argv)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "p").iterdir()}
+    real = Path.write_text
+
+    def failing(self, *a, **k):
+        if self.name == "instructions.jsonl":  # the second of the three files: a half-written set
+            raise OSError(errno.ENOSPC, "No space left on device") if fault == "disk_full" else KeyboardInterrupt
+        return real(self, *a, **k)
+    monkeypatch.setattr(Path, "write_text", failing)
+    with pytest.raises((SystemExit, KeyboardInterrupt)) as e:
+        data.main(argv + ["--overwrite", "--data_seed", "7"])
+    if fault == "disk_full":
+        assert "no space left on the disk" in str(e.value) and "\n" not in str(e.value)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "p").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "r.jsonl"]  # no temp folder left behind

@@ -117,3 +117,20 @@ def test_refusals_are_one_line_and_leave_everything_in_place(tiny_model_dir, tmp
     assert not (tmp_path / "n").exists()
     merge.main(args(other, tmp_path / "m", "--overwrite", "--allow_other_base"))  # told: replaced as a whole
     assert (tmp_path / "m" / "model.safetensors").read_bytes() != before["model.safetensors"]
+
+
+def test_disk_full_while_saving_keeps_the_earlier_output(tiny_model_dir, tmp_path, monkeypatch):
+    import errno
+
+    adapter = random_adapter(tmp_path / "adapter", str(tiny_model_dir))
+    out = merge.main(["--base", str(tiny_model_dir), "--adapter", str(adapter), "--output_dir", str(tmp_path / "m")])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr("transformers.PreTrainedModel.save_pretrained", full)
+    with pytest.raises(SystemExit) as e:
+        merge.main(["--base", str(tiny_model_dir), "--adapter", str(adapter), "--output_dir", str(out), "--overwrite"])
+    assert "no space left on the disk" in str(e.value) and "\n" not in str(e.value)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "m"]  # no temp folder left behind
