@@ -358,6 +358,7 @@ def partition(n_records: int, max_examples: int | None, eval_ratio: float, data_
 
 
 def _instruction_key(record: dict) -> tuple[str, str]:
+    """What makes two records the same task for generation: instruction and input, outer spaces ignored."""
     return record["instruction"].strip(), (record.get("input") or "").strip()
 
 
@@ -464,6 +465,7 @@ SETTINGS = ("max_examples", "eval_ratio", "data_seed", "heldout", "pretrain_byte
 
 
 def file_sha256(path: Path) -> str:
+    """SHA-256 of a file as stored (read in 1 MiB chunks), so split.json names exactly which data it partitioned."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):

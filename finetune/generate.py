@@ -169,6 +169,7 @@ def model_specs(cfg: GenerateConfig) -> list[tuple[str, str, str | None]]:
 
 
 def load(name: str, adapter: str | None, device: torch.device, data_dir: str | None):
+    """(model in eval mode on ``device``, its tokenizer); an adapter is attached and merged into the weights."""
     model = load_model(name, torch.device("cpu"))
     if adapter is not None:
         lora.load_adapter(model, adapter)
@@ -244,6 +245,7 @@ def run_model(name: str, path: str, adapter: str | None, results: list[dict], cf
 
 
 def markdown(result: dict) -> str:
+    """FILE.md: the settings, a table of each model's length means, then every instruction with all responses."""
     lines = ["# Generations", "", f"Settings: `{json.dumps(result['config'])}`", "",
              "| model | what | mean tokens | mean words | ended with EOS | hit max_new_tokens |", "| --- " * 6 + "|"]
     for name, what in result["models"].items():
@@ -258,6 +260,7 @@ def markdown(result: dict) -> str:
 
 
 def parse_args(argv=None) -> GenerateConfig:
+    """Flags from GenerateConfig; --lora by hand, because it may be given several times."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flags(p, GenerateConfig)
     p.add_argument("--lora", action="append", default=[],
