@@ -426,10 +426,3 @@ def read_hf_state_dict(path: Path) -> dict:
     if (path / "pytorch_model.bin").is_file():
         return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin")
-
-
-def load_model(path: str | os.PathLike, map_location="cpu") -> GPT:
-    """Kept for callers of the earlier API: loading lives in checkpoint.py (``checkpoint.load_model``)."""
-    from checkpoint import load_model as load
-
-    return load(path, map_location)

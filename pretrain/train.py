@@ -61,6 +61,27 @@ def get_lr(step: int, tc: TrainConfig) -> float:
 
 
 # ---------------------------------------------------------------------------- set-up steps (before any work)
+ONE_LINE = (DataError, ConfigError, CheckpointError, OutputError, LiveLogError, FileNotFoundError, ValueError)
+
+
+def together(fn, ddp: DDP, master_only: bool = False):
+    """fn() (on every rank, or on global rank 0 only); a one-line error of rank 0 is raised on every rank, so no
+    rank is left waiting at the next collective for one that has stopped."""
+    result, error = None, None
+    if ddp.master or not master_only:
+        try:
+            result = fn()
+        except ONE_LINE as e:
+            if not ddp.enabled:
+                raise
+            error = (type(e), str(e))
+    first = decide(error, ddp)
+    for err in (first, error):
+        if err:
+            raise err[0](err[1])
+    return result
+
+
 def prepare_data(preset: str, tc: TrainConfig, ddp: DDP) -> Path:
     """--data, else the preset's data set, prepared by global rank 0 on first use while the others wait."""
     if tc.data:
@@ -70,21 +91,21 @@ def prepare_data(preset: str, tc: TrainConfig, ddp: DDP) -> Path:
     if missing and ddp.multi_node:
         raise ConfigError(f"{path} is not prepared: on several nodes prepare it first (python pretrain/prepare.py "
                           f"...) into a folder every node sees, and pass --data")
-    if missing and ddp.master:
+    if missing:  # the others wait in together()'s broadcast (up to --ddp_timeout seconds)
         import prepare
 
         print0(f"preparing {path} (first use of preset {preset})")
-        prepare.prepare(path, data_dir=tc.data_dir, **PRESETS[preset]["prepare"])
-    barrier(ddp)  # the others wait here (up to --ddp_timeout seconds)
+        together(lambda: prepare.prepare(path, data_dir=tc.data_dir, **PRESETS[preset]["prepare"]), ddp,
+                 master_only=True)
     return path
 
 
 def check_out_dir(out: Path, data: Path, tc: TrainConfig) -> None:
     """Refuse an out_dir that holds this run's inputs, another kind of output, or an earlier run (unless told)."""
-    check_writable(out, is_dir=True)
     o, d = out.resolve(), data.resolve()
     if o == d or d in o.parents or o in d.parents:
         raise ConfigError(f"--out_dir {out} and the data {data} overlap: a run never writes next to its inputs")
+    check_writable(out, is_dir=True)  # creates the folder
     foreign = [n for n in FOREIGN_FILES if (out / n).exists()]
     if foreign:
         raise ConfigError(f"--out_dir {out} holds {foreign[0]}: it is a data set or model folder, not a run folder")
@@ -113,15 +134,16 @@ def check_shared(out: Path, ddp: DDP) -> None:
 
 def decide_resume(out: Path, tc: TrainConfig, ddp: DDP) -> str | None:
     """Rank 0 decides whether to resume and from which checkpoint file; every rank gets the same answer."""
-    choice = None
-    if ddp.master and tc.resume and (out / "latest").exists():
-        choice = load_checkpoint(out)["path"]  # checked now: a corrupt checkpoint stops every rank at once
-    elif ddp.master and tc.resume:
-        print0(f"--resume: no checkpoint in {out} yet, starting fresh")
-    elif ddp.master and tc.overwrite:
-        for old in [*step_checkpoints(out), out / "latest", out / "summary.json"]:
-            old.unlink(missing_ok=True)  # the log is rewritten by RunLog; hf/, tokenizer/ are swapped in whole
-    return decide(choice, ddp)
+    def choose():
+        if tc.resume and (out / "latest").exists():
+            return load_checkpoint(out)["path"]  # checked now: a corrupt checkpoint stops every rank at once
+        if tc.resume:
+            print0(f"--resume: no checkpoint in {out} yet, starting fresh")
+        elif tc.overwrite:
+            for old in [*step_checkpoints(out), out / "latest", out / "summary.json"]:
+                old.unlink(missing_ok=True)  # the log is rewritten by RunLog; hf/, tokenizer/ are swapped in whole
+        return None
+    return decide(together(choose, ddp, master_only=True), ddp)
 
 
 def load_data(data: Path, mc: GPTConfig, vocab_given: bool) -> tuple[dict, text_tokenizer.TextTokenizer, GPTConfig]:
@@ -226,11 +248,9 @@ class Trainer:
     def open_outputs(self) -> None:
         """The log (kept up to the resumed step), tokenizer files, the wrapped model and the MFU peak."""
         tc, ddp = self.tc, self.ddp
-        self.log = RunLog(self.out / "log.jsonl", ddp.master, self.start if self.start else None, live=tc.live,
-                          run_name=self.out.name, config={**asdict(self.mc), **asdict(tc)})
-        if ddp.master:
-            with atomic_dir(self.out / "tokenizer") as tmp:
-                self.tok.write_hf_files(tmp, model_max_length=self.mc.block_size)
+        self.log = together(lambda: RunLog(self.out / "log.jsonl", ddp.master, self.start or None, live=tc.live,
+                                           run_name=self.out.name, config={**asdict(self.mc), **asdict(tc)}), ddp)
+        together(self.write_tokenizer, ddp, master_only=True)
         self.model = torch.compile(self.raw_model) if tc.compile else self.raw_model
         if ddp.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -246,6 +266,10 @@ class Trainer:
                f"{ddp.world_size} process(es) on {ddp.device}, {tc.total_batch_size:,} tokens/step = "
                f"{tc.batch_size} x {tc.seq_len} x {ddp.world_size} x {self.accum} accum, steps {self.start}.."
                f"{tc.max_steps}, data {self.data} ({self.meta['train']['tokens']:,} train tokens)")
+
+    def write_tokenizer(self) -> None:
+        with atomic_dir(self.out / "tokenizer") as tmp:  # HF tokenizer files, for the export and other scripts
+            self.tok.write_hf_files(tmp, model_max_length=self.mc.block_size)
 
     def train_step(self, step: int) -> dict:
         """One optimizer step over total_batch_size tokens (accum micro-batches per rank); returns its numbers."""
@@ -357,14 +381,13 @@ class Trainer:
             plots.plot_curves({self.out.name: self.log.records}, self.out / "loss.png", f"pretraining ({self.preset})")
 
     def save(self, step: int) -> None:
-        """Checkpoint after ``step`` steps (rank 0 writes; the others wait so nobody runs ahead of a failure)."""
-        if self.ddp.master:
-            save_checkpoint(self.out, {
-                "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": step,
-                "data_position": self.train_loader.state_dict(), "rng": rng_state(), "model_config": asdict(self.mc),
-                "train_config": asdict(self.tc), "preset": self.preset, "world_size": self.ddp.world_size,
-                "tokenizer": self.meta["tokenizer"], "stats": dict(self.stats)}, keep=self.tc.keep_checkpoints)
-        barrier(self.ddp)
+        """Checkpoint after ``step`` steps (rank 0 writes; the others wait for its outcome)."""
+        together(lambda: save_checkpoint(self.out, {
+            "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": step,
+            "data_position": self.train_loader.state_dict(), "rng": rng_state(), "model_config": asdict(self.mc),
+            "train_config": asdict(self.tc), "preset": self.preset, "world_size": self.ddp.world_size,
+            "tokenizer": self.meta["tokenizer"], "stats": dict(self.stats)}, keep=self.tc.keep_checkpoints),
+            self.ddp, master_only=True)
 
     def due(self, done: int) -> tuple[bool, bool]:
         """(evaluate now, checkpoint now) after ``done`` steps: at the intervals and always at the end."""
@@ -412,9 +435,7 @@ def setup(preset: str, mc: GPTConfig, tc: TrainConfig, ddp: DDP, given: set[str]
     data = prepare_data(preset, tc, ddp)
     meta, tok, mc = load_data(data, mc, "vocab_size" in given)
     out = Path(tc.out_dir)
-    if ddp.master:
-        check_out_dir(out, data, tc)
-    barrier(ddp)
+    together(lambda: check_out_dir(out, data, tc), ddp, master_only=True)
     check_shared(out, ddp)
     resume_from = decide_resume(out, tc, ddp)
     # fit_micro_batch may halve a preset's micro-batch, never one the user chose

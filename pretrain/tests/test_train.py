@@ -236,6 +236,7 @@ def test_an_earlier_run_is_refused_unless_resume_or_overwrite(tiny_run, shakespe
         with pytest.raises(SystemExit):
             run_in(bad_out, shakespeare)
         assert message in capsys.readouterr().err
+    assert not (shakespeare / "run").exists()  # refused before anything was created
     (tmp_path / "file").write_text("x")
     with pytest.raises(SystemExit):
         run_in(tmp_path / "file", shakespeare)
@@ -281,3 +282,13 @@ def test_a_small_bpe_tokenizer_drives_the_model_the_export_and_hellaswag(tmp_pat
     hf = AutoModelForCausalLM.from_pretrained(out / "hf").eval()
     with torch.no_grad():
         assert (load_model(out)(ids)[0] - hf(ids).logits).abs().max().item() <= 1e-5
+
+
+def test_multi_node_runs_need_prepared_data(tmp_path, monkeypatch):
+    from ddp import DDP
+    monkeypatch.setattr(train, "HERE", tmp_path)  # no prepared data set of the preset there
+    monkeypatch.setattr(train, "decide", lambda value, ddp: value)  # rank 0's view (no process group here)
+    two_nodes = DDP(rank=0, local_rank=0, world_size=2, local_world_size=1, device=torch.device("cpu"), master=True)
+    with pytest.raises(train.ConfigError, match="on several nodes prepare it first .* and pass --data"):
+        train.prepare_data("tiny-cpu", train.TrainConfig(), two_nodes)
+    assert train.prepare_data("tiny-cpu", train.TrainConfig(data="D"), two_nodes) == Path("D")
