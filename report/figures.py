@@ -50,7 +50,7 @@ def plot_sweep(runs: dict[str, list[dict]], path: Path) -> None:
         s, v = series(rows, "train_loss")
         a.plot(s, v, label=label, alpha=0.7, **{"lw": 0.8, **style})
         s, v = series(rows, "eval_loss")
-        b.plot(s, v, "o-", ms=3, label=label, **style)
+        b.plot(s, v, marker="o", ms=3, label=label, **{"ls": "-", **style})
     a.set(title="train loss", xlabel="step", ylabel="loss (nats)")
     b.set(title="eval loss", xlabel="step")
     for ax in (a, b):

@@ -47,6 +47,7 @@ class PipelineConfig:
     eval_ratio: float = 0.25
     data_seed: int = 0
     heldout: int = 24                      # instructions in no split, for the generations
+    pretrain_bytes: int | None = None      # cap on the Alpaca pretraining text (None: every free record)
     own_tokenizer: bool = True             # False: GPT-2's tokenizer (the GPU preset)
     tokenizer_vocab_size: int = 4096
     pretrain_preset: str = "tiny-cpu"
@@ -80,6 +81,16 @@ PRESETS = {
         data_flags=("--hf_dataset", "HuggingFaceFW/fineweb-edu", "--hf_config", "sample-10BT",
                     "--val_fraction", "0.01"),
         sweep_parallel_gpus=True),
+    # Every stage at toy size (about a minute on 2 cores): checks the chain and the report, not the findings.
+    "smoke": PipelineConfig(
+        preset="smoke", finetune_examples=48, heldout=20, pretrain_bytes=200_000, tokenizer_vocab_size=512,
+        pretrain_flags=("--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--block_size", "64", "--seq_len",
+                        "64", "--batch_size", "4", "--warmup_steps", "2", "--max_steps", "6", "--eval_interval",
+                        "3", "--sample_prompt", "The"),
+        hellaswag_limit=20, sweep_ranks=(0, 1, 8),
+        sweep_flags=("--epochs", "1", "--lr", "1e-3", "--train_batch_size", "8", "--eval_batch_size", "16",
+                     "--max_length", "64", "--eval_interval", "2"),
+        gen_flags=("--max_new_tokens", "8")),
 }
 
 
@@ -104,12 +115,13 @@ def corpus_flags(cfg: PipelineConfig) -> list[str]:
 
 def tokenizer_stages(cfg: PipelineConfig, run: Path, dd: list[str]) -> dict[str, Stage]:
     py = [sys.executable]
+    cap = ["--pretrain_bytes", str(cfg.pretrain_bytes)] if cfg.pretrain_bytes else []
     stages = {
         "bpe": Stage(py + [str(ROOT / "bpe/train.py"), "--vocab_size", str(cfg.bpe_vocab_size),
                            "--out_dir", str(run / "bpe")] + dd, run / "bpe/summary.json", run / "bpe",
                      ("--overwrite",)),
         "corpus": Stage(py + [str(ROOT / "finetune/data.py"), "--out_dir", str(run / "corpus"), *corpus_flags(cfg),
-                              "--heldout", str(cfg.heldout)] + dd, run / "corpus/split.json", run / "corpus",
+                              "--heldout", str(cfg.heldout)] + cap + dd, run / "corpus/split.json", run / "corpus",
                         ("--overwrite",)),
     }
     if cfg.own_tokenizer:
@@ -190,7 +202,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--run_dir", type=Path, default=None, help="where stage outputs go (default: runs/<preset>)")
-    p.add_argument("--report_dir", type=Path, default=ROOT / "report")
+    p.add_argument("--report_dir", type=Path, default=None,
+                   help="where README.md and assets/ go (default: report/ for the cpu preset, else report/<preset>)")
     p.add_argument("--data_dir", default=None, help="data directory (default: $LLMHW_DATA_DIR)")
     p.add_argument("--only", nargs="+", choices=STAGES, default=None, help="run only these stages")
     p.add_argument("--redo", nargs="+", choices=STAGES + ["all"], default=[], help="redo these stages even if done")
@@ -207,7 +220,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = PRESETS[args.preset]
     run = (args.run_dir or ROOT / "runs" / cfg.preset).resolve()
-    stages = stage_commands(cfg, run, args.data_dir, args.report_dir.resolve())
+    report_dir = args.report_dir or (ROOT / "report" if cfg.preset == "cpu" else ROOT / "report" / cfg.preset)
+    stages = stage_commands(cfg, run, args.data_dir, report_dir.resolve())
     redo = set(STAGES) if "all" in args.redo else set(args.redo)
     log_path, t_all = run / "pipeline.jsonl", time.time()
     if not args.dry_run:

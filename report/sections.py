@@ -209,21 +209,25 @@ def corpus_values(run: Path) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------------- pretraining
 
+HELLASWAG_NAMES = {"hellaswag_acc_norm": "acc_norm per token (build-nanogpt)",
+                   "hellaswag_acc_norm_per_token": "acc_norm per token (build-nanogpt)",
+                   "hellaswag_acc_norm_per_char": "acc_norm per character (lm-eval)"}
+
+
 def hellaswag_figures(rows: list[dict]) -> list[tuple[str, float, float, int]]:
     """(convention, accuracy, standard error, n) for every acc_norm convention the last HellaSwag line holds."""
-    hs = [r for r in rows if any(k.startswith("hellaswag_acc_norm") for k in r)]
+    hs = [r for r in rows if r.get("hellaswag_acc_norm") is not None]
     if not hs:
         return []
-    last, out = hs[-1], []
+    last, out = hs[-1], {}
     n = int(last.get("hellaswag_n") or 0)
-    for key in sorted(k for k in last if k.startswith("hellaswag_acc_norm") and not k.endswith("_se")):
+    for key in sorted(k for k in last if k.startswith("hellaswag_acc_norm") and not k.endswith(("_se", "_stderr"))):
         if last[key] is None:
             continue
-        name = {"hellaswag_acc_norm": "acc_norm per token (build-nanogpt)"}.get(
-            key, key.replace("hellaswag_", "").replace("_", " "))
-        se = last.get(key + "_se") or fd.binomial_se(last[key], n)
-        out.append((name, float(last[key]), float(se), n))
-    return out
+        name = HELLASWAG_NAMES.get(key, key.replace("hellaswag_", "").replace("_", " "))
+        se = last.get(key + "_stderr") or last.get(key + "_se") or fd.binomial_se(last[key], n)
+        out.setdefault(name, (name, float(last[key]), float(se), n))
+    return list(out.values())
 
 
 def hellaswag_line(figs: list[tuple[str, float, float, int]]) -> str:
@@ -375,12 +379,17 @@ def seed_pair(sweep: dict[str, Run]) -> tuple[int, tuple[float, float]] | None:
 def protocol(sweep: dict[str, Run]) -> dict:
     """The settings every run shares, and whether they really are the same in all runs."""
     keys = ("max_examples", "eval_ratio", "data_seed", "epochs", "lr", "lr_warmup_ratio", "train_batch_size",
-            "gradient_accumulation_steps", "max_length", "eval_interval", "template", "lora_scaling", "weight_decay")
+            "gradient_accumulation_steps", "max_length", "template", "lora_scaling", "weight_decay",
+            "group_by_length")
     sums = ("train_examples", "eval_examples", "steps", "steps_per_epoch", "epochs")
     first = next(iter(sweep.values()))
     same = all(all(r.config.get(k) == first.config.get(k) for k in keys) and
                all(r.summary.get(k) == first.summary.get(k) for k in sums) for r in sweep.values())
-    return {**{k: first.config.get(k) for k in keys}, **{k: first.summary.get(k) for k in sums}, "same": same}
+    eval_steps = [tuple(fd.series(r.rows, "eval_loss")[0]) for r in sweep.values()]
+    steps = eval_steps[0]
+    return {**{k: first.config.get(k) for k in keys}, **{k: first.summary.get(k) for k in sums},
+            "eval_every": steps[1] - steps[0] if len(steps) > 1 else None, "n_evals": len(steps),
+            "same": same and len(set(eval_steps)) == 1}
 
 
 def protocol_story(p: dict, n_runs: int) -> str:
@@ -390,9 +399,11 @@ def protocol_story(p: dict, n_runs: int) -> str:
             f"({p['steps_per_epoch']} steps of {p['train_batch_size']} × {p['gradient_accumulation_steps']} "
             f"examples per epoch, {p['steps']} steps), AdamW at peak lr {p['lr']} with {p['lr_warmup_ratio']:.0%} "
             f"linear warm-up then cosine decay to 0, weight decay {p['weight_decay']}, examples cut at "
-            f"{p['max_length']} tokens, `{p['template']}` template, LoRA alpha {p['lora_scaling']} (scaling = "
-            f"alpha / rank), eval loss every {p['eval_interval']} steps and at step 0. Settings identical in every "
-            f"run (checked from each run's config.json and summary.json): **{'yes' if p['same'] else 'NO'}**.")
+            f"{p['max_length']} tokens{' (batches grouped by length)' if p['group_by_length'] else ''}, "
+            f"`{p['template']}` template, LoRA alpha {p['lora_scaling']} (scaling = alpha / rank); eval loss on the "
+            f"whole eval split at step 0 and every {p['eval_every']} steps ({p['n_evals']} evaluations). Settings and "
+            f"evaluation steps identical in every run (checked from each run's config.json, summary.json and "
+            f"log.jsonl): **{'yes' if p['same'] else 'NO'}**.")
 
 
 def sweep_table(sweep: dict[str, Run]) -> str:

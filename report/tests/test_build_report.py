@@ -74,7 +74,7 @@ def sweep_run(run: Path, name: str, rank: int, seed: int, evals: list[float]):
     write_json(d / "config.json", {"seed": seed, "lora_dim": rank, "max_examples": 64, "eval_ratio": 0.25,
                                    "data_seed": 0, "epochs": 4, "lr": 1e-3, "lr_warmup_ratio": 0.1,
                                    "train_batch_size": 8, "gradient_accumulation_steps": 1, "max_length": 128,
-                                   "eval_interval": 5, "template": "homework", "lora_scaling": 32.0,
+                                   "eval_interval": 5, "template": "homework", "lora_scaling": 32.0, "group_by_length": True,
                                    "weight_decay": 0.0})
 
 
@@ -110,42 +110,48 @@ def fake_run(run: Path, full_overfits: bool, corpus_file: Path):
                                           "returncode": 0, "preset": "cpu", "load_avg": [0.5, 0.4, 0.3]}])
 
 
-@pytest.fixture
-def corpus_file(tmp_path):
-    path = tmp_path / "pretrain_text.txt"
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "pretrain_text.txt"
     path.write_text("The cat sat on the mat.\n\nThe dog sat on the rug.\n")
     return path
 
 
-def test_every_slot_filled_from_the_files(tmp_path, corpus_file):
-    run, out = tmp_path / "run", tmp_path / "out"
-    fake_run(run, full_overfits=True, corpus_file=corpus_file)
-    text = br.build(run, out).read_text()
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, corpus_file):
+    """One report built from a run where full finetuning overfits: (run folder, output folder, README text)."""
+    root = tmp_path_factory.mktemp("built")
+    fake_run(root / "run", full_overfits=True, corpus_file=corpus_file)
+    return root / "run", root / "out", br.build(root / "run", root / "out").read_text()
+
+
+def test_every_slot_filled_from_the_files(built):
+    run, out, text = built
     assert "$" not in text.replace("$$", "")          # no slot left: render() refuses missing ones too
     for name in ("pretrain_loss.png", "sweep_curves.png", "full_finetuning.png"):
         assert (out / "assets" / name).stat().st_size > 1000 and f"assets/{name}" in text
     assert len(json.loads((out / "assets/generations.json").read_text())["results"]) == 6
+    assert json.loads((out / "assets/findings.json").read_text())["full_overfits"]["min_step"] == 10
     # numbers come from the files
     assert "| English | 953 | 937 | 185 | 938 | 185 |" in text and "| Chinese | 149 | 118 | 306 | 113 | 306 |" in text
     assert "153 byte values" in text and "871 merges" in text and "`j` ×3" in text
     assert "**48 train + 16 eval** records" in text and "| `pretrain_text.txt` |" in text
     assert "0.2600 ± 0.0439" in text and "`python bpe/train.py` (1 s)" in text
     assert "perplexity **181**" in text and "92% of the 13 words in its samples occur in its corpus" in text
-    assert "Settings identical in every run (checked from each run's config.json and summary.json): **yes**" in text
+    assert "(checked from each run's config.json, summary.json and log.jsonl): **yes**" in text
 
 
-def test_verdicts_in_the_report_follow_the_numbers(tmp_path, corpus_file):
-    run = tmp_path / "run"
-    fake_run(run, full_overfits=True, corpus_file=corpus_file)
-    text = br.build(run, tmp_path / "out").read_text()
+def test_verdicts_in_the_report_follow_the_numbers(built, tmp_path, corpus_file):
+    text = built[2]
     assert "**Full finetuning overfits**: **Reproduced**" in text and "**2.4000 at step 10**" in text
     assert "**LoRA's eval loss falls along with its train loss**: **Reproduced**" in text
     # ranks end at 2.62 / 2.61 / 2.60 (spread 0.02), r=8 with two seeds at 2.61 / 2.60 (0.01): ratio 2.0 -> alike
     assert "**Ranks look alike**: **Reproduced**" in text and "2.0× the seed spread" in text
     assert "**LoRA answers are longer**: **Reproduced**" in text and "LoRA r=8 **10.0** vs full finetune **3.5**" in text
+    run = tmp_path / "run"
     fake_run(run, full_overfits=False, corpus_file=corpus_file)
-    text = br.build(run, tmp_path / "out").read_text()
-    assert "**Full finetuning overfits**: **Not reproduced at this scale**" in text
+    values, _ = br.report_values(run)
+    assert "**Full finetuning overfits**: **Not reproduced at this scale**" in values["findings"]
 
 
 def test_render_refuses_missing_and_unused_slots():
@@ -156,23 +162,20 @@ def test_render_refuses_missing_and_unused_slots():
         br.render("a $x", {"x": 1, "z": 2})
 
 
-def test_template_slots_are_exactly_the_computed_values(tmp_path, corpus_file):
-    run = tmp_path / "run"
-    fake_run(run, full_overfits=True, corpus_file=corpus_file)
-    values, _ = br.report_values(run)
+def test_template_slots_are_exactly_the_computed_values(built):
+    values, _ = br.report_values(built[0])
     assert br.template_slots(br.TEMPLATE.read_text()) == set(values)
 
 
-def test_failed_build_leaves_the_old_report_whole(tmp_path, corpus_file, monkeypatch):
-    run, out = tmp_path / "run", tmp_path / "out"
-    fake_run(run, full_overfits=True, corpus_file=corpus_file)
-    br.build(run, out)
+def test_failed_build_leaves_the_old_report_whole(built, tmp_path, corpus_file, monkeypatch):
+    _, out, _ = built
+    run = tmp_path / "run"
+    fake_run(run, full_overfits=False, corpus_file=corpus_file)   # a report that would read differently
     before = {p.name: p.read_bytes() for p in [out / "README.md", *sorted((out / "assets").iterdir())]}
 
     def boom(*a, **k):
         raise RuntimeError("killed while drawing")
     monkeypatch.setattr(br.figures, "plot_full", boom)
-    fake_run(run, full_overfits=False, corpus_file=corpus_file)
     with pytest.raises(RuntimeError):
         br.build(run, out)
     after = {p.name: p.read_bytes() for p in [out / "README.md", *sorted((out / "assets").iterdir())]}
@@ -184,7 +187,7 @@ def test_missing_input_is_one_clear_error(tmp_path, corpus_file):
     fake_run(run, full_overfits=True, corpus_file=corpus_file)
     (run / "pretrain/summary.json").unlink()
     with pytest.raises(sections.ReportInputError, match=r"pretrain/summary.json \(written by pipeline stage 'pretrain'"):
-        br.build(run, tmp_path / "out")
+        br.report_values(run)
     assert br.main(["--run_dir", str(run), "--out_dir", str(tmp_path / "out")]) == 2
 
 
