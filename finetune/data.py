@@ -537,6 +537,20 @@ def write_partition(out: Path, split: dict, records: list[dict], text: str) -> N
         (tmp / SPLIT_FILE).write_text("{\n" + body + "\n}\n", encoding="utf-8")
 
 
+def build_partition(cfg: PartitionConfig, records: list[dict], source: str) -> tuple[dict, str]:
+    """split.json's content and the pretraining text, for the settings in ``cfg``."""
+    parts = partition(len(records), cfg.max_examples, cfg.eval_ratio, cfg.data_seed, cfg.heldout, records)
+    selected, left_out = pretrain_selection(records, parts)
+    if cfg.pretrain_bytes is not None:
+        kept = within_budget(records, selected, cfg.pretrain_bytes, cfg.data_seed)
+        left_out["over_budget"], selected = len(selected) - len(kept), kept
+    if not selected:
+        raise ValueError(f"no records are left for the pretraining text ({len(parts['unused'])} unused); "
+                         "lower --max_examples")
+    text = pretrain_text(records, selected)
+    return split_record(cfg, records, source, parts, selected, left_out, text), text
+
+
 def main(argv=None) -> dict:
     """Partition the Alpaca records and write the folder; returns split.json's content."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -546,21 +560,13 @@ def main(argv=None) -> dict:
         where = resolve_data_path(cfg.data_path, cfg.data_dir)
         out = check_out_dir(cfg, str(where) if isinstance(where, Path) else f"hf:{where}")  # before the loading
         records, source = load_records(cfg.data_path, cfg.data_dir)
-        parts = partition(len(records), cfg.max_examples, cfg.eval_ratio, cfg.data_seed, cfg.heldout, records)
-        selected, left_out = pretrain_selection(records, parts)
-        if cfg.pretrain_bytes is not None:
-            kept = within_budget(records, selected, cfg.pretrain_bytes, cfg.data_seed)
-            left_out["over_budget"], selected = len(selected) - len(kept), kept
-        if not selected:
-            raise ValueError(f"no records are left for the pretraining text ({len(parts['unused'])} unused); "
-                             "lower --max_examples")
-        text = pretrain_text(records, selected)
-        split = split_record(cfg, records, source, parts, selected, left_out, text)
+        split, text = build_partition(cfg, records, source)
         write_partition(out, split, records, text)
     except (ValueError, FileNotFoundError, OutputError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(f"[data] {out}: train {len(parts['train'])}, eval {len(parts['eval'])}, heldout {len(parts['heldout'])}, "
-          f"pretraining text {len(selected)} records / {split['pretrain']['bytes']:,} bytes (left out: {left_out})")
+    n, pre = split["counts"], split["pretrain"]
+    print(f"[data] {out}: train {n['train']}, eval {n['eval']}, heldout {n['heldout']}, pretraining text "
+          f"{pre['records']} records / {pre['bytes']:,} bytes (left out: {pre['left_out']})")
     return split
 
 
