@@ -22,6 +22,8 @@ from fileio import atomic_write, atomic_write_json
 
 FORMAT, VERSION = "llmhw-finetune-ckpt", 1
 POINTER = "latest.json"
+FIELDS = ("step", "epoch", "batch_in_epoch", "tokens", "evals", "train_losses", "seconds", "run_id", "world_size",
+          "train_config", "lora_config", "model", "optimizer", "rng")  # what train.py's Trainer.state() writes
 
 
 class CheckpointError(ValueError):
@@ -89,6 +91,9 @@ def load(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: not a {FORMAT} checkpoint")
     if state.get("version", 0) > VERSION:
         raise CheckpointError(f"{path}: checkpoint version {state.get('version')}; this code reads up to {VERSION}")
+    missing = [k for k in FIELDS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return state
 
 

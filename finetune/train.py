@@ -354,7 +354,10 @@ class Trainer:
     def resume(self, path: Path) -> None:
         state = checkpoint.load(path)
         checkpoint.check_resumable(state, asdict(self.tc), self.ddp.world_size, path)
-        self.model.load_state_dict(state["model"], strict=not self.lora_cfg)
+        if self.lora_cfg:  # LoRA tensors only (names and shapes checked); the frozen base is the model's own
+            lora.load_lora_state_dict(self.model, state["model"])
+        else:
+            self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.tokens, self.evals, self.train_losses = state["tokens"], state["evals"], state["train_losses"]

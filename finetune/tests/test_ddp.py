@@ -52,3 +52,36 @@ def test_two_process_gloo_equals_one_process(tiny_model_dir, tmp_path):
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], atol=1e-5, rtol=1e-4)
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in w2.items() if "left" in k)  # it did train
+
+
+def launch_two_nodes(model_dir, out, port, *extra):
+    """Two torchrun 'nodes' of one process each on this host, meeting at a c10d rendezvous (as on 2 machines)."""
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node",
+                               "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id",
+                               f"ft{port}", str(HERE / "train.py"),
+                               *flags(model_dir, out, "--train_batch_size", "4", "--ddp_timeout", "120", *extra)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err[-3000:]
+    return "".join(o for o, _ in results)
+
+
+def test_two_nodes_resume_decided_by_rank_0(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    launch_two_nodes(tiny_model_dir, out, free_port(), "--ckpt_interval", "1", "--keep_checkpoints", "3")
+    whole = read_log(out / "log.jsonl")
+    s = json.loads((out / "summary.json").read_text())
+    assert s["world_size"] == 2 and s["steps"] == 3
+    # as if the run had been killed after step 2: the pointer names step 2's checkpoint, later results are gone
+    (out / "ckpt" / "step-00000003.pt").unlink()
+    (out / "ckpt" / "latest.json").write_text(json.dumps({"format": "llmhw-finetune-ckpt", "version": 1, "step": 2,
+                                                          "file": "step-00000002.pt"}))
+    (out / "summary.json").unlink()
+    stdout = launch_two_nodes(tiny_model_dir, out, free_port(), "--ckpt_interval", "1", "--keep_checkpoints", "3",
+                              "--resume")
+    assert stdout.count("[resume]") == 1 and "step 2/3" in stdout  # rank 0 speaks for both
+    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
+    assert strip(read_log(out / "log.jsonl")) == strip(whole)
+    assert json.loads((out / "summary.json").read_text())["final_eval_loss"] == s["final_eval_loss"]

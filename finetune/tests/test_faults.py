@@ -157,6 +157,7 @@ class Exploit:
     (lambda p: p.write_bytes(pickle.dumps({"format": "llmhw-finetune-ckpt", "x": Exploit()})),
      "not a readable checkpoint"),
     (lambda p: torch.save({"model": {}}, p), "not a llmhw-finetune-ckpt checkpoint"),
+    (lambda p: torch.save({"format": "llmhw-finetune-ckpt", "version": 1, "step": 4}, p), "checkpoint lacks epoch"),
     (lambda p: p.unlink(), "checkpoint file is missing"),
     (lambda p: (p.parent / "latest.json").write_text("{"), "not a checkpoint pointer"),
 ])
