@@ -93,3 +93,18 @@ train.main()
     ((rc, _, stderr),) = torchrun([args], script=script, nproc=2)
     assert rc != 0 and time.time() - start < 180
     assert "error: rank 0: a collective failed" in stderr and "--ddp_timeout 5 s" in stderr
+
+
+def test_rank_0s_error_stops_every_rank_at_once(tiny_run, shakespeare, tmp_path):
+    """A corrupt checkpoint seen by rank 0 ends both ranks with its one line, long before --ddp_timeout."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    (out / "ckpt_000006.pt").write_bytes(b"PK\x03\x04 not really")
+    args = ["--data", str(shakespeare), "--out_dir", str(out), *TINY_ARGS, *FAST, "--max_steps", "8", "--resume",
+            "--ddp_timeout", "900"]
+    start = time.time()
+    ((rc, _, stderr),) = torchrun([args], nproc=2)
+    assert rc != 0 and time.time() - start < 120
+    assert stderr.count("ckpt_000006.pt: truncated or corrupt checkpoint") == 2  # the same line on both ranks
