@@ -100,13 +100,22 @@ class GenerateConfig:
             torch.device(self.device)
         except RuntimeError:
             raise ValueError(f"--device {self.device!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-        out = Path(self.output)
+        self.check_output()
+        return self
+
+    def check_output(self) -> None:
+        """FILE.json and FILE.md beside it: writable, not the instructions file, not inside an input folder (a
+        model folder's config.json would be written over)."""
+        out = Path(self.output).expanduser().resolve()
         if out.suffix != ".json":
             raise ValueError(f"--output {self.output} must end in .json (the .md is written beside it)")
-        if self.instructions and out.resolve() == instructions_file(self.instructions).resolve():
-            raise ValueError(f"--output {self.output} is the instructions file; choose another")
+        if self.instructions and instructions_file(self.instructions).resolve() in (out, out.with_suffix(".md")):
+            raise ValueError(f"--output {self.output} would write over the instructions file; choose another")
+        names = [self.base, self.full] + [part for spec in self.lora for part in [spec, *spec.rsplit("+", 1)]]
+        for folder in {Path(n).expanduser().resolve() for n in names if n and Path(n).expanduser().is_dir()}:
+            if folder in out.parents:
+                raise ValueError(f"--output {self.output} is inside the input folder {folder}; choose another")
         check_writable(out)
-        return self
 
 
 def instructions_file(path: str) -> Path:

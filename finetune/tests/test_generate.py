@@ -159,6 +159,7 @@ def test_bad_inputs_are_one_line_before_any_model_loads(models, tmp_path, monkey
     (tmp_path / "blank.txt").write_text("\n\n")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     (tmp_path / "bad.json").write_text(json.dumps([{"instruction": ""}]))
+    (tmp_path / "blank.md").write_text("Say hi.\n")
     (tmp_path / "folder").mkdir()
     base = ["--base", str(models["base"])]
     out = ["--output", str(tmp_path / "g.json")]
@@ -178,6 +179,11 @@ def test_bad_inputs_are_one_line_before_any_model_loads(models, tmp_path, monkey
         (base + ["--output", str(tmp_path / "file.json" / "x.json")], "cannot write there"),
         (base + ["--output", str(tmp_path / "dir.json")], "is a folder, but an output file is needed"),
         (base + ["--device", "gpu7"] + out, "is not a device"),
+        (base + ["--output", str(models["base"] / "config.json")], "is inside the input folder"),
+        (base + ["--lora", str(models["adapter"]), "--output", str(models["adapter"] / "x.json")],
+         "is inside the input folder"),
+        (base + ["--instructions", str(tmp_path / "blank.md"), "--output", str(tmp_path / "blank.json")],
+         "would write over the instructions file"),
         (base + ["--max_new_tokens", "0"] + out, "--max_new_tokens > 0"),
         (base + ["--batch_size", "0"] + out, "--batch_size must be > 0"),
         (out, "--base is required"),
