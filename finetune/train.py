@@ -2,7 +2,7 @@
 
     python finetune/train.py --lora_dim 8                       # hub `gpt2` (online) on alpaca/alpaca_data.json.xz
     python finetune/train.py --model_name_or_path runs/cpu/pretrain/hf --lora_dim 8 --max_examples 2000 --epochs 2
-    python finetune/train.py --output_dir OUT --resume          # continue exactly where OUT's latest checkpoint is
+    python finetune/train.py <the same flags> --resume          # continue exactly from --output_dir's checkpoint
     torchrun --nproc_per_node=8 finetune/train.py --lora_dim 8  # DDP, one rank per GPU (multi-node: README)
 
 Outputs in --output_dir (default finetune/out/r<R>): config.json, log.jsonl, ckpt/, curve.png, adapter/ (LoRA) or
@@ -68,12 +68,14 @@ class TrainConfig:
     eval_ratio: float = _f(0.01, "fraction of the examples held out for evaluation")
     data_seed: int = _f(42, "seed of the subset and the train/eval split: keep it fixed across compared runs")
     seed: int = _f(42, "seed of the LoRA init, the shuffling of each epoch and dropout")
+    # what is trained: LoRA adapters on the matching modules, or (lora_dim 0) every weight
     lora_dim: int = _f(8, "LoRA rank; 0 = full finetuning")
     lora_scaling: float = _f(32.0, "LoRA alpha: scaling = lora_scaling / lora_dim")
     lora_module_name: str = _f("h.", "adapt Linear/Conv1D modules whose name contains this")
     lora_dropout: float = _f(0.0, "dropout on the LoRA branch input")
     use_rslora: bool = _f(False, "rsLoRA: scaling = lora_scaling / sqrt(lora_dim)")
     lora_load_path: str | None = _f(None, "start from this adapter (ours or PEFT's)")
+    # how long and how: the learning-rate schedule spans all the steps (get_lr)
     epochs: int = _f(3, "passes over the training split (unless --max_steps)")
     max_steps: int | None = _f(None, "stop after this many optimizer steps (the schedule spans them)")
     train_batch_size: int = _f(8, "examples per micro-batch per rank")
@@ -91,11 +93,13 @@ class RunConfig:
     output_dir: str | None = _f(None, "run folder (default finetune/out/r<lora_dim>)")
     resume: bool = _f(False, "continue from the run folder's latest checkpoint (exactly)")
     overwrite: bool = _f(False, "replace an earlier run in --output_dir (its results stay until this run ends)")
+    # evaluations and checkpoints (they do not change what is trained)
     eval_batch_size: int = _f(8, "examples per eval batch per rank")
     eval_interval: int = _f(100, "evaluate every N steps (0 = only before and after training)")
     evals_per_epoch: int = _f(0, "if > 0: evaluate this many times per epoch (sets --eval_interval)")
     ckpt_interval: int = _f(500, "checkpoint every N steps (0 = only at the end); always at the end")
     keep_checkpoints: int = _f(2, "keep the newest K step-numbered checkpoints in ckpt/")
+    # hardware and logging
     device: str = _f("auto", "auto, cpu, cuda, cuda:N")
     dtype: str = _f("auto", "auto (bfloat16 autocast + TF32 on CUDA, float32 on CPU), float32 or bfloat16")
     live: str = _f("none", f"live logging: {', '.join(LIVE_CHOICES)} (imported only when asked)")
