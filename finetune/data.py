@@ -439,12 +439,12 @@ class PartitionConfig:
     data_path: str = field(default=DEFAULT_DATA, metadata={"help": "Alpaca file, data-directory name or HF dataset"})
     data_dir: str | None = field(default=None, metadata={"help": "data directory (default $LLMHW_DATA_DIR)"})
     max_examples: int | None = field(default=None, metadata={"help": "finetuning subset size (train.py's "
-                                                                      "--max_examples)"})
+                                                                      "--max_examples; None: all records)"})
     eval_ratio: float = field(default=0.01, metadata={"help": "eval fraction of the subset (train.py's --eval_ratio)"})
     data_seed: int = field(default=42, metadata={"help": "seed of the shuffle (train.py's data seed)"})
     heldout: int = field(default=24, metadata={"help": "instructions held out of every split, for generation"})
     pretrain_bytes: int | None = field(default=None, metadata={
-        "help": "at most this many bytes of pretraining text (a seeded sample of the free records; default: all)"})
+        "help": "at most this many bytes of pretraining text, a seeded sample of the free records (None: all)"})
     overwrite: bool = field(default=False, metadata={"help": "replace a partition folder made with other settings"})
 
     def validate(self) -> "PartitionConfig":
