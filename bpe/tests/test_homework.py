@@ -1,10 +1,9 @@
-"""The homework's tokenizer re-run (homework.py): hand-checked tiny examples, a literal Counter-based oracle, and the
-published figures (938 / 113 tokens, first tokens) reproduced from manual.txt."""
+"""The homework's tokenizer re-run (homework.py): hand-checked tiny examples and a literal Counter-based oracle. The
+published figures (938 / 113 tokens, first and last tokens) reproduced from manual.txt: test_io.py's default run."""
 from collections import Counter
 
 from hypothesis import given, settings, strategies as st
 
-import datadir
 import homework
 from tokenizer import Tokenizer
 from trainer import merge_pair
@@ -60,20 +59,3 @@ def test_missing_bytes_are_counted_and_dropped():
 def test_numpy_trainer_equals_counter_oracle(data, n_merges):
     vocab_size = len(set(data)) + n_merges
     assert homework.train_first_seen(data, vocab_size) == counter_homework_train(data, vocab_size)
-
-
-def test_reproduces_the_published_figures():
-    read = lambda name: datadir.find(name).read_text(encoding="utf-8")  # noqa: E731
-    data = datadir.find("bpe/manual.txt").read_bytes()
-    paragraphs = {"english": read("bpe/homework_english.txt"), "chinese": read("bpe/homework_chinese.txt")}
-    ours = Tokenizer("none").train(data, 1024)
-    h = homework.analyse(data, 1024, ours, paragraphs, published_paragraphs=True)
-    variants = {v["name"]: v for v in h["variants"]}
-    assert (variants["homework"]["english"], variants["homework"]["chinese"]) == (938, 113)
-    assert h["reproduces_published"] and h["alphabet"]["first_tokens_match_published"]
-    assert h["alphabet"]["last_tokens_match_published"] and h["merges"]["homework"] == 1024 - h["alphabet"]["size"]
-    assert variants["ours"]["english"] == len(ours.encode(paragraphs["english"]))
-    assert h["missing_bytes"]["english"]["chars"] == {"j": 3, "z": 1} and h["missing_bytes"]["chinese"]["bytes"] == 0
-    for p in paragraphs:  # the effects telescope: together they are exactly homework - ours
-        assert sum(e[p] for e in h["effects"].values()) == variants["homework"][p] - variants["ours"][p]
-        assert h["merge_order_encode"][p] == variants["homework_rank_encode"][p]

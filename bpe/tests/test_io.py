@@ -129,7 +129,18 @@ def test_default_run_compares_with_gpt2_and_the_homework(tmp_path):
         text = open(c[k]["source"], encoding="utf-8").read()
         assert c[k]["ours"] == len(tok.encode(text)) and c[k]["chars"] == len(text)
     assert (s["format"], s["version"]) == ("llmhw-bpe-summary", 2)
-    assert s["homework"]["schema"] == "llmhw-bpe-homework/1" and s["homework"]["reproduces_published"] is True
+    h = s["homework"]
+    assert h["schema"] == "llmhw-bpe-homework/1" and h["reproduces_published"] is True
+    variants = {v["name"]: v for v in h["variants"]}
+    assert (variants["homework"]["english"], variants["homework"]["chinese"]) == (938, 113)  # the re-run itself
+    assert h["alphabet"]["first_tokens_match_published"] and h["alphabet"]["last_tokens_match_published"]
+    assert h["merges"]["homework"] == 1024 - h["alphabet"]["size"] and h["merges"]["ours"] == 768
+    assert h["missing_bytes"]["english"]["chars"] == {"j": 3, "z": 1} and h["missing_bytes"]["chinese"]["bytes"] == 0
+    for k in ("english", "chinese"):
+        assert variants["ours"][k] == c[k]["ours"]
+        # the effects telescope: together they are exactly homework - ours
+        assert sum(e[k] for e in h["effects"].values()) == variants["homework"][k] - variants["ours"][k]
+        assert h["merge_order_encode"][k] == variants["homework_rank_encode"][k]
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(s))
     log = (out / "output.log").read_text()
     assert "homework   938" in log and "gpt2   185" in log and "effect dropped_bytes" in log
