@@ -55,7 +55,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if p.name == LATEST and p.is_file():
         name = p.read_text(encoding="utf-8", errors="replace").strip()
         if not STEP_FILE.match(name):
-            raise CheckpointError(f"{p}: not a checkpoint pointer (expected one line 'ckpt_NNNNNN.pt', got {name[:40]!r})")
+            raise CheckpointError(f"{p}: not a checkpoint pointer (expected one line 'ckpt_NNNNNN.pt', "
+                                  f"got {name[:40]!r})")
         target = p.parent / name
         if not target.is_file():
             raise CheckpointError(f"{p}: points to {name}, which is missing")

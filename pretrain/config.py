@@ -172,7 +172,8 @@ def fit_micro_batch(total: int, B: int, T: int, world: int, batch_size_given: bo
                                     f"total_batch_size {total}: using --batch_size {b}")
         return b, total // (b * T * world), note
     fits = [c for c in range(B, 0, -1) if total % (c * T * world) == 0]
+    step = B * T * world
     hint = (f"set --batch_size {fits[0]}" if fits else
-            f"set --total_batch_size to a multiple of {B * T * world} (e.g. {B * T * world * max(1, total // (B * T * world))})")
+            f"set --total_batch_size to a multiple of {step} (e.g. {step * max(1, total // step)})")
     raise ConfigError(f"total_batch_size {total} is not divisible by batch_size * seq_len * world_size = "
                       f"{B} * {T} * {world} = {B * T * world}: {hint}")

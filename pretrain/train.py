@@ -416,13 +416,17 @@ def summarize(t: Trainer, hf_dir: Path) -> dict:
     """summary.json: final figures; tokens/s and MFU are steady-state (without a process's first step)."""
     last = {}
     for r in t.log.records:
-        last.update({k: v for k, v in r.items() if k in ("val_loss", "hellaswag_acc_norm", "hellaswag_n", "loss")})
+        last.update({k: v for k, v in r.items() if k in ("val_loss", "loss") or k.startswith("hellaswag_")})
     s = t.stats
-    steady = s["steady_tokens"] / s["steady_time"] if s["steady_time"] > 0 else s["tokens"] / max(s["train_time"], 1e-9)
+    if s["steady_time"] > 0:
+        steady = s["steady_tokens"] / s["steady_time"]
+    else:  # a run of one step per process has no steady state: all its time counts
+        steady = s["tokens"] / max(s["train_time"], 1e-9)
     return {
         "preset": t.preset, "steps": t.tc.max_steps, "tokens": s["tokens"], "final_train_loss": last.get("loss"),
         "final_val_loss": last.get("val_loss"), "hellaswag_acc_norm": last.get("hellaswag_acc_norm"),
-        "hellaswag_n": last.get("hellaswag_n"), "wall_time_s": s["wall_time"], "train_time_s": s["train_time"],
+        "hellaswag_acc_norm_char": last.get("hellaswag_acc_norm_char"), "hellaswag_n": last.get("hellaswag_n"),
+        "wall_time_s": s["wall_time"], "train_time_s": s["train_time"],
         "tokens_per_s": steady, "mfu": t.honest_mfu(steady), "dtype": str(t.dtype).removeprefix("torch."),
         "params": t.raw_model.num_params(), "world_size": t.ddp.world_size, "device": str(t.ddp.device),
         "data": str(t.data), "model_config": asdict(t.mc), "train_config": asdict(t.tc), "hf_dir": str(hf_dir),
