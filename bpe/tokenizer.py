@@ -396,9 +396,12 @@ class Tokenizer:
                     specials[s] = i
                 else:
                     vocab[i] = bytes(byte_decoder[c] for c in s)
-        except (KeyError, AttributeError, json.JSONDecodeError) as e:
+        except (KeyError, AttributeError, TypeError, ValueError) as e:  # ValueError: bad JSON or not UTF-8
             raise ValueError(f"{encoder_json} is not a GPT-2 encoder.json ({type(e).__name__}: {e})") from None
-        lines = Path(vocab_bpe).read_text(encoding="utf-8").split("\n")
+        try:
+            lines = Path(vocab_bpe).read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError:
+            lines = []
         if not lines or not lines[0].startswith("#version"):
             raise ValueError(f"{vocab_bpe} is not a GPT-2 vocab.bpe (first line should be '#version: ...')")
         merges = []

@@ -181,3 +181,15 @@ def test_missing_gpt2_files_are_one_line_before_training(corpus, tmp_path, monke
     one_line_exit(["--input", str(corpus), "--english", str(corpus), "--chinese", str(corpus),
                    "--out_dir", str(tmp_path / "out")], "not found")
     assert "bpe merges" not in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("which", ["encoder.json", "vocab.bpe"])
+@pytest.mark.parametrize("damage", [b"", b"\xff\xfe\x00 binary", b'{"a": 1', b"[1, 2]"])
+def test_corrupt_gpt2_files_are_one_line_naming_them(tmp_path, which, damage):
+    import datadir
+    files = {"encoder.json": datadir.find("gpt2/encoder.json"), "vocab.bpe": datadir.find("gpt2/vocab.bpe")}
+    files[which] = tmp_path / which
+    files[which].write_bytes(damage)
+    with pytest.raises(ValueError) as e:
+        Tokenizer.from_gpt2_files(files["encoder.json"], files["vocab.bpe"])
+    assert str(files[which]) in str(e.value) and "\n" not in str(e.value)
