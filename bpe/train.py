@@ -87,7 +87,10 @@ def resolve(name: str, data_dir: str | None) -> Path:
 
 def read_text(path: Path) -> str:
     """The file's exact text, decoded strictly (CRLF kept: a tokenizer must see the real bytes); empty refused."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SystemExit(f"error: {path}: cannot read it ({e.strerror or e})") from None
     if not data:
         raise SystemExit(f"error: {path} is empty")
     try:

@@ -193,3 +193,14 @@ def test_corrupt_gpt2_files_are_one_line_naming_them(tmp_path, which, damage):
     with pytest.raises(ValueError) as e:
         Tokenizer.from_gpt2_files(files["encoder.json"], files["vocab.bpe"])
     assert str(files[which]) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unreadable_input_is_one_line(corpus, tmp_path, monkeypatch):
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        if self == corpus:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    one_line_exit(["--input", str(corpus), "--out_dir", str(tmp_path / "out")], f"{corpus}: cannot read it")
