@@ -43,7 +43,7 @@ class PipelineConfig:
     preset: str = "cpu"
     bpe_vocab_size: int = 1024
     # corpus: one fixed Alpaca subset for every finetuning run; everything else feeds pretraining
-    finetune_examples: int = 480           # records the finetuning uses (train + eval)
+    finetune_examples: int = 160           # records the finetuning uses (train + eval)
     eval_ratio: float = 0.25
     data_seed: int = 0
     heldout: int = 24                      # instructions in no split, for the generations
@@ -61,8 +61,8 @@ class PipelineConfig:
     second_seed: tuple[int, int] = (8, 1234)   # (rank, seed): that rank again with another seed
     sweep_model: str | None = None         # None: the model pretrained above
     sweep_flags: tuple[str, ...] = (
-        "--epochs", "6", "--lr", "1e-3", "--train_batch_size", "16", "--eval_batch_size", "32",
-        "--max_length", "192", "--eval_interval", "8")
+        "--epochs", "10", "--lr", "1e-3", "--train_batch_size", "8", "--eval_batch_size", "40",
+        "--max_length", "192", "--evals_per_epoch", "2")
     gen_lora_rank: int = 8
     gen_flags: tuple[str, ...] = ("--max_new_tokens", "96")
     data_flags: tuple[str, ...] = ()       # prepare.py source; empty: the corpus files
@@ -83,13 +83,13 @@ PRESETS = {
         sweep_parallel_gpus=True),
     # Every stage at toy size (about a minute on 2 cores): checks the chain and the report, not the findings.
     "smoke": PipelineConfig(
-        preset="smoke", finetune_examples=48, heldout=20, pretrain_bytes=200_000, tokenizer_vocab_size=512,
-        pretrain_flags=("--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--block_size", "64", "--seq_len",
+        preset="smoke", finetune_examples=48, heldout=20, pretrain_bytes=200_000, tokenizer_vocab_size=1024,
+        pretrain_flags=("--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--block_size", "128", "--seq_len",
                         "64", "--batch_size", "4", "--warmup_steps", "2", "--max_steps", "6", "--eval_interval",
                         "3", "--sample_prompt", "The"),
         hellaswag_limit=20, sweep_ranks=(0, 1, 8),
-        sweep_flags=("--epochs", "1", "--lr", "1e-3", "--train_batch_size", "8", "--eval_batch_size", "16",
-                     "--max_length", "64", "--eval_interval", "2"),
+        sweep_flags=("--epochs", "1", "--lr", "1e-3", "--train_batch_size", "4", "--eval_batch_size", "16",
+                     "--max_length", "128", "--eval_interval", "3"),
         gen_flags=("--max_new_tokens", "8")),
 }
 
@@ -189,12 +189,16 @@ def run_stage(name: str, stage: Stage, redo: bool, log_path: Path, preset: str) 
     """Run one stage (after its overwrite flag when it replaces an earlier output) and record it."""
     argv = stage.argv
     if name not in ("report", "generate") and stage.out.exists() and (redo or not stage.marker.exists()):
-        argv = argv + list(stage.rerun_flags)   # an earlier (or partial) output is there: replace it, as told
+        # an earlier (or partial) output is there: replace it, as told (before a '--' that starts passed-on flags)
+        at = argv.index("--") if "--" in argv else len(argv)
+        argv = argv[:at] + list(stage.rerun_flags) + argv[at:]
     t0 = time.time()
     rc = subprocess.call(argv, cwd=ROOT)
-    append_record(log_path, {"stage": name, "command": pretty(argv), "seconds": round(time.time() - t0, 1),
-                             "returncode": rc, "preset": preset, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    seconds = round(time.time() - t0, 1)
+    append_record(log_path, {"stage": name, "command": pretty(argv), "seconds": seconds, "returncode": rc,
+                             "preset": preset, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                              "load_avg": list(os.getloadavg())})
+    print(f"[pipeline] {name}: {seconds} s (exit status {rc})", flush=True)
     return rc
 
 

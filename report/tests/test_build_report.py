@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import build_report as br
+from handmade import log
 import questions
 import sections
 
@@ -54,19 +55,10 @@ def bpe_summary() -> dict:
                          "reproduces_published": True}}
 
 
-def finetune_log(train, evals, every):
-    rows = [{"step": 0, "eval_loss": evals[0]}]
-    for step, loss in enumerate(train, 1):
-        rows.append({"step": step, "train_loss": loss, "lr": 1e-3})
-        if step % every == 0:
-            rows.append({"step": step, "eval_loss": evals[step // every]})
-    return rows
-
-
 def sweep_run(run: Path, name: str, rank: int, seed: int, evals: list[float]):
     train = [3.0 - 0.1 * i for i in range(20)]
     d = run / "sweep" / name
-    write_jsonl(d / "log.jsonl", finetune_log(train, evals, every=5))
+    write_jsonl(d / "log.jsonl", log(train, evals, every=5))
     write_json(d / "summary.json", {"lora_dim": rank, "seed": seed, "final_eval_loss": evals[-1],
                                     "final_train_loss": train[-1], "trainable_params": 1000 * (rank or 100),
                                     "total_params": 100000, "wall_seconds": 12.0, "train_examples": 48,

@@ -5,16 +5,7 @@ import math
 import pytest
 
 import findings as fd
-
-
-def log(train: list[float], evals: list[float], every: int) -> list[dict]:
-    """log.jsonl rows as finetune/train.py writes them: a train line per step 1..N, an eval line at 0, every, ..."""
-    rows = [{"step": 0, "eval_loss": evals[0]}]
-    for step, loss in enumerate(train, 1):
-        rows.append({"step": step, "train_loss": loss, "lr": 1e-3})
-        if step % every == 0:
-            rows.append({"step": step, "eval_loss": evals[step // every]})
-    return rows
+from handmade import log
 
 
 FALLING = [3.0 - 0.1 * i for i in range(20)]            # train loss 3.0 -> 1.1 over 20 steps

@@ -62,7 +62,7 @@ def fake_stages(run, scripts):
         out = {}
         for s in pipeline.STAGES:
             code = scripts.get(s, f"import sys; open(r'{run}/{s}.done','w').write(' '.join(sys.argv[1:]))")
-            out[s] = pipeline.Stage([sys.executable, "-c", code], run / f"{s}.done", run / f"{s}.done",
+            out[s] = pipeline.Stage([sys.executable, "-c", code, "--", "x"], run / f"{s}.done", run / f"{s}.done",
                                     ("--overwrite",))
         return out
     return commands
@@ -75,13 +75,14 @@ def test_stages_run_once_then_skip_then_redo_with_overwrite(tmp_path, monkeypatc
     rows = [json.loads(line) for line in (run / "pipeline.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rows] == ["setup"] + pipeline.STAGES and rows[0]["seconds"] == 95
     assert all(r["returncode"] == 0 and len(r["load_avg"]) == 3 for r in rows)
-    assert (run / "sweep.done").read_text() == ""           # a first run gets no overwrite flag
+    assert (run / "sweep.done").read_text() == "-- x"       # a first run gets no overwrite flag
     assert pipeline.main(["--run_dir", str(run)]) == 0
     assert capsys.readouterr().out.count("done already") == len(pipeline.STAGES) - 1  # the report always rebuilds
     assert pipeline.main(["--run_dir", str(run), "--redo", "sweep"]) == 0
     rows = [json.loads(line) for line in (run / "pipeline.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rows[len(pipeline.STAGES) + 1:]] == ["report", "sweep", "report"]
-    assert (run / "sweep.done").read_text() == "--overwrite"  # the redone stage replaces its output, as told
+    # the redone stage replaces its output, as told; its flag goes before the '--' of passed-on flags
+    assert (run / "sweep.done").read_text() == "--overwrite -- x"
 
 
 def test_failing_stage_stops_the_run(tmp_path, monkeypatch):
