@@ -104,17 +104,12 @@ class GenerateConfig:
         return self
 
     def check_output(self) -> None:
-        """FILE.json and FILE.md beside it: writable, not the instructions file, not inside an input folder (a
-        model folder's config.json would be written over)."""
+        """FILE.json and FILE.md beside it: writable, and not the instructions file."""
         out = Path(self.output).expanduser().resolve()
         if out.suffix != ".json":
             raise ValueError(f"--output {self.output} must end in .json (the .md is written beside it)")
         if self.instructions and instructions_file(self.instructions).resolve() in (out, out.with_suffix(".md")):
             raise ValueError(f"--output {self.output} would write over the instructions file; choose another")
-        names = [self.base, self.full] + [part for spec in self.lora for part in [spec, *spec.rsplit("+", 1)]]
-        for folder in {Path(n).expanduser().resolve() for n in names if n and Path(n).expanduser().is_dir()}:
-            if folder in out.parents:
-                raise ValueError(f"--output {self.output} is inside the input folder {folder}; choose another")
         check_writable(out)
 
 
@@ -175,6 +170,15 @@ def model_specs(cfg: GenerateConfig) -> list[tuple[str, str, str | None]]:
             raise ValueError(f"--lora {spec} is given twice")
         specs.append((name, base, adapter))
     return specs
+
+
+def refuse_output_in_inputs(output: str, specs: list[tuple[str, str, str | None]]) -> None:
+    """The output must not land inside a model or adapter folder (a model folder's config.json is a .json too)."""
+    out = Path(output).expanduser().resolve()
+    for _, model, adapter in specs:
+        for folder in (Path(model).expanduser(), Path(adapter).expanduser() if adapter else None):
+            if folder is not None and folder.is_dir() and folder.resolve() in out.parents:
+                raise ValueError(f"--output {output} is inside the input folder {folder}; choose another")
 
 
 def load(name: str, adapter: str | None, device: torch.device, data_dir: str | None):
@@ -284,6 +288,7 @@ def main(argv=None) -> dict:
         cfg = parse_args(argv).validate()
         instructions = read_instructions(cfg.instructions)
         specs = model_specs(cfg)
+        refuse_output_in_inputs(cfg.output, specs)
         results = [{**it, "prompt": alpaca.prompt_of(it, cfg.template), "responses": {}, "details": {}}
                    for it in instructions]
         models, stats = {}, {}
