@@ -32,6 +32,12 @@ def plot_pretrain(rows: list[dict], path: Path, title: str) -> None:
     save(fig, path)
 
 
+def smooth(values: list[float], width: int) -> list[float]:
+    """Trailing mean over ``width`` points (per-step train loss jumps with each batch's examples)."""
+    return [sum(values[max(0, i - width + 1):i + 1]) / len(values[max(0, i - width + 1):i + 1])
+            for i in range(len(values))]
+
+
 def run_style(label: str, k: int, n: int) -> dict:
     """Full finetuning in red, LoRA ranks along a colour map, a second-seed run dashed."""
     if label.startswith("full"):
@@ -48,10 +54,10 @@ def plot_sweep(runs: dict[str, list[dict]], path: Path) -> None:
     for k, (label, rows) in enumerate(runs.items()):
         style = run_style(label, k, len(runs))
         s, v = series(rows, "train_loss")
-        a.plot(s, v, label=label, alpha=0.7, **{"lw": 0.8, **style})
+        a.plot(s, smooth(v, 8), label=label, alpha=0.8, **{"lw": 1.2, **style})
         s, v = series(rows, "eval_loss")
         b.plot(s, v, marker="o", ms=3, label=label, **{"ls": "-", **style})
-    a.set(title="train loss", xlabel="step", ylabel="loss (nats)")
+    a.set(title="train loss (mean of the last 8 steps)", xlabel="step", ylabel="loss (nats)")
     b.set(title="eval loss", xlabel="step")
     for ax in (a, b):
         ax.grid(alpha=0.3)
@@ -64,7 +70,8 @@ def plot_full(rows: list[dict], path: Path, min_step: int, min_eval: float) -> N
     """The homework's Figure 6: full finetuning's train and eval loss against step, the eval minimum marked."""
     fig, ax = plt.subplots(figsize=(7, 4))
     s, v = series(rows, "train_loss")
-    ax.plot(s, v, lw=0.8, alpha=0.7, label="train loss")
+    ax.plot(s, v, lw=0.6, alpha=0.35, color="tab:blue")
+    ax.plot(s, smooth(v, 8), lw=1.5, color="tab:blue", label="train loss (mean of the last 8 steps)")
     s, v = series(rows, "eval_loss")
     ax.plot(s, v, "o-", color="crimson", label="eval loss")
     ax.plot([min_step], [min_eval], "k*", ms=12, label=f"eval minimum (step {min_step})")

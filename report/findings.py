@@ -89,7 +89,7 @@ def ranks_alike_verdict(final_by_rank: dict[int, float], seed_pair: tuple[float,
     bound = max(ALIKE_FACTOR * seed_spread, ALIKE_FLOOR * mean)
     best = min(final_by_rank, key=final_by_rank.get)
     worst = max(final_by_rank, key=final_by_rank.get)
-    return {"spread": spread, "seed_spread": seed_spread, "bound": bound, "mean": mean, "best_rank": best,
+    return {"ranks": sorted(final_by_rank), "spread": spread, "seed_spread": seed_spread, "bound": bound, "mean": mean, "best_rank": best,
             "worst_rank": worst, "ratio": spread / seed_spread if seed_spread > 0 else math.inf,
             "reproduced": spread <= bound}
 

@@ -43,6 +43,8 @@ class PipelineConfig:
     preset: str = "cpu"
     bpe_vocab_size: int = 1024
     # corpus: one fixed Alpaca subset for every finetuning run; everything else feeds pretraining
+    # Sized by experiment (4.3M-parameter base): full finetuning's eval loss turns up after about one epoch of 120
+    # records and keeps rising while its train loss falls; LoRA r=8's eval loss falls for ~4 epochs, then is flat.
     finetune_examples: int = 160           # records the finetuning uses (train + eval)
     eval_ratio: float = 0.25
     data_seed: int = 0
@@ -61,7 +63,7 @@ class PipelineConfig:
     second_seed: tuple[int, int] = (8, 1234)   # (rank, seed): that rank again with another seed
     sweep_model: str | None = None         # None: the model pretrained above
     sweep_flags: tuple[str, ...] = (
-        "--epochs", "10", "--lr", "1e-3", "--train_batch_size", "8", "--eval_batch_size", "40",
+        "--epochs", "8", "--lr", "1e-3", "--train_batch_size", "8", "--eval_batch_size", "20",
         "--max_length", "192", "--evals_per_epoch", "2")
     gen_lora_rank: int = 8
     gen_flags: tuple[str, ...] = ("--max_new_tokens", "96")
@@ -88,7 +90,7 @@ PRESETS = {
                         "64", "--batch_size", "4", "--warmup_steps", "2", "--max_steps", "6", "--eval_interval",
                         "3", "--sample_prompt", "The"),
         hellaswag_limit=20, sweep_ranks=(0, 1, 8),
-        sweep_flags=("--epochs", "1", "--lr", "1e-3", "--train_batch_size", "4", "--eval_batch_size", "16",
+        sweep_flags=("--epochs", "1", "--lr", "1e-3", "--train_batch_size", "4", "--eval_batch_size", "4",
                      "--max_length", "128", "--eval_interval", "3"),
         gen_flags=("--max_new_tokens", "8")),
 }

@@ -104,11 +104,12 @@ def header_values(run: Path, cmds: dict, t0: float | None, root: Path) -> dict[s
     report_s = time.time() - t0 if t0 is not None else None
     total = sum(r["seconds"] for r in cmds.values()) + (report_s or 0)
     loads = [r["load_avg"][0] for r in cmds.values() if r.get("load_avg")]
-    scale = "GPU" if any(r.get("preset") == "gpu" for r in cmds.values()) else "CPU"
+    preset = next((r["preset"] for r in cmds.values() if r.get("preset")), "cpu")
+    scale = "GPU" if preset == "gpu" else "CPU"
     return {
         "scale": scale, "run_dir": str(run.relative_to(root)) if run.is_relative_to(root) else str(run),
-        "how": ("`bash report/run_pipeline.sh` (2-core CPU scale)" if scale == "CPU"
-                else "`python report/pipeline.py --preset gpu` (GPU scale)"),
+        "how": ("`bash report/run_pipeline.sh` (2-core CPU scale)" if preset == "cpu"
+                else f"`python report/pipeline.py --preset {preset}` ({preset} preset, {scale} scale)"),
         "pipeline_story": PIPELINE_STORY, "total_s": f"{total:.0f}", "total_min": f"{total / 60:.1f}",
         "load_note": (f"(1-minute, at each stage's end) {min(loads):.1f}–{max(loads):.1f} on this machine"
                       if loads else "not recorded"),
@@ -211,7 +212,8 @@ def corpus_values(run: Path) -> dict[str, str]:
 
 HELLASWAG_NAMES = {"hellaswag_acc_norm": "acc_norm per token (build-nanogpt)",
                    "hellaswag_acc_norm_per_token": "acc_norm per token (build-nanogpt)",
-                   "hellaswag_acc_norm_per_char": "acc_norm per character (lm-eval)"}
+                   "hellaswag_acc_norm_per_char": "acc_norm per character (lm-eval)",
+                   "hellaswag_acc_norm_char": "acc_norm per character (lm-eval)"}
 
 
 def hellaswag_figures(rows: list[dict]) -> list[tuple[str, float, float, int]]:
@@ -395,7 +397,7 @@ def protocol(sweep: dict[str, Run]) -> dict:
 def protocol_story(p: dict, n_runs: int) -> str:
     return (f"The homework's protocol at CPU scale. All {n_runs} runs train on the same **{p['train_examples']} "
             f"records** and evaluate on the same **{p['eval_examples']}** (Alpaca subset of {p['max_examples']}, eval "
-            f"ratio {p['eval_ratio']}, data seed {p['data_seed']}) for **{fmt(p['epochs'])} whole epochs** "
+            f"ratio {p['eval_ratio']}, data seed {p['data_seed']}) for **{p['epochs']:g} whole epochs** "
             f"({p['steps_per_epoch']} steps of {p['train_batch_size']} × {p['gradient_accumulation_steps']} "
             f"examples per epoch, {p['steps']} steps), AdamW at peak lr {p['lr']} with {p['lr_warmup_ratio']:.0%} "
             f"linear warm-up then cosine decay to 0, weight decay {p['weight_decay']}, examples cut at "
@@ -440,7 +442,8 @@ def lora_finding(v: dict) -> str:
 def alike_finding(v: dict | None, rank: int | None) -> str:
     if v is None:
         return "- **Ranks look alike**: not decided (no rank was run with a second seed)."
-    return (f"- **Ranks look alike**: {verdict_word(v['reproduced'])}. Final eval losses of ranks 1-32 span "
+    return (f"- **Ranks look alike**: {verdict_word(v['reproduced'])}. Final eval losses of ranks "
+            f"{', '.join(map(str, v['ranks']))} span "
             f"**{v['spread']:.4f}** (best r={v['best_rank']}, worst r={v['worst_rank']}); the same rank {rank} with "
             f"two seeds ends {v['seed_spread']:.4f} apart, so the rank spread is {v['ratio']:.1f}× the seed spread "
             f"(alike means at most {fd.ALIKE_FACTOR:g}× it, or under {fd.ALIKE_FLOOR:.0%} of the mean loss "
