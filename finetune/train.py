@@ -347,12 +347,12 @@ class Trainer:
                 "seconds": self.seconds(), "run_id": self.run_id, "world_size": self.ddp.world_size,
                 "train_config": asdict(self.tc), "lora_config": asdict(self.lora_cfg) if self.lora_cfg else None,
                 "model": {k: v.detach().cpu() for k, v in self.trainable_state().items()},
-                "optimizer": self.opt.state_dict(), "rng": gather(checkpoint.rng_state(), self.ddp)}
+                "optimizer": self.opt.state_dict()}
 
     def save_checkpoint(self) -> None:
-        state = self.state()  # every rank: the RNG states are gathered from all of them
+        rng = gather(checkpoint.rng_state(), self.ddp)  # every rank's (dropout differs per rank)
         if self.ddp.master:
-            path = checkpoint.save(self.out, state, self.rc.keep_checkpoints)
+            path = checkpoint.save(self.out, {**self.state(), "rng": rng}, self.rc.keep_checkpoints)
             print0(f"[ckpt] step {self.step} -> {path}")
 
     def resume(self, path: Path) -> None:

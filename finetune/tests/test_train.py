@@ -196,8 +196,10 @@ def test_generate_checks_folders_first_and_names_same_rank_adapters_apart(lora_r
     with pytest.raises(SystemExit, match="no such model folder"):
         generate.main(["--base", str(tiny_model_dir), "--full", str(tmp_path / "nope"), "--output",
                        str(tmp_path / "g.json")])
+    (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="not an adapter folder"):
-        generate.main(["--base", str(tiny_model_dir), "--lora", str(tmp_path), "--output", str(tmp_path / "g.json")])
+        generate.main(["--base", str(tiny_model_dir), "--lora", str(tmp_path / "empty"), "--output",
+                       str(tmp_path / "g.json")])
     import shutil
     shutil.copytree(out / "adapter", tmp_path / "copy")
     res = generate.main(["--base", str(tiny_model_dir), "--lora", str(out / "adapter"), "--lora",
