@@ -77,7 +77,7 @@ PRESETS = {
     # The homework at full scale (see README): build-nanogpt's GPT-2 124M on FineWeb-Edu with GPT-2's tokenizer on 8
     # GPUs, then the sweep on hub `gpt2` over Alpaca with the homework's hyper-parameters, in bf16.
     "gpu": PipelineConfig(
-        preset="gpu", finetune_examples=52002 - 24, eval_ratio=0.01, own_tokenizer=False,
+        preset="gpu", finetune_examples=50000, eval_ratio=0.01, own_tokenizer=False,
         pretrain_preset="gpt2-124m", pretrain_flags=(), hellaswag_limit=-1, nproc=8, sweep_model="gpt2",
         sweep_flags=("--epochs", "2", "--lr", "1e-4", "--train_batch_size", "8", "--eval_batch_size", "8",
                      "--max_length", "512", "--eval_interval", "100", "--dtype", "bfloat16"),
