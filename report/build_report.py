@@ -27,7 +27,6 @@ from pathlib import Path
 
 import datadir
 import figures
-import findings as fd
 import sections
 from fileio import OutputError, atomic_dir, atomic_write_text, check_writable
 from questions import FileTokenizer, TiktokenGPT2, question_values

@@ -9,10 +9,10 @@ import json
 import math
 import re
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import datadir
 import findings as fd
 
 WORD = re.compile(r"[A-Za-z]+")
@@ -99,8 +99,6 @@ def stage_rows(cmds: dict, report_seconds: float | None) -> list[list]:
 
 
 def header_values(run: Path, cmds: dict, t0: float | None, root: Path) -> dict[str, str]:
-    import time
-
     report_s = time.time() - t0 if t0 is not None else None
     total = sum(r["seconds"] for r in cmds.values()) + (report_s or 0)
     loads = [r["load_avg"][0] for r in cmds.values() if r.get("load_avg")]
@@ -282,7 +280,7 @@ def can_do(final_val: float, vocab: int, figs: list, stats: dict) -> str:
 def pretrain_table(s: dict, rows: list[dict]) -> str:
     first = next((r["loss"] for r in rows if "loss" in r), None)
     items = [("parameters", fmt(s.get("params"))), ("steps", fmt(s.get("steps"))),
-             ("tokens seen", fmt(s.get("tokens"))), ("tokens per second", fmt(s.get("tokens_per_s"), 0)),
+             ("tokens seen", fmt(s.get("tokens"))), ("tokens per second (steady state)", fmt(s.get("tokens_per_s"), 0)),
              ("train time s", fmt(s.get("train_time_s"), 1)), ("wall time s", fmt(s.get("wall_time_s"), 1)),
              ("first train loss", fmt(first)), ("final train loss", fmt(s.get("final_train_loss"))),
              ("final validation loss", fmt(s.get("final_val_loss"))), ("device", fmt(s.get("device"))),
