@@ -101,6 +101,8 @@ def load(path: str | Path) -> dict:
 
 RUN_FILES = ("config.json", "log.jsonl", "summary.json", "ckpt", "adapter", "model", "curve.png")
 MODEL_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+# other kinds of outputs: a pretraining run, a shard folder, a tokenizer folder, a data partition
+FOREIGN_FILES = MODEL_FILES + ("ckpt.pt", "meta.json", "tokenizer.json", "split.json", "hf")
 
 
 def refuse_overlap(out: Path, flag: str, given: str | None) -> None:
@@ -115,8 +117,17 @@ def refuse_overlap(out: Path, flag: str, given: str | None) -> None:
 
 def plan_resume(out: Path, resume: bool, overwrite: bool) -> Path | None:
     """The checkpoint to resume from (None: a fresh run); refuses a folder holding another run unless told."""
-    if any((out / f).exists() for f in MODEL_FILES):
-        raise ValueError(f"--output_dir {out} is a model folder; choose another --output_dir")
+    foreign = [f for f in FOREIGN_FILES if (out / f).exists()]
+    if (out / "config.json").is_file() and not foreign:
+        try:  # ours say so (older ones have no format but a lora_dim); a HF model folder's do not
+            config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+            ours = config.get("format") == "llmhw-finetune-config" or "lora_dim" in config
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            ours = False
+        foreign += [] if ours else ["config.json"]
+    if foreign:
+        raise ValueError(f"--output_dir {out} holds another kind of output ({', '.join(foreign)}); a finetuning "
+                         "run never writes there, even with --overwrite: choose another --output_dir")
     if resume:
         path = latest(out)
         if path is None:

@@ -70,6 +70,17 @@ def test_output_dir_over_an_input_is_refused_and_nothing_written(tiny_model_dir,
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["alpaca.json.xz"]
 
 
+@pytest.mark.parametrize("files", [["ckpt.pt", "log.jsonl"], ["meta.json"], ["config.json"]])
+def test_output_dir_of_another_kind_is_refused_even_with_overwrite(tiny_model_dir, tmp_path, files):
+    out = tmp_path / "other"
+    out.mkdir()
+    for f in files:  # a pretraining run, a shard folder, a HF config of some model
+        (out / f).write_text('{"model_type": "gpt2"}')
+    before = digest(out)
+    assert "holds another kind of output" in one_line_error(tiny_model_dir, out, "--lora_dim", "2", "--overwrite")
+    assert digest(out) == before
+
+
 def test_fresh_run_into_an_earlier_run_refuses_unless_told(earlier, tiny_model_dir):
     before = digest(earlier)
     msg = one_line_error(tiny_model_dir, earlier, "--lora_dim", "2")
