@@ -81,6 +81,21 @@ def test_output_dir_of_another_kind_is_refused_even_with_overwrite(tiny_model_di
     assert digest(out) == before
 
 
+def test_output_dir_that_is_a_file_or_not_writable_is_one_line_at_the_start(tiny_model_dir, tmp_path):
+    (tmp_path / "file").write_text("keep me")
+    assert "is a file" in one_line_error(tiny_model_dir, tmp_path / "file", "--lora_dim", "2")
+    assert (tmp_path / "file").read_text() == "keep me"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: nothing to check here
+            return
+        assert "cannot write there" in one_line_error(tiny_model_dir, locked / "run", "--lora_dim", "2")
+    finally:
+        locked.chmod(0o700)
+
+
 def test_fresh_run_into_an_earlier_run_refuses_unless_told(earlier, tiny_model_dir):
     before = digest(earlier)
     msg = one_line_error(tiny_model_dir, earlier, "--lora_dim", "2")
