@@ -7,21 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
-    pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None]
-    return [p[0] for p in pts], [p[1] for p in pts]
-
-
-def smooth(values: list[float], k: int) -> list[float]:
-    """Trailing moving average over k points (raw per-step training loss is noisy)."""
-    out, acc = [], 0.0
-    for i, v in enumerate(values):
-        acc += v
-        if i >= k:
-            acc -= values[i - k]
-        out.append(acc / min(i + 1, k))
-    return out
+from runlog import series, smooth
 
 
 def plot_curves(runs: dict[str, list[dict]], path: str | Path, title: str) -> Path:

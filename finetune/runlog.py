@@ -39,6 +39,23 @@ def read_log(path: str | Path) -> list[dict]:
     return rows
 
 
+def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of the rows that carry ``key`` (null values, e.g. a diverged loss, are left out)."""
+    pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def smooth(values: list[float], k: int) -> list[float]:
+    """Trailing moving average over k points (raw per-step training loss is noisy)."""
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= k:
+            acc -= values[i - k]
+        out.append(acc / min(i + 1, k))
+    return out
+
+
 def _clean(value):
     """JSON has no NaN/inf: write them as null (a diverged loss must not make the log unreadable)."""
     return None if isinstance(value, float) and not math.isfinite(value) else value

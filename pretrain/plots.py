@@ -1,6 +1,6 @@
 """Learning-curve pictures (matplotlib, Agg backend) from log.jsonl rows, for one run or several.
 
-Same shape as finetune/plots.py: ``series`` / ``smooth`` / ``plot_curves(runs, path, title)``; pretraining's rows
+Same shape as finetune/plots.py: ``plot_curves(runs, path, title)`` over runlog's ``series`` / ``smooth``; pretraining's rows
 name the losses ``loss`` (train) and ``val_loss``, and a HellaSwag panel is added when the rows have it.
 """
 from __future__ import annotations
@@ -8,22 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fileio import atomic_write
-
-
-def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
-    pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-    return [p[0] for p in pts], [p[1] for p in pts]
-
-
-def smooth(values: list[float], k: int) -> list[float]:
-    """Trailing moving average over k points (raw per-step training loss is noisy)."""
-    out, acc = [], 0.0
-    for i, v in enumerate(values):
-        acc += v
-        if i >= k:
-            acc -= values[i - k]
-        out.append(acc / min(i + 1, k))
-    return out
+from runlog import series, smooth
 
 
 def plot_curves(runs: dict[str, list[dict]], path: str | Path, title: str) -> Path:
