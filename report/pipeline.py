@@ -50,14 +50,17 @@ class PipelineConfig:
     eval_ratio: float = 0.25
     data_seed: int = 0
     heldout: int = 24                      # instructions in no split, for the generations
-    pretrain_bytes: int | None = None      # cap on the Alpaca pretraining text (None: every free record)
+    # Cap on the Alpaca pretraining text (None: every free record). prepare.py shards the files in order and the
+    # loader reads them in order, so the CPU run sizes the text to one pass: WikiText (~250k train tokens), then
+    # ~600k tokens of responses, ending on the prose the finetuning continues.
+    pretrain_bytes: int | None = 2_400_000
     own_tokenizer: bool = True             # False: GPT-2's tokenizer (the GPU preset)
     tokenizer_vocab_size: int = 4096
     pretrain_preset: str = "tiny-cpu"
     pretrain_flags: tuple[str, ...] = (
         "--n_layer", "4", "--n_head", "4", "--n_embd", "256", "--block_size", "256", "--seq_len", "256",
         "--batch_size", "16", "--max_lr", "3e-3", "--warmup_steps", "20", "--max_steps", "200",
-        "--eval_interval", "40", "--sample_prompt", "The")
+        "--eval_interval", "50", "--val_steps", "20", "--sample_prompt", "The")
     hellaswag_limit: int = 200
     nproc: int = 1                         # >1: torchrun --nproc_per_node for pretraining
     sweep_ranks: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32)
@@ -77,7 +80,7 @@ PRESETS = {
     # The homework at full scale (see README): build-nanogpt's GPT-2 124M on FineWeb-Edu with GPT-2's tokenizer on 8
     # GPUs, then the sweep on hub `gpt2` over Alpaca with the homework's hyper-parameters, in bf16.
     "gpu": PipelineConfig(
-        preset="gpu", finetune_examples=50000, eval_ratio=0.01, own_tokenizer=False,
+        preset="gpu", finetune_examples=50000, eval_ratio=0.01, own_tokenizer=False, pretrain_bytes=None,
         pretrain_preset="gpt2-124m", pretrain_flags=(), hellaswag_limit=-1, nproc=8, sweep_model="gpt2",
         sweep_flags=("--epochs", "2", "--lr", "1e-4", "--train_batch_size", "8", "--eval_batch_size", "8",
                      "--max_length", "512", "--eval_interval", "100", "--dtype", "bfloat16"),
