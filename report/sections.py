@@ -203,7 +203,11 @@ def corpus_values(run: Path) -> dict[str, str]:
     rows = source_rows(meta, split)
     rows.append(["**tokens** (this run's tokenizer)", f"train {meta['train']['tokens']:,}",
                  f"validation {meta['val']['tokens']:,} (last {meta.get('val_fraction', 0):.0%} of each file)"])
-    return {"corpus_story": corpus_story(split), "corpus_table": md_table(["source", "bytes", "records"], rows)}
+    seen = read_json(run / "pretrain/summary.json", "pretrain").get("tokens") or 0
+    order = (f" The shards keep the files' order and training reads them in order: the run's {seen:,} tokens are "
+             f"{seen / meta['train']['tokens']:.0%} of the training tokens, from the first file on.")
+    return {"corpus_story": corpus_story(split) + order,
+            "corpus_table": md_table(["source", "bytes", "records"], rows)}
 
 
 # ---------------------------------------------------------------------------------------------------- pretraining

@@ -128,6 +128,7 @@ def test_every_slot_filled_from_the_files(built):
     assert "| English | 953 | 937 | 185 | 938 | 185 |" in text and "| Chinese | 149 | 118 | 306 | 113 | 306 |" in text
     assert "153 byte values" in text and "871 merges" in text and "`j` ×3" in text
     assert "**48 train + 16 eval** records" in text and "| `pretrain_text.txt` |" in text
+    assert "the run's 40,960 tokens are 455% of the training tokens" in text   # 40,960 seen / 9,000 in the shards
     assert "0.2600 ± 0.0439" in text and "`python bpe/train.py` (1 s)" in text
     assert "perplexity **181**" in text and "92% of the 13 words in its samples occur in its corpus" in text
     assert "(checked from each run's config.json, summary.json and log.jsonl): **yes**" in text
