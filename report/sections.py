@@ -448,8 +448,8 @@ def alike_finding(v: dict | None, rank: int | None) -> str:
             f"{', '.join(map(str, v['ranks']))} span "
             f"**{v['spread']:.4f}** (best r={v['best_rank']}, worst r={v['worst_rank']}); the same rank {rank} with "
             f"two seeds ends {v['seed_spread']:.4f} apart, so the rank spread is {v['ratio']:.1f}× the seed spread "
-            f"(alike means at most {fd.ALIKE_FACTOR:g}× it, or under {fd.ALIKE_FLOOR:.0%} of the mean loss "
-            f"{v['mean']:.3f}: bound {v['bound']:.4f}).")
+            f"(alike means at most {fd.ALIKE_FACTOR:g}× it: bound {v['bound']:.4f}). For scale, the rank spread is "
+            f"{v['relative_spread']:.2%} of the mean final eval loss {v['mean']:.3f}.")
 
 
 def longer_finding(v: dict, unit: str) -> str:

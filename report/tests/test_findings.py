@@ -58,16 +58,18 @@ def test_ranks_alike_against_seed_noise():
     assert v["ratio"] == pytest.approx(1.0) and v["reproduced"] and (v["best_rank"], v["worst_rank"]) == (4, 2)
 
 
-def test_ranks_that_differ_beyond_seed_noise_and_the_floor():
+def test_ranks_that_differ_beyond_seed_noise():
     finals = {1: 2.90, 2: 2.80, 4: 2.70, 8: 2.60, 16: 2.55, 32: 2.50}
     v = fd.ranks_alike_verdict(finals, (2.60, 2.61))
-    # spread 0.40 > max(2 x 0.01, 1% of mean 2.675) = 0.02675
-    assert v["spread"] == pytest.approx(0.40) and v["bound"] == pytest.approx(0.02675) and not v["reproduced"]
+    # spread 0.40 > 2 x 0.01; 0.40 is 15% of the mean 2.675
+    assert v["spread"] == pytest.approx(0.40) and v["bound"] == pytest.approx(0.02) and not v["reproduced"]
+    assert v["relative_spread"] == pytest.approx(0.40 / 2.675)
 
 
-def test_identical_seeds_give_infinite_ratio_and_the_floor_decides():
+def test_identical_seeds_give_infinite_ratio_and_only_equal_ranks_are_alike():
     v = fd.ranks_alike_verdict({1: 2.0, 2: 2.01}, (2.0, 2.0))
-    assert math.isinf(v["ratio"]) and v["bound"] == pytest.approx(0.02005) and v["reproduced"]
+    assert math.isinf(v["ratio"]) and v["bound"] == 0 and not v["reproduced"]
+    assert fd.ranks_alike_verdict({1: 2.0, 2: 2.0}, (2.0, 2.0))["reproduced"]
 
 
 def test_lora_answers_longer_or_not():
