@@ -27,7 +27,8 @@ from pathlib import Path
 
 import datadir
 from fileio import atomic_write_json
-from tokenizer import Tokenizer, gpt2_tiktoken
+from gpt2files import gpt2_encoding
+from tokenizer import Tokenizer
 
 HERE = Path(__file__).resolve().parent
 
@@ -130,7 +131,7 @@ def bench_encode(data_dir, repeat: int) -> dict:
     from tokenizers import Tokenizer as HFTokenizer
 
     enc_json, vocab_bpe = datadir.find("gpt2/encoder.json", data_dir), datadir.find("gpt2/vocab.bpe", data_dir)
-    ref = gpt2_tiktoken(data_dir)
+    ref = gpt2_encoding(data_dir)
     text = (datadir.find("webtext/wikitext2_valid.txt", data_dir).read_text(encoding="utf-8")
             + datadir.find("tinyshakespeare.txt", data_dir).read_text(encoding="utf-8"))
     mb = len(text.encode("utf-8")) / 1e6

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import regex
 
-import datadir
 from fileio import atomic_write_text
+from gpt2files import bytes_to_unicode
 from trainer import train_merges
 
 FORMAT_NAME = "llmhw-bpe"
@@ -50,18 +50,6 @@ _SMALL_PIECE = 128  # pieces up to this many bytes use the list merge; longer on
 _CACHE_MAX = 1 << 20
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable unicode character map (openai/gpt-2 encoder.py), used by HF byte-level."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
 
 def render_token(b: bytes) -> str:
     """A one-line readable form of a token: UTF-8 text where valid, \\xNN for other bytes, control chars escaped."""
@@ -70,18 +58,6 @@ def render_token(b: bytes) -> str:
                    for ch in s)
 
 
-def gpt2_tiktoken(data_dir: str | os.PathLike | None = None):
-    """tiktoken's own ``gpt2`` encoding from the data directory's ``gpt2/encoder.json`` + ``gpt2/vocab.bpe``
-    (tiktoken's loader and r50k pattern, no download): the reference our GPT-2 loading is tested against and the
-    GPT-2 column of train.py's comparison. Uses no code of this module."""
-    import tiktoken
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-    from tiktoken_ext.openai_public import r50k_pat_str
-
-    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(datadir.find("gpt2/vocab.bpe", data_dir)),
-                                            encoder_json_file=str(datadir.find("gpt2/encoder.json", data_dir)))
-    return tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": 50256})
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ import datadir
 import fileio
 import homework
 import outputs
-from tokenizer import PATTERNS, Tokenizer, gpt2_tiktoken
+from gpt2files import gpt2_encoding
+from tokenizer import PATTERNS, Tokenizer
 
 HERE = Path(__file__).resolve().parent
 SUMMARY_FORMAT, SUMMARY_VERSION = "llmhw-bpe-summary", 2
@@ -168,7 +169,7 @@ def main(argv=None) -> dict:
     except fileio.OutputError as e:
         raise SystemExit(f"error: {e}") from None
     try:  # found before training: the comparison needs GPT-2's files
-        enc = gpt2_tiktoken(cfg.data_dir)
+        enc = gpt2_encoding(cfg.data_dir)
     except datadir.DataFileNotFound as e:
         raise SystemExit(f"error: {e}") from None
 

@@ -18,9 +18,7 @@ import json
 import shutil
 from pathlib import Path
 
-import datadir
-
-EOT = "<|endoftext|>"
+from gpt2files import EOT, gpt2_encoding, gpt2_files
 # Every file name a tokenizer folder of ours may hold: writing one tokenizer into a folder removes the others, so a
 # folder never holds two tokenizers (load() would pick one by its preference order, maybe the stale one).
 TOKENIZER_FILE_NAMES = ("tokenizer.json", "encoder.json", "vocab.bpe", "vocab.json", "merges.txt",
@@ -31,8 +29,6 @@ def _remove_other_tokenizer_files(folder: Path, keep: set[str]):
     for name in TOKENIZER_FILE_NAMES:
         if name not in keep:
             (folder / name).unlink(missing_ok=True)
-# GPT-2's pre-tokenizer regex (tiktoken_ext/openai_public.py, r50k_base / gpt2).
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 class TextTokenizer:
@@ -41,14 +37,8 @@ class TextTokenizer:
     def __init__(self, kind: str, files: dict[str, Path]):
         self.kind, self.files = kind, {k: Path(v) for k, v in files.items()}
         if kind == "gpt2":
-            import tiktoken
-            from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
-            ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(self.files["vocab.bpe"]),
-                                                    encoder_json_file=str(self.files["encoder.json"]))
-            self._enc = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                                          special_tokens={EOT: len(ranks)})
-            self.vocab_size, self.eot_id = self._enc.n_vocab, len(ranks)
+            self._enc = gpt2_encoding(files=self.files)
+            self.vocab_size, self.eot_id = self._enc.n_vocab, self._enc.eot_token
         elif kind == "tokenizer.json":
             from tokenizers import Tokenizer
 
@@ -129,8 +119,7 @@ def load(spec: str | Path = "gpt2", data_dir: str | Path | None = None) -> TextT
     """"gpt2" (encoder.json + vocab.bpe from the data directory), a tokenizer.json file, or a directory holding
     tokenizer.json, encoder.json + vocab.bpe, or vocab.json + merges.txt."""
     if str(spec) == "gpt2":
-        return TextTokenizer("gpt2", {"encoder.json": datadir.find("gpt2/encoder.json", data_dir),
-                                      "vocab.bpe": datadir.find("gpt2/vocab.bpe", data_dir)})
+        return TextTokenizer("gpt2", gpt2_files(data_dir))
     path = Path(spec)
     if path.is_file():
         return TextTokenizer("tokenizer.json", {"tokenizer.json": path})

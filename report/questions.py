@@ -6,36 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import datadir
+from gpt2files import bytes_to_unicode, gpt2_encoding
 
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_SMALL_WIDTH = 768
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable-character map (openai/gpt-2 encoder.py), used by byte-level tokenizer.json."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 class TiktokenGPT2:
     """GPT-2's encoding (tiktoken) built from the local OpenAI files."""
 
     def __init__(self, data_dir=None):
-        import tiktoken
-        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
-        ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(datadir.find("gpt2/vocab.bpe", data_dir)),
-                                                encoder_json_file=str(datadir.find("gpt2/encoder.json", data_dir)))
-        self.enc = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                                     special_tokens={"<|endoftext|>": 50256})
+        self.enc = gpt2_encoding(data_dir)
         self.vocab_size = self.enc.n_vocab
 
     def encode(self, text: str) -> list[int]:

@@ -16,6 +16,7 @@ FOLDERS = ["bpe", "pretrain", "finetune", "report"]
 SHARED_COPIES = {
     "datadir.py": ["bpe", "pretrain", "finetune", "report"],
     "fileio.py": ["bpe", "pretrain", "finetune", "report"],
+    "gpt2files.py": ["bpe", "pretrain", "report"],
     "ddp.py": ["pretrain", "finetune"],
     "flags.py": ["pretrain", "finetune"],
     "runlog.py": ["pretrain", "finetune"],

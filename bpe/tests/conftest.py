@@ -12,7 +12,8 @@ settings.load_profile("deterministic")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import datadir  # noqa: E402
-from tokenizer import Tokenizer, gpt2_tiktoken  # noqa: E402
+from gpt2files import gpt2_encoding  # noqa: E402
+from tokenizer import Tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +25,7 @@ def gpt2_tok():
 @pytest.fixture(scope="session")
 def tiktoken_gpt2():
     """tiktoken's own gpt2 encoding, built from the same local files with tiktoken's loader and pattern."""
-    return gpt2_tiktoken()
+    return gpt2_encoding()
 
 
 @pytest.fixture(scope="session")

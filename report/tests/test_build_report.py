@@ -8,6 +8,7 @@ import pytest
 
 import build_report as br
 from handmade import log
+import gpt2files
 import questions
 import sections
 
@@ -187,7 +188,7 @@ def test_missing_input_is_one_clear_error(tmp_path, corpus_file):
 def test_tokenizer_questions_computed_with_gpt2():
     gpt2 = questions.TiktokenGPT2()
     assert gpt2.encode(" SolidGoldMagikarp") == [43453] and gpt2.encode("Hello world") == [15496, 995]
-    m = questions.bytes_to_unicode()
+    m = gpt2files.bytes_to_unicode()
     assert sorted(m) == list(range(256)) and len(set(m.values())) == 256 and m[ord(" ")] == "Ġ"
     v = questions.code_questions(gpt2, gpt2)
     assert v["q_magikarp"] == "1 token: `␣SolidGoldMagikarp`" and v["q_eot_id"] == "[50256]"
