@@ -452,12 +452,26 @@ def alike_finding(v: dict | None, rank: int | None) -> str:
             f"{v['relative_spread']:.2%} of the mean final eval loss {v['mean']:.3f}.")
 
 
-def longer_finding(v: dict, unit: str) -> str:
+def longer_finding(v: dict, unit: str, capped: dict[str, int] | None = None) -> str:
     m = v["mean"]
-    return (f"- **LoRA answers are longer**: {verdict_word(v['reproduced'])}. Mean generated length over "
+    text = (f"- **LoRA answers are longer**: {verdict_word(v['reproduced'])}. Mean generated length over "
             f"{v['n']} held-out instructions: {v['lora']} **{m[v['lora']]:.1f}** vs {v['full']} "
             f"**{m[v['full']]:.1f}** {unit} (base {m[v['base']]:.1f}); paired difference {v['diff']:+.1f} ± "
             f"{v['diff_se']:.1f} (longer means more than two standard errors above 0).")
+    if capped:  # an answer cut at max_new_tokens never ended: its length is the limit's, not the model's choice
+        text += (" Answers cut at the generation limit instead of ending: "
+                 + ", ".join(f"{name} {capped[name]}/{v['n']}" for name in (v["base"], v["full"], v["lora"])) + ".")
+        if capped[v["lora"]] * 2 > v["n"]:
+            text += f" Most {v['lora']} answers never end, so at this scale its length measures that, not verbosity."
+    return text
+
+
+def capped_answers(gens: dict) -> dict[str, int] | None:
+    """Per model, how many answers stopped at max_new_tokens (generate.py's details), or None if not recorded."""
+    results = gens["results"]
+    if not all("stop" in d for r in results for d in r.get("details", {None: {}}).values()):
+        return None
+    return {n: sum(r["details"][n]["stop"] == "max_new_tokens" for r in results) for n in results[0]["responses"]}
 
 
 def model_names(gens: dict) -> tuple[str, str, str]:
@@ -490,7 +504,7 @@ def finetune_values(run: Path, cmds: dict, sweep: dict[str, Run], gens: dict) ->
     verdicts = {"full_overfits": v_full, "lora_follows": v_lora, "ranks_alike": v_alike, "lora_longer": v_long,
                 "length_unit": unit}
     text = "\n".join([full_finding(v_full), lora_finding(v_lora), alike_finding(v_alike, pair and pair[0]),
-                      longer_finding(v_long, unit)])
+                      longer_finding(v_long, unit, capped_answers(gens))])
     return {"protocol_story": protocol_story(protocol(sweep), len(sweep)), "sweep_cmd": cmd_note(cmds, "sweep"),
             "sweep_table": sweep_table(sweep), "findings": text}, verdicts
 

@@ -193,3 +193,20 @@ def test_tokenizer_questions_computed_with_gpt2():
     v = questions.code_questions(gpt2, gpt2)
     assert v["q_magikarp"] == "1 token: `␣SolidGoldMagikarp`" and v["q_eot_id"] == "[50256]"
     assert questions.text_questions(gpt2, gpt2)["q_ord_bei"] == "21271"
+
+
+def test_longer_finding_says_how_many_answers_hit_the_limit():
+    def result(stops):
+        return {"responses": {n: "x" for n in stops},
+                "details": {n: {"tokens": 96 if s == "max_new_tokens" else 10, "stop": s} for n, s in stops.items()}}
+    gens = {"results": [result({"base": "max_new_tokens", "full": "eos", "lora": "max_new_tokens"}),
+                        result({"base": "max_new_tokens", "full": "eos", "lora": "max_new_tokens"}),
+                        result({"base": "eos", "full": "eos", "lora": "eos"})]}
+    capped = sections.capped_answers(gens)
+    assert capped == {"base": 2, "full": 0, "lora": 2}
+    lengths, unit = sections.response_lengths(gens)
+    v = sections.fd.lora_longer_verdict(lengths, lora="lora", full="full", base="base")
+    text = sections.longer_finding(v, unit, capped)
+    assert "base 2/3, full 0/3, lora 2/3" in text and "Most lora answers never end" in text
+    assert "never end" not in sections.longer_finding(v, unit, {"base": 0, "full": 0, "lora": 1})
+    assert sections.capped_answers({"results": [{"responses": {"a": "x"}}]}) is None
