@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import string
 import sys
 import time
@@ -28,7 +29,7 @@ from pathlib import Path
 import datadir
 import figures
 import sections
-from fileio import OutputError, atomic_dir, atomic_write_text, check_writable
+from fileio import OutputError, atomic_dir, atomic_write, check_writable
 from questions import FileTokenizer, TiktokenGPT2, question_values
 from sections import ReportInputError, read_json, read_jsonl
 
@@ -98,9 +99,15 @@ def build(run: Path, out_dir: Path, data_dir=None) -> Path:
     check_writable(out_dir, is_dir=True)
     values, assets = report_values(run, data_dir, t0)
     text = render(TEMPLATE.read_text(), values)   # all text first: a template error leaves the old report whole
-    with atomic_dir(out_dir / "assets") as tmp:
-        write_assets(Path(tmp), run, assets)
-    return atomic_write_text(out_dir / "README.md", text)
+    # README.md is written aside and synced before the figures are swapped in, so a full disk or a failure while
+    # drawing leaves the old set whole; the two renames at the end (assets, then README) allocate nothing.
+    with atomic_write(out_dir / "README.md", "w") as readme:
+        readme.write(text)
+        readme.flush()
+        os.fsync(readme.fileno())
+        with atomic_dir(out_dir / "assets") as tmp:
+            write_assets(Path(tmp), run, assets)
+    return out_dir / "README.md"
 
 
 def main(argv=None) -> int:
