@@ -29,18 +29,17 @@ from pathlib import Path
 import regex
 
 from fileio import atomic_write_text
-from gpt2files import bytes_to_unicode
+from gpt2files import GPT2_PATTERN, bytes_to_unicode
 from trainer import train_merges
 
 FORMAT_NAME = "llmhw-bpe"
 FORMAT_VERSION = 1
 
-# Split patterns. GPT-2's is the one in openai/gpt-2 src/encoder.py (tiktoken's r50k pattern is an equivalent
-# possessive rewrite); GPT-4's is cl100k_base's as tiktoken 0.14 has it (minbpe's copy predates its `\s++$` branch,
+# Split patterns. GPT-2's comes from gpt2files.py (tiktoken's spelling of openai/gpt-2 src/encoder.py's pattern, the
+# same pieces; it is also the faster one for tiktoken's regex engine); GPT-4's is cl100k_base's as tiktoken 0.14 has it (minbpe's copy predates its `\s++$` branch,
 # which keeps trailing whitespace at the end of a text in one piece), except `\p{N}{1,3}` for `\p{N}{1,3}+`: the
 # same pieces (the branch ends there), and HF's Oniguruma reads `{n,m}+` as "one or more of {n,m}", not possessive.
 # Both patterns split alike in Python's `regex`, tiktoken's fancy-regex and Oniguruma (tests: exports = ours).
-GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$"""
                 r"""|\s*[\r\n]|\s+(?!\S)|\s""")
 PATTERNS = {"none": None, "gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
