@@ -19,6 +19,7 @@ from runlog import LIVE_CHOICES
 
 HERE = Path(__file__).resolve().parent
 DTYPES = ("auto", "float32", "bfloat16")
+DATA_ORDERS = ("sequential", "shuffle")
 VOCAB_MULTIPLE = 64  # the model's vocab = the data's rounded up (50257 -> 50304): faster matmuls on GPUs
 
 
@@ -36,6 +37,8 @@ class TrainConfig:
     data: str | None = _f(None, "prepared shard folder (prepare.py --out_dir); default: the preset's, prepared on "
                                 "first use")
     out_dir: str | None = _f(None, "run folder; default pretrain/output/<preset>")
+    data_order: str = _f("sequential", "sequential: the shards in file order (build-nanogpt); shuffle: random "
+                                       "windows of the whole split, a new order each epoch (dataloader.py)")
     total_batch_size: int = _f(524288, "tokens per optimizer step; 0: batch_size*seq_len*world_size")
     batch_size: int = _f(64, "micro-batch rows per process")
     seq_len: int = _f(1024, "tokens per row (<= block_size)")
@@ -146,6 +149,8 @@ def validate(tc: TrainConfig, mc: GPTConfig) -> None:
         for name in names:
             if not ok(getattr(tc, name)):
                 raise ConfigError(f"--{name} {what}, got {getattr(tc, name)}")
+    if tc.data_order not in DATA_ORDERS:
+        raise ConfigError(f"--data_order must be one of {', '.join(DATA_ORDERS)}, got {tc.data_order!r}")
     if tc.dtype not in DTYPES:
         raise ConfigError(f"--dtype must be auto, float32 or bfloat16, got {tc.dtype!r}")
     if tc.live not in LIVE_CHOICES:

@@ -30,7 +30,7 @@ import plots
 import text_tokenizer
 from checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state, step_checkpoints
 from config import HERE, PRESETS, ConfigError, TrainConfig, fit_micro_batch, model_vocab, parse_args  # noqa: F401
-from dataloader import ShardLoader
+from dataloader import ShardLoader, ShuffledLoader
 from ddp import DDP, all_reduce_sum, barrier, decide, print0
 from fileio import OutputError, atomic_dir, atomic_write_json, check_writable
 from modeling_gpt2 import GPT, GPTConfig
@@ -207,8 +207,10 @@ class Trainer:
         if not self.meta[split]["shards"] or not self.meta[split]["tokens"]:
             raise DataError(f"{self.data}: no {split} tokens (meta.json {split}.tokens 0): prepare the data with "
                             "--val_fraction > 0 (e.g. 0.1), or pass --val_steps 0 to train without validation")
-        loader = ShardLoader(self.data, split, self.tc.batch_size, self.tc.seq_len, self.ddp.rank,
-                             self.ddp.world_size)
+        args = (self.data, split, self.tc.batch_size, self.tc.seq_len, self.ddp.rank, self.ddp.world_size)
+        # validation always reads its split in order: the same windows at every evaluation
+        shuffled = split == "train" and self.tc.data_order == "shuffle"
+        loader = ShuffledLoader(*args, seed=self.tc.seed, accum=self.accum) if shuffled else ShardLoader(*args)
         if loader.skipped:
             print0(f"note: skipping {split} shard(s) {loader.skipped}: shorter than one step of "
                    f"{self.tc.batch_size} x {self.tc.seq_len} x {self.ddp.world_size} tokens")
