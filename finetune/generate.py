@@ -1,6 +1,6 @@
 """Responses of the original, fully finetuned and LoRA models to the same held-out instructions, side by side.
 
-    python finetune/data.py --out_dir PART --max_examples 2000 --eval_ratio 0.1 --data_seed 42 --heldout 24
+    python finetune/partition.py --out_dir PART --max_examples 2000 --eval_ratio 0.1 --data_seed 42 --heldout 24
     python finetune/generate.py --base runs/cpu/pretrain/hf --full SWEEP/r0/model --lora SWEEP/r8/adapter \
         --instructions PART --output generations.json
     python finetune/generate.py --base gpt2 --lora gpt2+path/to/adapter --greedy --output out.json

@@ -5,7 +5,7 @@ stages meet only through the files they write under the run directory RUN):
 
   bpe        python bpe/train.py           the homework's tokenizer: manual.txt, vocabulary 1024, compared with
                                            GPT-2 on the homework's two paragraphs -> RUN/bpe/
-  corpus     python finetune/data.py       the Alpaca partition: the finetuning subset (train/eval split.json),
+  corpus     python finetune/partition.py  the Alpaca partition: the finetuning subset (train/eval split.json),
                                            held-out instructions, and pretrain_text.txt = responses of the records
                                            the finetuning never sees -> RUN/corpus/
   tokenizer  python bpe/train.py           (CPU) GPT-2-pattern BPE trained on the pretraining corpus -> RUN/tokenizer/
@@ -126,7 +126,7 @@ def tokenizer_stages(cfg: PipelineConfig, run: Path, dd: list[str]) -> dict[str,
         "bpe": Stage(py + [str(ROOT / "bpe/train.py"), "--vocab_size", str(cfg.bpe_vocab_size),
                            "--out_dir", str(run / "bpe")] + dd, run / "bpe/summary.json", run / "bpe",
                      ("--overwrite",)),
-        "corpus": Stage(py + [str(ROOT / "finetune/data.py"), "--out_dir", str(run / "corpus"), *corpus_flags(cfg),
+        "corpus": Stage(py + [str(ROOT / "finetune/partition.py"), "--out_dir", str(run / "corpus"), *corpus_flags(cfg),
                               "--heldout", str(cfg.heldout)] + cap + dd, run / "corpus/split.json", run / "corpus",
                         ("--overwrite",)),
     }

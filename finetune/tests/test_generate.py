@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import tiny_gpt2
 
-import data
+import partition
 import generate
 import lora
 
@@ -59,7 +59,7 @@ def partition_dir(tmp_path_factory):
     src = d / "records.jsonl"
     src.write_text("".join(json.dumps({"instruction": f"Describe item number {i}.", "input": "" if i % 3 else "x",
                                        "output": f"Item {i} is fine."}) + "\n" for i in range(60)))
-    data.main(["--out_dir", str(d / "p"), "--data_path", str(src), "--max_examples", "30", "--eval_ratio", "0.2",
+    partition.main(["--out_dir", str(d / "p"), "--data_path", str(src), "--max_examples", "30", "--eval_ratio", "0.2",
                "--data_seed", "5", "--heldout", "20"])
     return d / "p"
 
@@ -92,7 +92,7 @@ def test_generates_heldout_instructions_for_base_full_and_lora(models, partition
                          "--max_new_tokens", "6", "--output", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(res)) and out.with_suffix(".md").is_file()
     heldout = [json.loads(line) for line in (partition_dir / "instructions.jsonl").read_text().splitlines()]
-    split = data.read_split(partition_dir)
+    split = partition.read_split(partition_dir)
     assert [r["index"] for r in res["results"]] == split["indices"]["heldout"] and len(res["results"]) == 20
     assert [r["reference"] for r in res["results"]] == [h["output"] for h in heldout]
     assert res["format"] == "llmhw-generations" and res["version"] == 2

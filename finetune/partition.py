@@ -1,0 +1,279 @@
+"""The Alpaca partition: which records finetune, which are held out for generation, which make pretraining text.
+
+``partition`` is the one place that decides it; ``main`` writes it into a folder (formats in README.md, "Partition"),
+the pipeline's corpus stage:
+
+    python finetune/partition.py --out_dir DIR --max_examples 2000 --eval_ratio 0.1 --data_seed 42 --heldout 24
+
+split.json: the record indices of each part; pretrain_text.txt: the responses of free records, one paragraph each;
+instructions.jsonl: the held-out records. train/eval are exactly train.py's split (data.split_indices) for the same
+--max_examples, --eval_ratio and --data_seed, so no eval or held-out record reaches the pretraining text.
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data import DEFAULT_DATA, load_records, resolve_data_path, split_indices
+from fileio import OutputError, atomic_dir, check_writable
+from flags import add_flags, given
+
+SPLIT_FORMAT, SPLIT_VERSION = "llmhw-alpaca-split", 1
+SPLIT_FILE, PRETRAIN_FILE, INSTRUCTIONS_FILE = "split.json", "pretrain_text.txt", "instructions.jsonl"
+# An eval/held-out response at least this long must not occur even *inside* a pretraining paragraph (shorter ones,
+# like "Positive" or "2", occur inside many unrelated answers and carry no information about the record).
+MIN_CONTAINED_CHARS = 40
+
+
+def partition(n_records: int, max_examples: int | None, eval_ratio: float, data_seed: int, n_heldout: int,
+              records: list[dict] | None = None) -> dict[str, list[int]]:
+    """Which record is used for what: {"train", "eval", "heldout", "unused"} lists of record indices.
+
+    train/eval are exactly ``split_indices(n_records, eval_ratio, data_seed, max_examples)`` (train.py's split).
+    heldout: the next ``n_heldout`` records of the same seeded shuffle after the finetuning subset; given
+    ``records``, a candidate whose (instruction, input) repeats one of train/eval or an earlier held-out one is passed
+    over, so no held-out instruction is in a training split. unused: every other index, ascending. The four lists cover range(n_records)
+    and are disjoint.
+    """
+    train, evals = split_indices(n_records, eval_ratio, data_seed, max_examples)
+    order = list(range(n_records))
+    random.Random(data_seed).shuffle(order)  # the very shuffle split_indices made: continue along it
+    used = set(train) | set(evals)
+    seen = {_instruction_key(records[i]) for i in used} if records is not None else set()
+    heldout = []
+    for i in order[len(used):]:
+        if len(heldout) == n_heldout:
+            break
+        if records is not None:
+            if _instruction_key(records[i]) in seen:
+                continue
+            seen.add(_instruction_key(records[i]))  # nor twice among the held-out ones
+        heldout.append(i)
+    if len(heldout) < n_heldout:
+        raise ValueError(f"only {len(heldout)} records are outside the finetuning subset for {n_heldout} held-out "
+                         "instructions; lower --max_examples or --heldout")
+    taken = used | set(heldout)
+    return {"train": train, "eval": evals, "heldout": heldout,
+            "unused": [i for i in range(n_records) if i not in taken]}
+
+
+def _instruction_key(record: dict) -> tuple[str, str]:
+    """What makes two records the same task for generation: instruction and input, outer spaces ignored."""
+    return record["instruction"].strip(), (record.get("input") or "").strip()
+
+
+def paragraph(text: str) -> str:
+    """A response as one pretraining paragraph: lines right-stripped, empty lines dropped, so that the file's only
+    blank lines are the record boundaries."""
+    return "\n".join(line.rstrip() for line in text.strip().splitlines() if line.strip())
+
+
+def pretrain_selection(records: list[dict], parts: dict[str, list[int]]) -> tuple[list[int], dict[str, int]]:
+    """Indices of the unused records whose responses make the pretraining text, and how many were left out why.
+
+    Left out: an empty response; a response equal (as a paragraph) to that of any train/eval/held-out record (Alpaca
+    has ~1,500 records sharing a response with another); a repeat of an earlier unused response; a response that
+    contains an eval or held-out response of >= MIN_CONTAINED_CHARS characters. (A train response contained in a
+    longer one is kept: the model trains on that text anyway, and scanning for 2,000 needles costs ~20 s.)
+    """
+    used = {paragraph(records[i]["output"]) for key in ("train", "eval", "heldout") for i in parts[key]}
+    why = {"empty": 0, "same_as_used": 0, "repeated": 0, "contains_eval_or_heldout": 0}
+    kept, seen = [], set()
+    for i in parts["unused"]:
+        text = paragraph(records[i]["output"])
+        reason = "empty" if not text else "same_as_used" if text in used else "repeated" if text in seen else None
+        if reason:
+            why[reason] += 1
+            continue
+        seen.add(text)
+        kept.append(i)
+    needles = {paragraph(records[i]["output"]) for key in ("eval", "heldout") for i in parts[key]}
+    hits = _containing(kept, [paragraph(records[i]["output"]) for i in kept],
+                       [t for t in needles if len(t) >= MIN_CONTAINED_CHARS])
+    why["contains_eval_or_heldout"] = len(hits)
+    return [i for i in kept if i not in hits], why
+
+
+def _containing(indices: list[int], texts: list[str], needles: list[str]) -> set[int]:
+    """The indices whose text contains any needle: one joined string, str.find per needle (fast C search)."""
+    joined = "\n\n".join(texts)
+    starts, pos = [], 0
+    for t in texts:
+        starts.append(pos)
+        pos += len(t) + 2
+    hits = set()
+    for needle in needles:  # a needle never spans two texts: it has no blank line, the separator is one
+        at = joined.find(needle)
+        while at != -1:
+            k = bisect.bisect_right(starts, at) - 1
+            hits.add(indices[k])
+            at = joined.find(needle, starts[k + 1]) if k + 1 < len(starts) else -1
+    return hits
+
+
+def within_budget(records: list[dict], indices: list[int], max_bytes: int, data_seed: int) -> list[int]:
+    """The records of ``indices`` whose text fits ``max_bytes``, taken in the partition's seeded shuffle order (a
+    uniform sample, not the file's first records), returned in index order."""
+    rank = list(range(len(records)))
+    random.Random(data_seed).shuffle(rank)  # the shuffle partition() walks along
+    position = {i: k for k, i in enumerate(rank)}
+    taken, size = [], -1  # -1: n paragraphs have n - 1 separators, plus the final newline
+    for i in sorted(indices, key=position.__getitem__):
+        size += len(paragraph(records[i]["output"]).encode("utf-8")) + 2
+        if size > max_bytes:
+            break
+        taken.append(i)
+    return sorted(taken)
+
+
+def pretrain_text(records: list[dict], indices: list[int]) -> str:
+    """The pretraining text: one paragraph per record, a blank line between records, a final newline."""
+    return "\n\n".join(paragraph(records[i]["output"]) for i in indices) + "\n"
+
+
+@dataclass
+class PartitionConfig:
+    """Flags of ``python finetune/partition.py`` (the partition of Alpaca into finetuning, generation and pretraining)."""
+    out_dir: str | None = field(default=None, metadata={"help": "folder to write split.json, pretrain_text.txt and "
+                                                                "instructions.jsonl into (required)"})
+    data_path: str = field(default=DEFAULT_DATA, metadata={"help": "Alpaca file, data-directory name or HF dataset"})
+    data_dir: str | None = field(default=None, metadata={"help": "data directory (default $LLMHW_DATA_DIR)"})
+    max_examples: int | None = field(default=None, metadata={"help": "finetuning subset size (train.py's "
+                                                                      "--max_examples; None: all records)"})
+    eval_ratio: float = field(default=0.01, metadata={"help": "eval fraction of the subset (train.py's --eval_ratio)"})
+    data_seed: int = field(default=42, metadata={"help": "seed of the shuffle (train.py's data seed)"})
+    heldout: int = field(default=24, metadata={"help": "instructions held out of every split, for generation"})
+    pretrain_bytes: int | None = field(default=None, metadata={
+        "help": "at most this many bytes of pretraining text, a seeded sample of the free records (None: all)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a partition folder made with other settings"})
+
+    def validate(self) -> "PartitionConfig":
+        if self.pretrain_bytes is not None and self.pretrain_bytes <= 0:
+            raise ValueError(f"--pretrain_bytes must be > 0, got {self.pretrain_bytes}")
+        if not self.out_dir:
+            raise ValueError("--out_dir is required")
+        if self.max_examples is not None and self.max_examples <= 0:
+            raise ValueError(f"--max_examples must be > 0, got {self.max_examples}")
+        if not 0 < self.eval_ratio < 1:
+            raise ValueError(f"--eval_ratio must be in (0, 1), got {self.eval_ratio}")
+        if self.heldout < 0:
+            raise ValueError(f"--heldout must be >= 0, got {self.heldout}")
+        return self
+
+
+SETTINGS = ("max_examples", "eval_ratio", "data_seed", "heldout", "pretrain_bytes")  # what makes a partition
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file as stored (read in 1 MiB chunks), so split.json names exactly which data it partitioned."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def split_record(cfg: PartitionConfig, records: list[dict], source: str, parts: dict, selected: list[int],
+                 left_out: dict, text: str) -> dict:
+    """The content of split.json (schema in README.md, "Partition")."""
+    path = Path(source) if not source.startswith("hf:") else None
+    return {
+        "format": SPLIT_FORMAT, "version": SPLIT_VERSION,
+        "data": {"source": source, "file": path.name if path else None,
+                 "sha256": file_sha256(path) if path else None, "records": len(records)},
+        "settings": {k: getattr(cfg, k) for k in SETTINGS},
+        "counts": {k: len(v) for k, v in parts.items()},
+        "pretrain": {"file": PRETRAIN_FILE, "records": len(selected), "bytes": len(text.encode("utf-8")),
+                     "left_out": left_out, "indices": selected},
+        "indices": parts,
+    }
+
+
+def read_split(folder: str | Path) -> dict:
+    """split.json of a partition folder, checked for its format and version."""
+    path = Path(folder) / SPLIT_FILE
+    try:
+        split = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file (write it with `python finetune/partition.py --out_dir "
+                                f"{folder} ...`)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(split, dict) or split.get("format") != SPLIT_FORMAT or split.get("version") != SPLIT_VERSION:
+        got = (split.get("format"), split.get("version")) if isinstance(split, dict) else type(split).__name__
+        raise ValueError(f"{path}: not a {SPLIT_FORMAT} v{SPLIT_VERSION} file (got {got})")
+    return split
+
+
+def check_out_dir(cfg: PartitionConfig, data_source: str) -> Path:
+    """Refuse an output folder that holds the data, another kind of content, or a partition of other settings."""
+    out = Path(cfg.out_dir).expanduser().resolve()
+    if not data_source.startswith("hf:") and out in Path(data_source).resolve().parents:
+        raise ValueError(f"--out_dir {cfg.out_dir} holds the data file {data_source}; choose another folder")
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+        if not (out / SPLIT_FILE).is_file():
+            raise ValueError(f"--out_dir {cfg.out_dir} is not empty and holds no {SPLIT_FILE}: not a partition "
+                             "folder; choose another folder")
+        old = read_split(out)
+        settings = {k: getattr(cfg, k) for k in SETTINGS}
+        if old.get("settings") != settings:
+            raise ValueError(f"--out_dir {cfg.out_dir} holds a partition with settings {old.get('settings')}, not "
+                             f"{settings}; pass --overwrite to replace it or choose another folder")
+    existing = next(d for d in (out, *out.parents) if d.exists())  # check, but create nothing before the work
+    check_writable(existing, is_dir=True)
+    return out
+
+
+def write_partition(out: Path, split: dict, records: list[dict], text: str) -> None:
+    """split.json, pretrain_text.txt and instructions.jsonl, built aside and swapped in as one set."""
+    lines = [json.dumps({"index": i, "instruction": records[i]["instruction"],
+                         "input": records[i].get("input") or "", "output": records[i]["output"]},
+                        ensure_ascii=False) for i in split["indices"]["heldout"]]
+    with atomic_dir(out) as tmp:
+        (tmp / PRETRAIN_FILE).write_text(text, encoding="utf-8")
+        (tmp / INSTRUCTIONS_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        # One line per top-level key: readable settings, and index lists that do not take one line per number.
+        body = ",\n".join(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in split.items())
+        (tmp / SPLIT_FILE).write_text("{\n" + body + "\n}\n", encoding="utf-8")
+
+
+def build_partition(cfg: PartitionConfig, records: list[dict], source: str) -> tuple[dict, str]:
+    """split.json's content and the pretraining text, for the settings in ``cfg``."""
+    parts = partition(len(records), cfg.max_examples, cfg.eval_ratio, cfg.data_seed, cfg.heldout, records)
+    selected, left_out = pretrain_selection(records, parts)
+    if cfg.pretrain_bytes is not None:
+        kept = within_budget(records, selected, cfg.pretrain_bytes, cfg.data_seed)
+        left_out["over_budget"], selected = len(selected) - len(kept), kept
+    if not selected:
+        raise ValueError(f"no records are left for the pretraining text ({len(parts['unused'])} unused); "
+                         "lower --max_examples")
+    text = pretrain_text(records, selected)
+    return split_record(cfg, records, source, parts, selected, left_out, text), text
+
+
+def main(argv=None) -> dict:
+    """Partition the Alpaca records and write the folder; returns split.json's content."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(p, PartitionConfig)
+    try:
+        cfg = PartitionConfig(**given(p.parse_args(argv), PartitionConfig)).validate()
+        where = resolve_data_path(cfg.data_path, cfg.data_dir)
+        out = check_out_dir(cfg, str(where) if isinstance(where, Path) else f"hf:{where}")  # before the loading
+        records, source = load_records(cfg.data_path, cfg.data_dir)
+        split, text = build_partition(cfg, records, source)
+        write_partition(out, split, records, text)
+    except (ValueError, FileNotFoundError, OutputError) as e:
+        raise SystemExit(f"error: {e}") from None
+    n, pre = split["counts"], split["pretrain"]
+    print(f"[data] {out}: train {n['train']}, eval {n['eval']}, heldout {n['heldout']}, pretraining text "
+          f"{pre['records']} records / {pre['bytes']:,} bytes (left out: {pre['left_out']})")
+    return split
+
+
+if __name__ == "__main__":
+    main()
