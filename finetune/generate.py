@@ -31,6 +31,7 @@ import lora
 from fileio import OutputError, atomic_write_json, atomic_write_text, check_writable
 from flags import add_flags, given
 from models import load_model, model_shape
+from partition import INSTRUCTIONS_FILE
 
 FORMAT, VERSION = "llmhw-generations", 2
 # The fallback list: written for this project, so no Alpaca record holds these instructions (tested).
@@ -116,7 +117,7 @@ class GenerateConfig:
 def instructions_file(path: str) -> Path:
     """The file behind --instructions: a partition folder's instructions.jsonl, or the file itself."""
     p = Path(path)
-    return p / alpaca.INSTRUCTIONS_FILE if p.is_dir() else p
+    return p / INSTRUCTIONS_FILE if p.is_dir() else p
 
 
 def read_instructions(path: str | None) -> list[dict]:
@@ -125,7 +126,7 @@ def read_instructions(path: str | None) -> list[dict]:
         return BUILTIN_INSTRUCTIONS
     p = instructions_file(path)
     if not p.is_file():
-        where = f"{path} holds no {alpaca.INSTRUCTIONS_FILE}" if Path(path).is_dir() else f"{p} does not exist"
+        where = f"{path} holds no {INSTRUCTIONS_FILE}" if Path(path).is_dir() else f"{p} does not exist"
         raise FileNotFoundError(f"--instructions: {where}")
     if p.suffix in (".json", ".jsonl", ".xz"):
         items = alpaca.read_records(p)
