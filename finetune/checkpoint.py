@@ -1,158 +1,182 @@
-"""Training checkpoints of train.py: step-numbered files, a latest pointer, the last K kept; safe to load.
+"""Training checkpoints, one layout for every trainer: step-numbered files, one pointer, the last K kept, safe loads.
 
-    OUT/ckpt/step-00000040.pt    one checkpoint (format llmhw-finetune-ckpt v1, fields in finetune/README.md)
-    OUT/ckpt/latest.json         {"format", "version", "step", "file"}: the newest complete checkpoint
+One identical copy of this file lives in pretrain/ and finetune/ (they share no code; a test checks the copies stay
+identical; the canonical copy is pretrain/checkpoint.py).
+
+    FOLDER/ckpt_000500.pt    one checkpoint: torch.save of {"format", "format_version", **state}
+    FOLDER/latest            one line naming the newest complete checkpoint file ("ckpt_000500.pt")
+
+FOLDER is the run folder (pretrain/train.py) or the run's ``ckpt/`` (finetune/train.py). Anything that takes a
+checkpoint accepts FOLDER (its ``latest``), the ``latest`` pointer or any step file (``resolve_checkpoint``).
 
 Every file is written aside and renamed into place (fileio.atomic_write), the checkpoint before the pointer, and old
-checkpoints are deleted only after the pointer names the new one: a kill at any instant leaves a loadable latest.
-Checkpoints hold tensors and plain Python types only, so they load with ``torch.load(weights_only=True)`` (a file
-from elsewhere can never run code); a truncated, empty or foreign file is one line naming it.
+checkpoints are deleted only after the pointer names the new one: a kill at any instant leaves a loadable latest,
+and the temp files of a killed write are removed by the next save into the folder (``clean_leftovers``).
+Checkpoints hold tensors and plain Python values only (dicts, lists, str, numbers, None; RNG states too), so they
+load with ``torch.load(weights_only=True)``, which never runs code from the file. Each trainer names its ``Kind``
+(format name, version, required fields); a foreign, empty, truncated or other-version file raises
+``CheckpointError``: one line naming the file and the fault.
 """
 from __future__ import annotations
 
-import json
-import pickle
+import errno
+import os
 import random
-import zipfile
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from fileio import atomic_write, atomic_write_json
+from fileio import atomic_write, atomic_write_text
 
-FORMAT, VERSION = "llmhw-finetune-ckpt", 1
-POINTER = "latest.json"
-FIELDS = ("step", "epoch", "batch_in_epoch", "tokens", "evals", "train_losses", "seconds", "run_id", "world_size",
-          "train_config", "lora_config", "model", "optimizer", "rng")  # what train.py's Trainer.state() writes
+LATEST = "latest"
+STEP_FILE = re.compile(r"^ckpt_(\d+)\.pt$")
+LEFTOVER = re.compile(r"^\.(ckpt_\d+\.pt|latest)\..*\.tmp$")  # fileio.atomic_write's temp names of our files
 
 
 class CheckpointError(ValueError):
-    """A checkpoint or its pointer that cannot be used; the message is one line naming the file."""
+    """A file that is not a loadable checkpoint of ours; the message is one line naming the file and the fault."""
 
 
-def ckpt_dir(out: str | Path) -> Path:
-    return Path(out) / "ckpt"
+@dataclass(frozen=True)
+class Kind:
+    """What one trainer's checkpoints are: the format name and version written into them, the fields they hold."""
+    format: str
+    version: int
+    required: tuple[str, ...]
 
 
+def checkpoint_name(step: int) -> str:
+    return f"ckpt_{step:06d}.pt"
+
+
+def step_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """The step-numbered checkpoint files of a folder, oldest step first."""
+    found = [(int(m.group(1)), p) for p in Path(folder).glob("ckpt_*.pt") if (m := STEP_FILE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint file meant by ``path``: a folder (its ``latest``), the ``latest`` pointer, or a file."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / LATEST).is_file():
+            raise CheckpointError(f"{p}: no checkpoint here (no '{LATEST}' pointer file)")
+        p = p / LATEST
+    if p.name == LATEST and p.is_file():
+        name = p.read_text(encoding="utf-8", errors="replace").strip()
+        if not STEP_FILE.match(name):
+            raise CheckpointError(f"{p}: not a checkpoint pointer (expected one line 'ckpt_NNNNNN.pt', "
+                                  f"got {name[:40]!r})")
+        target = p.parent / name
+        if not target.is_file():
+            raise CheckpointError(f"{p}: points to {name}, which is missing")
+        return target
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file")
+    return p
+
+
+def latest(folder: str | os.PathLike) -> Path | None:
+    """The newest checkpoint of ``folder``, or None when it has no pointer (a bad pointer is an error)."""
+    return resolve_checkpoint(folder) if (Path(folder) / LATEST).exists() else None
+
+
+def _safe_load(p: Path, map_location) -> dict:
+    """torch.load(weights_only=True) with each failure turned into one line (never torch's advice to drop
+    weights_only: that would run the file's code)."""
+    size = p.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{p}: empty file, not a checkpoint")
+    with open(p, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # torch.save's zip container
+    try:
+        with warnings.catch_warnings():  # a foreign pickle makes torch warn before it fails: the error says it
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types (UnpicklingError, RuntimeError, EOFError...)
+        if "Weights only load failed" in str(e):
+            raise CheckpointError(f"{p}: refused: holds Python objects that a safe load does not run (an older "
+                                  "or foreign checkpoint format)") from None
+        if zipped:
+            first = str(e).strip().split(". ")[0].splitlines()[0][:120]
+            raise CheckpointError(f"{p}: truncated or corrupt checkpoint ({size} bytes; {first})") from None
+        raise CheckpointError(f"{p}: not a PyTorch checkpoint file ({size} bytes)") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{p}: not a checkpoint (holds a {type(ckpt).__name__}, not a dict)")
+    return ckpt
+
+
+def load_checkpoint(path: str | os.PathLike, kind: Kind, map_location="cpu") -> dict:
+    """The checkpoint dict at ``path`` (folder, pointer or file), checked for format, version and fields; its
+    file is added as ``"path"``."""
+    p = resolve_checkpoint(path)
+    ckpt = _safe_load(p, map_location)
+    if ckpt.get("format") != kind.format:
+        raise CheckpointError(f"{p}: not a checkpoint of this trainer (format {str(ckpt.get('format'))[:40]!r}, "
+                              f"expected {kind.format!r})")
+    if ckpt.get("format_version") != kind.version:
+        raise CheckpointError(f"{p}: checkpoint format_version {ckpt.get('format_version')!r}, this code reads "
+                              f"{kind.version}")
+    missing = [k for k in kind.required if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{p}: checkpoint misses field(s) {', '.join(missing)}")
+    ckpt["path"] = str(p)
+    return ckpt
+
+
+def clean_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temp files that killed checkpoint writes left in ``folder`` (only our own names)."""
+    gone = [p for p in Path(folder).glob(".*.tmp") if LEFTOVER.match(p.name)]
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
+def save_checkpoint(folder: str | os.PathLike, state: dict, kind: Kind, keep: int = 2) -> Path:
+    """Write ``ckpt_<step>.pt`` atomically, point ``latest`` at it, then delete all but the newest ``keep``."""
+    folder = Path(folder)
+    clean_leftovers(folder)
+    path = folder / checkpoint_name(state["step"])
+    with atomic_write(path) as f:
+        try:
+            torch.save({"format": kind.format, "format_version": kind.version, **state}, f)
+        except RuntimeError as e:  # torch's zip writer: "enforce fail ... unexpected pos" says nothing of space
+            if "unexpected pos" in str(e) or shutil.disk_usage(folder).free < (64 << 20):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None  # fileio names it
+            raise
+    atomic_write_text(folder / LATEST, path.name + "\n")  # only now does the new checkpoint count
+    for old in step_checkpoints(folder)[:-keep]:
+        if old != path:
+            old.unlink(missing_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------------- RNG states in weights_only types
 def rng_state() -> dict:
-    """This process's random states as tensors and plain types (weights_only-loadable)."""
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
+    """Every RNG this process draws from (Python, numpy, torch CPU, this process's CUDA device), as tensors /
+    lists / numbers, which torch.load(weights_only=True) accepts. Under torchrun each rank saves its own."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "cached_gaussian": float(gauss)},
+             "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # the current device only: one per rank
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(state["python"]), None))  # version 3 = the Mersenne Twister's state tuple
+    n = state["numpy"]
+    np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def save(out: str | Path, state: dict, keep: int) -> Path:
-    """Write ``state`` (must hold "step") as the newest checkpoint, point latest at it, keep the newest ``keep``."""
-    folder = ckpt_dir(out)
-    path = folder / f"step-{state['step']:08d}.pt"
-    with atomic_write(path, "wb") as f:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, f)
-    atomic_write_json(folder / POINTER, {"format": FORMAT, "version": VERSION, "step": state["step"],
-                                         "file": path.name})
-    for old in sorted(folder.glob("step-*.pt"))[:-keep]:  # zero-padded step numbers sort in step order
-        old.unlink(missing_ok=True)
-    return path
-
-
-def latest(out: str | Path) -> Path | None:
-    """The checkpoint the latest pointer names, or None when there is no pointer."""
-    pointer = ckpt_dir(out) / POINTER
-    if not pointer.is_file():
-        return None
-    try:
-        meta = json.loads(pointer.read_text(encoding="utf-8"))
-        name = meta["file"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise CheckpointError(f"{pointer}: not a checkpoint pointer (expected JSON with a 'file' field)") from None
-    if meta.get("format") != FORMAT or Path(name).name != name:
-        raise CheckpointError(f"{pointer}: format {meta.get('format')!r}, file {name!r}; not this trainer's pointer")
-    return ckpt_dir(out) / name
-
-
-def load(path: str | Path) -> dict:
-    """A checkpoint's contents on the CPU; never unpickles code (weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file is missing")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, empty or foreign file: {first})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint")
-    if state.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {state.get('version')}; this code reads up to {VERSION}")
-    missing = [k for k in FIELDS if k not in state]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    return state
-
-
-# ------------------------------------------------------------------------------------------------ the run folder
-
-RUN_FILES = ("config.json", "log.jsonl", "summary.json", "ckpt", "adapter", "model", "curve.png")
-MODEL_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
-# other kinds of outputs: a pretraining run, a shard folder, a tokenizer folder, a data partition
-FOREIGN_FILES = MODEL_FILES + ("ckpt.pt", "meta.json", "tokenizer.json", "split.json", "hf")
-
-
-def refuse_overlap(out: Path, flag: str, given: str | None) -> None:
-    """A run folder must be neither an input, nor inside one, nor around one (it would write over it)."""
-    if not given or not Path(given).expanduser().exists():
-        return  # a hub name, or nothing
-    path = Path(given).expanduser().resolve()
-    if out == path or path in out.parents or out in path.parents:
-        raise ValueError(f"--output_dir {out} overlaps {flag} {path}: a run never writes into or around its "
-                         "inputs; choose another --output_dir")
-
-
-def plan_resume(out: Path, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from (None: a fresh run); refuses a folder holding another run unless told."""
-    foreign = [f for f in FOREIGN_FILES if (out / f).exists()]
-    if (out / "config.json").is_file() and not foreign:
-        try:  # ours say so (older ones have no format but a lora_dim); a HF model folder's do not
-            config = json.loads((out / "config.json").read_text(encoding="utf-8"))
-            ours = config.get("format") == "llmhw-finetune-config" or "lora_dim" in config
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            ours = False
-        foreign += [] if ours else ["config.json"]
-    if foreign:
-        raise ValueError(f"--output_dir {out} holds another kind of output ({', '.join(foreign)}); a finetuning "
-                         "run never writes there, even with --overwrite: choose another --output_dir")
-    if resume:
-        path = latest(out)
-        if path is None:
-            raise CheckpointError(f"--resume: {out} has no checkpoint ({ckpt_dir(out) / POINTER}); start without "
-                                  "--resume")
-        if not path.is_file():
-            raise CheckpointError(f"{path}: checkpoint file is missing (named by {ckpt_dir(out) / POINTER})")
-        return path
-    found = [f for f in RUN_FILES if (out / f).exists()]
-    if found and not overwrite:
-        raise ValueError(f"--output_dir {out} holds an earlier run ({', '.join(found)}); pass --resume to continue "
-                         "it or --overwrite to replace it")
-    if found:  # its checkpoints must not be resumed into this run later; its results stay until this run ends
-        import shutil
-        shutil.rmtree(ckpt_dir(out), ignore_errors=True)
-    return None
-
-
-def check_resumable(state: dict, train_config: dict, world_size: int, path: Path) -> None:
-    """A resume continues the very run of the checkpoint: same training settings, same number of processes."""
-    saved = state.get("train_config", {})
-    diff = [f"--{k} {saved.get(k)} (now {v})" for k, v in train_config.items()
-            if k != "data_dir" and saved.get(k) != v]
-    if state.get("world_size") != world_size:
-        diff.append(f"{state.get('world_size')} process(es) (now {world_size})")
-    if diff:
-        raise CheckpointError(f"--resume: {path} was made with {', '.join(diff[:4])}; resume with the same "
-                              "settings or start a new run")

@@ -97,7 +97,7 @@ def finished(folder: Path) -> bool:
 
 def command(run: Run, out: Path, flags: list[str], redo: bool) -> list[str]:
     folder = out / run.name
-    if (folder / "ckpt" / "latest.json").is_file() and not redo:
+    if (folder / "ckpt" / "latest").is_file() and not redo:
         how = ["--resume"]  # an interrupted run continues exactly where its last checkpoint is
     else:
         how = ["--overwrite"] if folder.exists() and any(folder.iterdir()) else []

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import checkpoint
 import data as alpaca
 import lora
+import runfolder
 from ddp import DEFAULT_TIMEOUT_S, DDP, all_reduce_sum, cleanup_ddp, decide, gather, print0, setup_ddp
 from fileio import OutputError, atomic_dir, atomic_write_json, check_writable, recover
 from flags import add_flags, given
@@ -352,12 +353,13 @@ class Trainer:
     def save_checkpoint(self) -> None:
         rng = gather(checkpoint.rng_state(), self.ddp)  # every rank's (dropout differs per rank)
         if self.ddp.master:
-            path = checkpoint.save(self.out, {**self.state(), "rng": rng}, self.rc.keep_checkpoints)
+            path = checkpoint.save_checkpoint(runfolder.ckpt_dir(self.out), {**self.state(), "rng": rng},
+                                              runfolder.KIND, self.rc.keep_checkpoints)
             print0(f"[ckpt] step {self.step} -> {path}")
 
     def resume(self, path: Path) -> None:
-        state = checkpoint.load(path)
-        checkpoint.check_resumable(state, asdict(self.tc), self.ddp.world_size, path)
+        state = checkpoint.load_checkpoint(path, runfolder.KIND)
+        runfolder.check_resumable(state, asdict(self.tc), self.ddp.world_size, path)
         if self.lora_cfg:  # LoRA tensors only (names and shapes checked); the frozen base is the model's own
             lora.load_lora_state_dict(self.model, state["model"])
         else:
@@ -493,11 +495,11 @@ def prepare_run_folder(tc: TrainConfig, rc: RunConfig, ddp: DDP) -> Path | None:
         data = alpaca.resolve_data_path(tc.data_path, tc.data_dir)
         for flag, path in (("--model_name_or_path", tc.model_name_or_path), ("--lora_load_path", tc.lora_load_path),
                            ("--data_path", str(data) if isinstance(data, Path) else None)):
-            checkpoint.refuse_overlap(out, flag, path)
+            runfolder.refuse_overlap(out, flag, path)
         check_writable(out, is_dir=True)
         for folder in ("adapter", "model"):  # a swap that a kill interrupted: put the earlier result back
             recover(out / folder)
-        return checkpoint.plan_resume(out, rc.resume, rc.overwrite)
+        return runfolder.plan_resume(out, rc.resume, rc.overwrite)
 
     try:
         verdict = ("ok", plan()) if ddp.master else None

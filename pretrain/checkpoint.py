@@ -1,52 +1,67 @@
-"""The one home of the training checkpoint format: save (atomic, keep the last K), find, load safely, build the model.
+"""Training checkpoints, one layout for every trainer: step-numbered files, one pointer, the last K kept, safe loads.
 
-A run folder holds step-numbered checkpoints ``ckpt_000500.pt`` (the last ``keep`` of them) and a pointer file
-``latest`` whose one line names the newest. Anything that takes a checkpoint (``--resume``, hellaswag.py, sample.py,
-the HF export) accepts the run folder, the ``latest`` pointer or any ``ckpt_NNNNNN.pt`` (``resolve_checkpoint``).
+One identical copy of this file lives in pretrain/ and finetune/ (they share no code; a test checks the copies stay
+identical; the canonical copy is pretrain/checkpoint.py).
 
-A checkpoint is ``torch.save`` of a dict (the fields are listed in README.md, "Outputs") holding only tensors and
-plain Python values (dicts, lists, str, numbers, None): it is loaded with ``torch.load(weights_only=True)``, which
-never runs code from the file. RNG states are stored in such types (numpy's state as a list of ints).
-A foreign, empty, truncated or other-version file raises ``CheckpointError``: one line naming the file and the fault.
+    FOLDER/ckpt_000500.pt    one checkpoint: torch.save of {"format", "format_version", **state}
+    FOLDER/latest            one line naming the newest complete checkpoint file ("ckpt_000500.pt")
+
+FOLDER is the run folder (pretrain/train.py) or the run's ``ckpt/`` (finetune/train.py). Anything that takes a
+checkpoint accepts FOLDER (its ``latest``), the ``latest`` pointer or any step file (``resolve_checkpoint``).
+
+Every file is written aside and renamed into place (fileio.atomic_write), the checkpoint before the pointer, and old
+checkpoints are deleted only after the pointer names the new one: a kill at any instant leaves a loadable latest,
+and the temp files of a killed write are removed by the next save into the folder (``clean_leftovers``).
+Checkpoints hold tensors and plain Python values only (dicts, lists, str, numbers, None; RNG states too), so they
+load with ``torch.load(weights_only=True)``, which never runs code from the file. Each trainer names its ``Kind``
+(format name, version, required fields); a foreign, empty, truncated or other-version file raises
+``CheckpointError``: one line naming the file and the fault.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
+import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fileio import atomic_write, atomic_write_text
-from modeling_gpt2 import GPT, GPTConfig
 
-FORMAT = "llmhw-pretrain-checkpoint"
-FORMAT_VERSION = 2  # 1: the pickled ckpt.pt of earlier versions (not loadable safely)
 LATEST = "latest"
-REQUIRED = ("model", "model_config", "step", "optimizer", "data_position", "rng", "train_config", "tokenizer")
 STEP_FILE = re.compile(r"^ckpt_(\d+)\.pt$")
+LEFTOVER = re.compile(r"^\.(ckpt_\d+\.pt|latest)\..*\.tmp$")  # fileio.atomic_write's temp names of our files
 
 
 class CheckpointError(ValueError):
     """A file that is not a loadable checkpoint of ours; the message is one line naming the file and the fault."""
 
 
+@dataclass(frozen=True)
+class Kind:
+    """What one trainer's checkpoints are: the format name and version written into them, the fields they hold."""
+    format: str
+    version: int
+    required: tuple[str, ...]
+
+
 def checkpoint_name(step: int) -> str:
     return f"ckpt_{step:06d}.pt"
 
 
-def step_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """The step-numbered checkpoint files of a run folder, oldest step first."""
-    run_dir = Path(run_dir)
-    found = [(int(m.group(1)), p) for p in run_dir.glob("ckpt_*.pt") if (m := STEP_FILE.match(p.name))]
+def step_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """The step-numbered checkpoint files of a folder, oldest step first."""
+    found = [(int(m.group(1)), p) for p in Path(folder).glob("ckpt_*.pt") if (m := STEP_FILE.match(p.name))]
     return [p for _, p in sorted(found)]
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """The checkpoint file meant by ``path``: a run folder (its ``latest``), the ``latest`` pointer, or a file."""
+    """The checkpoint file meant by ``path``: a folder (its ``latest``), the ``latest`` pointer, or a file."""
     p = Path(path)
     if p.is_dir():
         if not (p / LATEST).is_file():
@@ -66,8 +81,14 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return p
 
 
+def latest(folder: str | os.PathLike) -> Path | None:
+    """The newest checkpoint of ``folder``, or None when it has no pointer (a bad pointer is an error)."""
+    return resolve_checkpoint(folder) if (Path(folder) / LATEST).exists() else None
+
+
 def _safe_load(p: Path, map_location) -> dict:
-    """torch.load(weights_only=True) with each failure turned into one line."""
+    """torch.load(weights_only=True) with each failure turned into one line (never torch's advice to drop
+    weights_only: that would run the file's code)."""
     size = p.stat().st_size
     if size == 0:
         raise CheckpointError(f"{p}: empty file, not a checkpoint")
@@ -82,7 +103,7 @@ def _safe_load(p: Path, map_location) -> dict:
             raise CheckpointError(f"{p}: refused: holds Python objects that a safe load does not run (an older "
                                   "or foreign checkpoint format)") from None
         if zipped:
-            first = str(e).strip().split(". ")[0][:120]
+            first = str(e).strip().split(". ")[0].splitlines()[0][:120]
             raise CheckpointError(f"{p}: truncated or corrupt checkpoint ({size} bytes; {first})") from None
         raise CheckpointError(f"{p}: not a PyTorch checkpoint file ({size} bytes)") from None
     if not isinstance(ckpt, dict):
@@ -90,60 +111,46 @@ def _safe_load(p: Path, map_location) -> dict:
     return ckpt
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """The checkpoint dict at ``path`` (folder, pointer or file), checked for format, version and fields."""
+def load_checkpoint(path: str | os.PathLike, kind: Kind, map_location="cpu") -> dict:
+    """The checkpoint dict at ``path`` (folder, pointer or file), checked for format, version and fields; its
+    file is added as ``"path"``."""
     p = resolve_checkpoint(path)
     ckpt = _safe_load(p, map_location)
-    if ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{p}: not a pretrain checkpoint (format {str(ckpt.get('format'))[:40]!r}, expected "
-                              f"{FORMAT!r})")
-    if ckpt.get("format_version") != FORMAT_VERSION:
+    if ckpt.get("format") != kind.format:
+        raise CheckpointError(f"{p}: not a checkpoint of this trainer (format {str(ckpt.get('format'))[:40]!r}, "
+                              f"expected {kind.format!r})")
+    if ckpt.get("format_version") != kind.version:
         raise CheckpointError(f"{p}: checkpoint format_version {ckpt.get('format_version')!r}, this code reads "
-                              f"{FORMAT_VERSION}")
-    missing = [k for k in REQUIRED if k not in ckpt]
+                              f"{kind.version}")
+    missing = [k for k in kind.required if k not in ckpt]
     if missing:
         raise CheckpointError(f"{p}: checkpoint misses field(s) {', '.join(missing)}")
     ckpt["path"] = str(p)
     return ckpt
 
 
-def model_from_checkpoint(path: str | os.PathLike, device="cpu") -> tuple[GPT, dict]:
-    """(our GPT with the checkpoint's weights on ``device``, the checkpoint dict)."""
-    ckpt = load_checkpoint(path)
-    try:
-        model = GPT(GPTConfig(**ckpt["model_config"]))
-        model.load_state_dict(ckpt["model"])
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{ckpt['path']}: model_config or weights do not fit "
-                              f"({str(e).splitlines()[0][:160]})") from None
-    return model.to(device), ckpt
+def clean_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temp files that killed checkpoint writes left in ``folder`` (only our own names)."""
+    gone = [p for p in Path(folder).glob(".*.tmp") if LEFTOVER.match(p.name)]
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
 
 
-def load_model(path: str | os.PathLike, device="cpu") -> GPT:
-    """Our GPT from a checkpoint (run folder with ``latest``, pointer, ckpt file), a local HF folder or a hub name."""
-    p = Path(path)
-    if p.is_file() or (p.is_dir() and (p / LATEST).is_file()):
-        return model_from_checkpoint(p, device)[0]
-    return GPT.from_pretrained(p if p.is_dir() else str(path)).to(device)
-
-
-def tokenizer_dir(path: str | os.PathLike) -> Path:
-    """The tokenizer folder that belongs to a checkpoint (the run's ``tokenizer/``), or to a HF folder (itself)."""
-    p = Path(path)
-    if p.is_dir() and not (p / LATEST).is_file():
-        return p
-    return resolve_checkpoint(p).parent / "tokenizer"
-
-
-def save_checkpoint(run_dir: str | os.PathLike, state: dict, keep: int = 2) -> Path:
+def save_checkpoint(folder: str | os.PathLike, state: dict, kind: Kind, keep: int = 2) -> Path:
     """Write ``ckpt_<step>.pt`` atomically, point ``latest`` at it, then delete all but the newest ``keep``."""
-    run_dir = Path(run_dir)
-    state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    path = run_dir / checkpoint_name(state["step"])
+    folder = Path(folder)
+    clean_leftovers(folder)
+    path = folder / checkpoint_name(state["step"])
     with atomic_write(path) as f:
-        torch.save(state, f)
-    atomic_write_text(run_dir / LATEST, path.name + "\n")  # only now does the new checkpoint count
-    for old in step_checkpoints(run_dir)[:-keep]:
+        try:
+            torch.save({"format": kind.format, "format_version": kind.version, **state}, f)
+        except RuntimeError as e:  # torch's zip writer: "enforce fail ... unexpected pos" says nothing of space
+            if "unexpected pos" in str(e) or shutil.disk_usage(folder).free < (64 << 20):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None  # fileio names it
+            raise
+    atomic_write_text(folder / LATEST, path.name + "\n")  # only now does the new checkpoint count
+    for old in step_checkpoints(folder)[:-keep]:
         if old != path:
             old.unlink(missing_ok=True)
     return path
@@ -151,15 +158,16 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, keep: int = 2) -> P
 
 # ---------------------------------------------------------------------------- RNG states in weights_only types
 def rng_state() -> dict:
-    """Every RNG a training step draws from, as tensors / lists / numbers (torch.load weights_only accepts them)."""
+    """Every RNG this process draws from (Python, numpy, torch CPU, this process's CUDA device), as tensors /
+    lists / numbers, which torch.load(weights_only=True) accepts. Under torchrun each rank saves its own."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     state = {"torch": torch.get_rng_state(),
              "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
                        "cached_gaussian": float(gauss)},
              "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # the current device only: one per rank
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -171,4 +179,4 @@ def set_rng_state(state: dict) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 import text_tokenizer
-from checkpoint import CheckpointError, model_from_checkpoint, tokenizer_dir
+from checkpoint import CheckpointError
 from fileio import OutputError
 from modeling_gpt2 import GPT
+from models import model_from_checkpoint, tokenizer_dir
 
 
 def save_hf_with_tokenizer(model: GPT, out_dir: Path, tok_dir: Path, eos_token_id: int | None) -> Path:

@@ -2,7 +2,7 @@
 
 Where the model comes from (`--model`):
   * a training checkpoint: the run folder (its `latest`), the `latest` pointer or a step file `ckpt_000500.pt`,
-    loaded by checkpoint.py (weights_only: no code runs from the file); the tokenizer is the run's `tokenizer/`;
+    loaded by models.py / checkpoint.py (weights_only: no code runs from the file); the tokenizer is the run's `tokenizer/`;
     sampling is `GPT.generate` (KV cache, modeling_gpt2.py).
   * a Hugging Face model folder (config.json + weights + tokenizer files, e.g. train.py's `hf/` export or any causal
     LM saved with `save_pretrained`): transformers `AutoModelForCausalLM` + `AutoTokenizer` from local files only;
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-import checkpoint
+import models
 import text_tokenizer
 from fileio import OutputError, atomic_write_json, check_writable
 from flags import add_flags, given
@@ -112,7 +112,7 @@ def load_tokenizer(path: str | Path, tokenizer: str = "", data_dir: str | None =
     if tokenizer:
         spec = tokenizer
     elif Path(path).exists():
-        spec = checkpoint.tokenizer_dir(path)
+        spec = models.tokenizer_dir(path)
     else:
         spec = "gpt2"  # a hub name (online only): OpenAI's GPT-2 models all use the GPT-2 tokenizer
     try:
@@ -123,7 +123,7 @@ def load_tokenizer(path: str | Path, tokenizer: str = "", data_dir: str | None =
 
 def load_ours(path: str | Path, device="cpu", tokenizer: str = "", data_dir: str | None = None):
     """(our GPT in eval mode, its TextTokenizer) from a checkpoint or a GPT-2 HF folder (see load_tokenizer)."""
-    model = checkpoint.load_model(path, device).eval()
+    model = models.load_model(path, device).eval()
     tok = load_tokenizer(path, tokenizer, data_dir)
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(f"{path}: its tokenizer has {tok.vocab_size} tokens, the model only "
@@ -188,7 +188,7 @@ def cut_at(ids: list[int], eos: int | None) -> list[int]:
 
 def run(cfg: SampleConfig, prompts: list[str]) -> dict:
     """Load the model, sample every prompt, print the samples; returns the JSON document."""
-    hf = is_hf_folder(cfg.model) and not (Path(cfg.model) / checkpoint.LATEST).exists()
+    hf = is_hf_folder(cfg.model) and not models.is_checkpoint(cfg.model)
     if hf:
         model, tok = load_hf(cfg.model, cfg.device)
         sample, decode = sample_hf, (lambda ids: tok.decode(ids))

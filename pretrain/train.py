@@ -34,6 +34,7 @@ from dataloader import ShardLoader, ShuffledLoader
 from ddp import DDP, all_reduce_sum, barrier, decide, print0
 from fileio import OutputError, atomic_dir, atomic_write_json, check_writable
 from modeling_gpt2 import GPT, GPTConfig
+from models import KIND
 from perf import describe_peak, mfu, peak_flops
 from runlog import LiveLogError, RunLog
 from shards import DataError, check_shards, read_meta
@@ -136,7 +137,7 @@ def decide_resume(out: Path, tc: TrainConfig, ddp: DDP) -> str | None:
     """Rank 0 decides whether to resume and from which checkpoint file; every rank gets the same answer."""
     def choose():
         if tc.resume and (out / "latest").exists():
-            return load_checkpoint(out)["path"]  # checked now: a corrupt checkpoint stops every rank at once
+            return load_checkpoint(out, KIND)["path"]  # checked now: a corrupt checkpoint stops every rank at once
         if tc.resume:
             print0(f"--resume: no checkpoint in {out} yet, starting fresh")
         elif tc.overwrite:
@@ -218,7 +219,7 @@ class Trainer:
 
     def resume(self, path: str) -> None:
         """Restore model, optimizer, data position, RNG and counters from checkpoint ``path`` (checked first)."""
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, KIND)
         self._check_compatible(ckpt)
         self.raw_model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -388,7 +389,7 @@ class Trainer:
             "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": step,
             "data_position": self.train_loader.state_dict(), "rng": rng_state(), "model_config": asdict(self.mc),
             "train_config": asdict(self.tc), "preset": self.preset, "world_size": self.ddp.world_size,
-            "tokenizer": self.meta["tokenizer"], "stats": dict(self.stats)}, keep=self.tc.keep_checkpoints),
+            "tokenizer": self.meta["tokenizer"], "stats": dict(self.stats)}, KIND, keep=self.tc.keep_checkpoints),
             self.ddp, master_only=True)
 
     def due(self, done: int) -> tuple[bool, bool]:

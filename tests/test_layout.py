@@ -20,6 +20,7 @@ SHARED_COPIES = {
     "ddp.py": ["pretrain", "finetune"],
     "flags.py": ["pretrain", "finetune"],
     "runlog.py": ["pretrain", "finetune"],
+    "checkpoint.py": ["pretrain", "finetune"],
 }
 
 

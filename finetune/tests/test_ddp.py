@@ -75,9 +75,8 @@ def test_two_nodes_resume_decided_by_rank_0(tiny_model_dir, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["world_size"] == 2 and s["steps"] == 3
     # as if the run had been killed after step 2: the pointer names step 2's checkpoint, later results are gone
-    (out / "ckpt" / "step-00000003.pt").unlink()
-    (out / "ckpt" / "latest.json").write_text(json.dumps({"format": "llmhw-finetune-ckpt", "version": 1, "step": 2,
-                                                          "file": "step-00000002.pt"}))
+    (out / "ckpt" / "ckpt_000003.pt").unlink()
+    (out / "ckpt" / "latest").write_text("ckpt_000002.pt\n")
     (out / "summary.json").unlink()
     stdout = launch_two_nodes(tiny_model_dir, out, free_port(), "--ckpt_interval", "1", "--keep_checkpoints", "3",
                               "--resume")

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import checkpoint
+import runfolder
 import fileio
 import lora
 import sweep
@@ -165,8 +166,8 @@ def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint
         return real_save(obj, f, *a, **k)
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
     assert "no space left on the disk" in one_line_error(tiny_model_dir, out, "--lora_dim", "2")
-    assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["latest.json", "step-00000002.pt"]  # no temp file
-    assert checkpoint.load(checkpoint.latest(out))["step"] == 2
+    assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["ckpt_000002.pt", "latest"]  # no temp file
+    assert checkpoint.load_checkpoint(runfolder.ckpt_dir(out), runfolder.KIND)["step"] == 2
     assert not (out / "summary.json").exists()
     monkeypatch.setattr(checkpoint.torch, "save", real_save)
     assert run(tiny_model_dir, out, "--lora_dim", "2", "--resume")["steps"] == 4
@@ -178,18 +179,19 @@ class Exploit:
 
 
 @pytest.mark.parametrize("corrupt, message", [
-    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "not a readable checkpoint"),
-    (lambda p: p.write_bytes(b""), "not a readable checkpoint"),
+    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "truncated or corrupt checkpoint"),
+    (lambda p: p.write_bytes(b""), "empty file, not a checkpoint"),
     (lambda p: p.write_bytes(pickle.dumps({"format": "llmhw-finetune-ckpt", "x": Exploit()})),
-     "not a readable checkpoint"),
-    (lambda p: torch.save({"model": {}}, p), "not a llmhw-finetune-ckpt checkpoint"),
-    (lambda p: torch.save({"format": "llmhw-finetune-ckpt", "version": 1, "step": 4}, p), "checkpoint lacks epoch"),
-    (lambda p: p.unlink(), "checkpoint file is missing"),
-    (lambda p: (p.parent / "latest.json").write_text("{"), "not a checkpoint pointer"),
+     "refused: holds Python objects"),
+    (lambda p: torch.save({"model": {}}, p), "expected 'llmhw-finetune-ckpt'"),
+    (lambda p: torch.save({"format": "llmhw-finetune-ckpt", "format_version": 2, "step": 4}, p),
+     "checkpoint misses field(s) epoch"),
+    (lambda p: p.unlink(), "which is missing"),
+    (lambda p: (p.parent / "latest").write_text("{"), "not a checkpoint pointer"),
 ])
 def test_corrupt_checkpoint_is_one_line_on_resume(earlier, tiny_model_dir, corrupt, message):
     Path("/tmp/llmhw_finetune_pwned").unlink(missing_ok=True)
-    corrupt(checkpoint.latest(earlier))
+    corrupt(checkpoint.latest(runfolder.ckpt_dir(earlier)))
     before = digest(earlier)
     assert message in one_line_error(tiny_model_dir, earlier, "--lora_dim", "2", "--resume")
     assert not Path("/tmp/llmhw_finetune_pwned").exists()  # the crafted pickle never ran

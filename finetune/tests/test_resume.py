@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import checkpoint
+import runfolder
 import train
 from runlog import read_log
 
@@ -50,8 +51,8 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path, c
     killed = run_train([*args, "--kill_at_step", str(kill_at)], check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (tmp_path / "cut" / "summary.json").exists()
-    latest = checkpoint.latest(tmp_path / "cut")
-    assert checkpoint.load(latest)["step"] == resumed_from
+    latest = checkpoint.latest(tmp_path / "cut" / "ckpt")
+    assert checkpoint.load_checkpoint(latest, runfolder.KIND)["step"] == resumed_from
     train.main([*args, "--resume"])
     assert f"[resume] {latest}: step {resumed_from}/8" in capsys.readouterr().out
     whole, cut = read_log(tmp_path / "whole" / "log.jsonl"), read_log(tmp_path / "cut" / "log.jsonl")
@@ -70,9 +71,9 @@ def test_checkpoints_are_step_numbered_the_last_k_kept_and_weights_only(tiny_mod
     out = tmp_path / "run"
     train.main(base_flags(tiny_model_dir, out, "--lora_dim", "2", "--ckpt_interval", "2", "--keep_checkpoints", "2"))
     names = sorted(p.name for p in (out / "ckpt").iterdir())
-    assert names == ["latest.json", "step-00000006.pt", "step-00000008.pt"]  # saved at 2, 4, 6, 8; two kept
-    assert json.loads((out / "ckpt" / "latest.json").read_text())["file"] == "step-00000008.pt"
-    state = torch.load(out / "ckpt" / "step-00000008.pt", weights_only=True)  # no pickled code needed
+    assert names == ["ckpt_000006.pt", "ckpt_000008.pt", "latest"]  # saved at 2, 4, 6, 8; two kept
+    assert (out / "ckpt" / "latest").read_text() == "ckpt_000008.pt\n"
+    state = torch.load(out / "ckpt" / "ckpt_000008.pt", weights_only=True)  # no pickled code needed
     assert state["step"] == 8 and state["epoch"] == 2 and state["batch_in_epoch"] == 0
     assert state["train_config"]["lora_dim"] == 2 and set(state["rng"][0]) >= {"torch", "python"}
     assert all(k.endswith(("lora_right_weight", "lora_left_weight")) for k in state["model"])

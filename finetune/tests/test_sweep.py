@@ -73,7 +73,7 @@ def test_sweep_with_a_second_seed_then_generate(tiny_model_dir, tmp_path):
 def test_sweep_resumes_an_interrupted_run_and_redoes_with_overwrite(tmp_path):
     out = tmp_path / "s"
     (out / "r4" / "ckpt").mkdir(parents=True)
-    (out / "r4" / "ckpt" / "latest.json").write_text("{}")
+    (out / "r4" / "ckpt" / "latest").write_text("ckpt_000004.pt\n")
     assert sweep.command(sweep.Run(4), out, [], redo=False)[-1] == "--resume"
     assert sweep.command(sweep.Run(4), out, [], redo=True)[-1] == "--overwrite"
     cmd = sweep.command(sweep.Run(8, 3), out, ["--seed", "1"], redo=False)

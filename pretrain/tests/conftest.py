@@ -46,3 +46,11 @@ def tiny_run(tmp_path_factory, shakespeare):
     out = tmp_path_factory.mktemp("tiny_run")
     train.main(["--data", str(shakespeare), "--out_dir", str(out), "--max_steps", "6", *TINY_ARGS])
     return out
+
+
+def load_checkpoint(path):
+    """A pretraining checkpoint (run folder, pointer or file), loaded as every script loads it."""
+    from checkpoint import load_checkpoint as load
+    from models import KIND
+
+    return load(path, KIND)

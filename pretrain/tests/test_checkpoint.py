@@ -5,7 +5,9 @@ import pytest
 import torch
 
 import checkpoint
-from checkpoint import CheckpointError, load_checkpoint, load_model, resolve_checkpoint, save_checkpoint
+from checkpoint import CheckpointError, resolve_checkpoint
+from conftest import load_checkpoint
+from models import KIND, load_model
 
 
 def test_run_folder_pointer_and_step_file_name_the_same_checkpoint(tiny_run):
@@ -23,7 +25,7 @@ def test_run_folder_pointer_and_step_file_name_the_same_checkpoint(tiny_run):
 def test_keeps_the_last_k_and_never_unpickles(tmp_path):
     model = torch.nn.Linear(2, 2)
     for step in range(1, 6):
-        save_checkpoint(tmp_path, {"step": step, "model": model.state_dict()}, keep=2)
+        checkpoint.save_checkpoint(tmp_path, {"step": step, "model": model.state_dict()}, KIND, keep=2)
     assert [p.name for p in checkpoint.step_checkpoints(tmp_path)] == ["ckpt_000004.pt", "ckpt_000005.pt"]
     assert not list(tmp_path.glob(".*tmp"))  # no temp files left
     # a pickle that would run code when unpickled: refused by the safe loader, and the code never runs
@@ -31,7 +33,7 @@ def test_keeps_the_last_k_and_never_unpickles(tmp_path):
         def __reduce__(self):
             return (exec, ("open(%r, 'w').write('ran')" % str(tmp_path / "pwned"),))
     with open(tmp_path / "evil.pt", "wb") as f:
-        pickle.dump({"format": checkpoint.FORMAT, "model": Evil()}, f)
+        pickle.dump({"format": KIND.format, "model": Evil()}, f)
     with pytest.raises(CheckpointError, match="refused: holds Python objects"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not (tmp_path / "pwned").exists()
@@ -40,9 +42,9 @@ def test_keeps_the_last_k_and_never_unpickles(tmp_path):
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_bytes(b""), "empty file"),
     (lambda p: p.write_text("hello"), "not a PyTorch checkpoint file"),
-    (lambda p: torch.save({"x": 1}, p), "not a pretrain checkpoint"),
-    (lambda p: torch.save({"format": checkpoint.FORMAT, "format_version": 1}, p), "format_version 1"),
-    (lambda p: torch.save({"format": checkpoint.FORMAT, "format_version": 2, "step": 1}, p), "misses field"),
+    (lambda p: torch.save({"x": 1}, p), "expected 'llmhw-pretrain-checkpoint'"),
+    (lambda p: torch.save({"format": KIND.format, "format_version": 1}, p), "format_version 1"),
+    (lambda p: torch.save({"format": KIND.format, "format_version": 2, "step": 1}, p), "misses field"),
 ])
 def test_foreign_files_give_one_line(tmp_path, make, message):
     make(tmp_path / "x.pt")

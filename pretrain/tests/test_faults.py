@@ -11,7 +11,8 @@ import pytest
 import fileio
 import prepare
 import train
-from checkpoint import load_checkpoint, load_model
+from conftest import load_checkpoint
+from models import load_model
 from conftest import TINY_ARGS
 from runlog import read_log
 

@@ -10,6 +10,7 @@ import checkpoint
 import sample
 import text_tokenizer
 from modeling_gpt2 import GPT, GPTConfig
+from models import KIND
 
 PROMPTS = ["Hello, I'm a language model,", "The capital of France is"]
 
@@ -26,7 +27,7 @@ def run_dir(tmp_path_factory):
     for step in (500, 1000):
         state = {"model": model.state_dict(), "model_config": vars(config), "step": step, "optimizer": {},
                  "data_position": {}, "rng": {}, "train_config": {}, "tokenizer": tok.describe()}
-        checkpoint.save_checkpoint(run, state, keep=2)
+        checkpoint.save_checkpoint(run, state, KIND, keep=2)
     model.save_hf(run / "hf", eos_token_id=tok.eot_id, extra_files=files)
     return run
 

@@ -12,7 +12,7 @@ import torch
 
 import text_tokenizer
 import train
-from checkpoint import load_checkpoint
+from conftest import load_checkpoint
 from conftest import HERE, TINY_ARGS
 
 
@@ -68,7 +68,7 @@ def test_run_outputs_and_schemas(tiny_run):
 def test_hf_export_loads_with_auto_classes(tiny_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from checkpoint import load_model
+    from models import load_model
 
     tok = AutoTokenizer.from_pretrained(tiny_run / "hf")
     hf = AutoModelForCausalLM.from_pretrained(tiny_run / "hf").eval()
@@ -258,7 +258,7 @@ def test_a_small_bpe_tokenizer_drives_the_model_the_export_and_hellaswag(tmp_pat
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import prepare
-    from checkpoint import load_model
+    from models import load_model
 
     text = "The quick brown fox jumps over the lazy dog. A stitch in time saves nine.\n" * 300
     (tmp_path / "english.txt").write_text(text)
