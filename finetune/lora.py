@@ -48,6 +48,8 @@ class LoRALinear(nn.Module):
     ``weight`` is (out, in) like nn.Linear's; ``fan_in_fan_out=True`` records that it is a transposed view of a
     Conv1D weight (so ``to_plain()`` gives a Conv1D back).
     """
+    # forward_fused: the same sum as forward's reference line with less memory (tests compare the two)
+    fused = True
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, lora_dim: int, lora_scaling: float,
                  lora_dropout: float = 0.0, use_rslora: bool = False, fan_in_fan_out: bool = False):
@@ -93,20 +95,32 @@ class LoRALinear(nn.Module):
         return self.scaling * (self.lora_left_weight @ self.lora_right_weight)  # (out, in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.weight, self.bias)  # (..., out)
-        if self.merged:
-            if self.training and torch.is_grad_enabled() and self.lora_right_weight.requires_grad:
-                raise RuntimeError("LoRALinear is merged, so its LoRA weights would get no gradient: "
-                                   "call unmerge() before training")
-            return out
-        h = F.linear(self.lora_dropout(x), self.lora_right_weight)  # (..., r)
-        left = self.lora_left_weight
-        if h.dtype != out.dtype or left.dtype != out.dtype:  # autocast: in-place ops are not autocast
+        if self.merged:  # W already holds W + s·L·R
+            self.refuse_training_while_merged()
+            return F.linear(x, self.weight, self.bias)
+        if self.fused:
+            return self.forward_fused(x)
+        # loralib's two lines: base(x) + dropout(x) Rᵀ Lᵀ · s
+        return F.linear(x, self.weight, self.bias) \
+            + (self.lora_dropout(x) @ self.lora_right_weight.t() @ self.lora_left_weight.t()) * self.scaling
+
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """out += s · (dropout(x) Rᵀ) Lᵀ as one GEMM that accumulates into the base output in place (beta=1,
+        alpha=s): no (..., out) temporaries, unlike ``base + lora * s``, which is where the memory saving in the
+        README comes from. Safe for autograd: F.linear's backward does not need ``out``."""
+        out = F.linear(x, self.weight, self.bias)                    # (..., out)
+        h = F.linear(self.lora_dropout(x), self.lora_right_weight)   # (..., r)
+        left = self.lora_left_weight                                  # (out, r)
+        if h.dtype != out.dtype or left.dtype != out.dtype:  # autocast does not cast for in-place ops: do it here
             h, left = h.to(out.dtype), left.to(out.dtype)
-        # out += s · h Lᵀ as one GEMM that accumulates into `out` in place (beta=1, alpha=s): no (..., out)
-        # temporaries, unlike `out + lora_B(h) * s`. Safe for autograd: F.linear's backward does not need `out`.
         out.view(-1, out.shape[-1]).addmm_(h.reshape(-1, self.lora_dim), left.t(), alpha=self.scaling)
         return out
+
+    def refuse_training_while_merged(self) -> None:
+        """A merged layer's output no longer depends on R and L, so training it would silently not train them."""
+        if self.training and torch.is_grad_enabled() and self.lora_right_weight.requires_grad:
+            raise RuntimeError("LoRALinear is merged, so its LoRA weights would get no gradient: "
+                               "call unmerge() before training")
 
     @torch.no_grad()
     def merge(self) -> None:

@@ -68,6 +68,35 @@ def test_lora_linear_matches_naive_formula(kind, rslora):
     assert m.weight.grad is None
 
 
+@pytest.mark.parametrize("kind", ["linear", "conv1d"])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fused_forward_equals_the_reference_line(kind, autocast, monkeypatch):
+    """forward_fused (in-place addmm_) and loralib's line give the same output and gradients, with dropout and
+    under bf16 autocast."""
+    from transformers.pytorch_utils import Conv1D
+
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 5) if kind == "linear" else Conv1D(5, 6)
+    m = lora.LoRALinear.from_layer(layer, 3, 12.0, lora_dropout=0.3).train()
+    torch.nn.init.normal_(m.lora_left_weight)
+    x = torch.randn(2, 4, 6)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(lora.LoRALinear, "fused", fused)
+        m.zero_grad()
+        torch.manual_seed(1)  # the same dropout mask for both
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = m(x)
+        y.float().square().sum().backward()
+        results.append((y, m.lora_right_weight.grad.clone(), m.lora_left_weight.grad.clone()))
+    (y1, r1, l1), (y2, r2, l2) = results
+    assert y1.dtype == y2.dtype == (torch.bfloat16 if autocast else torch.float32)
+    tol = dict(atol=5e-2, rtol=5e-2) if autocast else dict(atol=1e-5, rtol=1e-5)  # bf16: 8 mantissa bits
+    torch.testing.assert_close(y1, y2, **tol)
+    torch.testing.assert_close(r1, r2, **tol)
+    torch.testing.assert_close(l1, l2, **tol)
+
+
 def test_lora_dropout_only_in_training():
     torch.manual_seed(0)
     m = lora.LoRALinear.from_layer(nn.Linear(8, 8), 2, 4.0, lora_dropout=0.5)
