@@ -23,7 +23,7 @@ import torch
 
 import data as alpaca
 import lora
-from checkpoint import refuse_overlap
+from runfolder import refuse_overlap
 from fileio import OutputError, atomic_dir, check_writable
 from flags import add_flags, given
 from models import load_model, model_shape
