@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,7 @@ import data as alpaca
 import lora
 from fileio import OutputError, atomic_write_json, atomic_write_text, check_writable
 from flags import add_flags, given
-from models import load_model, model_shape
+from models import DTYPES, autocast_for, device_problem, load_model, model_shape, pick_device
 from partition import INSTRUCTIONS_FILE
 
 FORMAT, VERSION = "llmhw-generations", 2
@@ -79,6 +80,10 @@ class GenerateConfig:
     seed: int = field(default=42, metadata={"help": "random seed (batch k is sampled with seed + k * batch_size)"})
     batch_size: int = field(default=8, metadata={"help": "instructions generated together (left-padded)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
+    dtype: str = field(default="auto", metadata={"help": "auto (bfloat16 autocast on CUDA, as train.py's runs; "
+                                                        "float32 on CPU), float32 or bfloat16"})
+    allow_other_base: bool = field(default=False, metadata={"help": "apply an adapter that records another base "
+                                                                    "model than the one it is put on"})
     data_dir: str | None = field(default=None, metadata={"help": "data directory (GPT-2 tokenizer for model "
                                                                  "folders without one)"})
     output: str = field(default=str(Path(__file__).resolve().parent / "out" / "generations.json"),
@@ -95,12 +100,10 @@ class GenerateConfig:
             raise ValueError(f"--template must be one of {sorted(alpaca.TEMPLATES)}, got {self.template!r}")
         if self.full and not Path(self.full).is_dir():
             raise FileNotFoundError(f"--full {self.full}: no such model folder")
-        if self.device == "auto":
-            self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            torch.device(self.device)
-        except RuntimeError:
-            raise ValueError(f"--device {self.device!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+        if device_problem(self.device):
+            raise ValueError(device_problem(self.device))
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         self.check_output()
         return self
 
@@ -165,6 +168,8 @@ def model_specs(cfg: GenerateConfig) -> list[tuple[str, str, str | None]]:
             base, adapter = spec.rsplit("+", 1)
             model_shape(base)
         name = f"LoRA r={lora.adapter_rank(adapter)}"  # checks the adapter folder
+        lora.check_adapter_base(adapter, base, "--base" if base == cfg.base else f"--lora {spec}'s base",
+                                cfg.allow_other_base)
         if any(name == n for n, _, _ in specs):  # two adapters of one rank: tell them apart by folder
             name = f"{name} ({adapter})"
         if any(name == n for n, _, _ in specs):
@@ -241,7 +246,9 @@ def run_model(name: str, path: str, adapter: str | None, results: list[dict], cf
     from tqdm import tqdm
 
     t0 = time.time()
-    model, tok = load(path, adapter, torch.device(cfg.device), cfg.data_dir)
+    device = pick_device(cfg.device)
+    model, tok = load(path, adapter, device, cfg.data_dir)
+    amp = autocast_for(cfg.dtype, device)  # the precision the runs trained in (fp32 weights, bf16 compute on GPU)
     prompts = tok([it["prompt"] for it in results], add_special_tokens=False)["input_ids"]
     # Batches of similar prompt lengths (little padding); the order, and so each batch's seed, is the same for
     # every model given the same tokenizer.
@@ -250,12 +257,33 @@ def run_model(name: str, path: str, adapter: str | None, results: list[dict], cf
     with tqdm(total=len(results), desc=name, unit="instr", file=sys.stderr) as bar:
         for b in range(0, len(order), cfg.batch_size):
             chunk = order[b:b + cfg.batch_size]
-            for i, d in zip(chunk, respond(model, tok, [prompts[i] for i in chunk], cfg, cfg.seed + b)):
+            with amp():
+                responses = respond(model, tok, [prompts[i] for i in chunk], cfg, cfg.seed + b)
+            for i, d in zip(chunk, responses):
                 results[i]["responses"][name] = d["text"]
                 results[i]["details"][name] = {k: d[k] for k in ("tokens", "words", "stop")}
                 details[i] = d
             bar.update(len(chunk))
     return length_stats(details, time.time() - t0)
+
+
+def portable(value: str | None, root: Path) -> str | None:
+    """A local path as seen from ``root`` (the output file's folder), so the file records no machine's absolute
+    paths; a hub name (or nothing) stays as it is."""
+    if not value or not Path(value).expanduser().exists():
+        return value
+    return os.path.relpath(Path(value).expanduser().resolve(), root)
+
+
+def portable_config(cfg: GenerateConfig, specs: list[tuple[str, str, str | None]], root: Path) -> dict:
+    """The flags as the output records them: every local path relative to ``root``."""
+    config = asdict(cfg)
+    for key in ("base", "full", "instructions", "data_dir"):
+        config[key] = portable(config[key], root)
+    config["output"] = Path(cfg.output).name
+    config["lora"] = [portable(adapter, root) if base == cfg.base else f"{portable(base, root)}+"
+                      f"{portable(adapter, root)}" for _, base, adapter in specs if adapter is not None]
+    return config
 
 
 def markdown(result: dict) -> str:
@@ -293,14 +321,15 @@ def main(argv=None) -> dict:
         results = [{**it, "prompt": alpaca.prompt_of(it, cfg.template), "responses": {}, "details": {}}
                    for it in instructions]
         models, stats = {}, {}
+        out = Path(cfg.output).expanduser()
+        root = out.resolve().parent  # paths in the output are relative to its folder
         for name, path, adapter in specs:
             stats[name] = run_model(name, path, adapter, results, cfg)
-            models[name] = f"{path}" + (f" + adapter {adapter} (merged)" if adapter else "")
+            models[name] = portable(path, root) + (f" + adapter {portable(adapter, root)} (merged)" if adapter else "")
             print(f"[generate] {name}: {len(results)} responses, mean {stats[name]['mean_tokens']:.1f} tokens, "
                   f"{stats[name]['ended_with_eos']:.0%} ended with EOS, {stats[name]['seconds']:.1f} s", flush=True)
-        result = {"format": FORMAT, "version": VERSION, "config": asdict(cfg), "models": models, "stats": stats,
-                  "results": results}
-        out = Path(cfg.output)
+        result = {"format": FORMAT, "version": VERSION, "config": portable_config(cfg, specs, root), "models": models,
+                  "stats": stats, "results": results}
         atomic_write_json(out, result)
         atomic_write_text(out.with_suffix(".md"), markdown(result))
     except (ValueError, FileNotFoundError, OutputError) as e:

@@ -428,6 +428,15 @@ def same_model(a: str, b: str) -> bool:
     return norm[0] == norm[1]
 
 
+def check_adapter_base(adapter: str | Path, base: str, base_flag: str, allow_other: bool = False) -> None:
+    """Refuse an adapter that records another base model than ``base``: a same-shaped adapter of another base loads
+    silently and gives a model of neither (every command that applies an adapter calls this)."""
+    recorded = adapter_base(adapter)
+    if recorded and not same_model(recorded, base) and not allow_other:
+        raise ValueError(f"adapter {adapter} was trained on {recorded}, but {base_flag} is {base}; pass "
+                         "--allow_other_base to use it anyway")
+
+
 def load_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRAConfig]:
     """Attach the adapter in ``path`` (our folder, or any PEFT LoRA folder) to ``model``; returns (model, config)."""
     path = Path(path)

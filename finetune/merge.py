@@ -48,11 +48,7 @@ class MergeConfig:
             if not getattr(self, name):
                 raise ValueError(f"--{name} is required")
         lora.adapter_rank(self.adapter)  # an adapter folder at all (one line otherwise)
-        recorded = lora.adapter_base(self.adapter)
-        if recorded and not lora.same_model(recorded, self.base) and not self.allow_other_base:
-            # A same-shaped adapter of another base loads silently and gives a model of neither: refuse by default.
-            raise ValueError(f"adapter {self.adapter} was trained on {recorded}, but --base is {self.base}; pass "
-                             "--allow_other_base to merge it anyway")
+        lora.check_adapter_base(self.adapter, self.base, "--base", self.allow_other_base)
         out = Path(self.output_dir).expanduser().resolve()
         for flag in ("base", "adapter"):  # the swap replaces the whole folder: never an input, nor around one
             refuse_overlap(out, f"--{flag}", getattr(self, flag))

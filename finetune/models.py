@@ -1,12 +1,48 @@
-"""Loading a causal LM for finetuning or generation: its shape from the config alone, its weights, one-line errors.
+"""Loading a causal LM for finetuning or generation: its shape from the config alone, its weights, one-line errors;
+where it runs (``--device``) and in which precision (``--dtype``, the same autocast for training and generation).
 
-Used by train.py (finetuning) and generate.py (responses); model code itself is transformers'.
+Used by train.py (finetuning), generate.py (responses) and merge.py; model code itself is transformers'.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
+
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+def device_problem(spec: str) -> str | None:
+    """None when ``--device spec`` can be used here, else the one line that says why not (checked at start-up)."""
+    if spec == "auto":
+        return None
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError):
+        return f"--device {spec!r}: not a device (use auto, cpu, cuda or cuda:N)"
+    if dev.type not in ("cpu", "cuda"):
+        return f"--device {spec}: use auto, cpu, cuda or cuda:N"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {spec}: no CUDA device is available on this machine (use --device cpu)"
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)"
+    return None
+
+
+def pick_device(spec: str) -> torch.device:
+    """--device as a torch.device (auto: CUDA when there is one); the spec was checked with device_problem."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if spec == "auto" else torch.device(spec)
+
+
+def autocast_for(dtype: str, device: torch.device):
+    """A context factory for forward passes: bf16 autocast (``auto`` on CUDA, or asked), else nothing. On CUDA it
+    also turns TF32 on for the fp32 matmuls left outside autocast (the CPU stays exact fp32)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
 def model_load_error(name: str, e: Exception) -> ValueError:

@@ -91,6 +91,11 @@ def test_generates_heldout_instructions_for_base_full_and_lora(models, partition
                          str(models["adapter"]), "--instructions", str(partition_dir), "--greedy",
                          "--max_new_tokens", "6", "--output", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(res)) and out.with_suffix(".md").is_file()
+    # no absolute path of this machine in the file: local paths are relative to the output's folder
+    assert str(tmp_path) not in out.read_text() and "/tmp" not in out.read_text()
+    assert (out.parent / res["config"]["base"]).resolve() == models["base"].resolve()
+    assert (out.parent / res["config"]["lora"][0]).resolve() == models["adapter"].resolve()
+    assert res["models"]["LoRA r=2"] == f"{res['config']['base']} + adapter {res['config']['lora'][0]} (merged)"
     heldout = [json.loads(line) for line in (partition_dir / "instructions.jsonl").read_text().splitlines()]
     split = partition.read_split(partition_dir)
     assert [r["index"] for r in res["results"]] == split["indices"]["heldout"] and len(res["results"]) == 20
@@ -178,7 +183,12 @@ def test_bad_inputs_are_one_line_before_any_model_loads(models, tmp_path, monkey
          "must end in .json"),
         (base + ["--output", str(tmp_path / "file.json" / "x.json")], "cannot write there"),
         (base + ["--output", str(tmp_path / "dir.json")], "is a folder, but an output file is needed"),
-        (base + ["--device", "gpu7"] + out, "is not a device"),
+        (base + ["--device", "gpu7"] + out, "not a device"),
+        (base + ["--device", "cuda:99"] + out, "cuda:99: "),  # no CUDA here, or not that many devices
+        (base + ["--dtype", "float16"] + out, "--dtype must be one of"),
+        (["--base", str(models["full"]), "--lora", str(models["adapter"])] + out,
+         f"was trained on {models['base']}, but --base is {models['full']}; pass --allow_other_base"),
+        (base + ["--lora", f"{models['full']}+{models['adapter']}"] + out, "was trained on"),
         (base + ["--output", str(models["base"] / "config.json")], "is inside the input folder"),
         (base + ["--lora", str(models["adapter"]), "--output", str(models["adapter"] / "x.json")],
          "is inside the input folder"),
