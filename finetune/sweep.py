@@ -81,8 +81,23 @@ def parse_args(argv=None):
         p.error(f"{bad} are set by sweep.py per run; remove them")
     if any(r < 0 for r in args.ranks) or len(set(args.ranks)) != len(args.ranks):
         p.error(f"--ranks must be distinct and >= 0, got {args.ranks}")
+    if device_flag(args.train_flags) is not None:  # every run would fail on it: say so once, before the first
+        from models import device_problem
+        if device_problem(device_flag(args.train_flags)):
+            p.error(device_problem(device_flag(args.train_flags)))
     args.runs = [Run(r) for r in args.ranks] + list(dict.fromkeys(args.seed_runs))
     return args
+
+
+def device_flag(flags: list[str]) -> str | None:
+    """The value of --device among train.py's flags (the last one given wins, as in argparse), or None."""
+    value = None
+    for i, f in enumerate(flags):
+        if f == "--device" and i + 1 < len(flags):
+            value = flags[i + 1]
+        elif f.startswith("--device="):
+            value = f.split("=", 1)[1]
+    return value
 
 
 def finished(folder: Path) -> bool:
@@ -114,22 +129,31 @@ def run_sequential(todo: list[Run], out: Path, flags: list[str], redo: bool) -> 
     return codes
 
 
+def visible_gpus(n: int) -> list[str]:
+    """The ids that name, for a child process, the n GPUs this process sees: the parent's own CUDA_VISIBLE_DEVICES
+    entries when it has one (under CUDA_VISIBLE_DEVICES=4,5,6,7, our GPU 0 is the machine's 4), else 0..n-1."""
+    parent = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if parent is None:
+        return [str(i) for i in range(n)]
+    return [x.strip() for x in parent.split(",") if x.strip()][:n]  # CUDA ignores entries past the usable ones
+
+
 def run_parallel_gpus(todo: list[Run], out: Path, flags: list[str], redo: bool) -> dict[Run, int]:
     """One run per GPU at a time (CUDA_VISIBLE_DEVICES), each run's output in <run>/train.log."""
     import torch
 
-    n = torch.cuda.device_count()
-    if n == 0:
+    gpus = visible_gpus(torch.cuda.device_count())
+    if not gpus:
         raise SystemExit("error: --parallel_gpus needs CUDA devices, none are visible")
     queue, running, codes = list(todo), {}, {}
     while queue or running:
-        while queue and len(running) < n:
-            gpu = next(g for g in range(n) if g not in {v[1] for v in running.values()})
+        while queue and len(running) < len(gpus):
+            gpu = next(g for g in gpus if g not in {v[1] for v in running.values()})
             run = queue.pop(0)
             cmd = command(run, out, flags, redo)  # decided before train.log makes the folder non-empty
             (out / run.name).mkdir(parents=True, exist_ok=True)
             log = open(out / run.name / "train.log", "w")
-            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
             running[run] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), gpu, log)
             print(f"[sweep] {run.name} started on GPU {gpu} (log {out / run.name / 'train.log'})", flush=True)
         for run, (proc, gpu, log) in list(running.items()):

@@ -1,9 +1,12 @@
-"""sweep.py end to end (ranks, a second seed, skip/resume/redo) and generate.py on its outputs."""
+"""sweep.py end to end (ranks, a second seed, skip/resume/redo), generate.py on its outputs, GPU mapping with a fake
+device list, a --device no run could use."""
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import generate
 import sweep
@@ -90,3 +93,40 @@ def test_sweep_refuses_flags_it_sets_and_bad_seed_runs(tmp_path):
                           (["--seed_runs", "8"], "expected RANK:SEED")):
         r = run_sweep("--output_dir", str(tmp_path), *args)
         assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_parallel_gpus_maps_through_the_parents_visible_devices(tmp_path, monkeypatch):
+    """Under CUDA_VISIBLE_DEVICES=4,6 the sweep's GPUs are the machine's 4 and 6 (a child given "0" would land on the
+    machine's GPU 0); without the variable, 0..n-1. A fake device list and fake processes: no GPU needed."""
+    import torch
+
+    started = []
+
+    class FakeRun:
+        def __init__(self, cmd, env, **kwargs):
+            started.append(env["CUDA_VISIBLE_DEVICES"])
+            self.returncode = 0
+
+        def poll(self):
+            return self.returncode
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(sweep.subprocess, "Popen", FakeRun)
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    runs = [sweep.Run(0), sweep.Run(2), sweep.Run(4)]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4, 6,7")  # 3 listed, 2 usable: CUDA counts only those
+    assert sweep.run_parallel_gpus(runs, tmp_path, [], False) == {r: 0 for r in runs}
+    assert started[:2] == ["4", "6"] and set(started) == {"4", "6"}
+    started.clear()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    sweep.run_parallel_gpus(runs, tmp_path / "b", [], False)
+    assert started[:2] == ["0", "1"] and set(started) == {"0", "1"}
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(SystemExit, match="needs CUDA devices"):
+        sweep.run_parallel_gpus(runs, tmp_path / "c", [], False)
+
+
+def test_a_device_every_run_would_refuse_is_one_line_before_any_run(tmp_path):
+    r = run_sweep("--ranks", "2", "--output_dir", str(tmp_path / "s"), "--", "--device", "cuda:99")
+    assert r.returncode == 2 and "--device cuda:99: " in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()[-1]) and not (tmp_path / "s").exists()
