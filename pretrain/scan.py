@@ -1,0 +1,155 @@
+"""Choose a recipe by measurement: train candidate shapes for equal CPU seconds and score each against n-gram counts.
+
+    python pretrain/scan.py --data SHARDS --seconds 120                    # the default candidates
+    python pretrain/scan.py --data SHARDS --seconds 60 --candidates L4-d128-T256-B16-lr3e-3 L2-d192-T128-B32-lr6e-3
+
+On a CPU the question is not "how big a model" but "how big a model for the seconds we have": a wider model learns
+more per token but reads fewer tokens. Each candidate (layers L, width d, context T, micro-batch B rows, peak
+learning rate lr; heads = d / 32) is
+  1. timed: a few training steps of its shape in this process, in CPU seconds (``time.process_time``: what a step
+     costs, nearly independent of what else runs on the machine), giving its step budget = seconds / step cost;
+  2. trained by train.py itself (the same code and schedule as a real run: cosine to 10 %, 5 % warmup, shuffled
+     windows, no evaluation until the end) for that many steps, in a subprocess;
+  3. scored by ngram.py on every val token with transformers' GPT2LMHeadModel (its own context length), beside the
+     unigram and Kneser-Ney bigram baselines of the same shards, in nats per token and bits per byte.
+Writes OUT/scan.json and OUT/scan.md (the table) and prints the table. The runs stay in OUT/<candidate>/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import ngram
+from fileio import atomic_write_json, atomic_write_text
+from modeling_gpt2 import GPT, GPTConfig
+from shards import DataError, read_meta
+
+HERE = Path(__file__).resolve().parent
+SPEC = re.compile(r"^L(\d+)-d(\d+)-T(\d+)-B(\d+)-lr([0-9.e-]+)$")
+DEFAULT_CANDIDATES = ("L4-d256-T256-B16-lr3e-3", "L4-d192-T256-B16-lr3e-3", "L4-d128-T256-B16-lr3e-3",
+                      "L6-d128-T256-B16-lr3e-3", "L2-d128-T256-B16-lr3e-3", "L4-d128-T128-B32-lr3e-3",
+                      "L4-d128-T256-B16-lr6e-3", "L4-d128-T256-B16-lr1.5e-3")
+
+
+def parse_candidate(spec: str) -> dict:
+    """'L4-d128-T256-B16-lr3e-3' -> train.py's flags as a dict (one line naming the spec if malformed)."""
+    m = SPEC.match(spec)
+    if not m:
+        raise ValueError(f"candidate {spec!r} is not of the form L<layers>-d<width>-T<context>-B<rows>-lr<rate>, "
+                         "e.g. L4-d128-T256-B16-lr3e-3")
+    L, d, T, B, lr = int(m[1]), int(m[2]), int(m[3]), int(m[4]), float(m[5])
+    if d % 32 or min(L, d, T, B) <= 0 or not 0 < lr < 1:
+        raise ValueError(f"candidate {spec!r}: width must be a positive multiple of 32 (heads of 32), layers, "
+                         "context and rows positive, lr in (0, 1)")
+    return {"n_layer": L, "n_embd": d, "n_head": d // 32, "block_size": T, "seq_len": T, "batch_size": B, "max_lr": lr}
+
+
+def step_cost(c: dict, vocab: int, probe_steps: int = 3) -> float:
+    """CPU seconds of one training step (forward, backward, AdamW) of the candidate, median of probe_steps after a
+    warm-up step, on random tokens (the cost does not depend on the values)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=c["block_size"], vocab_size=vocab, n_layer=c["n_layer"], n_head=c["n_head"],
+                          n_embd=c["n_embd"]))
+    opt = model.configure_optimizers(0.1, c["max_lr"], device_type="cpu")
+    x = torch.randint(0, vocab, (c["batch_size"], c["seq_len"] + 1))
+    costs = []
+    for _ in range(probe_steps + 1):
+        t0 = time.process_time()
+        _, loss = model(x[:, :-1], x[:, 1:], fused_loss=True)  # the trainer's CPU fp32 path
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        costs.append(time.process_time() - t0)
+    return sorted(costs[1:])[len(costs[1:]) // 2]
+
+
+def train_candidate(name: str, c: dict, steps: int, data: Path, out: Path, extra: list[str]) -> dict:
+    """train.py for ``steps`` steps with the candidate's flags; returns its summary.json plus CPU and wall seconds."""
+    flags = [f"--{k}={v}" for k, v in c.items()]
+    argv = [sys.executable, str(HERE / "train.py"), "--preset", "tiny-cpu", "--data", str(data),
+            "--out_dir", str(out / name), "--overwrite", *flags, "--max_steps", str(steps),
+            "--warmup_steps", str(max(1, steps // 20)), "--data_order", "shuffle", "--eval_interval", "0",
+            "--val_steps", "0", "--hellaswag_limit", "0", "--sample_tokens", "0", "--total_batch_size", "0", *extra]
+    before, t0 = os.times(), time.time()
+    r = subprocess.run(argv, capture_output=True, text=True)
+    after = os.times()
+    if r.returncode != 0:
+        raise RuntimeError(f"candidate {name}: train.py failed ({r.stderr.strip().splitlines()[-1:]})")
+    summary = json.loads((out / name / "summary.json").read_text())
+    cpu = (after.children_user + after.children_system) - (before.children_user + before.children_system)
+    return {**summary, "cpu_s": cpu, "wall_s": time.time() - t0}
+
+
+def scan(data: Path, out: Path, specs: list[str], seconds: float, extra: list[str]) -> dict:
+    meta = read_meta(data)
+    vocab = -(-meta["vocab_size"] // 64) * 64  # as train.py pads it
+    base = ngram.baselines(data)
+    rows = []
+    for spec in specs:
+        c = parse_candidate(spec)
+        cost = step_cost(c, vocab)
+        steps = max(10, int(seconds / cost))
+        print(f"[scan] {spec}: {cost:.3f} CPU s/step -> {steps} steps", flush=True)
+        s = train_candidate(spec, c, steps, data, out, extra)
+        scored = ngram.baselines(data, out / spec / "hf")["baselines"]["model"]
+        rows.append({"candidate": spec, **c, "params": s["params"], "steps": steps, "tokens": s["tokens"],
+                     "probe_cpu_s_per_step": cost, "cpu_s": s["cpu_s"], "wall_s": s["wall_s"],
+                     "train_tokens_per_s": s["tokens_per_s"], **scored})
+        print(f"[scan] {spec}: val {scored['nats_per_token']:.4f} nats/token, {scored['bits_per_byte']:.4f} "
+              f"bits/byte ({s['tokens']:,} tokens, {s['wall_s']:.0f} s wall)", flush=True)
+    best = min(rows, key=lambda r: r["nats_per_token"])
+    return {"data": str(data), "seconds": seconds, "load_avg": list(os.getloadavg()), "baselines": base,
+            "candidates": rows, "best": best["candidate"], "extra_flags": extra}
+
+
+def table(result: dict) -> str:
+    """The scan as a markdown table, baselines first, candidates by val loss."""
+    bigram = result["baselines"]["baselines"]["bigram"]["nats_per_token"]
+    lines = ["| model | params | steps | tokens read | CPU s | wall s | val nats/token | bits/byte | vs bigram |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, v in result["baselines"]["baselines"].items():
+        lines.append(f"| {name} counts | | | | | | {v['nats_per_token']:.3f} | {v['bits_per_byte']:.3f} | "
+                     f"{v['nats_per_token'] - bigram:+.3f} |")
+    for r in sorted(result["candidates"], key=lambda r: r["nats_per_token"]):
+        lines.append(f"| {r['candidate']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {r['tokens']:,} | "
+                     f"{r['cpu_s']:.0f} | {r['wall_s']:.0f} | {r['nats_per_token']:.3f} | {r['bits_per_byte']:.3f} | "
+                     f"{r['nats_per_token'] - bigram:+.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="prepared shard folder (prepare.py --out_dir)")
+    p.add_argument("--seconds", type=float, default=120.0, help="CPU seconds of training per candidate")
+    p.add_argument("--candidates", nargs="+", default=list(DEFAULT_CANDIDATES),
+                   help="L<layers>-d<width>-T<context>-B<rows>-lr<rate> each (default: %(default)s)")
+    p.add_argument("--out_dir", type=Path, default=HERE / "output" / "scan", help="where runs and tables go")
+    p.add_argument("--data_dir", default=None, help="data directory (default $LLMHW_DATA_DIR)")
+    a, extra = p.parse_known_args(argv)
+    if a.seconds <= 0:
+        p.error(f"--seconds must be > 0, got {a.seconds}")
+    try:
+        specs = [s for s in a.candidates if parse_candidate(s)]
+        read_meta(a.data)
+    except (ValueError, DataError) as e:
+        p.error(str(e))
+    extra += ["--data_dir", a.data_dir] if a.data_dir else []
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    result = scan(a.data, a.out_dir, specs, a.seconds, extra)
+    atomic_write_json(a.out_dir / "scan.json", result)
+    atomic_write_text(a.out_dir / "scan.md", table(result))
+    print(table(result))
+    print(f"best: {result['best']} (load average {result['load_avg']})")
+    return result
+
+
+if __name__ == "__main__":
+    main()
