@@ -23,12 +23,15 @@ import torch
 
 import data as alpaca
 import lora
-from runfolder import refuse_overlap
-from fileio import OutputError, atomic_dir, check_writable
+from fileio import OutputError, atomic_dir, claim_output_dir
 from flags import add_flags, given
 from models import load_model, model_shape
 
 FORMAT, VERSION = "llmhw-merged-model", 1
+KIND = "merged model"  # what --output_dir may hold to be replaced (fileio.claim_output_dir): these names only
+MERGED_FILES = ("merge.json", "config.json", "generation_config.json", "model*.safetensors",
+                "model.safetensors.index.json", "tokenizer*.json", "vocab.json", "merges.txt",
+                "special_tokens_map.json", "added_tokens.json", "chat_template.jinja")
 
 
 @dataclass
@@ -49,15 +52,17 @@ class MergeConfig:
                 raise ValueError(f"--{name} is required")
         lora.adapter_rank(self.adapter)  # an adapter folder at all (one line otherwise)
         lora.check_adapter_base(self.adapter, self.base, "--base", self.allow_other_base)
-        out = Path(self.output_dir).expanduser().resolve()
-        for flag in ("base", "adapter"):  # the swap replaces the whole folder: never an input, nor around one
-            refuse_overlap(out, f"--{flag}", getattr(self, flag))
-        if out.is_dir() and any(out.iterdir()) and not self.overwrite:
-            raise ValueError(f"--output_dir {self.output_dir} exists and is not empty; pass --overwrite to "
-                             "replace it")
-        check_writable(next(d for d in (out, *out.parents) if d.exists()), is_dir=True)  # creates nothing
+        claim_output(self)
         model_shape(self.base)  # a missing folder or unknown hub name: one line, before the weights load
         return self
+
+
+def claim_output(cfg: MergeConfig) -> Path:
+    """--output_dir, checked at start-up: the swap replaces the whole folder, so it may hold only an earlier merged
+    model (with --overwrite), never an input or a user's file (fileio's rule); nothing is created here."""
+    base = cfg.base if Path(cfg.base).expanduser().exists() else None  # a hub name is no folder to protect
+    return claim_output_dir(cfg.output_dir, KIND, MERGED_FILES, overwrite=cfg.overwrite, inputs=[base, cfg.adapter],
+                            flag="--output_dir").path
 
 
 def merged_model(cfg: MergeConfig):
@@ -70,10 +75,10 @@ def merged_model(cfg: MergeConfig):
 
 def write_merged(cfg: MergeConfig, model, tokenizer, adapter_cfg) -> Path:
     """config.json, model.safetensors, tokenizer files and merge.json, swapped in as one folder."""
-    out = Path(cfg.output_dir).expanduser().resolve()
+    out = claim_output(cfg)
     info = {"format": FORMAT, "version": VERSION, "base": cfg.base, "adapter": str(Path(cfg.adapter).resolve()),
             "adapter_config": asdict(adapter_cfg)}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, KIND) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "merge.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

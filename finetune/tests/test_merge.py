@@ -93,19 +93,22 @@ def test_refusals_are_one_line_and_leave_everything_in_place(tiny_model_dir, tmp
     base_files = {p.name: p.read_bytes() for p in tiny_model_dir.iterdir()}
     args = lambda a, o, *x: ["--base", str(tiny_model_dir), "--adapter", str(a), "--output_dir", str(o), *x]  # noqa
     cases = [
-        (args(adapter, tiny_model_dir, "--overwrite"), "overlaps --base"),
-        (args(adapter, adapter, "--overwrite"), "overlaps --adapter"),
-        (args(adapter, tmp_path, "--overwrite"), "overlaps --adapter"),  # around the inputs: the swap would delete them
+        (args(adapter, tiny_model_dir, "--overwrite"), f"holds (or is inside) the input {tiny_model_dir}"),
+        (args(adapter, adapter, "--overwrite"), f"holds (or is inside) the input {adapter}"),
+        (args(adapter, tmp_path, "--overwrite"), "holds (or is inside) the input"),  # the swap would delete them
+        (args(adapter, tmp_path / "user", "--overwrite"), "not a merged model's output (notes.txt)"),
         (args(other, tmp_path / "n"), "was trained on someone/other-model, but --base is"),
         (args(wide_adapter, tmp_path / "m", "--overwrite", "--allow_other_base"), "has shape"),
         (args(tmp_path / "wide_base", tmp_path / "n"), "not an adapter folder"),
-        (args(adapter, tmp_path / "m"), "exists and is not empty; pass --overwrite"),
-        (args(adapter, tmp_path / "adapter" / "lora_config.json" / "x"), "overlaps --adapter"),
+        (args(adapter, tmp_path / "m"), "holds an earlier merged model"),
+        (args(adapter, tmp_path / "adapter" / "lora_config.json" / "x"), "holds (or is inside) the input"),
         (["--base", str(tmp_path / "nope"), "--adapter", str(adapter), "--output_dir", str(tmp_path / "n"),
           "--allow_other_base"], "cannot load model"),
         (["--adapter", str(adapter), "--output_dir", str(tmp_path / "n")], "--base is required"),
     ]
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "notes.txt").write_text("a user's file: never deleted, --overwrite or not")
     cases.append((args(adapter, tmp_path / "afile"), "is a file"))
     for argv, message in cases:
         with pytest.raises(SystemExit) as e:
@@ -115,6 +118,7 @@ def test_refusals_are_one_line_and_leave_everything_in_place(tiny_model_dir, tmp
     assert {p.name: p.read_bytes() for p in good.iterdir()} == before  # the earlier output survived the refusals
     assert {p.name: p.read_bytes() for p in tiny_model_dir.iterdir()} == base_files
     assert not (tmp_path / "n").exists()
+    assert [p.name for p in (tmp_path / "user").iterdir()] == ["notes.txt"]
     merge.main(args(other, tmp_path / "m", "--overwrite", "--allow_other_base"))  # told: replaced as a whole
     assert (tmp_path / "m" / "model.safetensors").read_bytes() != before["model.safetensors"]
 
