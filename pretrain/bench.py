@@ -26,7 +26,7 @@ import torch
 
 from fileio import atomic_write_json
 from modeling_gpt2 import GPT, GPTConfig
-from perf import describe_peak, mfu, peak_flops
+from perf import describe_peak, mfu, peak_flops, device_problem
 
 
 def hf_model(model: GPT):
@@ -148,6 +148,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if min(args.n_layer, args.n_head, args.n_embd, args.vocab_size, args.seq_len, args.batch_size, args.steps) < 1:
         p.error("sizes and --steps must be >= 1")
+    if not args.from_run and device_problem(args.device):
+        p.error(device_problem(args.device))
     return args
 
 

@@ -9,9 +9,10 @@ identical; the canonical copy is pretrain/checkpoint.py).
 FOLDER is the run folder (pretrain/train.py) or the run's ``ckpt/`` (finetune/train.py). Anything that takes a
 checkpoint accepts FOLDER (its ``latest``), the ``latest`` pointer or any step file (``resolve_checkpoint``).
 
-Every file is written aside and renamed into place (fileio.atomic_write), the checkpoint before the pointer, and old
-checkpoints are deleted only after the pointer names the new one: a kill at any instant leaves a loadable latest,
-and the temp files of a killed write are removed by the next save into the folder (``clean_leftovers``).
+Every file is written aside and renamed into place (fileio.save_torch / atomic_write_text), the checkpoint before
+the pointer, and old checkpoints are deleted only after the pointer names the new one: a kill at any instant leaves
+a loadable latest (the temp file of a killed write is removed by the next start: fileio.claim_output_dir); a full
+disk is one line naming the disk and the MiB free, torch's own "unexpected pos" failure included.
 Checkpoints hold tensors and plain Python values only (dicts, lists, str, numbers, None; RNG states too), so they
 load with ``torch.load(weights_only=True)``, which never runs code from the file. Each trainer names its ``Kind``
 (format name, version, required fields); a foreign, empty, truncated or other-version file raises
@@ -19,11 +20,9 @@ load with ``torch.load(weights_only=True)``, which never runs code from the file
 """
 from __future__ import annotations
 
-import errno
 import os
 import random
 import re
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fileio import atomic_write, atomic_write_text
+from fileio import atomic_write_text, save_torch
 
 LATEST = "latest"
 STEP_FILE = re.compile(r"^ckpt_(\d+)\.pt$")
-LEFTOVER = re.compile(r"^\.(ckpt_\d+\.pt|latest)\..*\.tmp$")  # fileio.atomic_write's temp names of our files
 
 
 class CheckpointError(ValueError):
@@ -129,26 +127,11 @@ def load_checkpoint(path: str | os.PathLike, kind: Kind, map_location="cpu") -> 
     return ckpt
 
 
-def clean_leftovers(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temp files that killed checkpoint writes left in ``folder`` (only our own names)."""
-    gone = [p for p in Path(folder).glob(".*.tmp") if LEFTOVER.match(p.name)]
-    for p in gone:
-        p.unlink(missing_ok=True)
-    return gone
-
-
 def save_checkpoint(folder: str | os.PathLike, state: dict, kind: Kind, keep: int = 2) -> Path:
     """Write ``ckpt_<step>.pt`` atomically, point ``latest`` at it, then delete all but the newest ``keep``."""
     folder = Path(folder)
-    clean_leftovers(folder)
-    path = folder / checkpoint_name(state["step"])
-    with atomic_write(path) as f:
-        try:
-            torch.save({"format": kind.format, "format_version": kind.version, **state}, f)
-        except RuntimeError as e:  # torch's zip writer: "enforce fail ... unexpected pos" says nothing of space
-            if "unexpected pos" in str(e) or shutil.disk_usage(folder).free < (64 << 20):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None  # fileio names it
-            raise
+    path = save_torch({"format": kind.format, "format_version": kind.version, **state},
+                      folder / checkpoint_name(state["step"]))
     atomic_write_text(folder / LATEST, path.name + "\n")  # only now does the new checkpoint count
     for old in step_checkpoints(folder)[:-keep]:
         if old != path:

@@ -15,6 +15,7 @@ import torch
 
 from flags import add_flags, given
 from modeling_gpt2 import GPTConfig
+from perf import device_problem
 from runlog import LIVE_CHOICES
 
 HERE = Path(__file__).resolve().parent
@@ -27,56 +28,61 @@ class ConfigError(ValueError):
     """A run setting that cannot work (e.g. a batch that does not divide); the message names it."""
 
 
-def _f(default, text):
+def option(default, text):
     return field(default=default, metadata={"help": text})
 
 
 @dataclass
 class TrainConfig:
     """Everything about a run that is not architecture. Defaults: build-nanogpt's GPT-2 124M run."""
-    data: str | None = _f(None, "prepared shard folder (prepare.py --out_dir); default: the preset's, prepared on "
+    data: str | None = option(None, "prepared shard folder (prepare.py --out_dir); default: the preset's, prepared on "
                                 "first use")
-    out_dir: str | None = _f(None, "run folder; default pretrain/output/<preset>")
-    data_order: str = _f("sequential", "sequential: the shards in file order (build-nanogpt); shuffle: random "
+    out_dir: str | None = option(None, "run folder; default pretrain/output/<preset>")
+    data_order: str = option("sequential", "sequential: the shards in file order (build-nanogpt); shuffle: random "
                                        "windows of the whole split, a new order each epoch (dataloader.py)")
-    total_batch_size: int = _f(524288, "tokens per optimizer step; 0: batch_size*seq_len*world_size")
-    batch_size: int = _f(64, "micro-batch rows per process")
-    seq_len: int = _f(1024, "tokens per row (<= block_size)")
-    max_lr: float = _f(6e-4, "peak learning rate")
-    min_lr_ratio: float = _f(0.1, "cosine decays to max_lr * min_lr_ratio")
-    warmup_steps: int = _f(715, "linear warmup steps")
-    max_steps: int = _f(19073, "optimizer steps (10B tokens / 524288)")
-    weight_decay: float = _f(0.1, "AdamW weight decay of matrices")
-    grad_clip: float = _f(1.0, "clip the global gradient norm to this; 0: no clipping")
-    eval_interval: int = _f(250, "val loss and samples every N steps and at the end; 0: only at the end")
-    val_steps: int = _f(20, "val batches of total_batch_size tokens per evaluation; 0: no validation")
-    hellaswag_interval: int = _f(250, "HellaSwag every N steps and at the end; 0: at the end only")
-    hellaswag_limit: int = _f(-1, "HellaSwag examples per evaluation; -1: all, 0: none")
-    sample_tokens: int = _f(32, "tokens per sample; 0: no samples")
-    num_samples: int = _f(2, "samples per evaluation")
-    sample_temperature: float = _f(1.0, "sampling temperature")
-    sample_top_k: int = _f(50, "top-k of sampling; 0: no top-k")
-    sample_prompt: str = _f("Hello, I'm a language model,", "prompt of the samples")
-    ckpt_interval: int = _f(0, "checkpoint every N steps; 0: at each evaluation; always at the end")
-    keep_checkpoints: int = _f(2, "step-numbered checkpoints kept in out_dir (older ones are deleted)")
-    log_interval: int = _f(1, "a train line in log.jsonl every N steps")
-    compile: bool = _f(False, "torch.compile the model")
-    dtype: str = _f("auto", "auto (bfloat16 autocast on CUDA, float32 elsewhere), float32 or bfloat16")
-    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
-    seed: int = _f(1337, "seed of the initial weights and the samples")
-    resume: bool = _f(False, "continue the run in out_dir from its latest checkpoint (fresh start if none)")
-    overwrite: bool = _f(False, "start a fresh run in an out_dir that holds an earlier one (its files are replaced)")
-    data_dir: str | None = _f(None, "data directory (raw text, tokenizer files, HellaSwag); default $LLMHW_DATA_DIR")
-    ddp_timeout: float = _f(1800.0, "seconds a collective may wait for the other ranks before all of them stop")
-    live: str = _f("none", f"live logging: {', '.join(LIVE_CHOICES)} (the package is imported only when asked)")
-    kill_at_step: int = _f(0, "testing: SIGKILL this process after this many steps (simulates a crash)")
+    total_batch_size: int = option(524288, "tokens per optimizer step; 0: batch_size*seq_len*world_size")
+    batch_size: int = option(64, "micro-batch rows per process")
+    seq_len: int = option(1024, "tokens per row (<= block_size)")
+    max_lr: float = option(6e-4, "peak learning rate")
+    min_lr_ratio: float = option(0.1, "cosine decays to max_lr * min_lr_ratio")
+    warmup_steps: int = option(715, "linear warmup steps")
+    max_steps: int = option(19073, "optimizer steps (10B tokens / 524288)")
+    weight_decay: float = option(0.1, "AdamW weight decay of matrices")
+    grad_clip: float = option(1.0, "clip the global gradient norm to this; 0: no clipping")
+    eval_interval: int = option(250, "val loss and samples every N steps and at the end; 0: only at the end")
+    val_steps: int = option(20, "val batches of total_batch_size tokens per evaluation; 0: no validation")
+    hellaswag_interval: int = option(250, "HellaSwag every N steps and at the end; 0: at the end only")
+    hellaswag_limit: int = option(-1, "HellaSwag examples per evaluation; -1: all, 0: none")
+    sample_tokens: int = option(32, "tokens per sample; 0: no samples")
+    num_samples: int = option(2, "samples per evaluation")
+    sample_temperature: float = option(1.0, "sampling temperature")
+    sample_top_k: int = option(50, "top-k of sampling; 0: no top-k")
+    sample_prompt: str = option("Hello, I'm a language model,", "prompt of the samples")
+    ckpt_interval: int = option(0, "checkpoint every N steps; 0: at each evaluation; always at the end")
+    keep_checkpoints: int = option(2, "step-numbered checkpoints kept in out_dir (older ones are deleted)")
+    log_interval: int = option(1, "a train line in log.jsonl every N steps")
+    compile: bool = option(False, "torch.compile the model")
+    dtype: str = option("auto", "auto (bfloat16 autocast on CUDA, float32 elsewhere), float32 or bfloat16")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = option(1337, "seed of the initial weights and the samples")
+    resume: bool = option(False, "continue the run in out_dir from its latest checkpoint (fresh start if none)")
+    overwrite: bool = option(False, "start a fresh run in an out_dir that holds an earlier run (its files are "
+                                    "replaced)")
+    data_dir: str | None = option(None, "data directory (raw text, tokenizer files, HellaSwag); default "
+                                        "$LLMHW_DATA_DIR")
+    ddp_timeout: float = option(1800.0, "seconds a collective may wait for the other ranks before all of them stop")
+    live: str = option("none", f"live logging: {', '.join(LIVE_CHOICES)} (the package is imported only when asked)")
+    allow_new_data: bool = option(False, "--resume on data other than the checkpoint's (same tokenizer): continue "
+                                         "on the new data from its start instead of refusing")
 
 
 PRESETS = {
     # build-nanogpt's GPT-2 124M on FineWeb-Edu sample-10BT: 19,073 steps of 2**19 tokens, lr 6e-4, 715 warmup.
     "gpt2-124m": {
         "model": dict(block_size=1024, n_layer=12, n_head=12, n_embd=768),
-        "train": dict(compile=True),
+        # a 124M checkpoint with its AdamW state is ~1.5 GB, written while the other ranks wait: build-nanogpt's
+        # interval (every 5,000 steps and at the end), not one at every evaluation
+        "train": dict(compile=True, ckpt_interval=5000),
         "prepare": dict(hf_dataset="HuggingFaceFW/fineweb-edu", hf_config="sample-10BT", val_fraction=0.01),
         "data_name": "fineweb-edu-10BT",
     },
@@ -138,23 +144,22 @@ def validate(tc: TrainConfig, mc: GPTConfig) -> None:
         (("batch_size", "seq_len", "max_steps", "log_interval", "num_samples", "keep_checkpoints"), lambda v: v > 0,
          "must be positive"),
         (("eval_interval", "hellaswag_interval", "ckpt_interval", "val_steps", "sample_tokens", "warmup_steps",
-          "sample_top_k", "kill_at_step", "grad_clip", "weight_decay", "sample_temperature"), lambda v: v >= 0,
+          "sample_top_k", "grad_clip", "weight_decay", "sample_temperature"), lambda v: v >= 0,
          "must be >= 0"),
         (("max_lr", "ddp_timeout"), lambda v: v > 0, "must be > 0"),
         (("min_lr_ratio",), lambda v: 0 <= v <= 1, "must be in [0, 1]"),
         (("hellaswag_limit",), lambda v: v >= -1, "must be >= -1 (-1: all)"),
         (("total_batch_size",), lambda v: v >= 0, "must be positive (or 0: one micro-batch per process)"),
+        (("data_order",), lambda v: v in DATA_ORDERS, f"must be one of {', '.join(DATA_ORDERS)}"),
+        (("dtype",), lambda v: v in DTYPES, f"must be one of {', '.join(DTYPES)}"),
+        (("live",), lambda v: v in LIVE_CHOICES, f"must be one of {', '.join(LIVE_CHOICES)}"),
     ]
     for names, ok, what in rules:
         for name in names:
             if not ok(getattr(tc, name)):
-                raise ConfigError(f"--{name} {what}, got {getattr(tc, name)}")
-    if tc.data_order not in DATA_ORDERS:
-        raise ConfigError(f"--data_order must be one of {', '.join(DATA_ORDERS)}, got {tc.data_order!r}")
-    if tc.dtype not in DTYPES:
-        raise ConfigError(f"--dtype must be auto, float32 or bfloat16, got {tc.dtype!r}")
-    if tc.live not in LIVE_CHOICES:
-        raise ConfigError(f"--live must be one of {', '.join(LIVE_CHOICES)}, got {tc.live!r}")
+                raise ConfigError(f"--{name} {what}, got {getattr(tc, name)!r}")
+    if device_problem(tc.device):
+        raise ConfigError(device_problem(tc.device))
     if tc.seq_len > mc.block_size:
         raise ConfigError(f"--seq_len {tc.seq_len} exceeds the model's block_size {mc.block_size}")
     if tc.resume and tc.overwrite:

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 import datadir
 from fileio import OutputError, atomic_write_json, check_writable
+from perf import autocast_for, device_problem
 
 DATA_FILES = ("hellaswag/hellaswag_val.jsonl", "hellaswag/hellaswag_val_activitynet.jsonl")
 JSON_FORMAT = "llmhw-hellaswag"
@@ -194,6 +195,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", help="JSON output (default: hellaswag.json in the run folder or the HF folder)")
     args = p.parse_args(argv)
+    if device_problem(args.device):
+        p.error(device_problem(args.device))
     if args.limit < -1:
         raise ValueError(f"--limit {args.limit}: give N >= 0, or -1 for all examples")
     from modeling_gpt2 import HUB_CONFIGS
@@ -223,7 +226,7 @@ def run(argv=None) -> dict:
     examples = load_examples(data, args.limit)
     logits_fn, tok, block_size = load_scorer(args)
     device = torch.device(args.device)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+    autocast = autocast_for("auto", device)
     t0 = time.perf_counter()
     counts = evaluate(logits_fn, tok, examples, block_size, device, autocast=autocast, progress=True)
     result = {"format": JSON_FORMAT, "format_version": 2, "model": str(args.model), "data": str(data),

@@ -288,13 +288,20 @@ class GPT(nn.Module):
 
         from fileio import atomic_dir
 
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, HF_KIND) as tmp:  # the marker: export.py may replace this folder, nothing else
             state = ours_to_hf(self.state_dict(), self.config)
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
             (tmp / "config.json").write_text(json.dumps(config_to_hf(self.config, eos_token_id), indent=2) + "\n")
             for f in extra_files:
                 shutil.copyfile(f, tmp / Path(f).name)
         return Path(out_dir)
+
+
+# What save_hf writes (with a tokenizer's HF files, and hellaswag.py's default result beside them): a folder holding
+# only these is an earlier export, which export.py --overwrite may replace (fileio.claim_output_dir)
+HF_KIND = "gpt2-hf-export"
+HF_NAMES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "special_tokens_map.json", "vocab.json", "merges.txt", "hellaswag.json")
 
 
 def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -414,6 +421,24 @@ def config_to_hf(config: GPTConfig, eos_token_id: int | None = 50256) -> dict:
     }
 
 
+def load_torch_weights(path: Path) -> dict:
+    """A pytorch_model.bin's tensors, loaded safely (weights_only: a crafted pickle runs no code); any failure is
+    one line naming the file (never torch's advice to drop weights_only, which would run the file's code)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, zip errors...
+        why = ("refused: holds Python objects that a safe load does not run" if "Weights only" in str(e)
+               else "truncated or not a PyTorch weights file")
+        raise ValueError(f"{path}: {why}; use a folder with model.safetensors") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: not a state dict of tensors")
+    return state
+
+
 def read_hf_state_dict(path: Path) -> dict:
     """Tensors of a HF model directory: model.safetensors, sharded safetensors, or pytorch_model.bin."""
     if (path / "model.safetensors").is_file():
@@ -424,5 +449,5 @@ def read_hf_state_dict(path: Path) -> dict:
         shards = sorted(set(json.loads((path / "model.safetensors.index.json").read_text())["weight_map"].values()))
         return {k: v for s in shards for k, v in load_file(str(path / s)).items()}
     if (path / "pytorch_model.bin").is_file():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        return load_torch_weights(path / "pytorch_model.bin")
     raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin")

@@ -1,4 +1,5 @@
-"""Throughput bookkeeping shared by train.py and bench.py: the peak FLOP/s an MFU figure is measured against.
+"""Devices and precision for every script: the --device check, the compute dtype and its autocast, and the peak
+FLOP/s an MFU figure is measured against (train.py, bench.py, hellaswag.py, sample.py).
 
 MFU (model FLOPs utilization, PaLM paper appendix B) = achieved model FLOP/s / peak FLOP/s of the dtype the run
 computes in. On CUDA the peak is the datasheet *dense* figure (sparsity doubles the marketing numbers; halve them)
@@ -11,6 +12,7 @@ thread count. CPU MFU therefore says "fraction of what this machine's matmul rea
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import time
@@ -116,6 +118,41 @@ def describe_peak(device: torch.device | str, dtype: torch.dtype = torch.float32
     if peak is None:
         return f"{name!r} = {key}: has no {mode} tensor-core mode, MFU not computed"
     return f"{name!r} = {key}: {mode} dense peak {peak / 1e12:.1f} TFLOP/s (datasheet)"
+
+
+def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """--dtype auto|float32|bfloat16 on ``device``: auto = bf16 on CUDA, fp32 elsewhere."""
+    return {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
+            "bfloat16": torch.bfloat16}[dtype]
+
+
+def autocast_for(dtype: str, device: torch.device):
+    """A context factory for forward passes: bf16 autocast (auto on CUDA, or asked), else nothing. On CUDA it
+    also turns TF32 on for the fp32 matmuls left outside autocast (the CPU stays exact fp32)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+    if compute_dtype(dtype, device) == torch.float32:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def device_problem(spec: str) -> str | None:
+    """None when ``--device spec`` can be used here, else the one line that says why not (every script checks
+    its --device with this at start-up, before any work)."""
+    if spec == "auto":
+        return None
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError):
+        return f"--device {spec!r}: not a device (use auto, cpu, cuda or cuda:N)"
+    if dev.type not in ("cpu", "cuda"):
+        return f"--device {spec}: use auto, cpu, cuda or cuda:N"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {spec}: no CUDA device is available on this machine (use --device cpu)"
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)"
+    return None
 
 
 def mfu(flops_per_token: float, tokens_per_s: float, peak: float | None) -> float | None:

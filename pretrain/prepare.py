@@ -133,7 +133,7 @@ class ShardWriter:
     def __init__(self, out_dir: Path, split: str, shard_tokens: int, vocab_size: int, eot_id):
         self.out_dir, self.split, self.shard_tokens = out_dir, split, shard_tokens
         self.vocab_size, self.eot_id, self.dtype = vocab_size, eot_id, token_dtype(vocab_size)
-        self.names, self.total, self.file, self.count, self.max_id = [], 0, None, 0, -1
+        self.names, self.total, self.file, self.count, self.max_id, self.shard_max = [], 0, None, 0, -1, -1
 
     def write(self, tokens: np.ndarray):
         if len(tokens):
@@ -143,8 +143,9 @@ class ShardWriter:
                 self.names.append(f"{self.split}_{len(self.names):06d}.bin")
                 self.file = open(self.out_dir / self.names[-1], "wb")
                 self.file.write(make_header(0, self.dtype, self.vocab_size, self.eot_id).tobytes())
-                self.count = 0
+                self.count, self.shard_max = 0, -1
             take = tokens[:self.shard_tokens - self.count]
+            self.shard_max = max(self.shard_max, int(take.max()))  # the header's max_id, checked at every open
             self.file.write(take.astype(self.dtype).tobytes())
             self.count += len(take)
             self.total += len(take)
@@ -156,7 +157,7 @@ class ShardWriter:
         if self.file is None:
             return
         self.file.seek(0)  # the real token count goes into the header now that it is known
-        self.file.write(make_header(self.count, self.dtype, self.vocab_size, self.eot_id).tobytes())
+        self.file.write(make_header(self.count, self.dtype, self.vocab_size, self.eot_id, self.shard_max).tobytes())
         self.file.close()
         self.file = None
 

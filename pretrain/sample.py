@@ -2,7 +2,7 @@
 
 Where the model comes from (`--model`):
   * a training checkpoint: the run folder (its `latest`), the `latest` pointer or a step file `ckpt_000500.pt`,
-    loaded by models.py / checkpoint.py (weights_only: no code runs from the file); the tokenizer is the run's `tokenizer/`;
+    loaded by models.py (weights_only: no code runs from the file); the tokenizer is the run's `tokenizer/`;
     sampling is `GPT.generate` (KV cache, modeling_gpt2.py).
   * a Hugging Face model folder (config.json + weights + tokenizer files, e.g. train.py's `hf/` export or any causal
     LM saved with `save_pretrained`): transformers `AutoModelForCausalLM` + `AutoTokenizer` from local files only;
@@ -30,6 +30,7 @@ import models
 import text_tokenizer
 from fileio import OutputError, atomic_write_json, check_writable
 from flags import add_flags, given
+from perf import autocast_for, device_problem
 
 JSON_FORMAT = "llmhw-pretrain-samples"
 
@@ -77,12 +78,8 @@ def check_config(cfg: SampleConfig) -> None:
         raise ValueError(f"--top_k {cfg.top_k} / --top_p {cfg.top_p}: need top_k >= 0 and 0 <= top_p <= 1")
     if cfg.max_new_tokens < 1 or cfg.num_samples < 1:
         raise ValueError(f"--max_new_tokens {cfg.max_new_tokens} / --num_samples {cfg.num_samples}: need >= 1")
-    try:
-        device = torch.device(cfg.device)
-    except RuntimeError:
-        raise ValueError(f"--device {cfg.device!r}: not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {cfg.device}: no CUDA device on this machine (use --device cpu)")
+    if device_problem(cfg.device):
+        raise ValueError(device_problem(cfg.device))
     if cfg.json:
         check_writable(cfg.json)
 
@@ -137,8 +134,9 @@ def sample_ours(model, tok, prompt: str, cfg: SampleConfig) -> list[list[int]]:
     ids = tok.encode(prompt) if prompt else [tok.eot_id if tok.eot_id is not None else 0]
     idx = torch.tensor([ids] * cfg.num_samples, dtype=torch.long, device=device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)  # own generator: same prompt + seed, same samples
-    out = model.generate(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None,
-                         top_p=cfg.top_p, generator=gen, eos_token_id=tok.eot_id)
+    with autocast_for("auto", device)():  # bf16 on CUDA, as the training run evaluates; fp32 elsewhere
+        out = model.generate(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None,
+                             top_p=cfg.top_p, generator=gen, eos_token_id=tok.eot_id)
     return [cut_at(row[len(ids):].tolist(), tok.eot_id) for row in out]
 
 
@@ -146,6 +144,10 @@ def load_hf(path: str | Path, device="cpu"):
     """(transformers causal LM in eval mode, its tokenizer) from a local folder; failures become one line."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from modeling_gpt2 import load_torch_weights
+
+    if not (Path(path) / "model.safetensors").is_file() and (Path(path) / "pytorch_model.bin").is_file():
+        load_torch_weights(Path(path) / "pytorch_model.bin")  # safely first: a crafted pickle is one line, no code
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device).eval()

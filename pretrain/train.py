@@ -12,11 +12,9 @@ README.md, "Outputs". Checkpoints: checkpoint.py. Distributed: ddp.py (world siz
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import time
-import uuid
 from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,25 +22,20 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import ddp as ddp_kit
 import hellaswag
 import plots
 import text_tokenizer
-from checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state, step_checkpoints
-from config import HERE, PRESETS, ConfigError, TrainConfig, fit_micro_batch, model_vocab, parse_args  # noqa: F401
+from checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from config import PRESETS, ConfigError, TrainConfig, fit_micro_batch, model_vocab, parse_args  # noqa: F401
 from dataloader import ShardLoader, ShuffledLoader
-from ddp import DDP, all_reduce_sum, barrier, decide, print0
-from fileio import OutputError, atomic_dir, atomic_write_json, check_writable
+from ddp import DDP, all_reduce_sum, barrier, cleanup_ddp, decide, print0, setup_ddp
+from fileio import atomic_dir, atomic_write_json
 from modeling_gpt2 import GPT, GPTConfig
 from models import KIND
-from perf import describe_peak, mfu, peak_flops
-from runlog import LiveLogError, RunLog
+from perf import autocast_for, compute_dtype, describe_peak, mfu, peak_flops
+from runfolder import USER_ERRORS, check_shared, claim, data_folder, plan_resume, run_or_stop_all
+from runlog import RunLog
 from shards import DataError, check_shards, read_meta
-
-# Files that mark a folder as an earlier run of this script (a fresh run refuses it without --resume/--overwrite).
-RUN_FILES = ("latest", "log.jsonl", "summary.json")
-# Files that mark a folder as something else: a data set, a HF model, a finetune run.
-FOREIGN_FILES = ("meta.json", "config.json", "adapter_config.json")
 
 
 # ---------------------------------------------------------------------------- schedule
@@ -62,91 +55,6 @@ def get_lr(step: int, tc: TrainConfig) -> float:
 
 
 # ---------------------------------------------------------------------------- set-up steps (before any work)
-ONE_LINE = (DataError, ConfigError, CheckpointError, OutputError, LiveLogError, FileNotFoundError, ValueError)
-
-
-def together(fn, ddp: DDP, master_only: bool = False):
-    """fn() (on every rank, or on global rank 0 only); a one-line error of rank 0 is raised on every rank, so no
-    rank is left waiting at the next collective for one that has stopped."""
-    result, error = None, None
-    if ddp.master or not master_only:
-        try:
-            result = fn()
-        except ONE_LINE as e:
-            if not ddp.enabled:
-                raise
-            error = (type(e), str(e))
-    first = decide(error, ddp)
-    for err in (first, error):
-        if err:
-            raise err[0](err[1])
-    return result
-
-
-def prepare_data(preset: str, tc: TrainConfig, ddp: DDP) -> Path:
-    """--data, else the preset's data set, prepared by global rank 0 on first use while the others wait."""
-    if tc.data:
-        return Path(tc.data)
-    path = HERE / "output" / "data" / PRESETS[preset]["data_name"]
-    missing = decide(not (path / "meta.json").is_file(), ddp)
-    if missing and ddp.multi_node:
-        raise ConfigError(f"{path} is not prepared: on several nodes prepare it first (python pretrain/prepare.py "
-                          f"...) into a folder every node sees, and pass --data")
-    if missing:  # the others wait in together()'s broadcast (up to --ddp_timeout seconds)
-        import prepare
-
-        print0(f"preparing {path} (first use of preset {preset})")
-        together(lambda: prepare.prepare(path, data_dir=tc.data_dir, **PRESETS[preset]["prepare"]), ddp,
-                 master_only=True)
-    return path
-
-
-def check_out_dir(out: Path, data: Path, tc: TrainConfig) -> None:
-    """Refuse an out_dir that holds this run's inputs, another kind of output, or an earlier run (unless told)."""
-    o, d = out.resolve(), data.resolve()
-    if o == d or d in o.parents or o in d.parents:
-        raise ConfigError(f"--out_dir {out} and the data {data} overlap: a run never writes next to its inputs")
-    check_writable(out, is_dir=True)  # creates the folder
-    foreign = [n for n in FOREIGN_FILES if (out / n).exists()]
-    if foreign:
-        raise ConfigError(f"--out_dir {out} holds {foreign[0]}: it is a data set or model folder, not a run folder")
-    earlier = [n for n in RUN_FILES if (out / n).exists()] + [p.name for p in step_checkpoints(out)[-1:]]
-    if earlier and not (tc.resume or tc.overwrite):
-        raise ConfigError(f"--out_dir {out} holds an earlier run ({', '.join(earlier)}): pass --resume to continue "
-                          "it or --overwrite to replace it")
-
-
-def check_shared(out: Path, ddp: DDP) -> None:
-    """Every rank must see the files rank 0 writes into out_dir (a checkpoint on node 0 is read on all nodes)."""
-    if not ddp.enabled:
-        return
-    token = out / f".rank0-{decide(uuid.uuid4().hex, ddp)}"
-    if ddp.master:
-        token.write_text("rank 0 was here\n")
-    barrier(ddp)
-    blind = [r for r, seen in enumerate(ddp_kit.gather(token.is_file(), ddp)) if not seen]
-    barrier(ddp)
-    if ddp.master:
-        token.unlink()
-    if blind:
-        raise ConfigError(f"--out_dir {out} is not shared: rank(s) {blind} do not see the files rank 0 writes there "
-                          "(use a folder on a shared file system)")
-
-
-def decide_resume(out: Path, tc: TrainConfig, ddp: DDP) -> str | None:
-    """Rank 0 decides whether to resume and from which checkpoint file; every rank gets the same answer."""
-    def choose():
-        if tc.resume and (out / "latest").exists():
-            return load_checkpoint(out, KIND)["path"]  # checked now: a corrupt checkpoint stops every rank at once
-        if tc.resume:
-            print0(f"--resume: no checkpoint in {out} yet, starting fresh")
-        elif tc.overwrite:
-            for old in [*step_checkpoints(out), out / "latest", out / "summary.json"]:
-                old.unlink(missing_ok=True)  # the log is rewritten by RunLog; hf/, tokenizer/ are swapped in whole
-        return None
-    return decide(together(choose, ddp, master_only=True), ddp)
-
-
 def load_data(data: Path, mc: GPTConfig, vocab_given: bool) -> tuple[dict, text_tokenizer.TextTokenizer, GPTConfig]:
     """meta.json, the data's tokenizer and the model config with its vocab fitted to the data; all cross-checked."""
     meta = read_meta(data)
@@ -160,18 +68,6 @@ def load_data(data: Path, mc: GPTConfig, vocab_given: bool) -> tuple[dict, text_
     return meta, tok, mc
 
 
-def autocast_for(device: torch.device, tc: TrainConfig) -> tuple[torch.dtype, object]:
-    """(compute dtype, a context factory): bf16 autocast on CUDA by default, plain fp32 elsewhere."""
-    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
-             "bfloat16": torch.bfloat16}[tc.dtype]
-    if device.type == "cuda":  # TF32 for the fp32 matmuls left outside autocast (CPU stays exact fp32)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.set_float32_matmul_precision("high")
-    if dtype == torch.float32:
-        return dtype, nullcontext
-    return dtype, lambda: torch.autocast(device.type, dtype=dtype)
-
-
 # ---------------------------------------------------------------------------- the trainer
 class Trainer:
     """Model, optimizer, loaders and the run's files; one method per step of the story in train()."""
@@ -181,7 +77,7 @@ class Trainer:
         self.preset, self.mc, self.tc, self.ddp, self.data, self.meta, self.tok = preset, mc, tc, ddp, data, meta, tok
         self.out = Path(tc.out_dir)
         tc.batch_size, self.accum = self._fit_batch(tc, ddp, batch_size_given)
-        self.dtype, self.autocast = autocast_for(ddp.device, tc)
+        self.dtype, self.autocast = compute_dtype(tc.dtype, ddp.device), autocast_for(tc.dtype, ddp.device)
         torch.manual_seed(tc.seed)  # same seed on every rank: identical initial weights (DDP also broadcasts them)
         self.raw_model = GPT(mc).to(ddp.device)
         self.optimizer = self.raw_model.configure_optimizers(tc.weight_decay, tc.max_lr, device_type=ddp.device.type)
@@ -220,16 +116,18 @@ class Trainer:
     def resume(self, path: str) -> None:
         """Restore model, optimizer, data position, RNG and counters from checkpoint ``path`` (checked first)."""
         ckpt = load_checkpoint(path, KIND)
-        self._check_compatible(ckpt)
+        new_data = self._check_compatible(ckpt)
         self.raw_model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.train_loader.load_state_dict(ckpt["data_position"])
+        if not new_data:  # --allow_new_data: the new data is read from its start
+            self.train_loader.load_state_dict(ckpt["data_position"])
         set_rng_state(ckpt["rng"])
         self.start, self.stats = ckpt["step"], {**self.stats, **ckpt["stats"]}
         print0(f"resumed from {path} at step {self.start}")
 
-    def _check_compatible(self, ckpt: dict) -> None:
-        """Exact resume needs the same model, tokenizer, batch shape and process count, and an end not passed."""
+    def _check_compatible(self, ckpt: dict) -> bool:
+        """Exact resume needs the same model, tokenizer, data, batch shape and process count, and an end not
+        passed; returns whether the data differ (allowed only with --allow_new_data)."""
         where, mc = ckpt["path"], asdict(self.mc)
         if ckpt["model_config"] != mc:
             diff = {k: (v, mc.get(k)) for k, v in ckpt["model_config"].items() if mc.get(k) != v}
@@ -247,13 +145,19 @@ class Trainer:
         if ckpt["step"] > self.tc.max_steps:
             raise ConfigError(f"{where}: the checkpoint is at step {ckpt['step']}, past --max_steps "
                               f"{self.tc.max_steps}")
+        new_data = ckpt.get("data", data_identity(self.meta)) != data_identity(self.meta)  # older: no "data"
+        if new_data and not self.tc.allow_new_data:
+            raise ConfigError(f"{where}: the checkpoint was trained on other data than {self.data} (meta.json "
+                              "sources / train tokens differ); pass --allow_new_data to continue on this data from "
+                              "its start")
+        return new_data
 
     def open_outputs(self) -> None:
         """The log (kept up to the resumed step), tokenizer files, the wrapped model and the MFU peak."""
         tc, ddp = self.tc, self.ddp
-        self.log = together(lambda: RunLog(self.out / "log.jsonl", ddp.master, self.start or None, live=tc.live,
+        self.log = run_or_stop_all(lambda: RunLog(self.out / "log.jsonl", ddp.master, self.start or None, live=tc.live,
                                            run_name=self.out.name, config={**asdict(self.mc), **asdict(tc)}), ddp)
-        together(self.write_tokenizer, ddp, master_only=True)
+        run_or_stop_all(self.write_tokenizer, ddp, rank0_only=True)
         self.model = torch.compile(self.raw_model) if tc.compile else self.raw_model
         if ddp.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -281,7 +185,7 @@ class Trainer:
         fused = ddp.device.type == "cpu" and self.dtype == torch.float32  # LinearCrossEntropy: CPU fp32 only
         for micro in range(self.accum):
             x, y = self.train_loader.next_batch()  # (B, T) each, y = x shifted by one token
-            x, y = x.to(ddp.device, non_blocking=True), y.to(ddp.device, non_blocking=True)
+            x, y = self.to_device(x), self.to_device(y)
             # DDP: all-reduce gradients only on the last micro-step
             with self.model.no_sync() if ddp.enabled and micro < self.accum - 1 else nullcontext():
                 with self.autocast():
@@ -301,6 +205,12 @@ class Trainer:
             torch.cuda.synchronize()
         return {"loss": loss_accum.item(), "lr": lr, "grad_norm": norm.item(), "dt": time.perf_counter() - t0}
 
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """CUDA: through pinned memory, so the copy is asynchronous (non_blocking) and overlaps the GPU's work."""
+        if self.ddp.device.type != "cuda":
+            return t
+        return t.pin_memory().to(self.ddp.device, non_blocking=True)
+
     def record(self, done: int, r: dict, first: bool, t_start: float, wall_before: float) -> None:
         """Count tokens and time (steady-state figures skip a process's first, warm-up/compile step); log a line."""
         tc, s = self.tc, self.stats
@@ -312,13 +222,13 @@ class Trainer:
             s["steady_time"] += r["dt"]
         tps = tc.total_batch_size / r["dt"]
         if done % tc.log_interval == 0 or done == tc.max_steps:
-            m = self.honest_mfu(tps)
+            m = self.mfu_or_none(tps)
             self.log.write(step=done, loss=r["loss"], lr=r["lr"], grad_norm=r["grad_norm"], dt_ms=r["dt"] * 1000,
                            tokens=s["tokens"], tokens_per_s=tps, mfu=m, epoch=self.train_loader.epoch)
             print0(f"step {done:5d} | loss {r['loss']:.6f} | lr {r['lr']:.2e} | norm {r['grad_norm']:.3f} | "
                    f"{r['dt'] * 1000:.0f} ms | {tps:.0f} tok/s" + (f" | mfu {m:.1%}" if m is not None else ""))
 
-    def honest_mfu(self, tokens_per_s: float) -> float | None:
+    def mfu_or_none(self, tokens_per_s: float) -> float | None:
         """MFU against the peak; a measured CPU peak below what a step achieved (a busy machine during the
         measurement) is not a peak: then the MFU is unknown (None), never above 100 %."""
         m = mfu(self.flops_per_token, tokens_per_s / self.ddp.world_size, self.peak)
@@ -375,8 +285,9 @@ class Trainer:
         prompt = tok.encode(tc.sample_prompt) if tc.sample_prompt else [tok.eot_id or 0]
         idx = torch.tensor([prompt] * tc.num_samples, dtype=torch.long, device=self.ddp.device)  # (n, P)
         gen = torch.Generator(device=self.ddp.device).manual_seed(tc.seed)  # own generator: training RNG untouched
-        out = self.raw_model.generate(idx, tc.sample_tokens, temperature=tc.sample_temperature,
-                                      top_k=tc.sample_top_k or None, generator=gen)  # (n, P + sample_tokens)
+        with self.autocast():  # the run's precision (bf16 on CUDA), as its evaluations
+            out = self.raw_model.generate(idx, tc.sample_tokens, temperature=tc.sample_temperature,
+                                          top_k=tc.sample_top_k or None, generator=gen)  # (n, P + sample_tokens)
         return [tok.decode(row.tolist()) for row in out]
 
     def plot(self) -> None:
@@ -385,14 +296,14 @@ class Trainer:
 
     def save(self, step: int) -> None:
         """Checkpoint after ``step`` steps (rank 0 writes; the others wait for its outcome)."""
-        together(lambda: save_checkpoint(self.out, {
-            "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": step,
-            "data_position": self.train_loader.state_dict(), "rng": rng_state(), "model_config": asdict(self.mc),
-            "train_config": asdict(self.tc), "preset": self.preset, "world_size": self.ddp.world_size,
-            "tokenizer": self.meta["tokenizer"], "stats": dict(self.stats)}, KIND, keep=self.tc.keep_checkpoints),
-            self.ddp, master_only=True)
+        state = {"model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": step,
+                 "data_position": self.train_loader.state_dict(), "rng": rng_state(), "model_config": asdict(self.mc),
+                 "train_config": asdict(self.tc), "preset": self.preset, "world_size": self.ddp.world_size,
+                 "tokenizer": self.meta["tokenizer"], "data": data_identity(self.meta), "stats": dict(self.stats)}
+        run_or_stop_all(lambda: save_checkpoint(self.out, state, KIND, keep=self.tc.keep_checkpoints), self.ddp,
+                        rank0_only=True)
 
-    def due(self, done: int) -> tuple[bool, bool]:
+    def evaluate_and_save_due(self, done: int) -> tuple[bool, bool]:
         """(evaluate now, checkpoint now) after ``done`` steps: at the intervals and always at the end."""
         tc, last = self.tc, done == self.tc.max_steps
         evaluate = last or (tc.eval_interval > 0 and done % tc.eval_interval == 0)
@@ -415,6 +326,12 @@ class Trainer:
         return summary
 
 
+def data_identity(meta: dict) -> dict:
+    """What makes a data set the same one for --resume: its sources and its train split's size and shards."""
+    return {"sources": meta.get("sources"), "train_tokens": meta["train"]["tokens"],
+            "train_shards": meta["train"]["shards"]}
+
+
 def summarize(t: Trainer, hf_dir: Path) -> dict:
     """summary.json: final figures; tokens/s and MFU are steady-state (without a process's first step)."""
     last = {}
@@ -430,7 +347,7 @@ def summarize(t: Trainer, hf_dir: Path) -> dict:
         "final_val_loss": last.get("val_loss"), "hellaswag_acc_norm": last.get("hellaswag_acc_norm"),
         "hellaswag_acc_norm_char": last.get("hellaswag_acc_norm_char"), "hellaswag_n": last.get("hellaswag_n"),
         "wall_time_s": s["wall_time"], "train_time_s": s["train_time"],
-        "tokens_per_s": steady, "mfu": t.honest_mfu(steady), "dtype": str(t.dtype).removeprefix("torch."),
+        "tokens_per_s": steady, "mfu": t.mfu_or_none(steady), "dtype": str(t.dtype).removeprefix("torch."),
         "params": t.raw_model.num_params(), "world_size": t.ddp.world_size, "device": str(t.ddp.device),
         "data": str(t.data), "model_config": asdict(t.mc), "train_config": asdict(t.tc), "hf_dir": str(hf_dir),
     }
@@ -438,52 +355,59 @@ def summarize(t: Trainer, hf_dir: Path) -> dict:
 
 # ---------------------------------------------------------------------------- the story
 def setup(preset: str, mc: GPTConfig, tc: TrainConfig, ddp: DDP, given: set[str]) -> tuple[Trainer, str | None]:
-    """Check everything cheap before the work: data, out_dir, resume decision; build the trainer."""
-    data = prepare_data(preset, tc, ddp)
-    meta, tok, mc = load_data(data, mc, "vocab_size" in given)
-    out = Path(tc.out_dir)
-    together(lambda: check_out_dir(out, data, tc), ddp, master_only=True)
-    check_shared(out, ddp)
-    resume_from = decide_resume(out, tc, ddp)
+    """Check everything before the work (data, run folder, settings, resume decision); build the trainer. A run
+    refused here leaves no folder behind."""
+    data = run_or_stop_all(lambda: data_folder(preset, tc, ddp), ddp)
+    meta, tok, mc = run_or_stop_all(lambda: load_data(data, mc, "vocab_size" in given), ddp)
+    folder = run_or_stop_all(lambda: claim(tc, data), ddp, rank0_only=True)  # creates nothing yet
     # fit_micro_batch may halve a preset's micro-batch, never one the user chose
-    return Trainer(preset, mc, tc, ddp, data, meta, tok, "batch_size" in given), resume_from
+    trainer = run_or_stop_all(lambda: Trainer(preset, mc, tc, ddp, data, meta, tok, "batch_size" in given), ddp)
+    try:
+        run_or_stop_all(lambda: folder.create(), ddp, rank0_only=True)
+        check_shared(trainer.out, ddp)
+        return trainer, decide(run_or_stop_all(lambda: plan_resume(folder, tc), ddp, rank0_only=True), ddp)
+    except USER_ERRORS:
+        if folder:
+            folder.abandon()  # only what create() made, and only if it is still empty
+        raise
 
 
 def train(preset: str, mc: GPTConfig, tc: TrainConfig, ddp: DDP, given: set[str] = frozenset()) -> dict:
     # set up: data, run folder, model, optimizer, loaders (all checked before the first step)
-    t, resume_from = setup(preset, mc, tc, ddp, given)
+    trainer, resume_from = setup(preset, mc, tc, ddp, given)
     # resume: model, optimizer, data position, RNG and counters of the latest checkpoint
     if resume_from:
-        t.resume(resume_from)
-    t.open_outputs()
+        trainer.resume(resume_from)
+    trainer.open_outputs()
     # loop: evaluate at 0, then step / log / evaluate / checkpoint
-    t_start, wall_before = time.perf_counter(), t.stats["wall_time"]  # wall time includes evaluations
-    if t.start == 0 and tc.eval_interval > 0:
-        t.evaluate(0)
-    for step in range(t.start, tc.max_steps):
-        numbers = t.train_step(step)
+    t_start, wall_before = time.perf_counter(), trainer.stats["wall_time"]  # wall time includes evaluations
+    if trainer.start == 0 and tc.eval_interval > 0:
+        trainer.evaluate(0)
+    for step in range(trainer.start, tc.max_steps):
+        numbers = trainer.train_step(step)
         done = step + 1  # every record's "step" is the number of optimizer steps done
-        t.record(done, numbers, step == t.start, t_start, wall_before)
-        evaluate_now, checkpoint_now = t.due(done)
+        trainer.record(done, numbers, step == trainer.start, t_start, wall_before)
+        evaluate_now, checkpoint_now = trainer.evaluate_and_save_due(done)
         if evaluate_now:
-            t.evaluate(done, last=done == tc.max_steps)
+            trainer.evaluate(done, last=done == tc.max_steps)
         if checkpoint_now:
-            t.stats["wall_time"] = wall_before + time.perf_counter() - t_start
-            t.save(done)
-        if tc.kill_at_step and done == tc.kill_at_step:
-            os.kill(os.getpid(), signal.SIGKILL)  # tests: a crash right after this step
+            trainer.stats["wall_time"] = wall_before + time.perf_counter() - t_start
+            trainer.save(done)
     # finish: HF export and summary
-    t.stats["wall_time"] = wall_before + time.perf_counter() - t_start
-    return t.finish()
+    trainer.stats["wall_time"] = wall_before + time.perf_counter() - t_start
+    return trainer.finish()
 
 
 def main(argv=None):
     preset, mc, tc, given = parse_args(argv, __doc__)
+    # SIGTERM (torchrun stopping its workers, a scheduler's preemption) unwinds like an error: the writes in
+    # progress remove their temp files (fileio) instead of leaving them behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ddp = None
     try:
-        ddp = ddp_kit.setup_ddp(tc.device, timeout_s=tc.ddp_timeout)
+        ddp = setup_ddp(tc.device, timeout_s=tc.ddp_timeout)
         return train(preset, mc, tc, ddp, given)
-    except (DataError, ConfigError, CheckpointError, OutputError, LiveLogError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except (RuntimeError, dist.DistError) as e:
@@ -493,7 +417,7 @@ def main(argv=None):
               f"or died, or waited longer than --ddp_timeout {tc.ddp_timeout:g} s", file=sys.stderr)
         raise SystemExit(3) from None
     finally:
-        ddp_kit.cleanup_ddp()
+        cleanup_ddp()
 
 
 def is_collective_failure(e: BaseException) -> bool:

@@ -54,3 +54,26 @@ def load_checkpoint(path):
     from models import KIND
 
     return load(path, KIND)
+
+
+def kill_after_step(cmd, log_path, step, timeout=300):
+    """Start ``cmd``, watch its log.jsonl until a train line of ``step`` appears, then SIGKILL it (a crash from
+    outside: no flag in the code under test). Returns the exit status (-9 when the kill landed)."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    def reached():
+        lines = log_path.read_text().splitlines() if log_path.is_file() else []
+        rows = [json.loads(line) for line in lines if line.endswith("}")]  # a line being written is skipped
+        return any(r.get("step") == step and "loss" in r for r in rows)
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if reached():
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    return proc.wait(timeout=60)
