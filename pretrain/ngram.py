@@ -105,13 +105,13 @@ def model_nll(model_dir: str | Path, tokens: np.ndarray, batch_size: int = 8) ->
     return np.concatenate(out).astype(np.float64)
 
 
-def baselines(data: str | Path, model: str | Path | None = None) -> dict:
+def baselines(data: str | Path, model: str | Path | None = None, data_dir: str | Path | None = None) -> dict:
     """{name: {nats_per_token, bits_per_byte}} for unigram, bigram (and the model) on the val split."""
     import text_tokenizer
 
     meta = read_meta(data)
     V, train, val = meta["vocab_size"], split_tokens(data, "train"), split_tokens(data, "val")
-    tok = text_tokenizer.load(Path(data) / meta["tokenizer"]["dir"])
+    tok = text_tokenizer.load(Path(data) / meta["tokenizer"]["dir"], data_dir)
     n_bytes = text_bytes(val[1:], tok.decode, meta.get("eot_id"))  # the bytes of the predicted tokens
     nlls = {"unigram": unigram_nll(train, val[1:], V), "bigram": KneserNeyBigram(train, V).nll(val)}
     if model is not None:
@@ -127,11 +127,13 @@ def main(argv=None):
     p.add_argument("--data", required=True, help="prepared shard folder (prepare.py --out_dir)")
     p.add_argument("--model", default=None, help="a Hugging Face model folder to score on the same val tokens")
     p.add_argument("--out", default=None, help="write the figures to this JSON file (atomically)")
+    p.add_argument("--data_dir", default=None, help="data directory, for a data set made with GPT-2's tokenizer "
+                                                    "(default $LLMHW_DATA_DIR)")
     a = p.parse_args(argv)
     if a.model is not None and not (Path(a.model) / "config.json").is_file():
         p.error(f"--model {a.model}: not a Hugging Face model folder (no config.json)")
     try:
-        r = baselines(a.data, a.model)
+        r = baselines(a.data, a.model, a.data_dir)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

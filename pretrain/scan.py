@@ -6,8 +6,9 @@
 On a CPU the question is not "how big a model" but "how big a model for the seconds we have": a wider model learns
 more per token but reads fewer tokens. Each candidate (layers L, width d, context T, micro-batch B rows, peak
 learning rate lr; heads = d / 32) is
-  1. timed: a few training steps of its shape in this process, in CPU seconds (``time.process_time``: what a step
-     costs, nearly independent of what else runs on the machine), giving its step budget = seconds / step cost;
+  1. timed: a few training steps of its shape in this process, in CPU seconds (``time.process_time``), all
+     candidates round-robin and each its median (a noisy machine shifts them alike), giving its step budget =
+     seconds / step cost;
   2. trained by train.py itself (the same code and schedule as a real run: cosine to 10 %, 5 % warmup, shuffled
      windows, no evaluation until the end) for that many steps, in a subprocess;
   3. scored by ngram.py on every val token with transformers' GPT2LMHeadModel (its own context length), beside the
@@ -52,23 +53,27 @@ def parse_candidate(spec: str) -> dict:
     return {"n_layer": L, "n_embd": d, "n_head": d // 32, "block_size": T, "seq_len": T, "batch_size": B, "max_lr": lr}
 
 
-def step_cost(c: dict, vocab: int, probe_steps: int = 3) -> float:
-    """CPU seconds of one training step (forward, backward, AdamW) of the candidate, median of probe_steps after a
-    warm-up step, on random tokens (the cost does not depend on the values)."""
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=c["block_size"], vocab_size=vocab, n_layer=c["n_layer"], n_head=c["n_head"],
-                          n_embd=c["n_embd"]))
-    opt = model.configure_optimizers(0.1, c["max_lr"], device_type="cpu")
-    x = torch.randint(0, vocab, (c["batch_size"], c["seq_len"] + 1))
-    costs = []
-    for _ in range(probe_steps + 1):
-        t0 = time.process_time()
-        _, loss = model(x[:, :-1], x[:, 1:], fused_loss=True)  # the trainer's CPU fp32 path
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        costs.append(time.process_time() - t0)
-    return sorted(costs[1:])[len(costs[1:]) // 2]
+def step_costs(cands: dict[str, dict], vocab: int, rounds: int = 3) -> dict[str, float]:
+    """CPU seconds of one training step (forward, backward, AdamW) of each candidate, on random tokens (the cost
+    does not depend on the values). The candidates are timed round-robin, one step each per round after a warm-up
+    step, and each gets its median: a machine whose load changes during the probe shifts all of them alike."""
+    setups = {}
+    for name, c in cands.items():
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(block_size=c["block_size"], vocab_size=vocab, n_layer=c["n_layer"],
+                              n_head=c["n_head"], n_embd=c["n_embd"]))
+        opt = model.configure_optimizers(0.1, c["max_lr"], device_type="cpu")
+        setups[name] = (model, opt, torch.randint(0, vocab, (c["batch_size"], c["seq_len"] + 1)))
+    costs = {name: [] for name in cands}
+    for _ in range(rounds + 1):
+        for name, (model, opt, x) in setups.items():
+            t0 = time.process_time()
+            _, loss = model(x[:, :-1], x[:, 1:], fused_loss=True)  # the trainer's CPU fp32 path
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            costs[name].append(time.process_time() - t0)
+    return {name: sorted(c[1:])[len(c[1:]) // 2] for name, c in costs.items()}  # median without the warm-up
 
 
 def train_candidate(name: str, c: dict, steps: int, data: Path, out: Path, extra: list[str]) -> dict:
@@ -92,10 +97,10 @@ def scan(data: Path, out: Path, specs: list[str], seconds: float, extra: list[st
     meta = read_meta(data)
     vocab = -(-meta["vocab_size"] // 64) * 64  # as train.py pads it
     base = ngram.baselines(data)
-    rows = []
-    for spec in specs:
-        c = parse_candidate(spec)
-        cost = step_cost(c, vocab)
+    rows, cands = [], {spec: parse_candidate(spec) for spec in specs}
+    costs = step_costs(cands, vocab)
+    for spec, c in cands.items():
+        cost = costs[spec]
         steps = max(10, int(seconds / cost))
         print(f"[scan] {spec}: {cost:.3f} CPU s/step -> {steps} steps", flush=True)
         s = train_candidate(spec, c, steps, data, out, extra)
@@ -106,7 +111,8 @@ def scan(data: Path, out: Path, specs: list[str], seconds: float, extra: list[st
         print(f"[scan] {spec}: val {scored['nats_per_token']:.4f} nats/token, {scored['bits_per_byte']:.4f} "
               f"bits/byte ({s['tokens']:,} tokens, {s['wall_s']:.0f} s wall)", flush=True)
     best = min(rows, key=lambda r: r["nats_per_token"])
-    return {"data": str(data), "seconds": seconds, "load_avg": list(os.getloadavg()), "baselines": base,
+    return {"data": str(data), "seconds": seconds, "threads": torch.get_num_threads(),
+            "load_avg": list(os.getloadavg()), "baselines": base,
             "candidates": rows, "best": best["candidate"], "extra_flags": extra}
 
 
@@ -132,10 +138,18 @@ def main(argv=None):
     p.add_argument("--candidates", nargs="+", default=list(DEFAULT_CANDIDATES),
                    help="L<layers>-d<width>-T<context>-B<rows>-lr<rate> each (default: %(default)s)")
     p.add_argument("--out_dir", type=Path, default=HERE / "output" / "scan", help="where runs and tables go")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the probe and the runs (default: torch's); 1 makes CPU seconds a fair "
+                        "measure on a machine other work shares (no thread waits for a descheduled sibling)")
     p.add_argument("--data_dir", default=None, help="data directory (default $LLMHW_DATA_DIR)")
     a, extra = p.parse_known_args(argv)
     if a.seconds <= 0:
         p.error(f"--seconds must be > 0, got {a.seconds}")
+    if a.threads is not None:
+        if a.threads < 1:
+            p.error(f"--threads must be >= 1, got {a.threads}")
+        torch.set_num_threads(a.threads)
+        os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the train.py subprocesses
     try:
         specs = [s for s in a.candidates if parse_candidate(s)]
         read_meta(a.data)

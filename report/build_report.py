@@ -85,7 +85,8 @@ def report_values(run: Path, data_dir=None, t0: float | None = None) -> tuple[di
 def write_assets(folder: Path, run: Path, assets: dict) -> None:
     """Figures + findings.json + generations.json into ``folder`` (a temporary folder of atomic_dir)."""
     rows = read_jsonl(run / "pretrain/log.jsonl", "pretrain")
-    figures.plot_pretrain(rows, folder / "pretrain_loss.png", "Pretraining loss")
+    figures.plot_pretrain(rows, folder / "pretrain_loss.png", "Pretraining loss",
+                          read_json(run / "baselines.json", "baselines")["baselines"])
     figures.plot_sweep({label: r.rows for label, r in assets["sweep"].items()}, folder / "sweep_curves.png")
     full = assets["findings"]["full_overfits"]
     figures.plot_full(sections.full_run(assets["sweep"]).rows, folder / "full_finetuning.png", full["min_step"],

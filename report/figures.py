@@ -20,12 +20,19 @@ def save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_pretrain(rows: list[dict], path: Path, title: str) -> None:
+def plot_pretrain(rows: list[dict], path: Path, title: str, baselines: dict | None = None) -> None:
+    """Train and validation loss against step; the count baselines (nats per token on the same val tokens) as
+    dashed lines, so what the model learned beyond counting shows at a glance."""
     fig, ax = plt.subplots(figsize=(7, 4))
     s, v = series(rows, "loss")
     ax.plot(s, v, lw=0.8, alpha=0.6, label="train")
     s, v = series(rows, "val_loss")
     ax.plot(s, v, "o-", label="validation")
+    for (name, what), color in zip((("unigram", "unigram counts"), ("bigram", "bigram counts (Kneser-Ney)")),
+                                   ("tab:gray", "tab:green")):
+        if baselines and name in baselines:
+            ax.axhline(baselines[name]["nats_per_token"], ls="--", color=color, lw=1.2,
+                       label=f"{what}: {baselines[name]['nats_per_token']:.2f}")
     ax.set(xlabel="step", ylabel="cross-entropy loss (nats)", title=title)
     ax.legend()
     ax.grid(alpha=0.3)

@@ -8,7 +8,8 @@ Findings (the homework's report, sections 4.2-4.3):
   full_overfits   full finetuning's eval loss reaches a minimum and then rises while its train loss keeps falling
   lora_follows    every LoRA run's eval loss falls along with its train loss (no turn)
   ranks_alike     the final eval losses of ranks 1-32 differ by no more than seed-to-seed noise
-  lora_longer     LoRA's answers are longer than full finetuning's (mean generated length)
+  lora_longer     LoRA's answers are longer than full finetuning's (mean generated length of the answers
+                  both ended by themselves)
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import statistics
 RISE_TOL = 0.01       # nats: a rise of eval loss above its minimum smaller than this is flat, not a turn
 TREND_WINDOW = 0.2    # fraction of the run's steps averaged at each end of a train-loss trend
 ALIKE_FACTOR = 2.0    # ranks are alike if their spread is at most this many times the two-seed spread
+MIN_PAIRS = 4         # instructions whose lengths are compared, at least (fewer decide nothing)
 
 
 def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -101,15 +103,25 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return m, se
 
 
-def lora_longer_verdict(lengths: dict[str, list[int]], lora: str, full: str, base: str) -> dict:
+def lora_longer_verdict(lengths: dict[str, list[int]], lora: str, full: str, base: str,
+                        ended: dict[str, list[bool]] | None = None) -> dict:
     """Reproduced if LoRA's mean generated length exceeds full finetuning's by more than two standard errors of the
-    difference (lengths paired by instruction)."""
+    difference (lengths paired by instruction). With ``ended`` (per model, whether each answer ended by itself
+    before the generation limit), only the instructions that both LoRA and full finetuning answered to the end
+    count: a cut answer's length is the limit's, not the model's; fewer than MIN_PAIRS such pairs decide nothing."""
     stats = {name: mean_se(v) for name, v in lengths.items()}
-    diffs = [a - b for a, b in zip(lengths[lora], lengths[full])]
-    d, d_se = mean_se(diffs)
+    keep = range(len(lengths[lora]))
+    if ended is not None:
+        keep = [i for i in keep if ended[lora][i] and ended[full][i]]
+    diffs = [lengths[lora][i] - lengths[full][i] for i in keep]
+    d, d_se = mean_se(diffs) if diffs else (math.nan, math.nan)
+    decided = len(diffs) >= MIN_PAIRS
     return {"mean": {k: m for k, (m, _) in stats.items()}, "se": {k: s for k, (_, s) in stats.items()},
-            "n": len(diffs), "diff": d, "diff_se": d_se, "base": base, "lora": lora, "full": full,
-            "reproduced": d > 2 * d_se and d > 0}
+            "n": len(diffs), "n_all": len(lengths[lora]), "diff": d, "diff_se": d_se, "base": base, "lora": lora,
+            "full": full, "only_ended": ended is not None,
+            "ended": {k: sum(v) for k, v in ended.items()} if ended is not None else None,
+            "mean_ended": ({k: mean_se([lengths[k][i] for i in keep])[0] for k in (lora, full)} if diffs else None),
+            "decided": decided, "reproduced": decided and d > 2 * d_se and d > 0}
 
 
 def binomial_se(p: float, n: int) -> float:

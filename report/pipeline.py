@@ -11,6 +11,8 @@ stages meet only through the files they write under the run directory RUN):
   tokenizer  python bpe/train.py           (CPU) GPT-2-pattern BPE trained on the pretraining corpus -> RUN/tokenizer/
   data       python pretrain/prepare.py    shards of the pretraining corpus with that tokenizer -> RUN/shards/
   pretrain   python pretrain/train.py      a small GPT on that English prose -> RUN/pretrain/ (hf/ = its export)
+  baselines  python pretrain/ngram.py      the export and unigram / bigram counts on every val token
+                                           -> RUN/baselines.json
   sweep      python finetune/sweep.py      LoRA ranks + full finetuning from the export, one rank twice (2 seeds)
   generate   python finetune/generate.py   base, full and LoRA answers to the held-out instructions
   report     python report/build_report.py report/README.md + report/assets/
@@ -33,7 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["bpe", "corpus", "tokenizer", "data", "pretrain", "sweep", "generate", "report"]
+STAGES = ["bpe", "corpus", "tokenizer", "data", "pretrain", "baselines", "sweep", "generate", "report"]
 WIKITEXT = "webtext/wikitext2_valid.txt"
 
 
@@ -152,6 +154,9 @@ def pretrain_stages(cfg: PipelineConfig, run: Path, dd: list[str]) -> dict[str, 
                                       "--data", str(run / "shards"), "--out_dir", str(run / "pretrain"),
                                       "--hellaswag_limit", str(cfg.hellaswag_limit), *vocab, *cfg.pretrain_flags]
                           + dd, run / "pretrain/summary.json", run / "pretrain", ("--overwrite",)),
+        "baselines": Stage(py + [str(ROOT / "pretrain/ngram.py"), "--data", str(run / "shards"),
+                                 "--model", str(run / "pretrain/hf"), "--out", str(run / "baselines.json")] + dd,
+                           run / "baselines.json", run / "baselines.json"),
     }
 
 
@@ -194,7 +199,8 @@ def append_record(log_path: Path, record: dict) -> None:
 def run_stage(name: str, stage: Stage, redo: bool, log_path: Path, preset: str) -> int:
     """Run one stage (after its overwrite flag when it replaces an earlier output) and record it."""
     argv = stage.argv
-    if name not in ("report", "generate") and stage.out.exists() and (redo or not stage.marker.exists()):
+    rewrites = name in ("report", "generate", "baselines")  # their scripts replace a single output file themselves
+    if not rewrites and stage.out.exists() and (redo or not stage.marker.exists()):
         # an earlier (or partial) output is there: replace it, as told (before a '--' that starts passed-on flags)
         at = argv.index("--") if "--" in argv else len(argv)
         argv = argv[:at] + list(stage.rerun_flags) + argv[at:]

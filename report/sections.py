@@ -82,10 +82,10 @@ def cmd_note(cmds: dict, stage: str) -> str:
 PIPELINE_STORY = """`bash report/run_pipeline.sh` sets up the environment, then runs the stages below in order, each one a
 folder's own script; they meet only through the files they write under the run folder. **bpe** trains the homework's
 tokenizer (manual.txt, vocabulary 1024) and compares it on the homework's paragraphs. **corpus** partitions Alpaca
-(`finetune/data.py`): one fixed finetuning subset (train/eval), held-out instructions for the generations, and the
+(`finetune/partition.py`): one fixed finetuning subset (train/eval), held-out instructions for the generations, and the
 responses of every other record as pretraining text. **tokenizer** trains a GPT-2-pattern BPE on the pretraining corpus
 (WikiText-2 + those responses), **data** shards that corpus with it, **pretrain** trains a small GPT on it and exports
-it, **sweep** finetunes the export (LoRA ranks 1-32 and full finetuning, one rank again with a second seed),
+it, **baselines** scores the export and unigram / bigram count tables on every validation token, **sweep** finetunes the export (LoRA ranks 1-32 and full finetuning, one rank again with a second seed),
 **generate** answers the held-out instructions with the base, full and LoRA models, and **report** writes this file.
 A stage whose output exists is skipped on a re-run (`--redo STAGE` reruns it)."""
 
@@ -203,9 +203,16 @@ def corpus_values(run: Path) -> dict[str, str]:
     rows = source_rows(meta, split)
     rows.append(["**tokens** (this run's tokenizer)", f"train {meta['train']['tokens']:,}",
                  f"validation {meta['val']['tokens']:,} (last {meta.get('val_fraction', 0):.0%} of each file)"])
-    seen = read_json(run / "pretrain/summary.json", "pretrain").get("tokens") or 0
-    order = (f" The shards keep the files' order and training reads them in order: the run's {seen:,} tokens are "
-             f"{seen / meta['train']['tokens']:.0%} of the training tokens, from the first file on.")
+    summary = read_json(run / "pretrain/summary.json", "pretrain")
+    seen = summary.get("tokens") or 0
+    share = seen / meta["train"]["tokens"]
+    if (summary.get("train_config") or {}).get("data_order") == "shuffle":
+        order = (f" Training draws non-overlapping windows of the whole training split in a random order (a new one "
+                 f"each epoch), so every step mixes the sources in proportion, as validation does: the run's "
+                 f"{seen:,} tokens are {share:.2f} passes over the training tokens.")
+    else:
+        order = (f" The shards keep the files' order and training reads them in order: the run's {seen:,} tokens are "
+                 f"{share:.0%} of the training tokens, from the first file on.")
     return {"corpus_story": corpus_story(split) + order,
             "corpus_table": md_table(["source", "bytes", "records"], rows)}
 
@@ -260,11 +267,21 @@ def sample_stats(samples: list[str], vocabulary: set[str]) -> dict:
             "distinct_pairs": len(set(pairs)) / len(pairs) if pairs else math.nan}
 
 
-def can_do(final_val: float, vocab: int, figs: list, stats: dict) -> str:
-    """What the model can and cannot do, each line decided by a number."""
+def can_do(final_val: float, vocab: int, figs: list, stats: dict, base: dict | None = None) -> str:
+    """What the model can and cannot do, each line decided by a number (the count baselines when measured)."""
     ppl = math.exp(final_val)
     lines = [f"- Next-token prediction: validation perplexity **{ppl:.0f}** (loss {final_val:.3f} nats) where a "
-             f"uniform guess over its {vocab:,} tokens scores {vocab:,}: it has learned the corpus's statistics."]
+             f"uniform guess over its {vocab:,} tokens scores {vocab:,}."]
+    if base:
+        b, m = base["baselines"], base["baselines"]["model"]
+        gain = b["bigram"]["nats_per_token"] - m["nats_per_token"]
+        lines[0] = lines[0][:-1] + (
+            f"; on every validation token it scores **{m['nats_per_token']:.3f} nats ({m['bits_per_byte']:.3f} bits "
+            f"per byte)** against {b['bigram']['nats_per_token']:.3f} for a table of which token follows which "
+            f"(Kneser-Ney bigram) and {b['unigram']['nats_per_token']:.3f} for token frequencies alone: "
+            + (f"**{gain:.2f} nats per token better than counting pairs**, so it uses more context than the previous "
+               "token." if gain > 0.1 else
+               f"**no better than counting pairs** ({gain:+.2f} nats): what it learned, a bigram table holds too."))
     if figs:
         _, acc, se, n = figs[0]
         at_chance = abs(acc - 0.25) <= 2 * se
@@ -292,6 +309,25 @@ def pretrain_table(s: dict, rows: list[dict]) -> str:
     return md_table(["measure", "value"], [[k, v] for k, v in items])
 
 
+def baseline_table(base: dict, vocab: int, cmds: dict) -> str:
+    """The model beside what counting gives on the same val tokens, in nats per token and bits per byte."""
+    per_byte = base["val_tokens"] / base["val_bytes"] / math.log(2)  # nats per token -> bits per byte
+    b = base["baselines"]
+    bigram = b["bigram"]["nats_per_token"]
+    named = [(f"uniform over the {vocab:,} tokens", {"nats_per_token": math.log(vocab),
+                                                     "bits_per_byte": math.log(vocab) * per_byte}),
+             ("unigram counts (add-one)", b["unigram"]), ("bigram counts (Kneser-Ney, D = "
+                                                         f"{base.get('bigram_discount', 0.75)})", b["bigram"])]
+    if "model" in b:
+        named.append(("**this GPT** (exported, scored by transformers)", b["model"]))
+    rows = [[name, f"{v['nats_per_token']:.3f}", f"{v['bits_per_byte']:.3f}", f"{v['nats_per_token'] - bigram:+.3f}"]
+            for name, v in named]
+    return (md_table(["model", "val nats / token", "val bits / byte", "vs bigram (nats)"], rows)
+            + f"\n\nEvery one of the {base['val_tokens']:,} validation tokens ({base['val_bytes']:,} bytes of text) "
+            f"scored once; the counts are fitted on the {base['train_tokens']:,} training tokens of the same shards, "
+            f"by {cmd_note(cmds, 'baselines')}.")
+
+
 def pretrain_values(run: Path, cmds: dict) -> dict[str, str]:
     rows = read_jsonl(run / "pretrain/log.jsonl", "pretrain")
     s = read_json(run / "pretrain/summary.json", "pretrain")
@@ -303,6 +339,7 @@ def pretrain_values(run: Path, cmds: dict) -> dict[str, str]:
     figs = hellaswag_figures(rows)
     tok = run / "tokenizer/summary.json"
     tok_s = read_json(tok, "tokenizer") if tok.is_file() else {"vocab_size": meta["vocab_size"]}
+    base = read_json(run / "baselines.json", "baselines")
     return {
         "pretrain_shape": (f"A GPT-2-architecture model with {mc.get('n_layer')} layers, {mc.get('n_head')} heads, "
                            f"width {mc.get('n_embd')}, context {mc.get('block_size')} and vocabulary "
@@ -311,7 +348,8 @@ def pretrain_values(run: Path, cmds: dict) -> dict[str, str]:
         "tokenizer_cmd": cmd_note(cmds, "tokenizer") if tok.is_file() else "GPT-2's (tiktoken)",
         "tok_vocab": fmt(tok_s["vocab_size"]), "tok_bpt": fmt(tok_s.get("bytes_per_token"), 2),
         "pretrain_table": pretrain_table(s, rows), "hellaswag_line": hellaswag_line(figs),
-        "can_do": can_do(s["final_val_loss"], meta["vocab_size"], figs, sample_stats(last, corpus_words(meta))),
+        "can_do": can_do(s["final_val_loss"], meta["vocab_size"], figs, sample_stats(last, corpus_words(meta)), base),
+        "baseline_table": baseline_table(base, meta["vocab_size"], cmds),
         "samples": "\n\n".join(f"```text\n{x.strip()[:600]}\n```" for x in last) or "(no samples logged)",
     }
 
@@ -452,26 +490,33 @@ def alike_finding(v: dict | None, rank: int | None) -> str:
             f"{v['relative_spread']:.2%} of the mean final eval loss {v['mean']:.3f}.")
 
 
-def longer_finding(v: dict, unit: str, capped: dict[str, int] | None = None) -> str:
-    m = v["mean"]
-    text = (f"- **LoRA answers are longer**: {verdict_word(v['reproduced'])}. Mean generated length over "
-            f"{v['n']} held-out instructions: {v['lora']} **{m[v['lora']]:.1f}** vs {v['full']} "
-            f"**{m[v['full']]:.1f}** {unit} (base {m[v['base']]:.1f}); paired difference {v['diff']:+.1f} ± "
-            f"{v['diff_se']:.1f} (longer means more than two standard errors above 0).")
-    if capped:  # an answer cut at max_new_tokens never ended: its length is the limit's, not the model's choice
-        text += (" Answers cut at the generation limit instead of ending: "
-                 + ", ".join(f"{name} {capped[name]}/{v['n']}" for name in (v["base"], v["full"], v["lora"])) + ".")
-        if capped[v["lora"]] * 2 > v["n"]:
-            text += f" Most {v['lora']} answers never end, so at this scale its length measures that, not verbosity."
-    return text
+def longer_finding(v: dict, unit: str) -> str:
+    m, n_all = v["mean"], v["n_all"]
+    text = f"- **LoRA answers are longer**: {verdict_word(v['reproduced'])}. "
+    if v["ended"] is not None:  # cut answers' lengths are the limit's: compare the answers that ended
+        text += ("Answers that ended with end-of-text before the generation limit: "
+                 + ", ".join(f"{name} **{v['ended'][name]}/{n_all}**" for name in (v["base"], v["full"], v["lora"]))
+                 + f". On the {v['n']} instructions that both {v['lora']} and {v['full']} answered to the end, ")
+    else:
+        text += f"Over {n_all} held-out instructions, "
+    if not v["n"]:
+        return text + "there is nothing to compare (no such instruction): not decided."
+    means = v["mean_ended"] or m
+    text += (f"mean length {v['lora']} **{means[v['lora']]:.1f}** vs {v['full']} **{means[v['full']]:.1f}** {unit}; "
+             f"paired difference {v['diff']:+.1f} ± {v['diff_se']:.1f} (longer means more than two standard errors "
+             "above 0)")
+    if not v["decided"]:
+        text += f"; fewer than {fd.MIN_PAIRS} such pairs decide nothing"
+    return text + f". All answers, cut ones included: {', '.join(f'{k} {x:.1f}' for k, x in m.items())} {unit}."
 
 
-def capped_answers(gens: dict) -> dict[str, int] | None:
-    """Per model, how many answers stopped at max_new_tokens (generate.py's details), or None if not recorded."""
+def ended_answers(gens: dict) -> dict[str, list[bool]] | None:
+    """Per model, whether each answer ended by itself (generate.py's details 'stop' is 'eos'), or None if not
+    recorded."""
     results = gens["results"]
     if not all("stop" in d for r in results for d in r.get("details", {None: {}}).values()):
         return None
-    return {n: sum(r["details"][n]["stop"] == "max_new_tokens" for r in results) for n in results[0]["responses"]}
+    return {n: [r["details"][n]["stop"] == "eos" for r in results] for n in results[0]["responses"]}
 
 
 def model_names(gens: dict) -> tuple[str, str, str]:
@@ -500,11 +545,11 @@ def finetune_values(run: Path, cmds: dict, sweep: dict[str, Run], gens: dict) ->
     v_alike = fd.ranks_alike_verdict(finals, pair[1]) if pair else None
     lengths, unit = response_lengths(gens)
     base, full_name, lora_name = model_names(gens)
-    v_long = fd.lora_longer_verdict(lengths, lora=lora_name, full=full_name, base=base)
+    v_long = fd.lora_longer_verdict(lengths, lora=lora_name, full=full_name, base=base, ended=ended_answers(gens))
     verdicts = {"full_overfits": v_full, "lora_follows": v_lora, "ranks_alike": v_alike, "lora_longer": v_long,
                 "length_unit": unit}
     text = "\n".join([full_finding(v_full), lora_finding(v_lora), alike_finding(v_alike, pair and pair[0]),
-                      longer_finding(v_long, unit, capped_answers(gens))])
+                      longer_finding(v_long, unit)])
     return {"protocol_story": protocol_story(protocol(sweep), len(sweep)), "sweep_cmd": cmd_note(cmds, "sweep"),
             "sweep_table": sweep_table(sweep), "findings": text}, verdicts
 
@@ -526,8 +571,23 @@ def generation_values(gens: dict, cmds: dict) -> dict[str, str]:
     lengths, unit = response_lengths(gens)
     line = "; ".join(f"{name} {m:.1f} ± {se:.1f}" for name, (m, se) in
                      ((n, fd.mean_se(v)) for n, v in lengths.items()))
+    ended = ended_answers(gens)
+    ends = ("; ".join(f"{name} {sum(v)}/{len(v)}" for name, v in ended.items()) if ended else "not recorded")
     return {"gen_cmd": cmd_note(cmds, "generate"), "gen_n": str(len(gens["results"])), "length_unit": unit,
-            "length_line": line, "generations": shown_generations(gens)}
+            "length_line": line, "generations": shown_generations(gens), "gen_settings": generation_settings(gens),
+            "ended_line": ends}
+
+
+def generation_settings(gens: dict) -> str:
+    """How the answers were decoded, from generations.json's config."""
+    c = gens.get("config", {})
+    if c.get("greedy"):
+        how = "greedy decoding"
+    else:
+        how = (f"sampling at temperature {c.get('temperature')}, top-k {c.get('top_k') or 'off'}, top-p "
+               f"{c.get('top_p')}, seed {c.get('seed')}")
+    return (f"{how}; at most {c.get('max_new_tokens')} new tokens per answer; an answer ends at the model's "
+            f"end-of-text token; the prompt is the `{c.get('template')}` template (as in finetuning)")
 
 
 # ---------------------------------------------------------------------------------------------------- GPU preset

@@ -99,6 +99,12 @@ def fake_run(run: Path, full_overfits: bool, corpus_file: Path):
                 "details": {"base": {"tokens": 30}, "full finetune": {"tokens": 3 + i % 2},
                             "LoRA r=8": {"tokens": 9 + i % 3}}} for i in range(6)]
     write_json(run / "generations.json", {"results": results})
+    # nats per token -> bits per byte: x * 1000 tokens / 3600 bytes / ln 2
+    per_byte = lambda nats: nats * 1000 / 3600 / 0.6931471805599453  # noqa: E731
+    write_json(run / "baselines.json", {
+        "val_tokens": 1000, "val_bytes": 3600, "train_tokens": 9000, "vocab_size": 4096, "bigram_discount": 0.75,
+        "baselines": {name: {"nats_per_token": x, "bits_per_byte": per_byte(x)}
+                      for name, x in (("unigram", 6.8), ("bigram", 5.5), ("model", 5.1))}})
     write_jsonl(run / "pipeline.jsonl", [{"stage": "bpe", "command": "python bpe/train.py", "seconds": 1.0,
                                           "returncode": 0, "preset": "cpu", "load_avg": [0.5, 0.4, 0.3]}])
 
@@ -132,6 +138,11 @@ def test_every_slot_filled_from_the_files(built):
     assert "the run's 40,960 tokens are 455% of the training tokens" in text   # 40,960 seen / 9,000 in the shards
     assert "0.2600 ± 0.0439" in text and "`python bpe/train.py` (1 s)" in text
     assert "perplexity **181**" in text and "92% of the 13 words in its samples occur in its corpus" in text
+    # the count baselines: uniform = 12 bits per token = 3.333 bits per byte at 1000 tokens / 3600 bytes
+    assert "| uniform over the 4,096 tokens | 8.318 | 3.333 | +2.818 |" in text
+    assert "| bigram counts (Kneser-Ney, D = 0.75) | 5.500 | 2.204 | +0.000 |" in text
+    assert "| **this GPT** (exported, scored by transformers) | 5.100 | 2.044 | -0.400 |" in text
+    assert "**0.40 nats per token better than counting pairs**" in text
     assert "(checked from each run's config.json, summary.json and log.jsonl): **yes**" in text
 
 
@@ -195,18 +206,38 @@ def test_tokenizer_questions_computed_with_gpt2():
     assert questions.text_questions(gpt2, gpt2)["q_ord_bei"] == "21271"
 
 
-def test_longer_finding_says_how_many_answers_hit_the_limit():
-    def result(stops):
-        return {"responses": {n: "x" for n in stops},
-                "details": {n: {"tokens": 96 if s == "max_new_tokens" else 10, "stop": s} for n, s in stops.items()}}
-    gens = {"results": [result({"base": "max_new_tokens", "full": "eos", "lora": "max_new_tokens"}),
-                        result({"base": "max_new_tokens", "full": "eos", "lora": "max_new_tokens"}),
-                        result({"base": "eos", "full": "eos", "lora": "eos"})]}
-    capped = sections.capped_answers(gens)
-    assert capped == {"base": 2, "full": 0, "lora": 2}
+def test_length_finding_compares_answers_that_end_and_says_how_many_do():
+    def result(stops, k):
+        return {"instruction": f"Say {k}.", "responses": {n: "x" for n in stops},
+                "details": {n: {"tokens": 96 if s == "max_new_tokens" else 10 + k * (n == "lora"), "stop": s}
+                            for n, s in stops.items()}}
+    stops = [{"base": "max_new_tokens", "full": "eos", "lora": "max_new_tokens"}] * 2
+    stops += [{"base": "eos", "full": "eos", "lora": "eos"}] * 6
+    gens = {"results": [result(st, k) for k, st in enumerate(stops)],
+            "config": {"greedy": False, "temperature": 0.7, "top_k": 50, "top_p": 0.9, "seed": 42,
+                       "max_new_tokens": 96, "template": "homework"}}
+    ended = sections.ended_answers(gens)
+    assert {k: sum(v) for k, v in ended.items()} == {"base": 6, "full": 8, "lora": 6}
     lengths, unit = sections.response_lengths(gens)
-    v = sections.fd.lora_longer_verdict(lengths, lora="lora", full="full", base="base")
-    text = sections.longer_finding(v, unit, capped)
-    assert "base 2/3, full 0/3, lora 2/3" in text and "Most lora answers never end" in text
-    assert "never end" not in sections.longer_finding(v, unit, {"base": 0, "full": 0, "lora": 1})
-    assert sections.capped_answers({"results": [{"responses": {"a": "x"}}]}) is None
+    v = sections.fd.lora_longer_verdict(lengths, lora="lora", full="full", base="base", ended=ended)
+    text = sections.longer_finding(v, unit)
+    # 6 pairs where both ended: lora 12..17 vs full 10 -> mean difference 4.5, so longer; the cut 96s are left out
+    assert "base **6/8**, full **8/8**, lora **6/8**" in text and "On the 6 instructions" in text
+    assert "mean length lora **14.5** vs full **10.0** tokens" in text and "**Reproduced**" in text
+    g = sections.generation_values(gens, {})
+    assert g["ended_line"] == "base 6/8; full 8/8; lora 6/8"
+    assert g["gen_settings"].startswith("sampling at temperature 0.7, top-k 50, top-p 0.9, seed 42; at most 96 new")
+    assert sections.ended_answers({"results": [{"responses": {"a": "x"}}]}) is None
+
+
+def test_corpus_story_says_how_training_reads_the_shards(built):
+    run = built[0]
+    summary = json.loads((run / "pretrain/summary.json").read_text())
+    try:
+        write_json(run / "pretrain/summary.json", {**summary, "train_config": {"data_order": "shuffle"}})
+        story = sections.corpus_values(run)["corpus_story"]
+    finally:
+        write_json(run / "pretrain/summary.json", summary)
+    assert "random order" in story and "the run's 40,960 tokens are 4.55 passes over the training tokens" in story
+
+

@@ -83,6 +83,22 @@ def test_lora_answers_longer_or_not():
     assert v["diff"] == pytest.approx(-0.25) and not v["reproduced"]
 
 
+def test_lora_longer_counts_only_answers_both_models_ended():
+    # 7 instructions; LoRA's answers 2, 4 and 5 were cut at the limit (96), full's answer 6 too
+    lengths = {"base": [96] * 7, "full": [10, 12, 14, 16, 10, 11, 96], "lora": [30, 33, 96, 39, 96, 96, 40]}
+    ended = {"base": [False] * 7, "full": [True] * 6 + [False], "lora": [True, True, False, True, False, False, True]}
+    v = fd.lora_longer_verdict(lengths, lora="lora", full="full", base="base", ended=ended)
+    # pairs 0, 1, 3: differences 20, 21, 23 -> only 3 < MIN_PAIRS pairs: not decided, not reproduced
+    assert v["n"] == 3 and v["diff"] == pytest.approx(64 / 3) and not v["decided"] and not v["reproduced"]
+    assert v["ended"] == {"base": 0, "full": 6, "lora": 4} and v["mean_ended"]["lora"] == pytest.approx(34)
+    lengths = {k: v_ + v_[:4] for k, v_ in lengths.items()}  # 4 more instructions, all ended
+    ended = {k: v_ + [True] * 4 for k, v_ in ended.items()}
+    v = fd.lora_longer_verdict(lengths, lora="lora", full="full", base="base", ended=ended)
+    assert v["n"] == 7 and v["decided"] and v["reproduced"]
+    # the cut answers would have made the difference larger: without `ended`, every pair counts
+    assert fd.lora_longer_verdict(lengths, lora="lora", full="full", base="base")["diff"] > v["diff"]
+
+
 def test_binomial_standard_error():
     assert fd.binomial_se(0.25, 300) == pytest.approx(0.025)
     assert math.isnan(fd.binomial_se(0.5, 0))
