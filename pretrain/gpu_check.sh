@@ -11,8 +11,11 @@
 # Check those on a machine with 2+ GPUs:  torchrun --standalone --nproc_per_node=2 pretrain/train.py --preset gpt2-124m ...
 #
 # Usage (repo root):  bash pretrain/gpu_check.sh [bench] [train] [bench64]      (no part named: all three)
-# Time: the parts' limits are 140 + 180 + 100 = 420 s, so one 600 s device call holds the whole script and still
-# leaves room to rerun a part that failed. Results, at most 7 files, flat in $OUT (or pretrain/output/gpu_check):
+# Time: every command runs under `timeout -k 5 LIMIT` (SIGTERM at the limit, SIGKILL 5 s later). The limits are
+# environment 5 + 10 + 10, bench 110, train 150 + bench.py --from_run 10, bench64 5 (free memory) + 75 = 375 s, plus
+# at most 5 s of kill grace for each of the 8 commands = 415 s at most: one 600 s device call holds the whole script
+# and still leaves room to rerun a part that failed. bench64 is skipped with a note when less than 76 GB are free.
+# Results, at most 7 files, flat in $OUT (or pretrain/output/gpu_check):
 #   gpu_check.txt (environment, matched GPU key, every part's output, appended), bench.json, bench64.json,
 #   train.json (steady-state figures), train_log.jsonl, train_summary.json, train_loss.png.
 # For the train part from a machine without data, prepare locally first and carry the folder:
@@ -30,25 +33,28 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg HF_HUB_OFF
 if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
     # same commands, toy model, CPU fp32; no time limits (compiling on a busy 2-core CPU is slow) and bench64
     # without a compiled model: part bench already rehearses bench.py --compile, and each compilation costs CI ~20 s
-    device=cpu dtype=float32 model=(--n_layer 2 --n_head 2 --n_embd 64) T=64 B=2 limits=(0 0 0) compile64=() steps=3
+    device=cpu dtype=float32 model=(--n_layer 2 --n_head 2 --n_embd 64) T=64 B=2 compile64=() steps=3
+    limits=(0 0 0 0 0 0 0)  # timeout 0: no limit
     env_line="dry run on the CPU"
 else  # the target: GPT-2 124M, T=1024, bf16 autocast + compile
-    device=cuda dtype=bfloat16 model=(--n_layer 12 --n_head 12 --n_embd 768) T=1024 B=32 limits=(140 180 100) steps=8
+    device=cuda dtype=bfloat16 model=(--n_layer 12 --n_head 12 --n_embd 768) T=1024 B=32 steps=8
+    limits=(5 10 10 110 150 10 75)  # nvidia-smi, versions, perf.py, bench, train, --from_run, bench64 (seconds)
     compile64=(--compile)
-    env_line="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
+    env_line="$(timeout -k 5 ${limits[0]} nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version \
+        --format=csv,noheader || echo "nvidia-smi: no answer within ${limits[0]} s")"
 fi
 
 environment() {  # what ran where: GPU, versions, and which datasheet entry perf.py matched
     echo "== $(date -u +%FT%TZ) parts: $*"
     echo "$env_line"
-    python -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
-'transformers', transformers.__version__)"
-    python pretrain/perf.py --device $device
+    timeout -k 5 ${limits[1]} python -c "import torch, transformers; print('torch', torch.__version__, 'cuda', \
+torch.version.cuda, 'transformers', transformers.__version__)"
+    timeout -k 5 ${limits[2]} python pretrain/perf.py --device $device
 }
 
 # Each part returns non-zero on its first failing command (set -e does not act inside a tested function).
 bench() {
-    timeout ${limits[0]} python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" \
+    timeout -k 5 ${limits[3]} python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" \
         --vocab_size 50304 --seq_len $T --batch_size $B --steps $steps --compile --json "$out/bench.json" 2>&1 \
         | { grep -v "Loading weights" || true; }
 }
@@ -60,17 +66,25 @@ train() {
     fi
     # one micro-batch of B x T tokens per step; evaluation only at the end (1 val step, no HellaSwag)
     # --overwrite: a fresh run each time (an earlier check's run folder is replaced, not resumed)
-    timeout ${limits[1]} python pretrain/train.py --preset gpt2-124m --device $device "${model[@]}" --data "$data" \
-        --out_dir "$train_out" --overwrite --max_steps 12 --warmup_steps 2 --seq_len $T --total_batch_size 0 \
-        --batch_size $B --eval_interval 0 --val_steps 1 --hellaswag_limit 0 --sample_tokens 16 2>&1 || return 1
+    timeout -k 5 ${limits[4]} python pretrain/train.py --preset gpt2-124m --device $device "${model[@]}" \
+        --data "$data" --out_dir "$train_out" --overwrite --max_steps 12 --warmup_steps 2 --seq_len $T \
+        --total_batch_size 0 --batch_size $B --eval_interval 0 --val_steps 1 --hellaswag_limit 0 --sample_tokens 16 2>&1 || return 1
     cp "$train_out/log.jsonl" "$out/train_log.jsonl" || return 1
     cp "$train_out/summary.json" "$out/train_summary.json" || return 1
     if [ -f "$train_out/loss.png" ]; then cp "$train_out/loss.png" "$out/train_loss.png"; fi
-    python pretrain/bench.py --from_run "$train_out" --json "$out/train.json"
+    timeout -k 5 ${limits[5]} python pretrain/bench.py --from_run "$train_out" --json "$out/train.json"
 }
 
 bench64() {
-    timeout ${limits[2]} python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" --no_hf \
+    if [ "$device" = cuda ]; then  # B=64 at 124M / T=1024 needs ~70 GB: an 80 GB H100 may not fit it
+        free=$(timeout -k 5 ${limits[0]} nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits \
+            | head -1 || echo 0)
+        if [ "${free:-0}" -lt 76000 ]; then
+            echo "bench64: skipped: ${free:-?} MiB free on the GPU, B=64 needs about 76 GB"
+            return 0
+        fi
+    fi
+    timeout -k 5 ${limits[6]} python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" --no_hf \
         --vocab_size 50304 --seq_len $T --batch_size $((2 * B)) --steps $steps "${compile64[@]}" \
         --json "$out/bench64.json" 2>&1
 }

@@ -47,7 +47,7 @@ def run_or_stop_all(fn, ddp: DDP, rank0_only: bool = False):
     return result
 
 
-def data_folder(preset: str, tc: TrainConfig, ddp: DDP) -> Path:
+def data_folder(preset: str, tc: TrainConfig, distributed: bool) -> Path:
     """--data, else the preset's data set. One process prepares it on first use (no process group can time out on
     it); under torchrun an unprepared data set is one line naming the prepare.py command (preparing FineWeb-Edu
     takes hours, far beyond any collective's timeout)."""
@@ -57,7 +57,7 @@ def data_folder(preset: str, tc: TrainConfig, ddp: DDP) -> Path:
     if (path / "meta.json").is_file():
         return path
     command = prepare_command(preset, path)
-    if ddp.enabled:
+    if distributed:
         raise ConfigError(f"{path} is not prepared: prepare it first, once, without torchrun ({command}), then "
                           "start this command again")
     print0(f"preparing {path} (first use of preset {preset}; the same as {command})")

@@ -12,6 +12,7 @@ README.md, "Outputs". Checkpoints: checkpoint.py. Distributed: ddp.py (world siz
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
@@ -357,7 +358,7 @@ def summarize(t: Trainer, hf_dir: Path) -> dict:
 def setup(preset: str, mc: GPTConfig, tc: TrainConfig, ddp: DDP, given: set[str]) -> tuple[Trainer, str | None]:
     """Check everything before the work (data, run folder, settings, resume decision); build the trainer. A run
     refused here leaves no folder behind."""
-    data = run_or_stop_all(lambda: data_folder(preset, tc, ddp), ddp)
+    data = run_or_stop_all(lambda: data_folder(preset, tc, ddp.enabled), ddp)
     meta, tok, mc = run_or_stop_all(lambda: load_data(data, mc, "vocab_size" in given), ddp)
     folder = run_or_stop_all(lambda: claim(tc, data), ddp, rank0_only=True)  # creates nothing yet
     # fit_micro_batch may halve a preset's micro-batch, never one the user chose
@@ -405,6 +406,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ddp = None
     try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # before the process group: no rank waits on a preparation
+            data_folder(preset, tc, distributed=True)
         ddp = setup_ddp(tc.device, timeout_s=tc.ddp_timeout)
         return train(preset, mc, tc, ddp, given)
     except USER_ERRORS as e:

@@ -90,7 +90,7 @@ def test_disk_full_while_checkpointing_is_one_line_and_leaves_no_temp_file(tiny_
     err = capsys.readouterr().err
     assert e.value.code == 2 and "ckpt_000007.pt: no space left on the disk holding" in err and "MiB free" in err
     assert err.count("\n") == 1
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # temp files removed
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".llmhw-output"]  # no temp file
     assert load_checkpoint(out)["step"] == 6
 
 
@@ -140,11 +140,27 @@ def big_id_in_val(data):
     (data / "meta.json").write_text(json.dumps(meta))
 
 
+def big_id_in_train(data):
+    """A shard whose tokens were changed after preparation (meta.json and the header still say max_id 50256)."""
+    tokens = np.memmap(data / "train_000000.bin", dtype=np.uint16, mode="r+", offset=1024)
+    tokens[11] = 60000
+    tokens.flush()
+
+
+def header_id_beyond_the_model(data):
+    h = np.fromfile(data / "train_000000.bin", dtype="<i4", count=256)
+    h[6] = 50401  # max_id + 1: an id the model's 50304 rows do not have
+    with open(data / "train_000000.bin", "r+b") as f:
+        f.write(h.tobytes())
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda d: (d / "meta.json").write_text('{"format_version": 1, "vocab'), "meta.json is corrupt"),
     (lambda d: (d / "meta.json").write_text('{"format_version": 1}'), "field 'vocab_size' is None"),
     (corrupt_shard_header, "val_000000.bin: made with another tokenizer (header vocab 100277"),
-    (big_id_in_val, "val shards hold token id 60000, outside the tokenizer's vocab 50257"),
+    (big_id_in_val, "val_000000.bin is corrupt: holds token id 60000, above its header's max_id"),
+    (big_id_in_train, "train_000000.bin is corrupt: holds token id 60000, above its header's max_id"),
+    (header_id_beyond_the_model, "train_000000.bin: token id 50400 is outside its tokenizer's vocab 50257"),
     (lambda d: (d / "tokenizer" / "encoder.json").write_text((d / "tokenizer" / "encoder.json").read_text() + " "),
      "tokenizer files differ from the ones the shards were made with"),
     (lambda d: (d / "train_000000.bin").write_bytes(b"\0" * 2000), "train_000000.bin is corrupt"),
@@ -174,3 +190,111 @@ def test_corrupt_checkpoint_on_resume_is_one_line(tiny_run, shakespeare, tmp_pat
     (out / "latest").write_text("ckpt_000003.pt\n")  # an older checkpoint still resumes
     resume(out, shakespeare, steps="6")
     assert load_checkpoint(out)["step"] == 6
+
+
+# ---------------------------------------------------------------------------- nothing deleted that a command did not make
+def test_export_into_a_run_or_a_users_folder_is_refused_and_deletes_nothing(tiny_run, tmp_path, capsys):
+    import export
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = sorted(p.name for p in run.iterdir())
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    for out, message in ((run, "holds (or is inside) the input"), (tmp_path / "mine", "thesis.tex")):
+        with pytest.raises(SystemExit) as e:
+            export.main([str(run / "ckpt_000006.pt"), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and err.count("\n") == 1
+    assert sorted(p.name for p in run.iterdir()) == before and load_checkpoint(run)["step"] == 6
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
+    export.main([str(run), "--out", str(tmp_path / "hf")])  # a new folder; an earlier export only with --overwrite
+    with pytest.raises(SystemExit):
+        export.main([str(run), "--out", str(tmp_path / "hf")])
+    assert "pass --overwrite" in capsys.readouterr().err
+    export.main([str(run), "--out", str(tmp_path / "hf"), "--overwrite"])
+
+
+def test_a_refused_run_leaves_no_folder_and_a_symlink_loop_is_one_line(shakespeare, tmp_path, capsys):
+    new = tmp_path / "a" / "b" / "run"
+    with pytest.raises(SystemExit):  # refused after the folder claim: no validation tokens with --val_steps 1
+        train.main(["--data", str(shakespeare), "--out_dir", str(new), *TINY_ARGS, "--max_steps", "1", *FAST,
+                    "--hellaswag_limit", "3", "--data_dir", str(tmp_path / "no_data_here")])
+    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "a").exists()
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(SystemExit):
+        train.main(["--data", str(shakespeare), "--out_dir", str(tmp_path / "loop"), *TINY_ARGS, *FAST])
+    err = capsys.readouterr().err
+    assert "--out_dir" in err and "symlink loop" in err and err.count("\n") == 1
+
+
+def test_leftovers_of_killed_checkpoint_writes_are_removed_at_the_next_start(tiny_run, shakespeare, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    leftovers = [out / ".ckpt_000007.pt.llmhw-k1ll3d.tmp", out / ".latest.llmhw-k1ll3d.tmp"]
+    for p in leftovers:
+        p.write_bytes(b"PK\x03\x04 half a checkpoint")
+    resume(out, shakespeare)
+    assert not any(p.exists() for p in leftovers) and load_checkpoint(out)["step"] == 7
+
+
+def test_torchs_short_write_is_named_as_a_full_disk(tiny_run, shakespeare, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+
+    def short_write(obj, f, *a, **k):  # what torch raises when the disk fills under its zip writer
+        f.write(b"PK\x03\x04")
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 64 vs 0")
+    import checkpoint
+    monkeypatch.setattr(checkpoint.torch, "save", short_write)
+    with pytest.raises(SystemExit):
+        resume(out, shakespeare)
+    err = capsys.readouterr().err
+    assert "ckpt_000007.pt: no space left on the disk holding" in err and "MiB free" in err and err.count("\n") == 1
+    assert "inline_container" not in err and load_checkpoint(out)["step"] == 6
+
+
+def test_resume_on_other_data_is_refused_unless_allowed(tiny_run, shakespeare, tmp_path, capsys):
+    other = tmp_path / "other"  # the same tokenizer, another text
+    (tmp_path / "text.txt").write_text("To be, or not to be, that is the question.\n" * 400)
+    prepare.prepare(other, [str(tmp_path / "text.txt")], workers=0)
+    capsys.readouterr()
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    log = (out / "log.jsonl").read_bytes()
+    with pytest.raises(SystemExit):
+        resume(out, other)
+    err = capsys.readouterr().err
+    assert "trained on other data than" in err and "--allow_new_data" in err and err.count("\n") == 1
+    assert (out / "log.jsonl").read_bytes() == log
+    train.main(["--data", str(other), "--out_dir", str(out), *TINY_ARGS, "--max_steps", "7", *FAST, "--resume",
+                "--allow_new_data"])
+    assert load_checkpoint(out)["step"] == 7 and load_checkpoint(out)["data"]["train_tokens"] != \
+        load_checkpoint(tiny_run)["data"]["train_tokens"]
+
+
+def test_a_crafted_pytorch_model_bin_is_one_line_without_torchs_advice(tiny_run, tmp_path, capsys):
+    import pickle
+
+    import sample
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+    hf = tmp_path / "hf"
+    shutil.copytree(tiny_run / "hf", hf)
+    (hf / "model.safetensors").unlink()
+    (hf / "pytorch_model.bin").write_bytes(pickle.dumps({"w": Exploit()}))
+    for script in (sample.main, hellaswag_main):
+        with pytest.raises(SystemExit) as e:
+            script(["--model", str(hf), "--prompt", "Hi"] if script is sample.main else ["--model", str(hf)])
+        err = capsys.readouterr().err + str(e.value) + "\n"  # sys.exit(message): Python prints it on stderr
+        assert "pytorch_model.bin: refused: holds Python objects" in err and err.count("\n") == 1, err
+        assert "weights_only" not in err and "Traceback" not in err
+    assert not (tmp_path / "pwned").exists()
+
+
+def hellaswag_main(argv):
+    import hellaswag
+
+    return hellaswag.main([*argv, "--limit", "2"])

@@ -288,11 +288,40 @@ def test_a_small_bpe_tokenizer_drives_the_model_the_export_and_hellaswag(tmp_pat
 
 def test_torchrun_without_prepared_data_stops_at_start_up(tmp_path, monkeypatch):
     import runfolder
-    from ddp import DDP
     monkeypatch.setattr(runfolder, "HERE", tmp_path)  # no prepared data set of the preset there
-    two = DDP(rank=0, local_rank=0, world_size=2, local_world_size=2, device=torch.device("cpu"), master=True)
     with pytest.raises(train.ConfigError, match="is not prepared: prepare it first, once, without torchrun "
                        r"\(python pretrain/prepare.py --input tinyshakespeare.txt --val_fraction 0.1 --out_dir "):
-        runfolder.data_folder("tiny-cpu", train.TrainConfig(), two)
-    assert runfolder.data_folder("tiny-cpu", train.TrainConfig(data="D"), two) == Path("D")
+        runfolder.data_folder("tiny-cpu", train.TrainConfig(), distributed=True)
+    assert runfolder.data_folder("tiny-cpu", train.TrainConfig(data="D"), distributed=True) == Path("D")
     assert not (tmp_path / "output").exists()  # nothing prepared, nothing hidden left behind
+
+
+def test_torchrun_without_prepared_data_ends_both_ranks_in_one_line(tmp_path):
+    """2 gloo ranks, --ddp_timeout 1 s, far shorter than any preparation: nothing is prepared inside the process
+    group (no rank waits on another's preparation), both ranks stop at once naming the prepare.py command."""
+    code = tmp_path / "pretrain"  # a copy of the code whose preset data folder (code/output/data) is empty
+    code.mkdir()
+    for f in HERE.glob("*.py"):
+        shutil.copy(f, code / f.name)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(29500 + (os.getpid() + 7) % 1000), str(code / "train.py"), "--preset", "tiny-cpu", "--ddp_timeout",
+           "1", "--out_dir", str(tmp_path / "run")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert r.stderr.count("is not prepared: prepare it first, once, without torchrun (python pretrain/prepare.py "
+                          "--input tinyshakespeare.txt --val_fraction 0.1 --out_dir") == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "collective" not in r.stderr
+    assert not (code / "output").exists() and not (tmp_path / "run").exists()  # nothing hidden, nothing empty
+
+
+def test_compile_under_torchrun_equals_one_process(shakespeare, tmp_path):
+    common = ["--data", str(shakespeare), "--max_steps", "3", *TINY_ARGS, "--eval_interval", "0", "--val_steps", "1",
+              "--sample_tokens", "0", "--hellaswag_limit", "0"]
+    run_script([*common, "--out_dir", str(tmp_path / "one")])  # 1 eager process: 2 accumulation steps of 4 x 32
+    r = run_script([*common, "--out_dir", str(tmp_path / "two"), "--total_batch_size", "0", "--compile"], nproc=2)
+    assert "2 process(es)" in r.stdout
+    two = read_log(tmp_path / "two")
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["train_config"]["compile"]
+    for key in ("loss", "val_loss", "grad_norm"):
+        one_values, two_values = ([row[key] for row in log if key in row] for log in (read_log(tmp_path / "one"), two))
+        assert len(one_values) >= 1 and one_values == pytest.approx(two_values, abs=1e-4), key
