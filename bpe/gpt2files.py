@@ -46,6 +46,12 @@ def gpt2_encoding(data_dir: str | os.PathLike | None = None, files: dict[str, Pa
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
     files = files or gpt2_files(data_dir)
-    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(files["vocab.bpe"]),
-                                            encoder_json_file=str(files["encoder.json"]))
+    try:
+        ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(files["vocab.bpe"]),
+                                                encoder_json_file=str(files["encoder.json"]))
+    except (ValueError, UnicodeDecodeError, KeyError, AttributeError, TypeError, AssertionError, OSError) as e:
+        # tiktoken reads both files and asserts they agree: a damaged or foreign file surfaces as any of these
+        why = "the two files disagree" if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"
+        raise ValueError(f"{files['encoder.json']} + {files['vocab.bpe']}: not GPT-2's encoder.json + vocab.bpe "
+                         f"pair ({str(why).splitlines()[0][:160]})") from None
     return tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: len(ranks)})

@@ -1,5 +1,6 @@
 """What bpe/train.py writes, and the checks around it: the output folder (refusals), the streamed round trip, the
 homework log, the Hugging Face folder files, and the whole set written aside and swapped in (fileio.atomic_dir).
+The output folder follows fileio's rule (claim_out_dir): only an earlier tokenizer set is ever replaced.
 
 The summary.json schema and the guarantees are stated once, in README.md.
 """
@@ -17,6 +18,7 @@ from tokenizer import Tokenizer, render_token
 FILES = {"model": "tokenizer.model", "vocab": "vocab.txt", "hf": "tokenizer.json",
          "hf_config": "tokenizer_config.json", "hf_special_map": "special_tokens_map.json",
          "log": "output.log", "summary": "summary.json"}
+KIND = "bpe-tokenizer"  # the kind fileio's marker records in the set (claim_out_dir refuses other kinds)
 
 # The round trip encodes the corpus in pieces of about this many characters, so memory stays bounded.
 PIECE_CHARS = 1 << 20
@@ -28,28 +30,11 @@ CUT = regex.compile(r"(?<=\S)\n(?=\S)|(?<=\S)(?= \S)")
 
 # -- before the work ------------------------------------------------------------------------------------------------
 
-def check_out_dir(out: Path, inputs: list[Path], overwrite: bool) -> Path:
-    """Refuse, before training, an output folder that cannot be written, holds an input or another run's files."""
-    out = fileio.recover(out.expanduser().resolve())
-    if out.exists() and not out.is_dir():
-        raise fileio.OutputError(f"{out}: is a file, but an output folder is needed here")
-    # the new set is built in a sibling folder and swapped in: the parent (or its nearest existing ancestor) and an
-    # existing out_dir must be writable; nothing is created yet
-    existing = next(p for p in [out.parent, *out.parent.parents] if p.exists())
-    for folder in ([out] if out.exists() else []) + [existing]:
-        fileio.check_writable(folder, is_dir=True)
-    for p in inputs:
-        if out == p.resolve() or out in p.resolve().parents:
-            raise fileio.OutputError(f"{out}: holds the input {p}; choose another --out_dir")
-    present = sorted(p.name for p in out.iterdir()) if out.exists() else []
-    foreign = [n for n in present if n not in FILES.values()]
-    if foreign:
-        raise fileio.OutputError(f"{out}: holds files that are not this script's outputs ({', '.join(foreign[:3])}"
-                                 f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new --out_dir")
-    if present and not overwrite:
-        raise fileio.OutputError(f"{out}: holds an earlier run's outputs ({', '.join(present)}); "
-                                 "pass --overwrite to replace them")
-    return out
+def claim_out_dir(out: Path, inputs: list[Path], overwrite: bool) -> Path:
+    """The folder this run may write (fileio's rule, before training): new, empty, or an earlier tokenizer set
+    (replaced only with --overwrite); anything else (a file, a user's file, another kind of output, an input
+    inside it, an unwritable place, a symlink loop) is one line. Leftovers of a killed run are removed."""
+    return fileio.claim_output_dir(out, KIND, list(FILES.values()), overwrite=overwrite, inputs=inputs).path
 
 
 def hf_json_or_exit(tok: Tokenizer) -> str:
@@ -160,7 +145,7 @@ def hf_config(special_tokens: dict[str, int], model_max_length: int) -> dict:
 def write_set(out: Path, tok: Tokenizer, hf_json: str, summary: dict, report: str, model_max_length: int) -> None:
     """Write all files into a folder beside ``out`` and swap it in whole: a kill or a full disk leaves the earlier
     set intact at ``out`` (never files of two tokenizers side by side)."""
-    with fileio.atomic_dir(out) as tmp:
+    with fileio.atomic_dir(out, KIND) as tmp:
         tok.save(tmp / FILES["model"], tmp / FILES["vocab"])
         fileio.atomic_write_text(tmp / FILES["hf"], hf_json)
         config = hf_config(tok.special_tokens, model_max_length)

@@ -59,6 +59,39 @@ def render_token(b: bytes) -> str:
 
 
 
+def _is_id(x) -> bool:
+    return type(x) is int and x >= 0  # bool is an int subclass: True is not an id
+
+
+def model_fields(d: dict) -> tuple[dict[int, bytes], dict[str, int], list[tuple[int, int, int]]]:
+    """vocab, special tokens and merges of a saved model, checked to be well typed and consistent: every merge joins
+    two ids known by then (bytes or earlier merges) into the token whose bytes are theirs, and every token longer
+    than one byte is made by a merge. Raises ValueError naming the first field that is not (or KeyError/TypeError)."""
+    vocab, specials = {}, d["special_tokens"]
+    for entry in d["vocab"]:
+        if not (isinstance(entry, list) and len(entry) == 2 and _is_id(entry[0]) and isinstance(entry[1], str)):
+            raise ValueError(f"vocab entry {entry!r} is not [id, hex bytes]")
+        vocab[entry[0]] = bytes.fromhex(entry[1])
+    if not isinstance(specials, dict) or not all(isinstance(s, str) and _is_id(i) for s, i in specials.items()):
+        raise ValueError(f"special_tokens must map strings to ids, got {str(specials)[:80]}")
+    known = {i for i, b in vocab.items() if len(b) == 1}
+    merges = []
+    for k, m in enumerate(d["merges"]):
+        if not (isinstance(m, list) and len(m) == 3 and all(map(_is_id, m))):
+            raise ValueError(f"merge {k} {m!r} is not [left id, right id, new id]")
+        a, b, new = m
+        if a not in known or b not in known or new not in vocab:
+            raise ValueError(f"merge {k} {m!r} uses an id that no byte or earlier merge made")
+        if vocab[new] != vocab[a] + vocab[b]:
+            raise ValueError(f"merge {k} {m!r}: token {new}'s bytes are not token {a}'s + token {b}'s")
+        known.add(new)
+        merges.append((a, b, new))
+    unmade = sorted(set(vocab) - known)
+    if unmade:
+        raise ValueError(f"token {unmade[0]} ({len(unmade)} in all) is longer than one byte but no merge makes it")
+    return vocab, specials, merges
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the tokenizer
 
@@ -349,10 +382,9 @@ class Tokenizer:
                              f"this code reads version {FORMAT_VERSION}")
         try:
             name = d["pattern_name"]
-            tok = cls(pattern=name if name in PATTERNS else d["pattern"],
-                      vocab={int(i): bytes.fromhex(h) for i, h in d["vocab"]},
-                      special_tokens={str(s): int(i) for s, i in d["special_tokens"].items()},
-                      merges=[tuple(int(x) for x in m) for m in d["merges"]])
+            vocab, specials, merges = model_fields(d)
+            tok = cls(pattern=name if name in PATTERNS else d["pattern"], vocab=vocab, special_tokens=specials,
+                      merges=merges)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"tokenizer file {path} is corrupt ({type(e).__name__}: {e})") from None
         if tok.pattern != d["pattern"]:

@@ -165,12 +165,12 @@ def main(argv=None) -> dict:
     cfg = parse_args(argv)
     paths, text, sample_paths, samples = read_inputs(cfg)
     try:
-        out = outputs.check_out_dir(Path(cfg.out_dir), paths + list(sample_paths.values()), cfg.overwrite)
+        out = outputs.claim_out_dir(Path(cfg.out_dir), paths + list(sample_paths.values()), cfg.overwrite)
     except fileio.OutputError as e:
         raise SystemExit(f"error: {e}") from None
     try:  # found before training: the comparison needs GPT-2's files
         enc = gpt2_encoding(cfg.data_dir)
-    except datadir.DataFileNotFound as e:
+    except (datadir.DataFileNotFound, ValueError) as e:  # missing, or damaged (gpt2files names the files)
         raise SystemExit(f"error: {e}") from None
 
     tok, train_seconds = train_tokenizer(cfg, text)

@@ -359,7 +359,7 @@ def claim_output_dir(path: str | os.PathLike, kind: str, names, *, overwrite: bo
     earlier = _earlier_output(out, kind, names, flag) if out.is_dir() else []
     if earlier and not (overwrite or resume):
         how = "pass --resume to continue it or --overwrite" if resume is not None else "pass --overwrite"
-        raise OutputError(f"{flag} {out}: holds an earlier {kind} ({', '.join(earlier[:3])}"
+        raise OutputError(f"{flag} {out}: holds an earlier run's {kind} output ({', '.join(earlier[:3])}"
                           f"{', ...' if len(earlier) > 3 else ''}); {how} to replace it")
     if out.is_dir():
         leftovers += remove_leftovers(out)

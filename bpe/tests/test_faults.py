@@ -13,7 +13,7 @@ import fileio
 import train
 from tokenizer import Tokenizer
 
-N_FILE_WRITES = len(train.outputs.FILES)  # each file: temp file + os.replace inside the set's temp folder
+N_FILE_WRITES = len(train.outputs.FILES) + 1  # each file and the kind marker: temp file + os.replace
 
 
 class Killed(BaseException):
@@ -38,7 +38,7 @@ def snapshot(folder: Path) -> dict:
 
 def leftovers(folder: Path) -> list:
     return [p.name for p in folder.parent.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp")] + \
-        [p.name for p in folder.iterdir() if p.name.startswith(".")]
+        [p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != fileio.MARKER]
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_kill_at_each_file_write_keeps_the_earlier_set(monkeypatch, corpus, earl
         run(corpus, out, "--vocab_size", "280", "--overwrite")
     monkeypatch.undo()
     assert snapshot(out) == before and not leftovers(out)
-    with pytest.raises(SystemExit, match="earlier run's outputs.*--overwrite"):  # the next start: one line
+    with pytest.raises(SystemExit, match="earlier run's bpe-tokenizer output.*--overwrite"):  # the next start: one line
         run(corpus, out)
 
 
@@ -144,11 +144,11 @@ def test_bad_outputs_refused_before_training(corpus, tmp_path, capsys):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     one_line_exit(["--input", str(corpus), "--out_dir", str(a_file)], "is a file")
-    one_line_exit(["--input", str(corpus), "--out_dir", str(corpus.parent)], "holds the input")
+    one_line_exit(["--input", str(corpus), "--out_dir", str(corpus.parent)], "holds (or is inside) the input")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.md").write_text("mine")
-    one_line_exit(["--input", str(corpus), "--out_dir", str(foreign), "--overwrite"], "not this script's outputs")
+    one_line_exit(["--input", str(corpus), "--out_dir", str(foreign), "--overwrite"], "not a bpe-tokenizer's output")
     assert (foreign / "notes.md").read_text() == "mine"
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
@@ -204,3 +204,104 @@ def test_unreadable_input_is_one_line(corpus, tmp_path, monkeypatch):
         return real(self)
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
     one_line_exit(["--input", str(corpus), "--out_dir", str(tmp_path / "out")], f"{corpus}: cannot read it")
+
+
+def model_dict(tmp_path):
+    tok = Tokenizer("gpt2").train("low lower lowest newer wider " * 20, 270, special_tokens=["<|endoftext|>"])
+    tok.save(tmp_path / "good.model")
+    import json
+    return json.loads((tmp_path / "good.model").read_text())
+
+
+DAMAGES = {  # what a hand-edited or foreign model file may hold -> the words of its one line
+    "merge of an unknown id": (lambda d: d["merges"][0].__setitem__(0, 999), "no byte or earlier merge made"),
+    "merge before its input": (lambda d: d["merges"].reverse(), "no byte or earlier merge made"),
+    "merge result of other bytes": (lambda d: d["merges"][1].__setitem__(2, d["merges"][0][2]),
+                                    "bytes are not token"),
+    "token no merge makes": (lambda d: d["merges"].pop(), "no merge makes it"),
+    "merge not a triple": (lambda d: d["merges"].__setitem__(0, [1, 2]), "is not [left id, right id, new id]"),
+    "special_tokens a list": (lambda d: d.__setitem__("special_tokens", ["<|endoftext|>"]),
+                              "special_tokens must map strings to ids"),
+    "special id a string": (lambda d: d["special_tokens"].__setitem__("<|endoftext|>", "269"),
+                            "special_tokens must map strings to ids"),
+    "special id a bool": (lambda d: d["special_tokens"].__setitem__("<|endoftext|>", True),
+                          "special_tokens must map strings to ids"),
+    "vocab entry a dict": (lambda d: d["vocab"].__setitem__(0, {"id": 0}), "is not [id, hex bytes]"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGES))
+def test_inconsistent_model_files_are_one_line(tmp_path, name):
+    import json
+    damage, words = DAMAGES[name]
+    d = model_dict(tmp_path)
+    Tokenizer.load(tmp_path / "good.model")  # the undamaged file loads
+    damage(d)
+    (tmp_path / "bad.model").write_text(json.dumps(d))
+    with pytest.raises(ValueError) as e:
+        Tokenizer.load(tmp_path / "bad.model")
+    msg = str(e.value)
+    assert msg.startswith(f"tokenizer file {tmp_path / 'bad.model'} is corrupt") and words in msg, msg
+    assert "\n" not in msg
+
+
+def test_gpt2_model_saved_and_loaded_passes_the_consistency_check(tmp_path):
+    import datadir
+    gpt2 = Tokenizer.from_gpt2_files(datadir.find("gpt2/encoder.json"), datadir.find("gpt2/vocab.bpe"))
+    gpt2.save(tmp_path / "gpt2.model")
+    assert Tokenizer.load(tmp_path / "gpt2.model").merges == gpt2.merges
+
+
+@pytest.mark.parametrize("damage", [b"", b"\xff\xfe binary", b'{"a": 1', b"[1, 2]", b'{"!": 0}'])
+def test_a_data_sets_corrupt_encoder_json_is_one_line(tmp_path, damage):
+    # a data set's tokenizer/ folder holds encoder.json + vocab.bpe; gpt2_encoding is what reads them
+    import datadir
+    from gpt2files import gpt2_encoding
+    tok = tmp_path / "data" / "tokenizer"
+    tok.mkdir(parents=True)
+    (tok / "encoder.json").write_bytes(damage)
+    (tok / "vocab.bpe").write_bytes(datadir.find("gpt2/vocab.bpe").read_bytes())
+    with pytest.raises(ValueError) as e:
+        gpt2_encoding(files={"encoder.json": tok / "encoder.json", "vocab.bpe": tok / "vocab.bpe"})
+    msg = str(e.value)
+    assert msg.startswith(f"{tok / 'encoder.json'} + {tok / 'vocab.bpe'}: not GPT-2's") and "\n" not in msg, msg
+
+
+def test_out_dir_that_is_a_symlink_loop_is_one_line(corpus, tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    for out in (tmp_path / "a", tmp_path / "a" / "out"):
+        one_line_exit(["--input", str(corpus), "--out_dir", str(out)], "a symlink loop?")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "in"]
+
+
+def test_another_kind_of_output_is_refused_even_with_overwrite(corpus, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "summary.json").write_text("{}")  # a name a tokenizer set has too: the marker tells them apart
+    fileio.write_marker(data, "pretrain-dataset")
+    one_line_exit(["--input", str(corpus), "--out_dir", str(data), "--overwrite"], "holds a pretrain-dataset")
+    assert (data / "summary.json").read_text() == "{}"
+
+
+def test_a_refused_run_leaves_no_folder(corpus, tmp_path):
+    out = tmp_path / "new" / "deeper" / "out"
+    one_line_exit(["--input", str(corpus), "--out_dir", str(out), "--vocab_size", "300",
+                   "--chinese", str(tmp_path / "missing.txt")], "missing.txt")
+    assert not (tmp_path / "new").exists()
+
+
+def test_leftovers_of_a_killed_run_are_removed_by_the_next_start(monkeypatch, corpus, earlier):
+    out, before = earlier
+    monkeypatch.setattr(fileio.shutil, "rmtree", lambda *a, **k: None)  # a real kill cleans nothing up
+    monkeypatch.setattr(fileio.os, "unlink", lambda *a, **k: None)
+    fail_at(monkeypatch, 3, Killed())
+    with pytest.raises(Killed):
+        run(corpus, out, "--vocab_size", "280", "--overwrite")
+    monkeypatch.undo()
+    left = [p for p in out.parent.iterdir() if fileio.OURS.match(p.name)]
+    assert left and snapshot(out) == before  # the killed run's temp folder (and its temp file inside)
+    (out.parent / ".out.notes.tmp").write_text("not ours")
+    run(corpus, out, "--vocab_size", "280", "--overwrite")
+    assert not any(p.exists() for p in left) and (out.parent / ".out.notes.tmp").exists()
+    assert not [p for p in out.iterdir() if fileio.OURS.match(p.name)]

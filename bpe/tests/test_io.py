@@ -60,7 +60,7 @@ def test_train_cli_writes_all_outputs(tmp_path, manual_text):
     out = tmp_path / "out"
     summary = train.main(["--input", str(corpus), "--vocab_size", "400", "--special", "<|endoftext|>",
                           "--out_dir", str(out)])
-    assert sorted(p.name for p in out.iterdir()) == sorted(train.outputs.FILES.values())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*train.outputs.FILES.values(), ".llmhw-output"])
     s = json.loads((out / "summary.json").read_text())
     assert s == json.loads(json.dumps(summary))
     for key in ["vocab_size", "pattern", "train_seconds", "corpus_bytes", "n_tokens", "bytes_per_token",
