@@ -24,6 +24,7 @@ import os
 import string
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import datadir
@@ -95,8 +96,59 @@ def write_assets(folder: Path, run: Path, assets: dict) -> None:
     (folder / "generations.json").write_text(json.dumps(assets["generations"], indent=1, ensure_ascii=False) + "\n")
 
 
+# Every JSON object and log the report reads (besides the sweep's), with the pipeline stage that writes it; a log
+# must hold at least one row with its evaluation key (an empty figure is never drawn).
+RUN_OBJECTS = {"bpe/summary.json": "bpe", "corpus/split.json": "corpus", "tokenizer/summary.json": "tokenizer",
+               "shards/meta.json": "data", "pretrain/summary.json": "pretrain", "baselines.json": "baselines",
+               "generations.json": "generate"}
+RUN_LOGS = {"pretrain/log.jsonl": ("pretrain", "val_loss")}
+SWEEP_FILES = {"summary.json": None, "config.json": None, "log.jsonl": "eval_loss"}
+
+
+def check_object(path: Path, stage: str) -> None:
+    """A run file that exists must be a non-empty JSON object (read_json names a missing or unparsable one)."""
+    if not path.is_file():
+        return
+    obj = read_json(path, stage)
+    if not isinstance(obj, dict) or not obj:
+        what = "an empty object" if obj == {} else f"a JSON {type(obj).__name__}"
+        raise ReportInputError(f"{path}: holds {what}, not the object pipeline stage '{stage}' writes; rerun it "
+                               f"(python report/pipeline.py --redo {stage})")
+
+
+def check_log(path: Path, stage: str, eval_key: str) -> None:
+    """log.jsonl: UTF-8 text, one JSON object per line, and at least one evaluation row (else the figure is empty)."""
+    if not path.is_file():
+        return
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ReportInputError(f"{path}: not a text log (binary at byte {e.start}); rerun pipeline stage "
+                               f"'{stage}'") from None
+    rows = read_jsonl(path, stage)
+    bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
+    if bad is not None or not any(eval_key in r for r in rows):
+        why = f"record {bad} is not an object" if bad else ("is empty" if not rows else f"has no {eval_key} row")
+        raise ReportInputError(f"{path}: {why}, so there is nothing to report; rerun pipeline stage '{stage}'")
+
+
+def check_run_files(run: Path) -> None:
+    """Refuse, before any work, a run file of the wrong shape: one line naming it instead of a traceback later."""
+    if run.exists() and not run.is_dir():
+        raise ReportInputError(f"--run_dir {run}: is a file, not a pipeline run folder")
+    for name, stage in RUN_OBJECTS.items():
+        check_object(run / name, stage)
+    for name, (stage, key) in RUN_LOGS.items():
+        check_log(run / name, stage, key)
+    for d in sorted((run / "sweep").glob("*")) if (run / "sweep").is_dir() else []:
+        if (d / "summary.json").is_file():
+            for name, key in SWEEP_FILES.items():
+                check_log(d / name, "sweep", key) if key else check_object(d / name, "sweep")
+
+
 def build(run: Path, out_dir: Path, data_dir=None) -> Path:
     t0 = time.time()
+    check_run_files(run)
     check_writable(out_dir, is_dir=True)
     values, assets = report_values(run, data_dir, t0)
     text = render(TEMPLATE.read_text(), values)   # all text first: a template error leaves the old report whole
@@ -118,9 +170,20 @@ def main(argv=None) -> int:
     p.add_argument("--data_dir", default=None)
     args = p.parse_args(argv)
     try:
-        path = build(args.run_dir.resolve(), args.out_dir.resolve(), args.data_dir)
+        run, out_dir = args.run_dir.resolve(), args.out_dir.resolve()
+    except (RuntimeError, OSError) as e:  # Python 3.11 reports a symlink loop as RuntimeError
+        print(f"build_report: {e}", file=sys.stderr)
+        return 2
+    try:
+        path = build(run, out_dir, args.data_dir)
     except (ReportInputError, datadir.DataFileNotFound, OutputError) as e:
         print(f"build_report: {e}", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError, AttributeError, IndexError) as e:  # a run file with a field missing or mistyped
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        print(f"build_report: a file of --run_dir {args.run_dir} lacks a field or has one of another type "
+              f"({type(e).__name__}: {e}, read at {Path(where.filename).name}:{where.lineno}); rerun the stage that "
+              "wrote it", file=sys.stderr)
         return 2
     print(f"report written: {path}")
     return 0

@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+import fileio
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["bpe", "corpus", "tokenizer", "data", "pretrain", "baselines", "sweep", "generate", "report"]
 WIKITEXT = "webtext/wikitext2_valid.txt"
@@ -214,6 +216,11 @@ def run_stage(name: str, stage: Stage, redo: bool, log_path: Path, preset: str) 
     return rc
 
 
+# The run folder holds the stages' outputs (each stage's script applies fileio's rule to its own folder); the
+# pipeline only appends to pipeline.jsonl, so any content is accepted, but not a folder of another kind.
+RUN_KIND = "pipeline-run"
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -235,13 +242,19 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = PRESETS[args.preset]
-    run = (args.run_dir or ROOT / "runs" / cfg.preset).resolve()
+    try:  # a file, a symlink loop, an unwritable place or another kind of output: one line, nothing created
+        out = fileio.claim_output_dir(args.run_dir or ROOT / "runs" / cfg.preset, RUN_KIND, ["*"], resume=True,
+                                      flag="--run_dir")
+    except fileio.OutputError as e:
+        print(f"[pipeline] error: {e}", file=sys.stderr)
+        return 2
+    run = out.path
     report_dir = args.report_dir or (ROOT / "report" if cfg.preset == "cpu" else ROOT / "report" / cfg.preset)
     stages = stage_commands(cfg, run, args.data_dir, report_dir.resolve())
     redo = set(STAGES) if "all" in args.redo else set(args.redo)
     log_path, t_all = run / "pipeline.jsonl", time.time()
     if not args.dry_run:
-        run.mkdir(parents=True, exist_ok=True)
+        out.create()
         if args.setup_seconds is not None:
             append_record(log_path, {"stage": "setup", "command": "bash report/run_pipeline.sh (environment)",
                                      "seconds": round(args.setup_seconds, 1), "returncode": 0, "preset": cfg.preset,

@@ -86,3 +86,67 @@ def test_output_folder_that_is_a_file_is_one_line_before_any_work(old_report, tm
     assert br.main(["--run_dir", str(new_run), "--out_dir", str(target)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "is a file" in err and target.read_text() == "keep me"
+
+
+def damaged_run(old_report, name, data: bytes):
+    new_run, out, before = old_report
+    (new_run / name).write_bytes(data)
+    return new_run, out, before
+
+
+def refused(run, out, capsys) -> str:
+    assert br.main(["--run_dir", str(run), "--out_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("name, data, words", [
+    ("pretrain/summary.json", b"[1, 2]", "holds a JSON list, not the object pipeline stage 'pretrain' writes"),
+    ("pretrain/summary.json", b"{}", "holds an empty object"),
+    ("bpe/summary.json", b'"text"', "holds a JSON str"),
+    ("sweep/r8/summary.json", b"[]", "holds a JSON list, not the object pipeline stage 'sweep' writes"),
+    ("pretrain/log.jsonl", b"\x80\x04\x95binary\x00", "not a text log (binary at byte 0)"),
+    ("pretrain/log.jsonl", b"", "is empty, so there is nothing to report"),
+    ("pretrain/log.jsonl", b'{"step": 1, "loss": 5.0}\n', "has no val_loss row"),
+    ("pretrain/log.jsonl", b'{"step": 1, "val_loss": 5.0}\n[1]\n', "record 2 is not an object"),
+    ("sweep/r8/log.jsonl", b'{"step": 1, "loss": 3.0}\n', "has no eval_loss row"),
+])
+def test_run_files_of_the_wrong_shape_are_one_line_and_keep_the_old_report(old_report, capsys, name, data, words):
+    run, out, before = damaged_run(old_report, name, data)
+    err = refused(run, out, capsys)
+    assert err.startswith(f"build_report: {run / name}: ") and words in err, err
+    assert snapshot(out) == before
+
+
+def test_a_missing_field_is_one_line(old_report, capsys):
+    run, out, before = damaged_run(old_report, "pretrain/summary.json", b'{"steps": 10}')
+    err = refused(run, out, capsys)
+    assert "lacks a field" in err and "KeyError" in err and snapshot(out) == before
+
+
+def test_run_dir_that_is_a_file_or_a_loop_is_one_line(old_report, tmp_path, capsys):
+    _, out, before = old_report
+    (tmp_path / "a_file").write_text("x")
+    assert "is a file, not a pipeline run folder" in refused(tmp_path / "a_file", out, capsys)
+    (tmp_path / "l1").symlink_to(tmp_path / "l2")
+    (tmp_path / "l2").symlink_to(tmp_path / "l1")
+    assert "Symlink loop" in refused(tmp_path / "l1", out, capsys) and snapshot(out) == before
+
+
+def test_pipeline_run_dir_refusals_are_one_line_and_create_nothing(tmp_path, capsys):
+    import pipeline
+
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "l1").symlink_to(tmp_path / "l2")
+    (tmp_path / "l2").symlink_to(tmp_path / "l1")
+    other = tmp_path / "pretrain_run"
+    other.mkdir()
+    fileio.write_marker(other, "pretrain-run")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for run_dir, words in ((tmp_path / "a_file", "is a file"), (tmp_path / "a_file" / "run", "cannot write in"),
+                           (tmp_path / "l1", "a symlink loop?"), (other, "holds a pretrain-run")):
+        assert pipeline.main(["--run_dir", str(run_dir), "--only", "bpe"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("[pipeline] error: --run_dir ") and words in err and "\n" not in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
