@@ -215,3 +215,22 @@ def gather(value, ddp: DDP) -> list:
     out = [None] * ddp.world_size
     dist.all_gather_object(out, value)
     return out
+
+
+def run_or_stop_all(fn, ddp: DDP, errors: tuple, rank0_only: bool = False):
+    """fn() on every rank (or on global rank 0 only). An error of the types ``errors`` (the caller's one-line
+    errors) raised on global rank 0 is raised on every rank, and a rank's own on that rank: no rank is left
+    waiting at the next collective for one that has stopped."""
+    result, error = None, None
+    if ddp.master or not rank0_only:
+        try:
+            result = fn()
+        except errors as e:
+            if not ddp.enabled:
+                raise
+            error = (type(e), str(e))
+    first = decide(error, ddp)  # rank 0's error (or None) on every rank
+    for err in (first, error):
+        if err:
+            raise err[0](err[1])
+    return result

@@ -25,6 +25,8 @@ import argparse
 import multiprocessing as mp
 import os
 import re
+import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,7 @@ from tqdm import tqdm
 
 import datadir
 import text_tokenizer
-from fileio import OutputError, atomic_dir, atomic_write_json, check_writable
+from fileio import OutputError, atomic_dir, atomic_write_json, claim_output_dir
 from shards import FORMAT_VERSION, HEADER_INTS, make_header, token_dtype
 
 # A safe cut: a newline with non-whitespace on both sides (a cut elsewhere could merge/split whitespace pre-tokens).
@@ -165,19 +167,15 @@ class ShardWriter:
         return {"tokens": self.total, "shards": self.names, "max_id": self.max_id if self.total else None}
 
 
-DATASET_NAMES = re.compile(r"^(meta\.json|tokenizer|(train|val)_\d+\.bin(\.tmp)?|meta\.json\.tmp)$")
+DATA_KIND = "pretrain-tokens"
+DATA_NAMES = ("meta.json", "tokenizer", "train_*.bin", "val_*.bin")  # every entry of a data set (glob patterns)
 
 
 def check_out_dir(out_dir: Path, paths: list[Path]) -> None:
-    """Refuse an out_dir that holds an input, or files that are not a data set (the folder is replaced whole)."""
-    check_writable(out_dir, is_dir=True)
-    for p in paths:
-        if out_dir.resolve() in p.resolve().parents:
-            raise ValueError(f"--out_dir {out_dir} holds the input {p}: write the data set somewhere else")
-    other = sorted(p.name for p in out_dir.iterdir() if not DATASET_NAMES.match(p.name))
-    if other:
-        raise ValueError(f"--out_dir {out_dir} holds files that are not a data set ({', '.join(other[:3])}): "
-                         "choose an empty or new folder (the data set replaces the folder as a whole)")
+    """fileio's run-folder rule: a new or empty folder or an earlier data set (replaced whole: a re-run is the
+    way to rebuild one); one holding or inside an input, or holding any other file, is refused. Leftovers of a
+    killed preparation beside it are removed here."""
+    claim_output_dir(out_dir, DATA_KIND, DATA_NAMES, overwrite=True, inputs=paths)
 
 
 def tokenize_into(folder: Path, pieces, tok, spec: str, data_dir, workers: int, detokenize: str, shard_tokens: int,
@@ -233,7 +231,7 @@ def prepare(out_dir, inputs=(), tokenizer="gpt2", val_fraction=0.1, shard_tokens
             yield from dataset_pieces(hf_dataset, hf_config, hf_split, text_field, val_fraction, hf_data_files)
 
     total_bytes = sum(p.stat().st_size for p in paths) if not hf_dataset else None
-    with atomic_dir(out_dir) as tmp:  # the old data set stays whole until the new one is complete
+    with atomic_dir(out_dir, DATA_KIND) as tmp:  # the old data set stays whole until the new one is complete
         splits = tokenize_into(tmp, pieces(), tok, str(tokenizer), data_dir,
                                os.cpu_count() if workers is None else workers, detokenize, shard_tokens, total_bytes)
         if splits["train"]["tokens"] == 0:
@@ -273,6 +271,8 @@ def main(argv=None):
                    help="wikitext: undo WikiText's ' @-@ ', ' @,@ ', ' @.@ ' and spaces before punctuation")
     p.add_argument("--data_dir", help="data directory (default $LLMHW_DATA_DIR)")
     a = p.parse_args(argv)
+    # SIGTERM unwinds like an error: the half-built folder is removed (fileio.atomic_dir), nothing hidden stays
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         meta = prepare(a.out_dir, a.input, a.tokenizer, a.val_fraction, a.shard_tokens, a.workers, a.piece_bytes,
                        a.data_dir, a.hf_dataset, a.hf_config, a.hf_split, a.text_field, a.hf_data_files,

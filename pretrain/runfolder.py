@@ -22,29 +22,11 @@ from runlog import LiveLogError
 from shards import DataError
 
 RUN_KIND = "pretrain-run"
-# every entry a run writes (glob patterns); ".rank0-*": the token of check_shared
+# every entry a run writes (glob patterns): tb/ and wandb/ are --live's, ".rank0-*" the token of check_shared
 RUN_NAMES = ("ckpt_*.pt", "latest", "log.jsonl", "summary.json", "loss.png", "hellaswag.json", "tokenizer", "hf",
-             ".rank0-*")
+             "tb", "wandb", ".rank0-*")
 # bad input or settings: one line ("error: ...") on every rank, exit status 2, never a traceback
 USER_ERRORS = (DataError, ConfigError, CheckpointError, OutputError, LiveLogError, FileNotFoundError, ValueError)
-
-
-def run_or_stop_all(fn, ddp: DDP, rank0_only: bool = False):
-    """fn() on every rank (or on global rank 0 only); a one-line error of rank 0 is raised on every rank, so no
-    rank is left waiting at the next collective for one that has stopped."""
-    result, error = None, None
-    if ddp.master or not rank0_only:
-        try:
-            result = fn()
-        except USER_ERRORS as e:
-            if not ddp.enabled:
-                raise
-            error = (type(e), str(e))
-    first = decide(error, ddp)  # rank 0's error (or None) on every rank
-    for err in (first, error):
-        if err:
-            raise err[0](err[1])
-    return result
 
 
 def data_folder(preset: str, tc: TrainConfig, distributed: bool) -> Path:

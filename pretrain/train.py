@@ -29,12 +29,12 @@ import text_tokenizer
 from checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from config import PRESETS, ConfigError, TrainConfig, fit_micro_batch, model_vocab, parse_args  # noqa: F401
 from dataloader import ShardLoader, ShuffledLoader
-from ddp import DDP, all_reduce_sum, barrier, cleanup_ddp, decide, print0, setup_ddp
+from ddp import DDP, all_reduce_sum, barrier, cleanup_ddp, decide, print0, run_or_stop_all, setup_ddp
 from fileio import atomic_dir, atomic_write_json
 from modeling_gpt2 import GPT, GPTConfig
 from models import KIND
 from perf import autocast_for, compute_dtype, describe_peak, mfu, peak_flops
-from runfolder import USER_ERRORS, check_shared, claim, data_folder, plan_resume, run_or_stop_all
+from runfolder import USER_ERRORS, check_shared, claim, data_folder, plan_resume
 from runlog import RunLog
 from shards import DataError, check_shards, read_meta
 
@@ -156,9 +156,10 @@ class Trainer:
     def open_outputs(self) -> None:
         """The log (kept up to the resumed step), tokenizer files, the wrapped model and the MFU peak."""
         tc, ddp = self.tc, self.ddp
-        self.log = run_or_stop_all(lambda: RunLog(self.out / "log.jsonl", ddp.master, self.start or None, live=tc.live,
-                                           run_name=self.out.name, config={**asdict(self.mc), **asdict(tc)}), ddp)
-        run_or_stop_all(self.write_tokenizer, ddp, rank0_only=True)
+        self.log = run_or_stop_all(lambda: RunLog(self.out / "log.jsonl", ddp.master, self.start or None,
+                                                  live=tc.live, run_name=self.out.name,
+                                                  config={**asdict(self.mc), **asdict(tc)}), ddp, USER_ERRORS)
+        run_or_stop_all(self.write_tokenizer, ddp, USER_ERRORS, rank0_only=True)
         self.model = torch.compile(self.raw_model) if tc.compile else self.raw_model
         if ddp.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -302,7 +303,7 @@ class Trainer:
                  "train_config": asdict(self.tc), "preset": self.preset, "world_size": self.ddp.world_size,
                  "tokenizer": self.meta["tokenizer"], "data": data_identity(self.meta), "stats": dict(self.stats)}
         run_or_stop_all(lambda: save_checkpoint(self.out, state, KIND, keep=self.tc.keep_checkpoints), self.ddp,
-                        rank0_only=True)
+                        USER_ERRORS, rank0_only=True)
 
     def evaluate_and_save_due(self, done: int) -> tuple[bool, bool]:
         """(evaluate now, checkpoint now) after ``done`` steps: at the intervals and always at the end."""
@@ -358,15 +359,17 @@ def summarize(t: Trainer, hf_dir: Path) -> dict:
 def setup(preset: str, mc: GPTConfig, tc: TrainConfig, ddp: DDP, given: set[str]) -> tuple[Trainer, str | None]:
     """Check everything before the work (data, run folder, settings, resume decision); build the trainer. A run
     refused here leaves no folder behind."""
-    data = run_or_stop_all(lambda: data_folder(preset, tc, ddp.enabled), ddp)
-    meta, tok, mc = run_or_stop_all(lambda: load_data(data, mc, "vocab_size" in given), ddp)
-    folder = run_or_stop_all(lambda: claim(tc, data), ddp, rank0_only=True)  # creates nothing yet
+    data = run_or_stop_all(lambda: data_folder(preset, tc, ddp.enabled), ddp, USER_ERRORS)
+    meta, tok, mc = run_or_stop_all(lambda: load_data(data, mc, "vocab_size" in given), ddp, USER_ERRORS)
+    folder = run_or_stop_all(lambda: claim(tc, data), ddp, USER_ERRORS, rank0_only=True)  # creates nothing yet
     # fit_micro_batch may halve a preset's micro-batch, never one the user chose
-    trainer = run_or_stop_all(lambda: Trainer(preset, mc, tc, ddp, data, meta, tok, "batch_size" in given), ddp)
+    trainer = run_or_stop_all(lambda: Trainer(preset, mc, tc, ddp, data, meta, tok, "batch_size" in given), ddp,
+                              USER_ERRORS)
     try:
-        run_or_stop_all(lambda: folder.create(), ddp, rank0_only=True)
+        run_or_stop_all(lambda: folder.create(), ddp, USER_ERRORS, rank0_only=True)
         check_shared(trainer.out, ddp)
-        return trainer, decide(run_or_stop_all(lambda: plan_resume(folder, tc), ddp, rank0_only=True), ddp)
+        resume_from = run_or_stop_all(lambda: plan_resume(folder, tc), ddp, USER_ERRORS, rank0_only=True)
+        return trainer, decide(resume_from, ddp)
     except USER_ERRORS:
         if folder:
             folder.abandon()  # only what create() made, and only if it is still empty

@@ -118,9 +118,9 @@ def test_a_failing_prepare_rerun_keeps_the_old_data_set_and_refuses_its_inputs(s
         prepare.main(["--input", str(tmp_path / "latin1.txt"), "--out_dir", str(data), "--workers", "0"])
     assert {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()} == before
     (data / "notes.txt").write_text("my notes")
-    with pytest.raises(SystemExit, match=r"holds the input .*notes.txt: write the data set somewhere else"):
+    with pytest.raises(SystemExit, match=r"holds \(or is inside\) the input .*notes.txt"):
         prepare.main(["--input", str(data / "notes.txt"), "--out_dir", str(data)])
-    with pytest.raises(SystemExit, match=r"holds files that are not a data set \(notes.txt\)"):
+    with pytest.raises(SystemExit, match=r"holds files that are not a pretrain-tokens's output \(notes.txt\)"):
         prepare.main(["--input", "tinyshakespeare.txt", "--out_dir", str(data)])
 
 
