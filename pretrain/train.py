@@ -6,8 +6,9 @@
     python pretrain/train.py --out_dir OUT --resume            # continue exactly where OUT's latest checkpoint stopped
     python pretrain/train.py --preset gpt2-124m --help         # every flag with the value this preset uses
 
-Settings: config.py (TrainConfig, presets). Outputs in --out_dir and the log.jsonl / summary.json schemas:
-README.md, "Outputs". Checkpoints: checkpoint.py. Distributed: ddp.py (world size 1 takes the same path).
+Settings: config.py (TrainConfig, presets). The run folder, the data and the resume decision: runfolder.py.
+Outputs in --out_dir and the log.jsonl / summary.json schemas: README.md, "Outputs". Checkpoints: checkpoint.py.
+Distributed: ddp.py (world size 1 takes the same path). Devices, autocast and MFU peaks: perf.py.
 """
 from __future__ import annotations
 
@@ -207,11 +208,11 @@ class Trainer:
             torch.cuda.synchronize()
         return {"loss": loss_accum.item(), "lr": lr, "grad_norm": norm.item(), "dt": time.perf_counter() - t0}
 
-    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+    def to_device(self, batch: torch.Tensor) -> torch.Tensor:
         """CUDA: through pinned memory, so the copy is asynchronous (non_blocking) and overlaps the GPU's work."""
         if self.ddp.device.type != "cuda":
-            return t
-        return t.pin_memory().to(self.ddp.device, non_blocking=True)
+            return batch
+        return batch.pin_memory().to(self.ddp.device, non_blocking=True)
 
     def record(self, done: int, r: dict, first: bool, t_start: float, wall_before: float) -> None:
         """Count tokens and time (steady-state figures skip a process's first, warm-up/compile step); log a line."""
@@ -334,24 +335,26 @@ def data_identity(meta: dict) -> dict:
             "train_shards": meta["train"]["shards"]}
 
 
-def summarize(t: Trainer, hf_dir: Path) -> dict:
+def summarize(trainer: Trainer, hf_dir: Path) -> dict:
     """summary.json: final figures; tokens/s and MFU are steady-state (without a process's first step)."""
     last = {}
-    for r in t.log.records:
+    for r in trainer.log.records:
         last.update({k: v for k, v in r.items() if k in ("val_loss", "loss") or k.startswith("hellaswag_")})
-    s = t.stats
+    s = trainer.stats
     if s["steady_time"] > 0:
         steady = s["steady_tokens"] / s["steady_time"]
     else:  # a run of one step per process has no steady state: all its time counts
         steady = s["tokens"] / max(s["train_time"], 1e-9)
     return {
-        "preset": t.preset, "steps": t.tc.max_steps, "tokens": s["tokens"], "final_train_loss": last.get("loss"),
-        "final_val_loss": last.get("val_loss"), "hellaswag_acc_norm": last.get("hellaswag_acc_norm"),
+        "preset": trainer.preset, "steps": trainer.tc.max_steps, "tokens": s["tokens"],
+        "final_train_loss": last.get("loss"), "final_val_loss": last.get("val_loss"),
+        "hellaswag_acc_norm": last.get("hellaswag_acc_norm"),
         "hellaswag_acc_norm_char": last.get("hellaswag_acc_norm_char"), "hellaswag_n": last.get("hellaswag_n"),
         "wall_time_s": s["wall_time"], "train_time_s": s["train_time"],
-        "tokens_per_s": steady, "mfu": t.mfu_or_none(steady), "dtype": str(t.dtype).removeprefix("torch."),
-        "params": t.raw_model.num_params(), "world_size": t.ddp.world_size, "device": str(t.ddp.device),
-        "data": str(t.data), "model_config": asdict(t.mc), "train_config": asdict(t.tc), "hf_dir": str(hf_dir),
+        "tokens_per_s": steady, "mfu": trainer.mfu_or_none(steady), "dtype": str(trainer.dtype).removeprefix("torch."),
+        "params": trainer.raw_model.num_params(), "world_size": trainer.ddp.world_size,
+        "device": str(trainer.ddp.device), "data": str(trainer.data), "model_config": asdict(trainer.mc),
+        "train_config": asdict(trainer.tc), "hf_dir": str(hf_dir),
     }
 
 
