@@ -6,6 +6,7 @@ Used by train.py (finetuning), generate.py (responses) and merge.py; model code 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -48,6 +49,9 @@ def autocast_for(dtype: str, device: torch.device):
 def model_load_error(name: str, e: Exception) -> ValueError:
     """One line naming the model and the cause; for a hub name, how to go on without the hub."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if "Weights only load failed" in first or "Unpickl" in type(e).__name__:  # torch's text advises weights_only=False
+        first = ("its weights file holds Python objects, not only tensors: refused, since loading it could run code "
+                 "(save the model as model.safetensors)")
     hint = ("" if Path(name).exists() else " (no local folder of that name; without the hub, pass a local HF model "
             "folder, e.g. --model_name_or_path pretrain/output/tiny-cpu/hf, which `python pretrain/train.py` writes)")
     return ValueError(f"cannot load model '{name}': {first}{hint}")
@@ -70,7 +74,9 @@ def load_model(name: str, device: torch.device):
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        with warnings.catch_warnings():  # torch warns about a pickle's protocol before refusing it: one line is ours
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
     except Exception as e:  # OSError, ValueError, safetensors' own error for a truncated or foreign weights file
         raise model_load_error(name, e) from None
     return model.to(device)

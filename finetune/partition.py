@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data import DEFAULT_DATA, load_records, resolve_data_path, split_indices
-from fileio import OutputError, atomic_dir, check_writable
+from fileio import OutputError, atomic_dir, claim_output_dir
 from flags import add_flags, given
 
 SPLIT_FORMAT, SPLIT_VERSION = "llmhw-alpaca-split", 1
+KIND = "data partition"  # the folder's kind for fileio.claim_output_dir: it holds these three files only
 SPLIT_FILE, PRETRAIN_FILE, INSTRUCTIONS_FILE = "split.json", "pretrain_text.txt", "instructions.jsonl"
 # An eval/held-out response at least this long must not occur even *inside* a pretraining paragraph (shorter ones,
 # like "Positive" or "2", occur inside many unrelated answers and carry no information about the record).
@@ -211,21 +212,17 @@ def read_split(folder: str | Path) -> dict:
 
 
 def check_out_dir(cfg: PartitionConfig, data_source: str) -> Path:
-    """Refuse an output folder that holds the data, another kind of content, or a partition of other settings."""
-    out = Path(cfg.out_dir).expanduser().resolve()
-    if not data_source.startswith("hf:") and out in Path(data_source).resolve().parents:
-        raise ValueError(f"--out_dir {cfg.out_dir} holds the data file {data_source}; choose another folder")
-    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
-        if not (out / SPLIT_FILE).is_file():
-            raise ValueError(f"--out_dir {cfg.out_dir} is not empty and holds no {SPLIT_FILE}: not a partition "
-                             "folder; choose another folder")
+    """The output folder, checked before any work (fileio's rule: it may hold only a partition's files, never the
+    data or a user's file, --overwrite included); a partition of other settings only with --overwrite."""
+    data = None if data_source.startswith("hf:") else data_source
+    out = claim_output_dir(cfg.out_dir, KIND, (SPLIT_FILE, PRETRAIN_FILE, INSTRUCTIONS_FILE), overwrite=True,
+                           inputs=[data], flag="--out_dir").path  # overwrite: the settings decide, below
+    if (out / SPLIT_FILE).is_file() and not cfg.overwrite:
         old = read_split(out)
         settings = {k: getattr(cfg, k) for k in SETTINGS}
         if old.get("settings") != settings:
             raise ValueError(f"--out_dir {cfg.out_dir} holds a partition with settings {old.get('settings')}, not "
                              f"{settings}; pass --overwrite to replace it or choose another folder")
-    existing = next(d for d in (out, *out.parents) if d.exists())  # check, but create nothing before the work
-    check_writable(existing, is_dir=True)
     return out
 
 
@@ -234,7 +231,7 @@ def write_partition(out: Path, split: dict, records: list[dict], text: str) -> N
     lines = [json.dumps({"index": i, "instruction": records[i]["instruction"],
                          "input": records[i].get("input") or "", "output": records[i]["output"]},
                         ensure_ascii=False) for i in split["indices"]["heldout"]]
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, KIND) as tmp:
         (tmp / PRETRAIN_FILE).write_text(text, encoding="utf-8")
         (tmp / INSTRUCTIONS_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         # One line per top-level key: readable settings, and index lists that do not take one line per number.

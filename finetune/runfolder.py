@@ -2,77 +2,89 @@
 
     OUT/ckpt/ckpt_00000040.pt + OUT/ckpt/latest     checkpoints in checkpoint.py's layout (the last K kept)
 
-The layout, atomic saves and safe loads are checkpoint.py's (the copy shared with pretrain/); this file says what a
-finetuning checkpoint holds (``KIND``) and the run-folder rules: never into or around an input, never over another
-kind of output, an earlier run only with --resume or --overwrite, a resume only with the same settings.
+The layout, atomic saves and safe loads are checkpoint.py's (the copy shared with pretrain/); the folder rule is
+fileio.claim_output_dir's (the copy shared by every folder): never into or around an input, never over anything but
+an earlier finetuning run, that one only with --resume or --overwrite. This file says what a finetuning checkpoint
+holds (``KIND``), which names a run writes (``RUN_FILES``), and that a resume continues the very same run.
+Order: ``claim`` at start-up creates and deletes nothing; ``start_fresh`` runs only once the data and the model
+were checked, so a refused run leaves an earlier run whole and no empty folder.
 """
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from checkpoint import CheckpointError, Kind, latest
+from fileio import OutputDir, OutputError, claim_output_dir
 
-# what train.py's Trainer.state() writes (format_version 1 had another layout: ckpt/step-N.pt + latest.json)
+# what train.py's Trainer.state() writes (format_version 1 had another layout: ckpt/step-N.pt + latest.json);
+# "data_sha256" (the examples trained on) is optional: checkpoints written before it resume without the data check
 KIND = Kind("llmhw-finetune-ckpt", 2, ("step", "epoch", "batch_in_epoch", "tokens", "evals", "train_losses",
                                        "seconds", "run_id", "world_size", "train_config", "lora_config", "model",
                                        "optimizer", "rng"))
-RUN_FILES = ("config.json", "log.jsonl", "summary.json", "ckpt", "adapter", "model", "curve.png")
-MODEL_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
-# other kinds of outputs: a pretraining run, a shard folder, a tokenizer folder, a data partition
-FOREIGN_FILES = MODEL_FILES + ("ckpt.pt", "meta.json", "tokenizer.json", "split.json", "hf")
+OUTPUT_KIND = "finetuning run"
+# every top-level name a run writes (tb/ and wandb/: --live logging)
+RUN_FILES = ("config.json", "log.jsonl", "summary.json", "ckpt", "adapter", "model", "curve.png", "tb", "wandb")
 
 
 def ckpt_dir(out: str | Path) -> Path:
     return Path(out) / "ckpt"
 
 
-def refuse_overlap(out: Path, flag: str, given: str | None) -> None:
-    """A run folder must be neither an input, nor inside one, nor around one (it would write over it)."""
-    if not given or not Path(given).expanduser().exists():
-        return  # a hub name, or nothing
-    path = Path(given).expanduser().resolve()
-    if out == path or path in out.parents or out in path.parents:
-        raise ValueError(f"--output_dir {out} overlaps {flag} {path}: a run never writes into or around its "
-                         "inputs; choose another --output_dir")
+def claim(output_dir: str, resume: bool, overwrite: bool, inputs: list) -> tuple[OutputDir, Path | None]:
+    """The run folder (fileio's rule) and the checkpoint to resume from (None: a fresh run). Removes only the
+    temporaries of killed writes (checkpoints, adapter or model swaps); creates and deletes nothing else."""
+    out = claim_output_dir(output_dir, OUTPUT_KIND, RUN_FILES, overwrite=overwrite, resume=resume, inputs=inputs,
+                           flag="--output_dir")
+    refuse_foreign_config(out.path)
+    if not resume:
+        return out, None
+    path = latest(ckpt_dir(out.path))
+    if path is None:
+        raise CheckpointError(f"--resume: {out.path} has no checkpoint ({ckpt_dir(out.path)}/latest); start "
+                              "without --resume")
+    return out, path
 
 
-def plan_resume(out: Path, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from (None: a fresh run); refuses a folder holding another run unless told."""
-    foreign = [f for f in FOREIGN_FILES if (out / f).exists()]
-    if (out / "config.json").is_file() and not foreign:
-        try:  # ours say so (older ones have no format but a lora_dim); a HF model folder's do not
-            config = json.loads((out / "config.json").read_text(encoding="utf-8"))
-            ours = config.get("format") == "llmhw-finetune-config" or "lora_dim" in config
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            ours = False
-        foreign += [] if ours else ["config.json"]
-    if foreign:
-        raise ValueError(f"--output_dir {out} holds another kind of output ({', '.join(foreign)}); a finetuning "
-                         "run never writes there, even with --overwrite: choose another --output_dir")
-    if resume:
-        path = latest(ckpt_dir(out))
-        if path is None:
-            raise CheckpointError(f"--resume: {out} has no checkpoint ({ckpt_dir(out)}/latest); start without "
-                                  "--resume")
-        return path
-    found = [f for f in RUN_FILES if (out / f).exists()]
-    if found and not overwrite:
-        raise ValueError(f"--output_dir {out} holds an earlier run ({', '.join(found)}); pass --resume to continue "
-                         "it or --overwrite to replace it")
-    if found:  # its checkpoints must not be resumed into this run later; its results stay until this run ends
-        import shutil
-        shutil.rmtree(ckpt_dir(out), ignore_errors=True)
-    return None
+def refuse_foreign_config(folder: Path) -> None:
+    """A config.json is one of our names, but a HF model folder has one too: ours say what they are."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return
+    try:  # ours say so (older ones have no format but a lora_dim)
+        config = json.loads(path.read_text(encoding="utf-8"))
+        ours = config.get("format") == "llmhw-finetune-config" or "lora_dim" in config
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        ours = False
+    if not ours:
+        raise OutputError(f"--output_dir {folder}: holds a config.json that is not a finetuning run's (a model "
+                          "folder?); choose an empty or new folder (nothing was deleted)")
 
 
-def check_resumable(state: dict, train_config: dict, world_size: int, path: Path) -> None:
-    """A resume continues the very run of the checkpoint: same training settings, same number of processes."""
+def start_fresh(out: OutputDir) -> None:
+    """A fresh run, its inputs checked: the folder made, and an earlier run's checkpoints deleted (they must never be
+    resumed into this run). The earlier results (adapter/ or model/, summary.json, curve.png) stay until this run
+    replaces them at its end."""
+    out.create()
+    shutil.rmtree(ckpt_dir(out.path), ignore_errors=True)
+
+
+def check_resumable(state: dict, train_config: dict, world_size: int, path: Path, data_sha256: str,
+                    allow_new_data: bool) -> bool:
+    """A resume continues the very run of the checkpoint: same training settings, same number of processes, the
+    same examples (unless ``allow_new_data``). Returns whether the data differ (then allowed)."""
     saved = state.get("train_config", {})
-    diff = [f"--{k} {saved.get(k)} (now {v})" for k, v in train_config.items()
-            if k != "data_dir" and saved.get(k) != v]
+    skip = {"data_dir"} | ({"data_path"} if allow_new_data else set())
+    diff = [f"--{k} {saved.get(k)} (now {v})" for k, v in train_config.items() if k not in skip and saved.get(k) != v]
     if state.get("world_size") != world_size:
         diff.append(f"{state.get('world_size')} process(es) (now {world_size})")
     if diff:
         raise CheckpointError(f"--resume: {path} was made with {', '.join(diff[:4])}; resume with the same "
                               "settings or start a new run")
+    new_data = state.get("data_sha256") not in (None, data_sha256)
+    if new_data and not allow_new_data:
+        raise CheckpointError(f"--resume: {path} was trained on other data (the examples of --data_path "
+                              f"{train_config['data_path']} changed since); pass --allow_new_data to continue on "
+                              "these, or start a new run")
+    return new_data

@@ -18,16 +18,16 @@ the LoRA init, the shuffling of each epoch and dropout.
 """
 from __future__ import annotations
 
-import argparse
+import hashlib
+import json
 import math
 import os
 import resource
 import shutil
-import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -38,126 +38,23 @@ import checkpoint
 import data as alpaca
 import lora
 import runfolder
-from ddp import DEFAULT_TIMEOUT_S, DDP, all_reduce_sum, cleanup_ddp, decide, gather, print0, setup_ddp
-from fileio import OutputError, atomic_dir, atomic_write_json, check_writable, recover
-from flags import add_flags, given
-from models import load_model, model_shape
+from config import RunConfig, TrainConfig, parse_args
+from ddp import DDP, all_reduce_sum, cleanup_ddp, decide, gather, print0, setup_ddp
+from fileio import OutputError, atomic_dir, atomic_write_json
+from models import autocast_for, load_model, model_shape
 from plots import plot_curves
-from runlog import LIVE_CHOICES, LiveLogError, RunLog, read_log
+from runlog import LiveLogError, RunLog, read_log
 
-HERE = Path(__file__).resolve().parent
 # Models whose forward is `lm_head(backbone(x).last_hidden_state)` with nothing in between (no logit scaling or
 # soft-capping), so logits may be computed on the target positions only.
 PLAIN_HEAD_MODELS = {"GPT2LMHeadModel", "GPTNeoForCausalLM", "GPTNeoXForCausalLM", "LlamaForCausalLM",
                      "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
 
 
-def _f(default, help_):
-    return field(default=default, metadata={"help": help_})
-
-
-@dataclass
-class TrainConfig:
-    """What is trained, on what, how: a --resume must give the same values (the checkpoint's are compared)."""
-    model_name_or_path: str = _f("gpt2", "HF causal-LM folder (e.g. pretrain's export) or hub name")
-    data_path: str = _f(alpaca.DEFAULT_DATA, "Alpaca .json/.jsonl/.json.xz file, a data-directory name, or a HF "
-                                             "dataset")
-    data_dir: str | None = _f(None, "data directory (default $LLMHW_DATA_DIR)")
-    template: str = _f("homework", f"prompt template: {sorted(alpaca.TEMPLATES)}")
-    max_length: int = _f(512, "truncate examples to this many tokens (lowered to the model's context)")
-    max_examples: int | None = _f(None, "use a deterministic subset of N records (chosen by --data_seed)")
-    eval_ratio: float = _f(0.01, "fraction of the examples held out for evaluation")
-    data_seed: int = _f(42, "seed of the subset and the train/eval split: keep it fixed across compared runs")
-    seed: int = _f(42, "seed of the LoRA init, the shuffling of each epoch and dropout")
-    # what is trained: LoRA adapters on the matching modules, or (lora_dim 0) every weight
-    lora_dim: int = _f(8, "LoRA rank; 0 = full finetuning")
-    lora_scaling: float = _f(32.0, "LoRA alpha: scaling = lora_scaling / lora_dim")
-    lora_module_name: str = _f("h.", "adapt Linear/Conv1D modules whose name contains this")
-    lora_dropout: float = _f(0.0, "dropout on the LoRA branch input")
-    use_rslora: bool = _f(False, "rsLoRA: scaling = lora_scaling / sqrt(lora_dim)")
-    lora_load_path: str | None = _f(None, "start from this adapter (ours or PEFT's)")
-    # how long and how: the learning-rate schedule spans all the steps (get_lr)
-    epochs: int = _f(3, "passes over the training split (unless --max_steps)")
-    max_steps: int | None = _f(None, "stop after this many optimizer steps (the schedule spans them)")
-    train_batch_size: int = _f(8, "examples per micro-batch per rank")
-    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
-    lr: float = _f(1e-4, "peak learning rate")
-    lr_warmup_ratio: float = _f(0.1, "fraction of the steps with linear warmup")
-    weight_decay: float = _f(0.0, "AdamW weight decay (matrices only)")
-    grad_clip: float = _f(1.0, "clip the gradient norm to this (0 = off)")
-    group_by_length: bool = _f(False, "batch examples of similar length together (about 2x fewer padded tokens)")
-
-
-@dataclass
-class RunConfig:
-    """Where and how a run goes: may change on --resume."""
-    output_dir: str | None = _f(None, "run folder (default finetune/out/r<lora_dim>)")
-    resume: bool = _f(False, "continue from the run folder's latest checkpoint (exactly)")
-    overwrite: bool = _f(False, "replace an earlier run in --output_dir (its results stay until this run ends)")
-    # evaluations and checkpoints (they do not change what is trained)
-    eval_batch_size: int = _f(8, "examples per eval batch per rank")
-    eval_interval: int = _f(100, "evaluate every N steps (0 = only before and after training)")
-    evals_per_epoch: int = _f(0, "if > 0: evaluate this many times per epoch (sets --eval_interval)")
-    ckpt_interval: int = _f(500, "checkpoint every N steps (0 = only at the end); always at the end")
-    keep_checkpoints: int = _f(2, "keep the newest K step-numbered checkpoints in ckpt/")
-    # hardware and logging
-    device: str = _f("auto", "auto, cpu, cuda, cuda:N")
-    dtype: str = _f("auto", "auto (bfloat16 autocast + TF32 on CUDA, float32 on CPU), float32 or bfloat16")
-    live: str = _f("none", f"live logging: {', '.join(LIVE_CHOICES)} (imported only when asked)")
-    ddp_timeout: float = _f(DEFAULT_TIMEOUT_S, "seconds a DDP collective may wait for the other ranks")
-    kill_at_step: int = field(default=0, metadata={"help": "testing: SIGKILL this process after step N"})
-
-
-def check_config(tc: TrainConfig, rc: RunConfig) -> None:
-    """Every flag value, once, where input enters (library code trusts its arguments)."""
-    for name in ("max_length", "epochs", "train_batch_size", "gradient_accumulation_steps"):
-        if getattr(tc, name) <= 0:
-            raise ValueError(f"--{name} must be > 0, got {getattr(tc, name)}")
-    for cfg, name in ((tc, "max_steps"), (tc, "max_examples"), (rc, "eval_batch_size"), (rc, "keep_checkpoints")):
-        if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
-            raise ValueError(f"--{name} must be > 0, got {getattr(cfg, name)}")
-    for name in ("lr", "lr_warmup_ratio", "weight_decay", "grad_clip", "eval_ratio", "lora_scaling", "lora_dropout"):
-        if not math.isfinite(getattr(tc, name)):
-            raise ValueError(f"--{name} must be a finite number, got {getattr(tc, name)}")
-    if not (tc.lr > 0 and 0 <= tc.lr_warmup_ratio <= 1 and 0 < tc.eval_ratio < 1):
-        raise ValueError(f"need --lr > 0 (got {tc.lr}), 0 <= --lr_warmup_ratio <= 1 (got {tc.lr_warmup_ratio}), "
-                         f"0 < --eval_ratio < 1 (got {tc.eval_ratio})")
-    for cfg, name in ((tc, "weight_decay"), (tc, "grad_clip"), (rc, "eval_interval"), (rc, "evals_per_epoch"),
-                      (rc, "ckpt_interval"), (rc, "kill_at_step")):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
-    if tc.lora_dim < 0:
-        raise ValueError(f"--lora_dim must be >= 0 (0 = full finetuning), got {tc.lora_dim}")
-    if tc.lora_dim > 0:
-        lora.LoRAConfig(tc.lora_dim, tc.lora_scaling, tc.lora_module_name, tc.lora_dropout).validate()
-    elif tc.lora_load_path:
-        raise ValueError("--lora_load_path needs --lora_dim > 0 (0 means full finetuning)")
-    if tc.lora_load_path and lora.adapter_rank(tc.lora_load_path) != tc.lora_dim:
-        raise ValueError(f"--lora_load_path {tc.lora_load_path} holds a rank-{lora.adapter_rank(tc.lora_load_path)} "
-                         f"adapter, but --lora_dim is {tc.lora_dim}; pass that rank")
-    if tc.template not in alpaca.TEMPLATES:
-        raise ValueError(f"--template must be one of {sorted(alpaca.TEMPLATES)}, got {tc.template!r}")
-    if rc.dtype not in ("auto", "float32", "bfloat16") or rc.live not in LIVE_CHOICES:
-        raise ValueError(f"--dtype must be auto, float32 or bfloat16 (got {rc.dtype!r}); --live one of "
-                         f"{', '.join(LIVE_CHOICES)} (got {rc.live!r})")
-    if not (math.isfinite(rc.ddp_timeout) and rc.ddp_timeout > 0):
-        raise ValueError(f"--ddp_timeout must be > 0 seconds, got {rc.ddp_timeout}")
-    if rc.resume and rc.overwrite:
-        raise ValueError("--resume and --overwrite exclude each other")
-
-
-def parse_args(argv=None) -> tuple[TrainConfig, RunConfig]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(p.add_argument_group("training (a --resume must match the checkpoint's)"), TrainConfig)
-    add_flags(p.add_argument_group("run"), RunConfig)
-    args = p.parse_args(argv)
-    tc, rc = TrainConfig(**given(args, TrainConfig)), RunConfig(**given(args, RunConfig))
-    rc.output_dir = rc.output_dir or str(HERE / "out" / f"r{tc.lora_dim}")
-    try:
-        check_config(tc, rc)
-    except (ValueError, FileNotFoundError) as e:
-        p.error(str(e))
-    return tc, rc
+def target_index(labels: torch.Tensor) -> torch.Tensor:
+    """(N,) flat indices into (B*(T-1)) of the positions whose next token is a target. Computed on the host from the
+    batch's CPU labels: a data-dependent shape made on the GPU would make the host wait for it."""
+    return torch.nonzero(labels[:, 1:].reshape(-1) != alpaca.IGNORE_INDEX).squeeze(1)
 
 
 class TargetLoss(nn.Module):
@@ -173,17 +70,21 @@ class TargetLoss(nn.Module):
         self.fast = type(model).__name__ in PLAIN_HEAD_MODELS and isinstance(backbone, nn.Module) \
             and model.get_output_embeddings() is not None
 
-    def forward(self, input_ids, attention_mask, labels):
-        y = labels[:, 1:]                           # (B, T-1): position t predicts token t+1
-        keep = y != alpaca.IGNORE_INDEX             # (B, T-1): target positions only
-        if self.fast:
+    def forward(self, input_ids, attention_mask, labels, targets=None):
+        y = labels[:, 1:].reshape(-1)                 # (B*(T-1),): position t predicts token t+1
+        n = (y != alpaca.IGNORE_INDEX).sum()          # a device tensor: nobody waits for it
+        if self.fast:  # logits at the target positions only (the vocabulary projection dominates small models)
+            targets = target_index(labels) if targets is None else targets  # (N,), given by the trainer
             backbone = getattr(self.model, self.model.base_model_prefix)
             h = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, C)
-            logits = self.model.get_output_embeddings()(h[:, :-1][keep])                      # (N, V)
+            h = h[:, :-1].reshape(-1, h.shape[-1]).index_select(0, targets)                    # (N, C)
+            logits, y = self.model.get_output_embeddings()(h), y.index_select(0, targets)      # (N, V), (N,)
         else:
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][keep]
-        # fp32 cross entropy even under bf16 autocast: the log-softmax over V needs the range
-        return F.cross_entropy(logits.float(), y[keep], reduction="sum"), keep.sum()
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+            logits = logits.reshape(-1, logits.shape[-1])                                     # (B*(T-1), V)
+        # fp32 cross entropy even under bf16 autocast: the log-softmax over V needs the range. ignore_index masks
+        # prompt and padding by multiplying their terms by 0 inside (no boolean indexing, no host sync).
+        return F.cross_entropy(logits.float(), y, ignore_index=alpaca.IGNORE_INDEX, reduction="sum"), n
 
 
 def get_lr(step: int, lr: float, warmup: int, total: int) -> float:
@@ -205,17 +106,9 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"  # Linux: KiB
 
 
-def autocast_of(dtype: str, device: torch.device):
-    """A context factory for the forward pass: bf16 autocast (auto on CUDA, or asked), else nothing."""
-    if device.type == "cuda":  # TF32 for the fp32 matmuls left outside autocast (as pretrain/; CPU stays exact)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext
-
-
 def prepare_data(tc: TrainConfig, rc: RunConfig, tokenizer, ddp: DDP):
-    """Tokenized (train, eval) examples; checks both splits hold at least one batch per rank."""
+    """Tokenized (train, eval) examples, the data's name, and a SHA-256 of the records they come from (a resume
+    compares it: the same file name may hold other data); checks both splits hold at least one batch per rank."""
     records, source = alpaca.load_records(tc.data_path, tc.data_dir)
     train_idx, eval_idx = alpaca.split_indices(len(records), tc.eval_ratio, tc.data_seed, tc.max_examples)
     out = []
@@ -227,7 +120,18 @@ def prepare_data(tc: TrainConfig, rc: RunConfig, tokenizer, ddp: DDP):
         alpaca.check_split(name, len(examples), bs, ddp.world_size, flag)
         out.append(examples)
     print0(f"[data] {source}: {len(records)} records -> train {len(out[0])}, eval {len(out[1])} examples")
-    return out[0], out[1], source
+    used = [[records[i] for i in train_idx], [records[i] for i in eval_idx]]
+    digest = hashlib.sha256(json.dumps(used, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return out[0], out[1], source, digest
+
+
+def on_device(batch: dict, device: torch.device) -> dict:
+    """A CPU batch moved to ``device`` without making the host wait (pinned memory, non_blocking), with its target
+    positions (``target_index``) computed on the host."""
+    batch = {**batch, "targets": target_index(batch["labels"])}
+    if device.type != "cuda":
+        return batch
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -237,7 +141,7 @@ def evaluate(loss_fn: TargetLoss, examples, batch_size: int, ddp: DDP, pad_id: i
     total = torch.zeros(2, dtype=torch.float64, device=ddp.device)  # (sum of losses, tokens)
     for batch in alpaca.eval_batches(examples, batch_size, ddp.rank, ddp.world_size, pad_id):
         with amp():
-            s, n = loss_fn(**{k: v.to(ddp.device) for k, v in batch.items()})
+            s, n = loss_fn(**on_device(batch, ddp.device))
         total += torch.stack([s.double(), n.double()])
     all_reduce_sum(total, ddp)
     loss_fn.train()
@@ -262,7 +166,6 @@ def build_model(tc: TrainConfig, device: torch.device):
         return model, None
     check_ranks_fit(model, tc)
     if tc.lora_load_path:
-        warn_other_base(tc.lora_load_path, tc.model_name_or_path)
         model, lora_cfg = lora.load_adapter(model, tc.lora_load_path)
         print0(f"[lora] loaded adapter {tc.lora_load_path} (rank {lora_cfg.lora_dim}; its settings replace "
                "the --lora_* flags)")
@@ -298,7 +201,8 @@ class Trainer:
             print0(f"[data] --max_length {tc.max_length} exceeds the model's {context} positions; using {context}")
             tc.max_length = context
         self.tokenizer = alpaca.load_tokenizer(tc.model_name_or_path, tc.data_dir, vocab_size)
-        self.train_ex, self.eval_ex, self.source = prepare_data(tc, self.rc, self.tokenizer, ddp)  # fail fast
+        self.train_ex, self.eval_ex, self.source, self.data_sha256 = prepare_data(tc, self.rc, self.tokenizer,
+                                                                                  ddp)  # fail fast
         self.model, self.lora_cfg = build_model(tc, ddp.device)
         self.loss_fn = TargetLoss(self.model).train()
         self.ddp_loss = self.loss_fn
@@ -309,8 +213,10 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         groups = [{"params": [p for p in self.params if p.ndim >= 2], "weight_decay": tc.weight_decay},
                   {"params": [p for p in self.params if p.ndim < 2], "weight_decay": 0.0}]
-        self.opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=tc.lr, betas=(0.9, 0.95))
-        self.amp = autocast_of(self.rc.dtype, ddp.device)
+        # fused on CUDA: one kernel for all parameters instead of a loop of small ones (the CPU keeps the loop)
+        self.opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=tc.lr, betas=(0.9, 0.95),
+                                     fused=ddp.device.type == "cuda")
+        self.amp = autocast_for(self.rc.dtype, ddp.device)
         self.setup_schedule()
         self.describe()
 
@@ -347,6 +253,7 @@ class Trainer:
                 "tokens": self.tokens, "evals": self.evals, "train_losses": self.train_losses,
                 "seconds": self.seconds(), "run_id": self.run_id, "world_size": self.ddp.world_size,
                 "train_config": asdict(self.tc), "lora_config": asdict(self.lora_cfg) if self.lora_cfg else None,
+                "data_sha256": self.data_sha256,
                 "model": {k: v.detach().cpu() for k, v in self.trainable_state().items()},
                 "optimizer": self.opt.state_dict()}
 
@@ -359,7 +266,8 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         state = checkpoint.load_checkpoint(path, runfolder.KIND)
-        runfolder.check_resumable(state, asdict(self.tc), self.ddp.world_size, path)
+        new_data = runfolder.check_resumable(state, asdict(self.tc), self.ddp.world_size, path, self.data_sha256,
+                                             self.rc.allow_new_data)
         if self.lora_cfg:  # LoRA tensors only (names and shapes checked); the frozen base is the model's own
             lora.load_lora_state_dict(self.model, state["model"])
         else:
@@ -369,6 +277,9 @@ class Trainer:
         self.tokens, self.evals, self.train_losses = state["tokens"], state["evals"], state["train_losses"]
         self.elapsed_before, self.run_id = state["seconds"], state["run_id"]
         checkpoint.set_rng_state(state["rng"][self.ddp.rank])
+        if new_data:  # --allow_new_data: the new examples are read from the start of an epoch
+            self.batch_in_epoch = 0
+            print0(f"[resume] the data differ from the checkpoint's (--allow_new_data): continuing on {self.source}")
         print0(f"[resume] {path}: step {self.step}/{self.total_steps}, epoch {self.epoch}, "
                f"micro-batch {self.batch_in_epoch} of the epoch")
 
@@ -387,30 +298,32 @@ class Trainer:
         return it
 
     def train_step(self, batches) -> float:
-        """One optimizer step over gradient_accumulation_steps micro-batches; returns the step's train loss."""
+        """One optimizer step over gradient_accumulation_steps micro-batches; returns the step's train loss.
+        The host reads the device once per step (the loss and the token count, at the end)."""
         tc, ddp = self.tc, self.ddp
-        micro = [next(batches) for _ in range(tc.gradient_accumulation_steps)]  # each (B, T) tensors
-        # Target tokens of the whole step on all ranks, so each micro-batch loss is a share of the exact mean.
-        n_tok = all_reduce_sum(torch.tensor(float(sum((b["labels"][:, 1:] != alpaca.IGNORE_INDEX).sum()
-                                                      for b in micro)), device=ddp.device), ddp).item()
+        micro = [on_device(next(batches), ddp.device) for _ in range(tc.gradient_accumulation_steps)]
+        # Target tokens of the whole step on all ranks (counted on the host, summed on the device), so each
+        # micro-batch loss is a share of the exact token mean.
+        n_tok = all_reduce_sum(torch.tensor(float(sum(len(b["targets"]) for b in micro)), device=ddp.device), ddp)
         for g in self.opt.param_groups:
             g["lr"] = get_lr(self.step, tc.lr, self.warmup, self.total_steps)
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), device=ddp.device)
         for i, batch in enumerate(micro):
             last = i == len(micro) - 1
             with (nullcontext() if last or not ddp.enabled else self.ddp_loss.no_sync()):  # sync on the last only
                 with self.amp():  # only the forward runs under autocast; backward follows the forward's dtypes
-                    s, _ = self.ddp_loss(**{k: v.to(ddp.device) for k, v in batch.items()})
+                    s, _ = self.ddp_loss(**batch)
                 # DDP averages gradients over ranks; multiply back so the result is the global token mean.
                 (s * (ddp.world_size / n_tok)).backward()
-            loss_sum += s.item()
+            loss_sum += s.detach()
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        loss, n = torch.stack([all_reduce_sum(loss_sum, ddp), n_tok]).tolist()  # the one host read of the step
         self.step, self.batch_in_epoch, self.tokens = self.step + 1, self.batch_in_epoch + len(micro), \
-            self.tokens + int(n_tok)
-        return all_reduce_sum(torch.tensor(loss_sum, device=ddp.device), ddp).item() / n_tok
+            self.tokens + round(n)
+        return loss / n
 
     def evaluate(self) -> float:
         loss = evaluate(self.loss_fn, self.eval_ex, self.rc.eval_batch_size, self.ddp, self.tokenizer.pad_token_id,
@@ -435,8 +348,6 @@ class Trainer:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         if self.due(self.rc.ckpt_interval):
             self.save_checkpoint()
-        if self.rc.kill_at_step and self.step == self.rc.kill_at_step:
-            os.kill(os.getpid(), signal.SIGKILL)  # testing: a crash right here
 
 
 def train_loop(t: Trainer, log: RunLog) -> None:
@@ -458,12 +369,13 @@ def train_loop(t: Trainer, log: RunLog) -> None:
 
 def run(tc: TrainConfig, rc: RunConfig, ddp: DDP, t_start: float) -> dict:
     """Set up -> resume -> loop -> finish."""
-    resume_from = prepare_run_folder(tc, rc, ddp)  # refusals before any work
+    folder, resume_from = claim_run_folder(tc, rc, ddp)  # refusals before any work; nothing created yet
     t = Trainer(tc, rc, ddp, t_start)
-    t.setup()
+    t.setup()  # data and model checked: only now may a fresh run make its folder and drop an earlier run's ckpt/
     if resume_from is not None:
         t.resume(resume_from)
     elif ddp.master:
+        runfolder.start_fresh(folder)
         write_config(t)
     log = RunLog(t.out / "log.jsonl", ddp.master, resume_step=t.step if resume_from else None, live=rc.live,
                  run_name=t.out.name, config={**asdict(tc), **asdict(rc)})
@@ -482,36 +394,26 @@ def run(tc: TrainConfig, rc: RunConfig, ddp: DDP, t_start: float) -> dict:
 
 # -------------------------------------------------------------------------------------------------- run folder
 
-def warn_other_base(adapter: str, model: str) -> None:
-    base = lora.adapter_base(adapter)
-    if base and not lora.same_model(base, model):
-        print0(f"[lora] warning: adapter {adapter} was trained on {base}, but --model_name_or_path is {model}")
-
-
-def prepare_run_folder(tc: TrainConfig, rc: RunConfig, ddp: DDP) -> Path | None:
-    """Global rank 0 checks the run folder and decides fresh or resume (and from which file); all ranks follow."""
-    def plan():
-        out = Path(rc.output_dir).expanduser().resolve()
-        data = alpaca.resolve_data_path(tc.data_path, tc.data_dir)
-        for flag, path in (("--model_name_or_path", tc.model_name_or_path), ("--lora_load_path", tc.lora_load_path),
-                           ("--data_path", str(data) if isinstance(data, Path) else None)):
-            runfolder.refuse_overlap(out, flag, path)
-        check_writable(out, is_dir=True)
-        for folder in ("adapter", "model"):  # a swap that a kill interrupted: put the earlier result back
-            recover(out / folder)
-        return runfolder.plan_resume(out, rc.resume, rc.overwrite)
-
-    try:
-        verdict = ("ok", plan()) if ddp.master else None
-    except (ValueError, FileNotFoundError, OSError) as e:
-        verdict = ("error", str(e))
+def claim_run_folder(tc: TrainConfig, rc: RunConfig, ddp: DDP):
+    """Global rank 0 claims the run folder (runfolder.claim) and decides fresh or resume, and from which file; all
+    ranks follow. Returns (the claimed folder on rank 0, else None; the checkpoint to resume from, or None)."""
+    folder, verdict = None, None
+    if ddp.master:
+        try:
+            data = alpaca.resolve_data_path(tc.data_path, tc.data_dir)
+            inputs = [p for p in (tc.model_name_or_path, tc.lora_load_path, data)
+                      if p and Path(p).expanduser().exists()]
+            folder, resume_from = runfolder.claim(rc.output_dir, rc.resume, rc.overwrite, inputs)
+            verdict = ("ok", str(resume_from) if resume_from else None)
+        except (ValueError, FileNotFoundError, OSError) as e:
+            verdict = ("error", str(e))
     kind, value = decide(verdict, ddp)
     if kind == "error":
         raise ValueError(value)
     if value is not None and not all(gather(Path(value).is_file(), ddp)):  # multi-node: one file for all ranks
         raise ValueError(f"--resume: {value} is not visible on every node; --output_dir must be on a shared "
                          "file system for multi-node runs")
-    return value
+    return folder, Path(value) if value else None
 
 
 def write_config(t: Trainer) -> None:

@@ -59,26 +59,27 @@ def earlier(finished, tmp_path):
 
 def test_output_dir_over_an_input_is_refused_and_nothing_written(tiny_model_dir, tmp_path, alpaca_path):
     before = digest(tiny_model_dir)
-    for out, flag in ((tiny_model_dir, "--model_name_or_path"), (tiny_model_dir / "sub", "--model_name_or_path"),
-                      (tiny_model_dir.parent, "--model_name_or_path")):
-        assert f"overlaps {flag}" in one_line_error(tiny_model_dir, out, "--lora_dim", "2")
+    for out in (tiny_model_dir, tiny_model_dir / "sub", tiny_model_dir.parent):
+        assert f"holds (or is inside) the input {tiny_model_dir}" in one_line_error(tiny_model_dir, out,
+                                                                                    "--lora_dim", "2")
     assert digest(tiny_model_dir) == before and not (tiny_model_dir / "sub").exists()
     data = tmp_path / "d" / "alpaca.json.xz"
     data.parent.mkdir()
     shutil.copy(alpaca_path, data)
-    assert "overlaps --data_path" in one_line_error(tiny_model_dir, tmp_path / "d", "--lora_dim", "2",
-                                                    "--data_path", str(data))
+    assert f"holds (or is inside) the input {data}" in one_line_error(tiny_model_dir, tmp_path / "d", "--lora_dim",
+                                                                      "2", "--data_path", str(data))
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["alpaca.json.xz"]
 
 
-@pytest.mark.parametrize("files", [["ckpt.pt", "log.jsonl"], ["meta.json"], ["config.json"]])
+@pytest.mark.parametrize("files", [["ckpt.pt", "log.jsonl"], ["meta.json"], ["config.json"],
+                                   ["log.jsonl", "notes.txt"], [".llmhw-output"]])
 def test_output_dir_of_another_kind_is_refused_even_with_overwrite(tiny_model_dir, tmp_path, files):
     out = tmp_path / "other"
     out.mkdir()
-    for f in files:  # a pretraining run, a shard folder, a HF config of some model
-        (out / f).write_text('{"model_type": "gpt2"}')
+    for f in files:  # a pretraining run, a shard folder, a HF config of some model, a user's file, another marker
+        (out / f).write_text('{"model_type": "gpt2"}' if f != ".llmhw-output" else '{"kind": "bpe tokenizer"}')
     before = digest(out)
-    assert "holds another kind of output" in one_line_error(tiny_model_dir, out, "--lora_dim", "2", "--overwrite")
+    assert "nothing was deleted" in one_line_error(tiny_model_dir, out, "--lora_dim", "2", "--overwrite")
     assert digest(out) == before
 
 
@@ -217,12 +218,17 @@ def test_rank_beyond_a_target_module_is_refused_at_startup(tiny_model_dir, tmp_p
     assert not (tmp_path / "o" / "log.jsonl").exists()
 
 
-def test_adapter_of_another_base_model_warns_with_both_names(earlier, tiny_model_dir, tmp_path, capsys):
+def test_adapter_of_another_base_model_is_refused_unless_told(earlier, tiny_model_dir, tmp_path, capsys):
     other = tmp_path / "other_base"
     shutil.copytree(tiny_model_dir, other)
-    run(other, tmp_path / "o", "--lora_dim", "2", "--lora_load_path", str(earlier / "adapter"), "--max_steps", "1")
-    out = capsys.readouterr().out
-    assert f"was trained on {tiny_model_dir.resolve()}, but --model_name_or_path is {other}" in out
+    with pytest.raises(SystemExit) as e:  # found at start-up, before any model loads
+        run(other, tmp_path / "o", "--lora_dim", "2", "--lora_load_path", str(earlier / "adapter"), "--max_steps", "1")
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and not (tmp_path / "o").exists()
+    assert f"was trained on {tiny_model_dir.resolve()}, but --model_name_or_path is {other}" in err
+    run(other, tmp_path / "o", "--lora_dim", "2", "--lora_load_path", str(earlier / "adapter"), "--max_steps", "1",
+        "--allow_other_base")
+    assert (tmp_path / "o" / "summary.json").is_file()
 
 
 @pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "inf"), ("--grad_clip", "nan"),
@@ -243,3 +249,79 @@ def test_grad_clip_zero_means_off(tiny_model_dir, tmp_path):
     losses = {n: [r["train_loss"] for r in map(json.loads, (tmp_path / n / "log.jsonl").read_text().splitlines())
                   if "train_loss" in r] for n in ("off", "huge", "tight")}
     assert losses["off"] == losses["huge"] and losses["off"] != losses["tight"]
+
+
+def test_overwrite_checks_the_new_data_before_deleting_anything(earlier, tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[{\"instruction\": \"a\"}]")
+    before = digest(earlier)
+    assert "record 0 has no 'output'" in one_line_error(tiny_model_dir, earlier, "--lora_dim", "2", "--overwrite",
+                                                        "--data_path", str(bad))
+    assert "fewer than one batch" in one_line_error(tiny_model_dir, earlier, "--lora_dim", "2", "--overwrite",
+                                                    "--train_batch_size", "40")  # a split smaller than one batch
+    assert digest(earlier) == before  # ckpt/ included: the earlier run can still be resumed
+
+
+def test_refused_run_leaves_no_folder(tiny_model_dir, tmp_path):
+    out = tmp_path / "new" / "run"
+    assert "fewer than one batch" in one_line_error(tiny_model_dir, out, "--lora_dim", "2", "--train_batch_size", "64")
+    assert not (tmp_path / "new").exists()
+
+
+def test_resume_on_other_data_is_refused_unless_told(tiny_model_dir, tmp_path, alpaca_path, monkeypatch, capsys):
+    import lzma
+
+    records = json.load(lzma.open(alpaca_path, "rt", encoding="utf-8"))
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps(records[:60]))
+    other = tmp_path / "r2"
+    real_step = train.Trainer.train_step
+
+    def crash_at_step_3(self, batches):
+        if self.step == 2:
+            raise RuntimeError("simulated crash in step 3")
+        return real_step(self, batches)
+    monkeypatch.setattr(train.Trainer, "train_step", crash_at_step_3)
+    assert "simulated crash" in one_line_error(tiny_model_dir, other, "--lora_dim", "2", "--data_path", str(data))
+    monkeypatch.setattr(train.Trainer, "train_step", real_step)
+    data.write_text(json.dumps(records[60:120]))  # the same file name, the same tokenizer, other records
+    before = digest(other)
+    msg = one_line_error(tiny_model_dir, other, "--lora_dim", "2", "--data_path", str(data), "--resume")
+    assert "was trained on other data" in msg and "--allow_new_data" in msg and digest(other) == before
+    capsys.readouterr()
+    s = run(tiny_model_dir, other, "--lora_dim", "2", "--data_path", str(data), "--resume", "--allow_new_data")
+    assert s["steps"] == 4 and "the data differ from the checkpoint's (--allow_new_data)" in capsys.readouterr().out
+
+
+def test_crafted_pickle_in_a_model_folder_is_one_line_without_weights_only_advice(tiny_model_dir, tmp_path, capsys):
+    crafted = tmp_path / "crafted"
+    shutil.copytree(tiny_model_dir, crafted)
+    (crafted / "model.safetensors").unlink()
+    (crafted / "pytorch_model.bin").write_bytes(pickle.dumps({"x": Exploit()}))
+    Path("/tmp/llmhw_finetune_pwned").unlink(missing_ok=True)
+    msg = one_line_error(crafted, tmp_path / "o", "--lora_dim", "2")
+    assert "holds Python objects, not only tensors: refused" in msg and "weights_only" not in msg
+    assert "weights_only" not in capsys.readouterr().err and not Path("/tmp/llmhw_finetune_pwned").exists()
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:3"])
+def test_cuda_without_cuda_is_one_line(tiny_model_dir, tmp_path, device, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(tiny_model_dir, tmp_path / "o", "--lora_dim", "2", "--device", device)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--device {device}: no CUDA device is available" in err and "Traceback" not in err
+
+
+def test_leftovers_of_killed_writes_are_removed_by_the_next_start(earlier, tiny_model_dir):
+    leftovers = [earlier / ".adapter.llmhw-k1ll3d.tmp", earlier / "ckpt" / ".ckpt_000006.pt.llmhw-x9.tmp",
+                 earlier / ".summary.json.llmhw-a1.tmp", earlier.parent / f".{earlier.name}.llmhw-b2.tmp"]
+    for p in leftovers:
+        if p.name.startswith(".adapter"):
+            shutil.copytree(earlier / "adapter", p)
+        else:
+            p.write_bytes(b"half a file")
+    (earlier / "ckpt" / ".notes.tmp").write_text("not ours: kept")
+    run(tiny_model_dir, earlier, "--lora_dim", "2", "--resume")
+    assert not any(p.exists() for p in leftovers) and (earlier / "ckpt" / ".notes.tmp").is_file()

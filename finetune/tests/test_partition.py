@@ -115,10 +115,15 @@ def test_partition_cli_refusals(alpaca_partition, tmp_path, capsys):
     out, _ = alpaca_partition
     before = (out / "split.json").read_bytes()
     small = tmp_path / "small.jsonl"
+    user = tmp_path / "user"  # a partition with a user's file beside it: never deleted, --overwrite or not
+    user.mkdir()
+    for name in ("split.json", "notes.txt"):
+        (user / name).write_bytes((out / "split.json").read_bytes() if name == "split.json" else b"mine")
     small.write_text("".join(json.dumps({"instruction": f"i{i}", "output": f"o{i}"}) + "\n" for i in range(30)))
     cases = [
         (["--out_dir", str(out), "--max_examples", "2000", "--eval_ratio", "0.1"], "holds a partition with settings"),
-        (["--out_dir", str(tmp_path), "--max_examples", "10"], "holds no split.json: not a partition folder"),
+        (["--out_dir", str(tmp_path), "--max_examples", "10"], "not a data partition's output (small.jsonl"),
+        (["--out_dir", str(user), "--max_examples", "10", "--overwrite"], "output (notes.txt)"),
         (["--out_dir", str(tmp_path / "small.jsonl"), "--max_examples", "10"], "is a file"),
         (["--max_examples", "10"], "--out_dir is required"),
         (["--out_dir", str(tmp_path / "n"), "--max_examples", "0"], "--max_examples must be > 0"),
@@ -133,10 +138,11 @@ def test_partition_cli_refusals(alpaca_partition, tmp_path, capsys):
             partition.main(argv)
         assert message in str(e.value) and "\n" not in str(e.value), (argv, e.value)
     assert (out / "split.json").read_bytes() == before and not (tmp_path / "n").exists()
+    assert sorted(p.name for p in user.iterdir()) == ["notes.txt", "split.json"]
     bad = tmp_path / "sub" / "bad.json"
     bad.parent.mkdir()
     bad.write_text(json.dumps([{"instruction": f"i{i}", "output": f"o{i}"} for i in range(30)]))
-    with pytest.raises(SystemExit, match="holds the data file"):
+    with pytest.raises(SystemExit, match="holds \\(or is inside\\) the input"):
         partition.main(["--out_dir", str(tmp_path / "sub"), "--data_path", str(bad), "--max_examples", "5", "--overwrite"])
 
 

@@ -64,8 +64,8 @@ def lora_run(tiny_model_dir, tmp_path_factory):
 
 def test_lora_run_loss_falls_and_files_appear(lora_run):
     out, summary = lora_run
-    assert sorted(p.name for p in out.iterdir()) == ["adapter", "ckpt", "config.json", "curve.png", "log.jsonl",
-                                                     "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".llmhw-output", "adapter", "ckpt", "config.json", "curve.png",
+                                                     "log.jsonl", "summary.json"]  # the first: fileio's kind marker
     assert sorted(p.name for p in (out / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
                                                                   "lora_config.json", "lora_weights.safetensors"]
     s = json.loads((out / "summary.json").read_text())
@@ -91,7 +91,7 @@ def test_saved_adapter_reproduces_the_final_eval_loss(lora_run, tiny_model_dir):
     tc, rc = train.parse_args(flags(tiny_model_dir, out, "--lora_dim", "4"))
     info = setup_ddp("cpu")
     tok = data.load_tokenizer(str(tiny_model_dir))
-    _, eval_ex, _ = train.prepare_data(tc, rc, tok, info)
+    _, eval_ex, *_ = train.prepare_data(tc, rc, tok, info)
     for folder in ("ours", "peft"):
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
         if folder == "peft":
