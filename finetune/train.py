@@ -39,7 +39,7 @@ import data as alpaca
 import lora
 import runfolder
 from config import RunConfig, TrainConfig, parse_args
-from ddp import DDP, all_reduce_sum, cleanup_ddp, decide, gather, print0, setup_ddp
+from ddp import DDP, all_reduce_sum, cleanup_ddp, decide, gather, print0, run_or_stop_all, setup_ddp
 from fileio import OutputError, atomic_dir, atomic_write_json
 from models import autocast_for, load_model, model_shape
 from plots import plot_curves
@@ -397,23 +397,17 @@ def run(tc: TrainConfig, rc: RunConfig, ddp: DDP, t_start: float) -> dict:
 def claim_run_folder(tc: TrainConfig, rc: RunConfig, ddp: DDP):
     """Global rank 0 claims the run folder (runfolder.claim) and decides fresh or resume, and from which file; all
     ranks follow. Returns (the claimed folder on rank 0, else None; the checkpoint to resume from, or None)."""
-    folder, verdict = None, None
-    if ddp.master:
-        try:
-            data = alpaca.resolve_data_path(tc.data_path, tc.data_dir)
-            inputs = [p for p in (tc.model_name_or_path, tc.lora_load_path, data)
-                      if p and Path(p).expanduser().exists()]
-            folder, resume_from = runfolder.claim(rc.output_dir, rc.resume, rc.overwrite, inputs)
-            verdict = ("ok", str(resume_from) if resume_from else None)
-        except (ValueError, FileNotFoundError, OSError) as e:
-            verdict = ("error", str(e))
-    kind, value = decide(verdict, ddp)
-    if kind == "error":
-        raise ValueError(value)
-    if value is not None and not all(gather(Path(value).is_file(), ddp)):  # multi-node: one file for all ranks
-        raise ValueError(f"--resume: {value} is not visible on every node; --output_dir must be on a shared "
+    def claim():
+        data = alpaca.resolve_data_path(tc.data_path, tc.data_dir)
+        inputs = [p for p in (tc.model_name_or_path, tc.lora_load_path, data) if p and Path(p).expanduser().exists()]
+        return runfolder.claim(rc.output_dir, rc.resume, rc.overwrite, inputs)
+
+    folder, resume_from = run_or_stop_all(claim, ddp, (ValueError, OSError), rank0_only=True) or (None, None)
+    resume_from = decide(str(resume_from) if resume_from else None, ddp)
+    if resume_from is not None and not all(gather(Path(resume_from).is_file(), ddp)):  # multi-node: one file
+        raise ValueError(f"--resume: {resume_from} is not visible on every node; --output_dir must be on a shared "
                          "file system for multi-node runs")
-    return folder, Path(value) if value else None
+    return folder, Path(resume_from) if resume_from else None
 
 
 def write_config(t: Trainer) -> None:
