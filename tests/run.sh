@@ -9,6 +9,20 @@ set -u
 source "$(dirname "${BASH_SOURCE[0]}")/../.ci/env.sh"
 cd "$LLMHW_ROOT"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# The oldest transformers requirements.txt allows, in its own virtual environment (built once, about 45 s, then
+# reused; rebuilt when requirements.txt's floor moves): bpe/tests/test_io.py loads a tokenizer folder with it.
+oldest="transformers==$(grep -oE '^transformers>=[0-9.]+' requirements.txt | cut -d= -f2).*"
+oldvenv="${LLMHW_OLDEST_VENV:-$LLMHW_ROOT/.cache/oldest-transformers}"
+if [ "$(cat "$oldvenv/.llmhw-spec" 2>/dev/null)" != "$oldest" ]; then
+    if [ -e "$oldvenv" ] && [ ! -f "$oldvenv/.llmhw-spec" ]; then
+        echo "[setup] $oldvenv exists but was not built here; not touching it (set LLMHW_OLDEST_VENV elsewhere)"
+    else
+        echo "[setup] building $oldvenv with $oldest (the oldest transformers requirements.txt allows)"
+        rm -rf "$oldvenv" && "${PYTHON:-python3}" -m venv "$oldvenv" && "$oldvenv/bin/python" -m pip install -q "$oldest" \
+            && echo "$oldest" > "$oldvenv/.llmhw-spec" || echo "[setup] could not build $oldvenv"
+    fi
+fi
+export LLMHW_OLDEST_TRANSFORMERS_PYTHON="$oldvenv/bin/python" LLMHW_OLDEST_TRANSFORMERS="$oldest"
 workers="${LLMHW_TEST_WORKERS:-2}"
 passed=0; failed=0; status=0
 for suite in tests bpe/tests pretrain/tests finetune/tests report/tests; do

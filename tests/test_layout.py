@@ -185,3 +185,10 @@ def test_project_speaks_of_itself_only():
             if p.name != "test_layout.py"
             for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if TRACKER_WORDS.search(line)]
     assert hits == []
+
+
+def test_the_oldest_transformers_test_runs_in_ci():
+    # tests/run.sh builds the environment and names it; the bpe test skips only when that name is missing
+    run = (ROOT / "tests" / "run.sh").read_text()
+    assert "export LLMHW_OLDEST_TRANSFORMERS_PYTHON=" in run and "requirements.txt" in run
+    assert 'os.environ.get("LLMHW_OLDEST_TRANSFORMERS_PYTHON")' in (ROOT / "bpe" / "tests" / "test_io.py").read_text()

@@ -1,10 +1,15 @@
 """Save/load round trip, corrupt and wrong-version files, the readable vocab, and train.py end to end."""
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 
 import train
 from tokenizer import FORMAT_VERSION, Tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_save_load_roundtrip(small_trained, tmp_path, manual_text):
@@ -211,24 +216,30 @@ def test_hf_folder_loads_with_auto_tokenizer(pipeline_tokenizer):
     assert json.loads((out / "special_tokens_map.json").read_text())["eos_token"] == "<|endoftext|>"
 
 
-OLD_TRANSFORMERS_PYTHON = "/tmp/oldtf/bin/python"  # a venv with the oldest transformers requirements.txt allows
+# tests/run.sh builds a virtual environment with the oldest transformers requirements.txt allows and names it here.
+OLDEST_PYTHON = os.environ.get("LLMHW_OLDEST_TRANSFORMERS_PYTHON")
 OLD_CHECK = """import json, sys
+import transformers
 from transformers import AutoTokenizer
 tok = AutoTokenizer.from_pretrained(sys.argv[1])
 texts = json.loads(sys.stdin.read())
-print(json.dumps([tok(t)["input_ids"] for t in texts] + [[tok.decode(tok(t)["input_ids"]) for t in texts]]))"""
+print(json.dumps([transformers.__version__] + [tok(t)["input_ids"] for t in texts]
+                 + [[tok.decode(tok(t)["input_ids"]) for t in texts]]))"""
 
 
-@pytest.mark.skipif(not __import__("os").path.exists(OLD_TRANSFORMERS_PYTHON),
-                    reason=f"no {OLD_TRANSFORMERS_PYTHON} (python3 -m venv /tmp/oldtf && "
-                           "/tmp/oldtf/bin/pip install 'transformers==4.45.*')")
+@pytest.mark.skipif(not OLDEST_PYTHON, reason="LLMHW_OLDEST_TRANSFORMERS_PYTHON is not set (tests/run.sh builds that "
+                                              "environment and sets it)")
 def test_hf_folder_loads_with_oldest_transformers(pipeline_tokenizer):
     import subprocess
 
     out, _, text = pipeline_tokenizer
     tok = Tokenizer.load(out / "tokenizer.model")
     texts = [text[:5000] + "<|endoftext|> x", "北京大学 Peking's  123 \n\n end"]
-    r = subprocess.run([OLD_TRANSFORMERS_PYTHON, "-c", OLD_CHECK, str(out)], input=json.dumps(texts),
+    assert os.path.exists(OLDEST_PYTHON), f"{OLDEST_PYTHON} missing: tests/run.sh could not build it"
+    r = subprocess.run([OLDEST_PYTHON, "-c", OLD_CHECK, str(out)], input=json.dumps(texts),
                        capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    *ids, decoded = json.loads(r.stdout.strip().splitlines()[-1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    version, *ids, decoded = json.loads(r.stdout.strip().splitlines()[-1])
+    floor = re.search(r"^transformers>=([\d.]+)", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+    assert version.startswith(floor + "."), (version, floor)  # really the oldest requirements.txt allows
     assert ids == [tok.encode(t, allowed_special="all") for t in texts] and decoded == texts
