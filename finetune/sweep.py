@@ -24,12 +24,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fileio import atomic_write_json, atomic_write_text
+from fileio import OutputError, atomic_write_json, atomic_write_text, claim_output_dir
 from plots import plot_curves
 from runlog import read_log
 
 HERE = Path(__file__).resolve().parent
 RESERVED = ("--lora_dim", "--output_dir", "--resume", "--overwrite")
+KIND = "rank sweep"  # what --output_dir may hold (fileio.claim_output_dir): run folders and the sweep's own files
+SWEEP_FILES = ("r[0-9]*", "curves.png", "summary.md", "summary.json")
 COLUMNS = ["run", "rank", "seed", "final_eval_loss", "best_eval_loss", "best_eval_step", "final_train_loss",
            "trainable_params", "total_params", "wall_seconds", "peak_memory_mb", "steps", "epochs"]
 
@@ -198,8 +200,10 @@ def markdown(rows: list[dict], flags: list[str]) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = args.output_dir.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # fileio's rule: an earlier sweep is continued; anything else (a user's file, another output) refused
+        out = claim_output_dir(args.output_dir, KIND, SWEEP_FILES, resume=True, flag="--output_dir").create()
+    except OutputError as e:
+        raise SystemExit(f"error: {e}") from None
     done = [r for r in args.runs if finished(out / r.name) and not args.redo]
     for r in done:
         print(f"[sweep] {r.name}: done already ({out / r.name / 'summary.json'}); --redo to rerun")

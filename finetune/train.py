@@ -9,9 +9,12 @@ Outputs in --output_dir (default finetune/out/r<R>): config.json, log.jsonl, ckp
 model/ (full finetuning), summary.json. Their fields, and what is atomic or refused, are stated once, in
 finetune/README.md ("Run folder").
 
+Settings and their checks: config.py; what the run folder may hold and what a resume must match: runfolder.py.
+
 Loss: token-level mean cross entropy over target tokens (prompt and padding are -100), exact over gradient
-accumulation and DDP ranks (target tokens are counted before the step). Logits are computed only at target positions
-(for GPT-2-like models), which skips most of the vocabulary projection: prompt and padding tokens need no logits.
+accumulation and DDP ranks (target tokens are counted on the host before the step). Logits are computed only at
+target positions (for GPT-2-like models), which skips most of the vocabulary projection: prompt and padding tokens
+need no logits. The host reads the device once per optimizer step (the step's loss and token count).
 Optimizer: AdamW (0.9, 0.95), linear warmup then cosine decay to 0 (get_lr), gradient clipping (0 = off).
 Randomness: --data_seed fixes the subset and the train/eval split (keep it across runs you compare); --seed drives
 the LoRA init, the shuffling of each epoch and dropout.
@@ -331,7 +334,8 @@ class Trainer:
         self.evals.append([self.step, loss])
         return loss
 
-    def due(self, interval: int) -> bool:
+    def on_interval(self, interval: int) -> bool:
+        """Whether this step is a multiple of ``interval`` (0: never) or the last one."""
         return self.step == self.total_steps or bool(interval and self.step % interval == 0)
 
     def after_step(self, log: RunLog, train_loss: float) -> None:
@@ -339,56 +343,57 @@ class Trainer:
         self.train_losses = [train_loss]
         log.write(step=self.step, epoch=round(self.step / self.per_epoch, 4), train_loss=train_loss,
                   lr=self.opt.param_groups[0]["lr"], tokens=self.tokens, seconds=self.seconds())
-        if self.due(self.eval_interval):
+        if self.on_interval(self.eval_interval):
             loss = self.evaluate()
             log.write(step=self.step, epoch=round(self.step / self.per_epoch, 4), eval_loss=loss,
                       seconds=self.seconds())
             print0(f"[eval] step {self.step}: eval loss {loss:.4f}")
         if self.step % self.per_epoch == 0:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-        if self.due(self.rc.ckpt_interval):
+        if self.on_interval(self.rc.ckpt_interval):
             self.save_checkpoint()
 
 
-def train_loop(t: Trainer, log: RunLog) -> None:
+def train_loop(trainer: Trainer, log: RunLog) -> None:
     from tqdm import tqdm
 
-    bar = tqdm(total=t.total_steps, initial=t.step, desc=f"r={t.tc.lora_dim}" if t.tc.lora_dim else "full",
-               disable=not t.ddp.master, dynamic_ncols=True)
-    while t.step < t.total_steps:
-        batches = t.batches()  # the current epoch's order, from the current position
-        for _ in range(t.per_epoch - t.batch_in_epoch // t.tc.gradient_accumulation_steps):
-            if t.step >= t.total_steps:
+    rank = trainer.tc.lora_dim
+    bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc=f"r={rank}" if rank else "full",
+               disable=not trainer.ddp.master, dynamic_ncols=True)
+    while trainer.step < trainer.total_steps:
+        batches = trainer.batches()  # the current epoch's order, from the current position
+        for _ in range(trainer.per_epoch - trainer.batch_in_epoch // trainer.tc.gradient_accumulation_steps):
+            if trainer.step >= trainer.total_steps:
                 break
-            train_loss = t.train_step(batches)
-            t.after_step(log, train_loss)  # may move to the next epoch: then this loop ends
+            train_loss = trainer.train_step(batches)
+            trainer.after_step(log, train_loss)  # may move to the next epoch: then this loop ends
             bar.update(1)
-            bar.set_postfix(loss=f"{train_loss:.4f}", eval=f"{t.evals[-1][1]:.4f}")
+            bar.set_postfix(loss=f"{train_loss:.4f}", eval=f"{trainer.evals[-1][1]:.4f}")
     bar.close()
 
 
 def run(tc: TrainConfig, rc: RunConfig, ddp: DDP, t_start: float) -> dict:
     """Set up -> resume -> loop -> finish."""
     folder, resume_from = claim_run_folder(tc, rc, ddp)  # refusals before any work; nothing created yet
-    t = Trainer(tc, rc, ddp, t_start)
-    t.setup()  # data and model checked: only now may a fresh run make its folder and drop an earlier run's ckpt/
+    trainer = Trainer(tc, rc, ddp, t_start)
+    trainer.setup()  # data and model checked: only now does a fresh run make its folder, drop an earlier ckpt/
     if resume_from is not None:
-        t.resume(resume_from)
+        trainer.resume(resume_from)
     elif ddp.master:
         runfolder.start_fresh(folder)
-        write_config(t)
-    log = RunLog(t.out / "log.jsonl", ddp.master, resume_step=t.step if resume_from else None, live=rc.live,
-                 run_name=t.out.name, config={**asdict(tc), **asdict(rc)})
+        write_config(trainer)
+    log = RunLog(trainer.out / "log.jsonl", ddp.master, resume_step=trainer.step if resume_from else None,
+                 live=rc.live, run_name=trainer.out.name, config={**asdict(tc), **asdict(rc)})
     try:
-        if not t.evals:  # step 0: the model before training
-            log.write(step=0, epoch=0.0, eval_loss=t.evaluate(), seconds=t.seconds())
-            print0(f"[eval] step 0: eval loss {t.evals[-1][1]:.4f}")
-        train_loop(t, log)
+        if not trainer.evals:  # step 0: the model before training
+            log.write(step=0, epoch=0.0, eval_loss=trainer.evaluate(), seconds=trainer.seconds())
+            print0(f"[eval] step 0: eval loss {trainer.evals[-1][1]:.4f}")
+        train_loop(trainer, log)
     finally:
         log.close()
-    summary = summarize(t)
+    summary = summarize(trainer)
     if ddp.master:
-        save_results(t, summary)
+        save_results(trainer, summary)
     return summary
 
 
@@ -410,53 +415,56 @@ def claim_run_folder(tc: TrainConfig, rc: RunConfig, ddp: DDP):
     return folder, Path(resume_from) if resume_from else None
 
 
-def write_config(t: Trainer) -> None:
-    atomic_write_json(t.out / "config.json", {"format": "llmhw-finetune-config", "version": 1, "run_id": t.run_id,
-                                              **asdict(t.tc), **asdict(t.rc), "world_size": t.ddp.world_size,
-                                              "data_source": t.source, "argv": sys.argv})
+def write_config(trainer: Trainer) -> None:
+    tc, rc = trainer.tc, trainer.rc
+    atomic_write_json(trainer.out / "config.json", {
+        "format": "llmhw-finetune-config", "version": 1, "run_id": trainer.run_id, **asdict(tc), **asdict(rc),
+        "world_size": trainer.ddp.world_size, "data_source": trainer.source, "argv": sys.argv})
 
 
-def summarize(t: Trainer) -> dict:
+def summarize(trainer: Trainer) -> dict:
     """summary.json's fields (stated in finetune/README.md)."""
-    losses = [e[1] for e in t.evals]
+    tr, tc = trainer, trainer.tc
+    losses = [e[1] for e in tr.evals]
     best = min(range(len(losses)), key=losses.__getitem__)
-    peak, peak_kind = peak_memory_mb(t.ddp.device)
-    return {"format": "llmhw-finetune-summary", "version": 1, "run_id": t.run_id,
-            "lora_dim": t.lora_cfg.lora_dim if t.lora_cfg else 0, "seed": t.tc.seed, "data_seed": t.tc.data_seed,
-            "final_eval_loss": losses[-1], "best_eval_loss": losses[best], "best_eval_step": t.evals[best][0],
-            "initial_eval_loss": losses[0], "final_train_loss": t.train_losses[-1] if t.train_losses else None,
-            "trainable_params": t.n_params[0], "total_params": t.n_params[1], "steps": t.step,
-            "epochs": t.step / t.per_epoch, "steps_per_epoch": t.per_epoch, "tokens": t.tokens,
-            "train_examples": len(t.train_ex), "eval_examples": len(t.eval_ex), "train_seconds": t.seconds(),
-            "peak_memory_mb": peak, "peak_memory_kind": peak_kind, "device": str(t.ddp.device),
-            "dtype": t.rc.dtype, "world_size": t.ddp.world_size, "model": t.tc.model_name_or_path, "data": t.source}
+    peak, peak_kind = peak_memory_mb(tr.ddp.device)
+    return {"format": "llmhw-finetune-summary", "version": 1, "run_id": tr.run_id,
+            "lora_dim": tr.lora_cfg.lora_dim if tr.lora_cfg else 0, "seed": tc.seed, "data_seed": tc.data_seed,
+            "final_eval_loss": losses[-1], "best_eval_loss": losses[best], "best_eval_step": tr.evals[best][0],
+            "initial_eval_loss": losses[0], "final_train_loss": tr.train_losses[-1] if tr.train_losses else None,
+            "trainable_params": tr.n_params[0], "total_params": tr.n_params[1], "steps": tr.step,
+            "epochs": tr.step / tr.per_epoch, "steps_per_epoch": tr.per_epoch, "tokens": tr.tokens,
+            "train_examples": len(tr.train_ex), "eval_examples": len(tr.eval_ex), "train_seconds": tr.seconds(),
+            "peak_memory_mb": peak, "peak_memory_kind": peak_kind, "device": str(tr.ddp.device),
+            "dtype": trainer.rc.dtype, "world_size": tr.ddp.world_size, "model": tc.model_name_or_path,
+            "data": tr.source}
 
 
-def save_results(t: Trainer, summary: dict) -> None:
+def save_results(trainer: Trainer, summary: dict) -> None:
     """adapter/ or model/ (swapped in whole), curve.png, then summary.json last: a summary means a complete run."""
-    out, tc = t.out, t.tc
+    out, tc = trainer.out, trainer.tc
     base_name = str(Path(tc.model_name_or_path).resolve()) if Path(tc.model_name_or_path).is_dir() \
         else tc.model_name_or_path
-    if t.lora_cfg is not None:
-        lora.save_adapter(t.model, out / "adapter", t.lora_cfg, base_name,
+    if trainer.lora_cfg is not None:
+        lora.save_adapter(trainer.model, out / "adapter", trainer.lora_cfg, base_name,
                           extra={"train": {k: summary[k] for k in ("steps", "final_eval_loss", "data")}})
         other = out / "model"
     else:
         with atomic_dir(out / "model") as tmp:
-            t.model.save_pretrained(tmp)
-            t.tokenizer.save_pretrained(tmp)
+            trainer.model.save_pretrained(tmp)
+            trainer.tokenizer.save_pretrained(tmp)
         other = out / "adapter"
     if other.is_dir():  # an earlier run's result of the other kind (--overwrite)
         shutil.rmtree(other)
-    print0(f"[save] {'adapter' if t.lora_cfg else 'model'} -> {out / ('adapter' if t.lora_cfg else 'model')}")
+    print0(f"[save] -> {out / ('adapter' if trainer.lora_cfg else 'model')}")
     name = f"r={tc.lora_dim}" if tc.lora_dim else "full"
     plot_curves({name: read_log(out / "log.jsonl")}, out / "curve.png", f"{Path(tc.model_name_or_path).name} on "
                 f"Alpaca, " + (f"LoRA r={tc.lora_dim}" if tc.lora_dim else "full finetuning"))
-    summary["wall_seconds"] = t.seconds()
+    summary["wall_seconds"] = trainer.seconds()
     atomic_write_json(out / "summary.json", summary)
-    print0(f"[done] {t.step} steps, eval loss {summary['initial_eval_loss']:.4f} -> {summary['final_eval_loss']:.4f} "
-           f"(best {summary['best_eval_loss']:.4f}), {summary['wall_seconds']:.1f} s, peak memory "
-           f"{summary['peak_memory_mb']:.0f} MB ({summary['peak_memory_kind']}) -> {out}")
+    print0(f"[done] {trainer.step} steps, eval loss {summary['initial_eval_loss']:.4f} -> "
+           f"{summary['final_eval_loss']:.4f} (best {summary['best_eval_loss']:.4f}), {summary['wall_seconds']:.1f} s, "
+           f"peak memory {summary['peak_memory_mb']:.0f} MB ({summary['peak_memory_kind']}) -> {out}")
 
 
 def main(argv=None) -> dict:

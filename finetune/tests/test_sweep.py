@@ -130,3 +130,11 @@ def test_a_device_every_run_would_refuse_is_one_line_before_any_run(tmp_path):
     r = run_sweep("--ranks", "2", "--output_dir", str(tmp_path / "s"), "--", "--device", "cuda:99")
     assert r.returncode == 2 and "--device cuda:99: " in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()[-1]) and not (tmp_path / "s").exists()
+
+
+def test_a_folder_with_a_users_file_is_refused_and_kept(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "notes.txt").write_text("mine")
+    r = run_sweep("--ranks", "2", "--output_dir", str(tmp_path / "s"), "--", "--device", "cpu")
+    assert r.returncode == 1 and "not a rank sweep's output (notes.txt)" in r.stderr and "Traceback" not in r.stderr
+    assert [p.name for p in (tmp_path / "s").iterdir()] == ["notes.txt"]
