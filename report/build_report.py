@@ -14,7 +14,9 @@ section, the findings from report/findings.py) and ``render`` fills it, refusing
 
 Outputs are built aside: the figures, findings.json and generations.json go to a temporary folder that replaces
 report/assets/ in one step (fileio.atomic_dir), then README.md is replaced atomically; a failure anywhere before leaves
-the previous report whole. A missing input is one clear line naming the file and the stage that writes it.
+the previous report whole. A missing input is one clear line naming the file and the stage that writes it; so is a
+run file of the wrong shape (``check_run_files``). Only a report is ever replaced (``claim_report_dir``: fileio's
+folder rule; assets/ carries the hidden marker naming it), and a refused build creates no folder.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from pathlib import Path
 import datadir
 import figures
 import sections
-from fileio import OutputError, atomic_dir, atomic_write, check_writable
+from fileio import OutputError, atomic_dir, atomic_write, claim_output_dir
 from questions import FileTokenizer, TiktokenGPT2, question_values
 from sections import ReportInputError, read_json, read_jsonl
 
@@ -103,6 +105,7 @@ RUN_OBJECTS = {"bpe/summary.json": "bpe", "corpus/split.json": "corpus", "tokeni
                "generations.json": "generate"}
 RUN_LOGS = {"pretrain/log.jsonl": ("pretrain", "val_loss")}
 SWEEP_FILES = {"summary.json": None, "config.json": None, "log.jsonl": "eval_loss"}
+ASSETS_KIND, ASSET_NAMES = "report-assets", ["*.png", "*.json"]  # what assets/ may hold (fileio's folder rule)
 
 
 def check_object(path: Path, stage: str) -> None:
@@ -146,10 +149,21 @@ def check_run_files(run: Path) -> None:
                 check_log(d / name, "sweep", key) if key else check_object(d / name, "sweep")
 
 
+def claim_report_dir(out_dir: Path) -> None:
+    """fileio's folder rule for what a build replaces: assets/ only when it holds nothing but a report's figures and
+    JSON files, README.md only beside such an assets/ (a user's README.md is never replaced). Creates nothing."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out_dir {out_dir}: is a file, but an output folder is needed here")
+    assets = claim_output_dir(out_dir / "assets", ASSETS_KIND, ASSET_NAMES, overwrite=True, flag="--out_dir")
+    if (out_dir / "README.md").exists() and not assets.earlier:
+        raise OutputError(f"--out_dir {out_dir}: holds a README.md but no report assets/, so it is not a report built "
+                          "here; choose another folder (nothing was replaced)")
+
+
 def build(run: Path, out_dir: Path, data_dir=None) -> Path:
     t0 = time.time()
     check_run_files(run)
-    check_writable(out_dir, is_dir=True)
+    claim_report_dir(out_dir)
     values, assets = report_values(run, data_dir, t0)
     text = render(TEMPLATE.read_text(), values)   # all text first: a template error leaves the old report whole
     # README.md is written aside and synced before the figures are swapped in, so a full disk or a failure while
@@ -158,7 +172,7 @@ def build(run: Path, out_dir: Path, data_dir=None) -> Path:
         readme.write(text)
         readme.flush()
         os.fsync(readme.fileno())
-        with atomic_dir(out_dir / "assets") as tmp:
+        with atomic_dir(out_dir / "assets", ASSETS_KIND) as tmp:
             write_assets(Path(tmp), run, assets)
     return out_dir / "README.md"
 

@@ -150,3 +150,31 @@ def test_pipeline_run_dir_refusals_are_one_line_and_create_nothing(tmp_path, cap
         err = capsys.readouterr().err.strip()
         assert err.startswith("[pipeline] error: --run_dir ") and words in err and "\n" not in err, err
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_a_users_readme_or_assets_are_never_replaced(old_report, tmp_path, capsys):
+    new_run, _, _ = old_report
+    mine = tmp_path / "mine"
+    (mine / "assets").mkdir(parents=True)
+    (mine / "README.md").write_text("my notes")
+    assert "holds a README.md but no report assets/" in refused(new_run, mine, capsys)
+    (mine / "assets" / "diagram.svg").write_text("<svg/>")
+    assert "holds files that are not a report-assets's output (diagram.svg)" in refused(new_run, mine, capsys)
+    assert (mine / "README.md").read_text() == "my notes" and (mine / "assets" / "diagram.svg").exists()
+
+
+def test_a_refused_build_creates_no_folder(old_report, tmp_path, capsys):
+    new_run, _, _ = old_report
+    (new_run / "generations.json").unlink()
+    refused(new_run, tmp_path / "fresh" / "report", capsys)
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_the_report_set_carries_its_marker_and_leftovers_go(old_report):
+    new_run, out, _ = old_report
+    assert fileio.read_marker(out / "assets") == "report-assets"
+    killed = out / ".assets.llmhw-k1ll3d.tmp"  # what a killed build leaves beside assets/
+    killed.mkdir()
+    (killed / "half.png").write_bytes(b"\x89PNG")
+    br.build(new_run, out)
+    assert not killed.exists()
