@@ -42,7 +42,7 @@ import data as alpaca
 import lora
 import runfolder
 from config import RunConfig, TrainConfig, parse_args
-from ddp import DDP, all_reduce_sum, cleanup_ddp, decide, gather, print0, run_or_stop_all, setup_ddp
+from ddp import DDP, all_reduce_sum, cleanup_ddp, from_rank0, gather, print0, run_or_stop_all, setup_ddp
 from fileio import OutputError, atomic_dir, atomic_write_json
 from models import autocast_for, load_model, model_shape
 from plots import plot_curves
@@ -190,7 +190,7 @@ class Trainer:
         self.evals: list[list] = []            # [[step, eval loss]] of this run
         self.train_losses: list[float] = []   # the last train loss is the summary's final_train_loss
         self.elapsed_before = 0.0              # seconds spent by the run before its resume
-        self.run_id = decide(f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}", ddp)
+        self.run_id = from_rank0(f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}", ddp)
 
     # ---------------------------------------------------------------------------------------------- set up
 
@@ -408,7 +408,7 @@ def claim_run_folder(tc: TrainConfig, rc: RunConfig, ddp: DDP):
         return runfolder.claim(rc.output_dir, rc.resume, rc.overwrite, inputs)
 
     folder, resume_from = run_or_stop_all(claim, ddp, (ValueError, OSError), rank0_only=True) or (None, None)
-    resume_from = decide(str(resume_from) if resume_from else None, ddp)
+    resume_from = from_rank0(str(resume_from) if resume_from else None, ddp)
     if resume_from is not None and not all(gather(Path(resume_from).is_file(), ddp)):  # multi-node: one file
         raise ValueError(f"--resume: {resume_from} is not visible on every node; --output_dir must be on a shared "
                          "file system for multi-node runs")

@@ -14,7 +14,7 @@ seconds (default 300, environment variable ``LLMHW_DDP_WATCHDOG_S``; 0 turns it 
 answered for that long, the rank prints one line naming the silent rank and ends (exit code 4), and torchrun ends
 the rest. A rank that finished cleanly (``cleanup_ddp``) says so in the store and is not waited for.
 Multi-node rule: only global rank 0 decides (resume or not, what to prepare) and broadcasts its decision
-(``decide``), because a local file seen by one node may be missing on another.
+(``from_rank0``), because a local file seen by one node may be missing on another.
 """
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ def barrier(ddp: DDP) -> None:
         dist.barrier()
 
 
-def decide(value, ddp: DDP):
+def from_rank0(value, ddp: DDP):
     """Global rank 0's ``value`` on every rank (any picklable object; it comes from our own rank 0, not from a file)."""
     if not ddp.enabled:
         return value
@@ -229,7 +229,7 @@ def run_or_stop_all(fn, ddp: DDP, errors: tuple, rank0_only: bool = False):
             if not ddp.enabled:
                 raise
             error = (type(e), str(e))
-    first = decide(error, ddp)  # rank 0's error (or None) on every rank
+    first = from_rank0(error, ddp)  # rank 0's error (or None) on every rank
     for err in (first, error):
         if err:
             raise err[0](err[1])

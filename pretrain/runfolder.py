@@ -15,7 +15,7 @@ from pathlib import Path
 
 from checkpoint import CheckpointError, load_checkpoint
 from config import HERE, PRESETS, ConfigError, TrainConfig
-from ddp import DDP, barrier, decide, gather, print0
+from ddp import DDP, barrier, from_rank0, gather, print0
 from fileio import OutputDir, OutputError, claim_output_dir
 from models import KIND
 from runlog import LiveLogError
@@ -67,7 +67,7 @@ def check_shared(out: Path, ddp: DDP) -> None:
     """Every rank must see the files rank 0 writes into out_dir (a checkpoint on node 0 is read on all nodes)."""
     if not ddp.enabled:
         return
-    token = out / f".rank0-{decide(uuid.uuid4().hex, ddp)}"
+    token = out / f".rank0-{from_rank0(uuid.uuid4().hex, ddp)}"
     if ddp.master:
         token.write_text("rank 0 was here\n")
     barrier(ddp)

@@ -30,7 +30,7 @@ import text_tokenizer
 from checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from config import PRESETS, ConfigError, TrainConfig, fit_micro_batch, model_vocab, parse_args  # noqa: F401
 from dataloader import ShardLoader, ShuffledLoader
-from ddp import DDP, all_reduce_sum, barrier, cleanup_ddp, decide, print0, run_or_stop_all, setup_ddp
+from ddp import DDP, all_reduce_sum, barrier, cleanup_ddp, from_rank0, print0, run_or_stop_all, setup_ddp
 from fileio import atomic_dir, atomic_write_json
 from modeling_gpt2 import GPT, GPTConfig
 from models import KIND
@@ -372,7 +372,7 @@ def setup(preset: str, mc: GPTConfig, tc: TrainConfig, ddp: DDP, given: set[str]
         run_or_stop_all(lambda: folder.create(), ddp, USER_ERRORS, rank0_only=True)
         check_shared(trainer.out, ddp)
         resume_from = run_or_stop_all(lambda: plan_resume(folder, tc), ddp, USER_ERRORS, rank0_only=True)
-        return trainer, decide(resume_from, ddp)
+        return trainer, from_rank0(resume_from, ddp)
     except USER_ERRORS:
         if folder:
             folder.abandon()  # only what create() made, and only if it is still empty
