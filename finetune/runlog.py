@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-from fileio import atomic_write_text
+from fileio import DISK_FULL, atomic_write_text, disk_full
 
 LIVE_CHOICES = ("none", "wandb", "tensorboard")
 
@@ -79,8 +79,11 @@ class RunLog:
             return
         record = {k: _clean(v) for k, v in record.items()}
         self.records.append(record)
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as e:  # appended in place (not atomic): a full disk is still one line with the MiB free
+            raise (disk_full(self.path) if e.errno in DISK_FULL else e) from None
         if self._live is not None:
             self._live(record)
 

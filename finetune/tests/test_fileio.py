@@ -211,3 +211,18 @@ def test_marker_is_json_naming_the_kind(tmp_path):
     fileio.write_marker(tmp_path, "pretrain-run")
     assert json.loads((tmp_path / fileio.MARKER).read_text()) == {"kind": "pretrain-run"}
     assert fileio.read_marker(tmp_path) == "pretrain-run" and fileio.read_marker(tmp_path / "none") is None
+
+
+def test_the_run_log_names_a_full_disk(tmp_path):
+    from runlog import RunLog
+
+    log = RunLog(tmp_path / "log.jsonl")
+
+    class FullDisk:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    log._file, real = FullDisk(), log._file
+    with pytest.raises(fileio.OutputError) as e:
+        log.write(step=1, loss=2.0)
+    assert "log.jsonl: no space left on the disk holding" in one_line(e) and "MiB free" in str(e.value)
+    real.close()
