@@ -4,6 +4,7 @@ and a summary table.
     python finetune/sweep.py --ranks 0 1 2 4 8 16 32 --seed_runs 8:1234 --output_dir SWEEP -- \
         --model_name_or_path DIR --max_examples 2000 --epochs 4 --evals_per_epoch 4
     python finetune/sweep.py --parallel_gpus -- --model_name_or_path gpt2   # one run per GPU at a time
+    python finetune/sweep.py --jobs 2 -- --model_name_or_path DIR   # CPU: two 1-thread runs at a time (2 cores)
 
 Flags after `--` (or any flag sweep.py does not know) go to every train.py run unchanged; sweep.py sets
 --lora_dim and --output_dir itself (and --seed for a --seed_runs run). Rank 0 is full finetuning. Every run shares
@@ -75,12 +76,16 @@ def parse_args(argv=None):
                    help="also run RANK with train.py --seed SEED (folder r<RANK>_seed<SEED>)")
     p.add_argument("--output_dir", type=Path, default=HERE / "out" / "sweep")
     p.add_argument("--parallel_gpus", action="store_true", help="run one rank per visible GPU concurrently")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="CPU: this many runs at a time, the cores shared out as torch threads (default 1)")
     p.add_argument("--redo", action="store_true", help="rerun runs that finished (--overwrite)")
     args, unknown = p.parse_known_args(argv)
     args.train_flags = unknown + train_flags
     bad = [f for f in args.train_flags if f.split("=")[0] in RESERVED]
     if bad:
         p.error(f"{bad} are set by sweep.py per run; remove them")
+    if args.jobs < 1 or (args.jobs > 1 and args.parallel_gpus):
+        p.error(f"--jobs must be >= 1 and goes without --parallel_gpus (one run per GPU), got {args.jobs}")
     if any(r < 0 for r in args.ranks) or len(set(args.ranks)) != len(args.ranks):
         p.error(f"--ranks must be distinct and >= 0, got {args.ranks}")
     if device_flag(args.train_flags) is not None:  # every run would fail on it: say so once, before the first
@@ -141,29 +146,45 @@ def visible_gpus(n: int) -> list[str]:
 
 
 def run_parallel_gpus(todo: list[Run], out: Path, flags: list[str], redo: bool) -> dict[Run, int]:
-    """One run per GPU at a time (CUDA_VISIBLE_DEVICES), each run's output in <run>/train.log."""
+    """One run per GPU at a time (CUDA_VISIBLE_DEVICES)."""
     import torch
 
     gpus = visible_gpus(torch.cuda.device_count())
     if not gpus:
         raise SystemExit("error: --parallel_gpus needs CUDA devices, none are visible")
+    return run_parallel(todo, out, flags, redo, {f"GPU {g}": {"CUDA_VISIBLE_DEVICES": g} for g in gpus})
+
+
+def run_parallel_cpu(todo: list[Run], out: Path, flags: list[str], redo: bool, jobs: int) -> dict[Run, int]:
+    """``jobs`` runs at a time on the CPU, the cores shared out as torch threads (OMP_NUM_THREADS). Small models
+    use several threads poorly: on 2 cores two 1-thread runs side by side finish sooner than one 2-thread run after
+    the other (measured in finetune/README.md)."""
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    return run_parallel(todo, out, flags, redo, {f"CPU slot {i} ({threads} thread(s))": {"OMP_NUM_THREADS": threads}
+                                                 for i in range(jobs)})
+
+
+def run_parallel(todo: list[Run], out: Path, flags: list[str], redo: bool,
+                 slots: dict[str, dict[str, str]]) -> dict[Run, int]:
+    """One run per slot at a time; a slot is what a child's environment gets (its GPU, or its CPU threads). Each
+    run's output goes to <run>/train.log."""
     queue, running, codes = list(todo), {}, {}
     while queue or running:
-        while queue and len(running) < len(gpus):
-            gpu = next(g for g in gpus if g not in {v[1] for v in running.values()})
+        while queue and len(running) < len(slots):
+            slot = next(name for name in slots if name not in {v[1] for v in running.values()})
             run = queue.pop(0)
             cmd = command(run, out, flags, redo)  # decided before train.log makes the folder non-empty
             (out / run.name).mkdir(parents=True, exist_ok=True)
             log = open(out / run.name / "train.log", "w")
-            env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
-            running[run] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), gpu, log)
-            print(f"[sweep] {run.name} started on GPU {gpu} (log {out / run.name / 'train.log'})", flush=True)
-        for run, (proc, gpu, log) in list(running.items()):
+            env = {**os.environ, **slots[slot]}
+            running[run] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), slot, log)
+            print(f"[sweep] {run.name} started on {slot} (log {out / run.name / 'train.log'})", flush=True)
+        for run, (proc, slot, log) in list(running.items()):
             if proc.poll() is not None:
                 log.close()
                 codes[run] = proc.returncode
                 del running[run]
-                print(f"[sweep] {run.name} finished on GPU {gpu} with exit status {proc.returncode}", flush=True)
+                print(f"[sweep] {run.name} finished on {slot} with exit status {proc.returncode}", flush=True)
         time.sleep(1)
     return codes
 
@@ -208,7 +229,12 @@ def main(argv=None) -> int:
     for r in done:
         print(f"[sweep] {r.name}: done already ({out / r.name / 'summary.json'}); --redo to rerun")
     todo = [r for r in args.runs if r not in done]
-    runner = run_parallel_gpus if args.parallel_gpus else run_sequential
+    if args.parallel_gpus:
+        runner = run_parallel_gpus
+    elif args.jobs > 1:
+        runner = lambda *a: run_parallel_cpu(*a, jobs=args.jobs)  # noqa: E731
+    else:
+        runner = run_sequential
     codes = runner(todo, out, args.train_flags, args.redo) if todo else {}
     failed = sorted(r.name for r, c in codes.items() if c != 0)
 

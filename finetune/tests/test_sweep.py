@@ -126,6 +126,36 @@ def test_parallel_gpus_maps_through_the_parents_visible_devices(tmp_path, monkey
         sweep.run_parallel_gpus(runs, tmp_path / "c", [], False)
 
 
+def test_cpu_jobs_run_side_by_side_with_the_cores_shared_out(tmp_path, monkeypatch):
+    """--jobs 2 on 2 cores: never more than 2 runs at once, each child with OMP_NUM_THREADS=1; every run done once."""
+    r = run_sweep("--jobs", "0", "--output_dir", str(tmp_path / "s"))
+    assert r.returncode == 2 and "--jobs must be >= 1" in r.stderr
+    live, most, started = set(), [0], []
+
+    class FakeRun:
+        def __init__(self, cmd, env, **kwargs):
+            self.name = cmd[cmd.index("--output_dir") + 1]
+            started.append((self.name, env["OMP_NUM_THREADS"]))
+            live.add(self.name)
+            most[0] = max(most[0], len(live))
+            self.polls, self.returncode = 0, None
+
+        def poll(self):
+            self.polls += 1
+            if self.polls >= 2:  # each run lasts two polls
+                live.discard(self.name)
+                self.returncode = 0
+            return self.returncode
+
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(sweep.subprocess, "Popen", FakeRun)
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    runs = [sweep.Run(r) for r in (0, 1, 2, 4, 8)]
+    assert sweep.run_parallel_cpu(runs, tmp_path, [], False, jobs=2) == {r: 0 for r in runs}
+    assert most[0] == 2 and {t for _, t in started} == {"1"}
+    assert sorted(n for n, _ in started) == sorted(str(tmp_path / r.name) for r in runs)
+
+
 def test_a_device_every_run_would_refuse_is_one_line_before_any_run(tmp_path):
     r = run_sweep("--ranks", "2", "--output_dir", str(tmp_path / "s"), "--", "--device", "cuda:99")
     assert r.returncode == 2 and "--device cuda:99: " in r.stderr and "Traceback" not in r.stderr
