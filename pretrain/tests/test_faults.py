@@ -298,3 +298,27 @@ def hellaswag_main(argv):
     import hellaswag
 
     return hellaswag.main([*argv, "--limit", "2"])
+
+
+def test_a_preparation_stopped_by_sigterm_or_killed_leaves_nothing_hidden(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import HERE
+
+    data = tmp_path / "data"
+    cmd = [sys.executable, str(HERE / "prepare.py"), "--input", "tinyshakespeare.txt", "--out_dir", str(data),
+           "--workers", "0", "--piece_bytes", "2000"]  # small pieces: a preparation of several seconds
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not list(tmp_path.glob(".data.llmhw-*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)  # as torchrun or a scheduler stops a job
+    assert proc.wait(timeout=60) == 143
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the half-built folder went with it
+    (tmp_path / ".data.llmhw-k1ll3d.tmp").mkdir()  # what a SIGKILL leaves: removed by the next start
+    (tmp_path / ".data.llmhw-k1ll3d.tmp" / "train_000000.bin").write_bytes(b"\0" * 4096)
+    prepare.main(["--input", "tinyshakespeare.txt", "--out_dir", str(data), "--workers", "0"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

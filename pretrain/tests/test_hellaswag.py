@@ -154,14 +154,14 @@ def test_data_file_preference(tmp_path):
     assert len(hellaswag.load_examples(datadir.find("hellaswag/hellaswag_val_activitynet.jsonl"))) == 3243
 
 
-def test_cli_on_hf_dir_and_checkpoints_agree(tiny_run, capsys):
+def test_cli_on_hf_dir_and_checkpoints_agree(tiny_run, capsys, tmp_path):
     import checkpoint
 
     step_file = checkpoint.step_checkpoints(tiny_run)[-1]
     runs = {}
     for name, args in {"hf": [str(tiny_run / "hf")], "run": [str(tiny_run)], "latest": [str(tiny_run / "latest")],
                        "step": [str(step_file)], "transformers": [str(tiny_run / "hf"), "--hf"]}.items():
-        out = tiny_run / f"new_folder_{name}" / "hs.json"  # --out into a folder that does not exist yet
+        out = tmp_path / f"new_folder_{name}" / "hs.json"  # --out into a folder that does not exist yet
         result = hellaswag.main(["--model", *args, "--limit", "8", "--out", str(out)])
         assert json.loads(out.read_text()) == result
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result

@@ -227,7 +227,7 @@ def test_an_earlier_run_is_refused_unless_resume_or_overwrite(tiny_run, shakespe
     with pytest.raises(SystemExit):
         run_in(out, shakespeare)
     err = capsys.readouterr().err
-    assert "holds an earlier pretrain-run (ckpt_000003.pt, ckpt_000006.pt, hf, ...); pass --resume" in err
+    assert "holds an earlier" in err and "(ckpt_000003.pt, ckpt_000006.pt, hf, ...); pass --resume" in err
     assert err.count("\n") == 1 and (out / "log.jsonl").read_bytes() == before  # nothing touched
     run_in(out, shakespeare, "--overwrite")
     assert [p.name for p in sorted(out.glob("ckpt_*.pt"))] == ["ckpt_000002.pt"]
@@ -247,7 +247,10 @@ def test_an_earlier_run_is_refused_unless_resume_or_overwrite(tiny_run, shakespe
 
 def test_live_logging_is_off_by_default_and_a_missing_package_is_one_line(tiny_run, shakespeare, tmp_path,
                                                                             capsys, monkeypatch):
-    assert "wandb" not in sys.modules and "torch.utils.tensorboard" not in sys.modules  # after tiny_run
+    for name in ("wandb", "torch.utils.tensorboard"):  # as in a fresh process (other tests may have imported them)
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    run_in(tmp_path / "off", shakespeare)
+    assert "wandb" not in sys.modules and "torch.utils.tensorboard" not in sys.modules  # --live none: not imported
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError, installed or not
     with pytest.raises(SystemExit):
         run_in(tmp_path / "w", shakespeare, "--live", "wandb")
