@@ -100,7 +100,7 @@ def test_refusals_are_one_line_and_leave_everything_in_place(tiny_model_dir, tmp
         (args(other, tmp_path / "n"), "was trained on someone/other-model, but --base is"),
         (args(wide_adapter, tmp_path / "m", "--overwrite", "--allow_other_base"), "has shape"),
         (args(tmp_path / "wide_base", tmp_path / "n"), "not an adapter folder"),
-        (args(adapter, tmp_path / "m"), "holds an earlier merged model"),
+        (args(adapter, tmp_path / "m"), "merged model output (config.json"),  # an earlier one: --overwrite
         (args(adapter, tmp_path / "adapter" / "lora_config.json" / "x"), "holds (or is inside) the input"),
         (["--base", str(tmp_path / "nope"), "--adapter", str(adapter), "--output_dir", str(tmp_path / "n"),
           "--allow_other_base"], "cannot load model"),
