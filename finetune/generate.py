@@ -29,7 +29,7 @@ import torch
 
 import data as alpaca
 import lora
-from fileio import OutputError, atomic_write_json, atomic_write_text, check_writable
+from fileio import OURS, TEMP_TAG, OutputError, atomic_write_json, atomic_write_text, check_writable, glob_escape
 from flags import add_flags, given
 from models import DTYPES, autocast_for, device_problem, load_model, model_shape, pick_device
 from partition import INSTRUCTIONS_FILE
@@ -115,6 +115,10 @@ class GenerateConfig:
         if self.instructions and instructions_file(self.instructions).resolve() in (out, out.with_suffix(".md")):
             raise ValueError(f"--output {self.output} would write over the instructions file; choose another")
         check_writable(out)
+        for name in (out.name, out.with_suffix(".md").name):  # temporaries of a killed earlier write of these two
+            for tmp in out.parent.glob(f".{glob_escape(name)}{TEMP_TAG}*.tmp"):
+                if OURS.match(tmp.name) and tmp.is_file():
+                    tmp.unlink()
 
 
 def instructions_file(path: str) -> Path:

@@ -120,8 +120,12 @@ def test_generates_heldout_instructions_for_base_full_and_lora(models, partition
 
 
 def test_sampling_is_seeded_and_stop_reasons(models, tmp_path, gpt2_tok):
+    leftovers = [tmp_path / ".d.json.llmhw-k1ll3d.tmp", tmp_path / ".d.md.llmhw-x.tmp"]  # of a killed write
+    for p in leftovers + [tmp_path / ".d.json.mine.tmp"]:
+        p.write_text("half a file")
     default = generate.main(["--base", str(models["base"]), "--max_new_tokens", "1", "--output",
                              str(tmp_path / "d.json")])
+    assert not any(p.exists() for p in leftovers) and (tmp_path / ".d.json.mine.tmp").is_file()  # ours only
     assert [r["instruction"] for r in default["results"]] == [i["instruction"] for i in generate.BUILTIN_INSTRUCTIONS]
     short_prompts = tmp_path / "short.txt"
     short_prompts.write_text("Say hi.\nName a colour.\nCount to three.\nWhy?\n")
