@@ -26,7 +26,8 @@ import torch
 
 from fileio import atomic_write_json
 from modeling_gpt2 import GPT, GPTConfig
-from perf import describe_peak, mfu, peak_flops, device_problem
+from ddp import device_problem
+from perf import describe_peak, mfu, peak_flops
 
 
 def hf_model(model: GPT):

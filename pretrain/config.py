@@ -15,7 +15,7 @@ import torch
 
 from flags import add_flags, given
 from modeling_gpt2 import GPTConfig
-from perf import device_problem
+from ddp import device_problem
 from runlog import LIVE_CHOICES
 
 HERE = Path(__file__).resolve().parent

@@ -76,6 +76,24 @@ def setup_ddp(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S, watchd
     return DDP(rank, local_rank, world, local_world, dev, rank == 0)
 
 
+def device_problem(spec: str) -> str | None:
+    """None when ``--device spec`` can be used here, else the one line that says why not (every script that takes
+    --device checks it with this at start-up, before any work; setup_ddp then picks the rank's device)."""
+    if spec == "auto":
+        return None
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError):
+        return f"--device {spec!r}: not a device (use auto, cpu, cuda or cuda:N)"
+    if dev.type not in ("cpu", "cuda"):
+        return f"--device {spec}: use auto, cpu, cuda or cuda:N"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {spec}: no CUDA device is available on this machine (use --device cpu)"
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)"
+    return None
+
+
 def cleanup_ddp() -> None:
     global _watchdog
     if _watchdog is not None:

@@ -42,7 +42,8 @@ import torch.nn.functional as F
 
 import datadir
 from fileio import OutputError, atomic_write_json, check_writable
-from perf import autocast_for, device_problem
+from ddp import device_problem
+from perf import autocast_for
 
 DATA_FILES = ("hellaswag/hellaswag_val.jsonl", "hellaswag/hellaswag_val_activitynet.jsonl")
 JSON_FORMAT = "llmhw-hellaswag"

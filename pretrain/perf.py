@@ -1,4 +1,4 @@
-"""Devices and precision for every script: the --device check, the compute dtype and its autocast, and the peak
+"""Precision and throughput for every script: the compute dtype and its autocast (``autocast_for``), and the peak
 FLOP/s an MFU figure is measured against (train.py, bench.py, hellaswag.py, sample.py).
 
 MFU (model FLOPs utilization, PaLM paper appendix B) = achieved model FLOP/s / peak FLOP/s of the dtype the run
@@ -135,24 +135,6 @@ def autocast_for(dtype: str, device: torch.device):
     if compute_dtype(dtype, device) == torch.float32:
         return contextlib.nullcontext
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def device_problem(spec: str) -> str | None:
-    """None when ``--device spec`` can be used here, else the one line that says why not (every script checks
-    its --device with this at start-up, before any work)."""
-    if spec == "auto":
-        return None
-    try:
-        dev = torch.device(spec)
-    except (RuntimeError, ValueError):
-        return f"--device {spec!r}: not a device (use auto, cpu, cuda or cuda:N)"
-    if dev.type not in ("cpu", "cuda"):
-        return f"--device {spec}: use auto, cpu, cuda or cuda:N"
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        return f"--device {spec}: no CUDA device is available on this machine (use --device cpu)"
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        return f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)"
-    return None
 
 
 def mfu(flops_per_token: float, tokens_per_s: float, peak: float | None) -> float | None:

@@ -30,7 +30,8 @@ import models
 import text_tokenizer
 from fileio import OutputError, atomic_write_json, check_writable
 from flags import add_flags, given
-from perf import autocast_for, device_problem
+from ddp import device_problem
+from perf import autocast_for
 
 JSON_FORMAT = "llmhw-pretrain-samples"
 

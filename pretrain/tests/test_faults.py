@@ -322,3 +322,18 @@ def test_a_preparation_stopped_by_sigterm_or_killed_leaves_nothing_hidden(tmp_pa
     (tmp_path / ".data.llmhw-k1ll3d.tmp" / "train_000000.bin").write_bytes(b"\0" * 4096)
     prepare.main(["--input", "tinyshakespeare.txt", "--out_dir", str(data), "--workers", "0"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("script, args", [
+    ("train", []), ("hellaswag", ["--model", "gpt2"]), ("bench", []), ("sample", ["--model", ".", "--prompt", "a"]),
+])
+@pytest.mark.parametrize("device", ["cuda", "cuda:3"])
+def test_a_cuda_device_without_cuda_is_one_line_in_every_script(script, args, device, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(script).main([*args, "--device", device])
+    err = capsys.readouterr().err + (e.value.code if isinstance(e.value.code, str) else "")
+    assert f"--device {device}: no CUDA device is available on this machine (use --device cpu)" in err
+    assert "Traceback" not in err
