@@ -21,6 +21,7 @@ SHARED_COPIES = {
     "flags.py": ["pretrain", "finetune"],
     "runlog.py": ["pretrain", "finetune"],
     "checkpoint.py": ["pretrain", "finetune"],
+    "livelogs.py": ["pretrain/tests", "finetune/tests"],  # test helper: reads back what --live wrote
 }
 
 
