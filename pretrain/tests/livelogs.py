@@ -87,3 +87,15 @@ def read_wandb_run(out) -> list[dict]:
     """The history rows (W&B's own "_" keys left out) of the one offline run under the run folder ``out``."""
     (run_file,) = list(out.glob("wandb/offline-run-*/run-*.wandb"))
     return [{k: v for k, v in h.items() if not k.startswith("_")} for h in wandb_history(run_file)]
+
+
+def assert_tensorboard_holds_the_log(out, keys: set) -> None:
+    """The run folder's tb/ event file holds every number of its log.jsonl, and the tags ``keys`` among them."""
+    got = tensorboard_scalars(out / "tb")
+    assert got == expected_tensorboard(log_rows(out)) and keys <= set(got), (sorted(got), keys)
+
+
+def assert_wandb_holds_the_log(out, eval_key: str) -> None:
+    """The run folder's offline W&B run holds every number of its log.jsonl, evaluations (``eval_key``) included."""
+    history = read_wandb_run(out)
+    assert history == expected_wandb(log_rows(out)) and any(eval_key in h for h in history)
