@@ -11,9 +11,9 @@ from pathlib import Path
 
 import lora
 from data import DEFAULT_DATA, TEMPLATES
-from ddp import DEFAULT_TIMEOUT_S
+from ddp import DEFAULT_TIMEOUT_S, device_problem
 from flags import add_flags, given
-from models import DTYPES, device_problem
+from models import DTYPES
 from runlog import LIVE_CHOICES
 
 HERE = Path(__file__).resolve().parent

@@ -31,7 +31,8 @@ import data as alpaca
 import lora
 from fileio import OURS, TEMP_TAG, OutputError, atomic_write_json, atomic_write_text, check_writable, glob_escape
 from flags import add_flags, given
-from models import DTYPES, autocast_for, device_problem, load_model, model_shape, pick_device
+from ddp import device_problem
+from models import DTYPES, autocast_for, load_model, model_shape, pick_device
 from partition import INSTRUCTIONS_FILE
 
 FORMAT, VERSION = "llmhw-generations", 2

@@ -14,25 +14,8 @@ import torch
 DTYPES = ("auto", "float32", "bfloat16")
 
 
-def device_problem(spec: str) -> str | None:
-    """None when ``--device spec`` can be used here, else the one line that says why not (checked at start-up)."""
-    if spec == "auto":
-        return None
-    try:
-        dev = torch.device(spec)
-    except (RuntimeError, ValueError):
-        return f"--device {spec!r}: not a device (use auto, cpu, cuda or cuda:N)"
-    if dev.type not in ("cpu", "cuda"):
-        return f"--device {spec}: use auto, cpu, cuda or cuda:N"
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        return f"--device {spec}: no CUDA device is available on this machine (use --device cpu)"
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        return f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)"
-    return None
-
-
 def pick_device(spec: str) -> torch.device:
-    """--device as a torch.device (auto: CUDA when there is one); the spec was checked with device_problem."""
+    """--device as a torch.device (auto: CUDA when there is one); the spec was checked with ddp.device_problem."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu") if spec == "auto" else torch.device(spec)
 
 

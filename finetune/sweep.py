@@ -89,7 +89,7 @@ def parse_args(argv=None):
     if any(r < 0 for r in args.ranks) or len(set(args.ranks)) != len(args.ranks):
         p.error(f"--ranks must be distinct and >= 0, got {args.ranks}")
     if device_flag(args.train_flags) is not None:  # every run would fail on it: say so once, before the first
-        from models import device_problem
+        from ddp import device_problem
         if device_problem(device_flag(args.train_flags)):
             p.error(device_problem(device_flag(args.train_flags)))
     args.runs = [Run(r) for r in args.ranks] + list(dict.fromkeys(args.seed_runs))
