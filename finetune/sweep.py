@@ -167,18 +167,19 @@ def run_parallel_cpu(todo: list[Run], out: Path, flags: list[str], redo: bool, j
 def run_parallel(todo: list[Run], out: Path, flags: list[str], redo: bool,
                  slots: dict[str, dict[str, str]]) -> dict[Run, int]:
     """One run per slot at a time; a slot is what a child's environment gets (its GPU, or its CPU threads). Each
-    run's output goes to <run>/train.log."""
+    run's output goes to SWEEP/<run>.log."""
     queue, running, codes = list(todo), {}, {}
+    out.mkdir(parents=True, exist_ok=True)  # main() claimed it; called alone, the sweep folder may not exist yet
     while queue or running:
         while queue and len(running) < len(slots):
             slot = next(name for name in slots if name not in {v[1] for v in running.values()})
             run = queue.pop(0)
-            cmd = command(run, out, flags, redo)  # decided before train.log makes the folder non-empty
-            (out / run.name).mkdir(parents=True, exist_ok=True)
-            log = open(out / run.name / "train.log", "w")
+            cmd = command(run, out, flags, redo)
+            # the run's output beside its folder, not in it: train.py accepts only its own files there
+            log = open(out / f"{run.name}.log", "w")
             env = {**os.environ, **slots[slot]}
             running[run] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), slot, log)
-            print(f"[sweep] {run.name} started on {slot} (log {out / run.name / 'train.log'})", flush=True)
+            print(f"[sweep] {run.name} started on {slot} (log {out / f'{run.name}.log'})", flush=True)
         for run, (proc, slot, log) in list(running.items()):
             if proc.poll() is not None:
                 log.close()

@@ -28,10 +28,12 @@ def run_sweep(*args):
 
 def test_sweep_with_a_second_seed_then_generate(tiny_model_dir, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = ["--ranks", "0", "2", "--seed_runs", "2:7", "--output_dir", str(sweep_dir), "--",
+    # two runs at a time on the CPU (--jobs 2): each run's output beside its folder, the folders train.py's own
+    args = ["--ranks", "0", "2", "--seed_runs", "2:7", "--jobs", "2", "--output_dir", str(sweep_dir), "--",
             *flags(tiny_model_dir)]
     r = run_sweep(*args)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
+    assert sorted(p.name for p in sweep_dir.glob("*.log")) == ["r0.log", "r2.log", "r2_seed7.log"]
     s = json.loads((sweep_dir / "summary.json").read_text())
     assert [(row["run"], row["rank"], row["seed"]) for row in s["runs"]] == [("r0", 0, 42), ("r2", 2, 42),
                                                                             ("r2_seed7", 2, 7)]
