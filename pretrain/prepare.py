@@ -116,16 +116,30 @@ def detokenize_wikitext(text: str, doc_start: bool = False) -> str:
 _worker = {}
 
 
-def _init_worker(spec: str, data_dir, detokenize: str = "none"):
+# Where a document ends inside a file (each document starts with end-of-text): "file" = only at the file's end
+# (one file, one document); "blank_line" = also at every blank line ("\n\n", removed), for files holding one short
+# document per paragraph (the pipeline's Alpaca responses): the model then sees where each one ends and learns to end
+# its own. Pieces are never cut inside "\n\n" (SAFE_CUT needs non-space on both sides), so a piece's first part
+# continues the document of the piece before it unless the piece starts the file.
+DOC_BOUNDARIES = {"file": None, "blank_line": "\n\n"}
+
+
+def _init_worker(spec: str, data_dir, detokenize: str = "none", doc_boundary: str = "file"):
     _worker["tok"], _worker["detokenize"] = text_tokenizer.load(spec, data_dir), detokenize
+    _worker["separator"] = DOC_BOUNDARIES[doc_boundary]
 
 
 def _tokenize(piece):
     text, is_val, doc_start = piece
-    tok = _worker["tok"]
-    ids = tok.encode(detokenize_wikitext(text, doc_start) if _worker["detokenize"] == "wikitext" else text)
-    if doc_start and tok.eot_id is not None:
-        ids = [tok.eot_id] + ids
+    tok, sep = _worker["tok"], _worker["separator"]
+    ids = []
+    for k, part in enumerate(text.split(sep) if sep else [text]):
+        starts = doc_start if k == 0 else True  # after a separator, always a new document
+        if k > 0 and not part:
+            continue  # separators in a row: no empty document
+        if starts and tok.eot_id is not None:
+            ids.append(tok.eot_id)
+        ids += tok.encode(detokenize_wikitext(part, starts) if _worker["detokenize"] == "wikitext" else part)
     return np.asarray(ids, dtype=token_dtype(tok.vocab_size)), is_val, len(text.encode("utf-8"))
 
 
@@ -179,12 +193,12 @@ def check_out_dir(out_dir: Path, paths: list[Path]) -> None:
 
 
 def tokenize_into(folder: Path, pieces, tok, spec: str, data_dir, workers: int, detokenize: str, shard_tokens: int,
-                  total_bytes) -> dict:
+                  total_bytes, doc_boundary: str = "file") -> dict:
     """Tokenize the pieces (in order, by worker processes) into shards in ``folder``; returns meta's splits."""
     writers = {split: ShardWriter(folder, split, shard_tokens, tok.vocab_size, tok.eot_id) for split in
                ("train", "val")}
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenize")
-    init = (spec, data_dir, detokenize)
+    init = (spec, data_dir, detokenize, doc_boundary)
     pool = mp.get_context("spawn").Pool(workers, _init_worker, init) if workers > 0 else None
     try:
         if pool is None:
@@ -204,7 +218,7 @@ def tokenize_into(folder: Path, pieces, tok, spec: str, data_dir, workers: int, 
 
 def prepare(out_dir, inputs=(), tokenizer="gpt2", val_fraction=0.1, shard_tokens=100_000_000, workers=None,
             piece_bytes=1 << 20, data_dir=None, hf_dataset=None, hf_config=None, hf_split="train",
-            text_field="text", hf_data_files=None, detokenize="none") -> dict:
+            text_field="text", hf_data_files=None, detokenize="none", doc_boundary="file") -> dict:
     """Tokenize the sources into out_dir (built aside, swapped in when complete); returns meta.json's dict."""
     if not 0 <= val_fraction < 1:
         raise ValueError(f"--val_fraction must be in [0, 1), got {val_fraction}")
@@ -214,6 +228,8 @@ def prepare(out_dir, inputs=(), tokenizer="gpt2", val_fraction=0.1, shard_tokens
             raise ValueError(f"--{name} must be >= {lowest}, got {value}")
     if detokenize not in DETOKENIZERS:
         raise ValueError(f"--detokenize must be one of {', '.join(DETOKENIZERS)}, got {detokenize!r}")
+    if doc_boundary not in DOC_BOUNDARIES:
+        raise ValueError(f"--doc_boundary must be one of {', '.join(DOC_BOUNDARIES)}, got {doc_boundary!r}")
     if not inputs and not hf_dataset:
         raise ValueError("nothing to prepare: give --input FILE ... or --hf_dataset NAME")
     paths = [Path(p) if Path(p).is_file() else datadir.find(p, data_dir) for p in inputs]
@@ -233,7 +249,8 @@ def prepare(out_dir, inputs=(), tokenizer="gpt2", val_fraction=0.1, shard_tokens
     total_bytes = sum(p.stat().st_size for p in paths) if not hf_dataset else None
     with atomic_dir(out_dir, DATA_KIND) as tmp:  # the old data set stays whole until the new one is complete
         splits = tokenize_into(tmp, pieces(), tok, str(tokenizer), data_dir,
-                               os.cpu_count() if workers is None else workers, detokenize, shard_tokens, total_bytes)
+                               os.cpu_count() if workers is None else workers, detokenize, shard_tokens, total_bytes,
+                               doc_boundary)
         if splits["train"]["tokens"] == 0:
             raise ValueError(f"no training tokens from {[str(p) for p in paths] or hf_dataset}")
         tok_dir = tok.copy_files(tmp / "tokenizer")
@@ -242,6 +259,7 @@ def prepare(out_dir, inputs=(), tokenizer="gpt2", val_fraction=0.1, shard_tokens
             "dtype": str(token_dtype(tok.vocab_size)),
             "tokenizer": {**tok.describe(), "dir": tok_dir.name, "spec": str(tokenizer)},
             "vocab_size": tok.vocab_size, "eot_id": tok.eot_id, "val_fraction": val_fraction, "detokenize": detokenize,
+            "doc_boundary": doc_boundary,
             "sources": [str(p) for p in paths] + ([f"{hf_dataset}:{hf_config}:{hf_split}"] if hf_dataset else []),
             **splits,
         }
@@ -269,6 +287,9 @@ def main(argv=None):
     p.add_argument("--piece_bytes", type=int, default=1 << 20, help="approximate size of a file piece")
     p.add_argument("--detokenize", default="none", choices=DETOKENIZERS,
                    help="wikitext: undo WikiText's ' @-@ ', ' @,@ ', ' @.@ ' and spaces before punctuation")
+    p.add_argument("--doc_boundary", default="file", choices=sorted(DOC_BOUNDARIES),
+                   help="where a document (which starts with end-of-text) ends: at the end of each file, or also at "
+                        "every blank line (one short document per paragraph)")
     p.add_argument("--data_dir", help="data directory (default $LLMHW_DATA_DIR)")
     a = p.parse_args(argv)
     # SIGTERM unwinds like an error: the half-built folder is removed (fileio.atomic_dir), nothing hidden stays
@@ -276,7 +297,7 @@ def main(argv=None):
     try:
         meta = prepare(a.out_dir, a.input, a.tokenizer, a.val_fraction, a.shard_tokens, a.workers, a.piece_bytes,
                        a.data_dir, a.hf_dataset, a.hf_config, a.hf_split, a.text_field, a.hf_data_files,
-                       a.detokenize)
+                       a.detokenize, a.doc_boundary)
     except (ValueError, FileNotFoundError, OutputError) as e:  # bad input: one line naming it, no traceback
         raise SystemExit(f"error: {e}") from None
     print(f"{a.out_dir}: {meta['train']['tokens']:,} train tokens in {len(meta['train']['shards'])} shard(s), "

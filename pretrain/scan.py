@@ -9,8 +9,8 @@ learning rate lr; heads = d / 32) is
   1. timed: a few training steps of its shape in this process, in CPU seconds (``time.process_time``), all
      candidates round-robin and each its median (a noisy machine shifts them alike), giving its step budget =
      seconds / step cost;
-  2. trained by train.py itself (the same code and schedule as a real run: cosine to 10 %, 5 % warmup, shuffled
-     windows, no evaluation until the end) for that many steps, in a subprocess;
+  2. trained by train.py itself (the same code and schedule as a real run: warmup over 10 % of the steps, at most
+     100, then cosine to 10 %; shuffled windows; no evaluation until the end) for that many steps, in a subprocess;
   3. scored by ngram.py on every val token with transformers' GPT2LMHeadModel (its own context length), beside the
      unigram and Kneser-Ney bigram baselines of the same shards, in nats per token and bits per byte.
 Writes OUT/scan.json and OUT/scan.md (the table) and prints the table. The runs stay in OUT/<candidate>/.
@@ -35,9 +35,8 @@ from shards import DataError, read_meta
 
 HERE = Path(__file__).resolve().parent
 SPEC = re.compile(r"^L(\d+)-d(\d+)-T(\d+)-B(\d+)-lr([0-9.e-]+)$")
-DEFAULT_CANDIDATES = ("L4-d256-T256-B16-lr3e-3", "L4-d192-T256-B16-lr3e-3", "L4-d128-T256-B16-lr3e-3",
-                      "L6-d128-T256-B16-lr3e-3", "L2-d128-T256-B16-lr3e-3", "L4-d128-T128-B32-lr3e-3",
-                      "L4-d128-T256-B16-lr6e-3", "L4-d128-T256-B16-lr1.5e-3")
+DEFAULT_CANDIDATES = ("L4-d128-T256-B4-lr6e-3", "L4-d192-T256-B4-lr6e-3", "L4-d96-T256-B4-lr6e-3",
+                      "L4-d128-T256-B4-lr3e-3", "L4-d128-T256-B16-lr3e-3", "L4-d256-T256-B16-lr3e-3")
 
 
 def parse_candidate(spec: str) -> dict:
@@ -81,7 +80,7 @@ def train_candidate(name: str, c: dict, steps: int, data: Path, out: Path, extra
     flags = [f"--{k}={v}" for k, v in c.items()]
     argv = [sys.executable, str(HERE / "train.py"), "--preset", "tiny-cpu", "--data", str(data),
             "--out_dir", str(out / name), "--overwrite", *flags, "--max_steps", str(steps),
-            "--warmup_steps", str(max(1, steps // 20)), "--data_order", "shuffle", "--eval_interval", "0",
+            "--warmup_steps", str(max(1, min(100, steps // 10))), "--data_order", "shuffle", "--eval_interval", "0",
             "--val_steps", "0", "--hellaswag_limit", "0", "--sample_tokens", "0", "--total_batch_size", "0", *extra]
     before, t0 = os.times(), time.time()
     r = subprocess.run(argv, capture_output=True, text=True)

@@ -82,12 +82,13 @@ def cmd_note(cmds: dict, stage: str) -> str:
 PIPELINE_STORY = """`bash report/run_pipeline.sh` sets up the environment, then runs the stages below in order, each one a
 folder's own script; they meet only through the files they write under the run folder. **bpe** trains the homework's
 tokenizer (manual.txt, vocabulary 1024) and compares it on the homework's paragraphs. **corpus** partitions Alpaca
-(`finetune/partition.py`): one fixed finetuning subset (train/eval), held-out instructions for the generations, and the
-responses of every other record as pretraining text. **tokenizer** trains a GPT-2-pattern BPE on the pretraining corpus
-(WikiText-2 + those responses), **data** shards that corpus with it, **pretrain** trains a small GPT on it and exports
-it, **baselines** scores the export and unigram / bigram count tables on every validation token, **sweep** finetunes the export (LoRA ranks 1-32 and full finetuning, one rank again with a second seed),
-**generate** answers the held-out instructions with the base, full and LoRA models, and **report** writes this file.
-A stage whose output exists is skipped on a re-run (`--redo STAGE` reruns it)."""
+(`finetune/partition.py`): one fixed finetuning subset (train/eval), held-out instructions for the generations, and
+the responses of every other record as pretraining text. **tokenizer** trains a GPT-2-pattern BPE on the pretraining
+corpus (WikiText-2 + those responses), **data** shards that corpus with it, **pretrain** trains a small GPT on it and
+exports it, **baselines** scores the export and unigram / bigram count tables on every validation token, **sweep**
+finetunes the export (LoRA ranks 1-32 and full finetuning, one rank again with a second seed), **generate** answers
+the held-out instructions with the base, full and LoRA models, and **report** writes this file. A stage whose output
+exists is skipped on a re-run (`--redo STAGE` reruns it)."""
 
 
 def stage_rows(cmds: dict, report_seconds: float | None) -> list[list]:
@@ -206,6 +207,11 @@ def corpus_values(run: Path) -> dict[str, str]:
     summary = read_json(run / "pretrain/summary.json", "pretrain")
     seen = summary.get("tokens") or 0
     share = seen / meta["train"]["tokens"]
+    if meta.get("doc_boundary") == "blank_line":
+        order_docs = (" Each Alpaca response is a document of its own (end-of-text before it), so the model sees where "
+                      "answers end.")
+    else:
+        order_docs = ""
     if (summary.get("train_config") or {}).get("data_order") == "shuffle":
         order = (f" Training draws non-overlapping windows of the whole training split in a random order (a new one "
                  f"each epoch), so every step mixes the sources in proportion, as validation does: the run's "
@@ -213,7 +219,7 @@ def corpus_values(run: Path) -> dict[str, str]:
     else:
         order = (f" The shards keep the files' order and training reads them in order: the run's {seen:,} tokens are "
                  f"{share:.0%} of the training tokens, from the first file on.")
-    return {"corpus_story": corpus_story(split) + order,
+    return {"corpus_story": corpus_story(split) + order_docs + order,
             "corpus_table": md_table(["source", "bytes", "records"], rows)}
 
 

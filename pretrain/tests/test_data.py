@@ -40,6 +40,26 @@ def test_prepared_tokens_equal_tiktoken_on_the_whole_text(shakespeare, tmp_path)
     assert text_tokenizer.load(tmp_path / "tokenizer").encode("Hello world") == [15496, 995]
 
 
+def test_blank_lines_end_documents_when_asked(tmp_path):
+    """--doc_boundary blank_line: every paragraph is a document starting with end-of-text, ids equal to encoding
+    each paragraph on its own (tiktoken's gpt2), whatever the piece size; the default keeps one document per file."""
+    paras = [f"Answer {i}: the quick brown fox\njumps over {i} lazy dogs." for i in range(300)]
+    (tmp_path / "r.txt").write_text("\n\n".join(paras) + "\n")
+    ref = text_tokenizer.load("gpt2")  # GPT-2's files, tiktoken's encoding
+    want = np.concatenate([[50256] + ref.encode(p + ("\n" if i == len(paras) - 1 else ""))
+                           for i, p in enumerate(paras)])
+    for piece_bytes in (1 << 20, 700):  # one piece, and many pieces cut inside the file
+        meta = prepare.prepare(tmp_path / f"b{piece_bytes}", [str(tmp_path / "r.txt")], val_fraction=0.0,
+                               workers=0, piece_bytes=piece_bytes, doc_boundary="blank_line")
+        got = all_tokens(tmp_path / f"b{piece_bytes}", "train")
+        assert np.array_equal(got, want) and meta["doc_boundary"] == "blank_line"
+    prepare.prepare(tmp_path / "f", [str(tmp_path / "r.txt")], val_fraction=0.0, workers=0)
+    one = all_tokens(tmp_path / "f", "train")
+    assert (one == 50256).sum() == 1 and (want == 50256).sum() == 300
+    with pytest.raises(ValueError, match="--doc_boundary must be one of"):
+        prepare.prepare(tmp_path / "x", [str(tmp_path / "r.txt")], doc_boundary="line")
+
+
 def test_file_is_read_in_bounded_pieces(tmp_path):
     path = tmp_path / "big.txt"
     path.write_text("".join(f"line {i} of text\n" for i in range(20_000)))

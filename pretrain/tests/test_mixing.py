@@ -4,14 +4,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
 import prepare
-from conftest import HERE, TINY_ARGS
+from conftest import HERE, TINY_ARGS, kill_after_step
 from dataloader import ShardLoader, ShuffledLoader
 from shards import DataError
 
@@ -105,28 +104,14 @@ def read_log(out):
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-def kill_after_step(args, out, step, timeout=240):
-    """Run train.py and SIGKILL it from outside once its log shows ``step`` (a crash at an arbitrary moment)."""
-    proc = subprocess.Popen([sys.executable, str(HERE / "train.py"), *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        log = out / "log.jsonl"
-        if log.is_file() and any(r.get("step", 0) >= step and "loss" in r for r in read_log(out)):
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=60)
-    return proc.returncode
-
-
 def test_killed_shuffled_run_resumes_bit_identically(shakespeare, tmp_path):
     common = ["--data", str(shakespeare), "--max_steps", "8", *TINY_ARGS, "--data_order", "shuffle",
               "--ckpt_interval", "1", "--eval_interval", "4", "--hellaswag_limit", "0"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     subprocess.run([sys.executable, str(HERE / "train.py"), *common, "--out_dir", str(whole)], check=True,
                    capture_output=True, timeout=300)
-    assert kill_after_step([*common, "--out_dir", str(broken)], broken, 3) == -signal.SIGKILL
+    cmd = [sys.executable, str(HERE / "train.py"), *common, "--out_dir", str(broken)]
+    assert kill_after_step(cmd, broken / "log.jsonl", 3) == -signal.SIGKILL
     r = subprocess.run([sys.executable, str(HERE / "train.py"), *common, "--out_dir", str(broken), "--resume"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "resumed from" in r.stdout, r.stderr[-2000:]
