@@ -2,7 +2,9 @@
 #   - reuse the active virtual environment, else create/reuse $LLMHW_VENV (default <repo>/.venv);
 #   - with no torch installed, install the CPU build torch==2.13.0 (plain `pip install torch` would pull a multi-GB
 #     CUDA build; on a GPU machine install the torch you want first and it is kept);
-#   - install requirements.txt + requirements-test.txt when they changed since the last install (stamp file).
+#   - install requirements.txt, and requirements-test.txt unless LLMHW_SETUP=runtime (the main job needs no test
+#     packages: wandb and tensorboard alone add a minute to a fresh set-up), each when it changed since its last
+#     install (one stamp file per list).
 set -e
 LLMHW_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -z "${VIRTUAL_ENV:-}" ]; then
@@ -18,12 +20,17 @@ if ! python -c "import torch" >/dev/null 2>&1; then
     echo "[setup] installing torch==2.13.0 (CPU build)"
     python -m pip install -q torch==2.13.0
 fi
-stamp="$VIRTUAL_ENV/.llmhw-requirements"
-want="$(cat "$LLMHW_ROOT/requirements.txt" "$LLMHW_ROOT/requirements-test.txt" | sha256sum | cut -c1-16)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "[setup] installing requirements into $VIRTUAL_ENV"
-    python -m pip install -q -r "$LLMHW_ROOT/requirements.txt" -r "$LLMHW_ROOT/requirements-test.txt"
-    echo "$want" > "$stamp"
+lists=(requirements.txt)
+[ "${LLMHW_SETUP:-all}" = runtime ] || lists+=(requirements-test.txt)
+todo=()
+for list in "${lists[@]}"; do
+    stamp="$VIRTUAL_ENV/.llmhw-${list%.txt}"
+    [ "$(cat "$stamp" 2>/dev/null)" = "$(sha256sum < "$LLMHW_ROOT/$list" | cut -c1-16)" ] || todo+=(-r "$LLMHW_ROOT/$list")
+done
+if [ ${#todo[@]} -gt 0 ]; then
+    echo "[setup] installing ${todo[*]} into $VIRTUAL_ENV"
+    python -m pip install -q "${todo[@]}"
+    for list in "${lists[@]}"; do sha256sum < "$LLMHW_ROOT/$list" | cut -c1-16 > "$VIRTUAL_ENV/.llmhw-${list%.txt}"; done
 fi
 # Offline copy of the data sets beside the checkout (as in CI), unless the user chose a data directory.
 if [ -z "${LLMHW_DATA_DIR:-}" ] && [ -d "$LLMHW_ROOT/../shared/data" ]; then
