@@ -117,10 +117,12 @@ _worker = {}
 
 
 # Where a document ends inside a file (each document starts with end-of-text): "file" = only at the file's end
-# (one file, one document); "blank_line" = also at every blank line ("\n\n", removed), for files holding one short
-# document per paragraph (the pipeline's Alpaca responses): the model then sees where each one ends and learns to end
-# its own. Pieces are never cut inside "\n\n" (SAFE_CUT needs non-space on both sides), so a piece's first part
-# continues the document of the piece before it unless the piece starts the file.
+# (one file, one document); "blank_line" = also after every blank line ("\n\n", kept as text), for files holding one
+# short document per paragraph (the pipeline's Alpaca responses): the model sees where each one ends and learns to
+# end its own. The blank line stays: without it the same model learned markedly slower (150 steps: 6.67 vs 6.12
+# nats), with it as fast as on the text without end-of-text. Pieces are never cut inside "\n\n" (SAFE_CUT needs
+# non-space on both sides), so a piece's first part continues the document of the piece before it unless the piece
+# starts the file.
 DOC_BOUNDARIES = {"file": None, "blank_line": "\n\n"}
 
 
@@ -132,11 +134,12 @@ def _init_worker(spec: str, data_dir, detokenize: str = "none", doc_boundary: st
 def _tokenize(piece):
     text, is_val, doc_start = piece
     tok, sep = _worker["tok"], _worker["separator"]
-    ids = []
-    for k, part in enumerate(text.split(sep) if sep else [text]):
+    ids, parts = [], text.split(sep) if sep else [text]
+    for k, part in enumerate(parts):
         starts = doc_start if k == 0 else True  # after a separator, always a new document
+        part += sep if k < len(parts) - 1 else ""  # the blank line ends its document, as text
         if k > 0 and not part:
-            continue  # separators in a row: no empty document
+            continue  # the piece ended on a separator: no empty document
         if starts and tok.eot_id is not None:
             ids.append(tok.eot_id)
         ids += tok.encode(detokenize_wikitext(part, starts) if _worker["detokenize"] == "wikitext" else part)
@@ -288,8 +291,8 @@ def main(argv=None):
     p.add_argument("--detokenize", default="none", choices=DETOKENIZERS,
                    help="wikitext: undo WikiText's ' @-@ ', ' @,@ ', ' @.@ ' and spaces before punctuation")
     p.add_argument("--doc_boundary", default="file", choices=sorted(DOC_BOUNDARIES),
-                   help="where a document (which starts with end-of-text) ends: at the end of each file, or also at "
-                        "every blank line (one short document per paragraph)")
+                   help="where a document (which starts with end-of-text) ends: at the end of each file, or also "
+                        "after every blank line (one short document per paragraph)")
     p.add_argument("--data_dir", help="data directory (default $LLMHW_DATA_DIR)")
     a = p.parse_args(argv)
     # SIGTERM unwinds like an error: the half-built folder is removed (fileio.atomic_dir), nothing hidden stays

@@ -41,12 +41,13 @@ def test_prepared_tokens_equal_tiktoken_on_the_whole_text(shakespeare, tmp_path)
 
 
 def test_blank_lines_end_documents_when_asked(tmp_path):
-    """--doc_boundary blank_line: every paragraph is a document starting with end-of-text, ids equal to encoding
-    each paragraph on its own (tiktoken's gpt2), whatever the piece size; the default keeps one document per file."""
+    """--doc_boundary blank_line: every paragraph (with the blank line that ends it) is a document starting with
+    end-of-text, ids equal to encoding each on its own (tiktoken's gpt2), whatever the piece size; the default keeps
+    one document per file."""
     paras = [f"Answer {i}: the quick brown fox\njumps over {i} lazy dogs." for i in range(300)]
     (tmp_path / "r.txt").write_text("\n\n".join(paras) + "\n")
     ref = text_tokenizer.load("gpt2")  # GPT-2's files, tiktoken's encoding
-    want = np.concatenate([[50256] + ref.encode(p + ("\n" if i == len(paras) - 1 else ""))
+    want = np.concatenate([[50256] + ref.encode(p + ("\n" if i == len(paras) - 1 else "\n\n"))
                            for i, p in enumerate(paras)])
     for piece_bytes in (1 << 20, 700):  # one piece, and many pieces cut inside the file
         meta = prepare.prepare(tmp_path / f"b{piece_bytes}", [str(tmp_path / "r.txt")], val_fraction=0.0,
