@@ -155,8 +155,8 @@ def pretrain_stages(cfg: PipelineConfig, run: Path, dd: list[str]) -> dict[str, 
     vocab = ["--vocab_size", str(cfg.tokenizer_vocab_size)] if cfg.own_tokenizer else []
     launcher = py if cfg.nproc == 1 else py + ["-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc}"]
     return {
-        "data": Stage(py + [str(ROOT / "pretrain/prepare.py"), *source, *cfg.prepare_flags, "--tokenizer",
-                            tokenizer, "--out_dir", str(run / "shards")] + dd,
+        "data": Stage(py + [str(ROOT / "pretrain/prepare.py"), *source, "--tokenizer", tokenizer,
+                            "--out_dir", str(run / "shards"), *cfg.prepare_flags] + dd,
                       run / "shards/meta.json", run / "shards"),
         "pretrain": Stage(launcher + [str(ROOT / "pretrain/train.py"), "--preset", cfg.pretrain_preset,
                                       "--data", str(run / "shards"), "--out_dir", str(run / "pretrain"),
