@@ -32,7 +32,8 @@ def autocast_for(dtype: str, device: torch.device):
 def model_load_error(name: str, e: Exception) -> ValueError:
     """One line naming the model and the cause; for a hub name, how to go on without the hub."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if "Weights only load failed" in first or "Unpickl" in type(e).__name__:  # torch's text advises weights_only=False
+    # torch's own text advises turning the safe loader off: never quoted
+    if "Weights only load failed" in first or "Unpickl" in type(e).__name__:
         first = ("its weights file holds Python objects, not only tensors: refused, since loading it could run code "
                  "(save the model as model.safetensors)")
     hint = ("" if Path(name).exists() else " (no local folder of that name; without the hub, pass a local HF model "
