@@ -21,6 +21,7 @@ from runlog import LIVE_CHOICES
 HERE = Path(__file__).resolve().parent
 DTYPES = ("auto", "float32", "bfloat16")
 DATA_ORDERS = ("sequential", "shuffle")
+OPTIMIZERS = ("adamw", "muon")
 VOCAB_MULTIPLE = 64  # the model's vocab = the data's rounded up (50257 -> 50304): faster matmuls on GPUs
 
 
@@ -48,6 +49,8 @@ class TrainConfig:
     warmup_steps: int = option(715, "linear warmup steps")
     max_steps: int = option(19073, "optimizer steps (10B tokens / 524288)")
     weight_decay: float = option(0.1, "AdamW weight decay of matrices")
+    optimizer: str = option("adamw", "adamw; or muon: Muon on the blocks' weight matrices, AdamW on the embedding, "
+                                     "biases and LayerNorms, one lr schedule (torch.optim.Muon, torch >= 2.9)")
     grad_clip: float = option(1.0, "clip the global gradient norm to this; 0: no clipping")
     eval_interval: int = option(250, "val loss and samples every N steps and at the end; 0: only at the end")
     val_steps: int = option(20, "val batches of total_batch_size tokens per evaluation; 0: no validation")
@@ -157,12 +160,15 @@ def validate(tc: TrainConfig, mc: GPTConfig) -> None:
         (("total_batch_size",), lambda v: v >= 0, "must be positive (or 0: one micro-batch per process)"),
         (("data_order",), lambda v: v in DATA_ORDERS, f"must be one of {', '.join(DATA_ORDERS)}"),
         (("dtype",), lambda v: v in DTYPES, f"must be one of {', '.join(DTYPES)}"),
+        (("optimizer",), lambda v: v in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}"),
         (("live",), lambda v: v in LIVE_CHOICES, f"must be one of {', '.join(LIVE_CHOICES)}"),
     ]
     for names, ok, what in rules:
         for name in names:
             if not ok(getattr(tc, name)):
                 raise ConfigError(f"--{name} {what}, got {getattr(tc, name)!r}")
+    if tc.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
+        raise ConfigError(f"--optimizer muon needs torch >= 2.9 (torch.optim.Muon); this is torch {torch.__version__}")
     if device_problem(tc.device):
         raise ConfigError(device_problem(tc.device))
     if tc.seq_len > mc.block_size:

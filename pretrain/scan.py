@@ -5,7 +5,7 @@
 
 On a CPU the question is not "how big a model" but "how big a model for the seconds we have": a wider model learns
 more per token but reads fewer tokens. Each candidate (layers L, width d, context T, micro-batch B rows, peak
-learning rate lr; heads = d / 32) is
+learning rate lr, optionally -muon for --optimizer muon; heads = d / 32) is
   1. timed: a few training steps of its shape in this process, in CPU seconds (``time.process_time``), all
      candidates round-robin and each its median (a noisy machine shifts them alike), giving its step budget =
      seconds / step cost;
@@ -34,22 +34,24 @@ from modeling_gpt2 import GPT, GPTConfig
 from shards import DataError, read_meta
 
 HERE = Path(__file__).resolve().parent
-SPEC = re.compile(r"^L(\d+)-d(\d+)-T(\d+)-B(\d+)-lr([0-9.e-]+)$")
+SPEC = re.compile(r"^L(\d+)-d(\d+)-T(\d+)-B(\d+)-lr([0-9.e-]+?)(-muon)?$")
 DEFAULT_CANDIDATES = ("L4-d128-T256-B4-lr6e-3", "L4-d192-T256-B4-lr6e-3", "L4-d96-T256-B4-lr6e-3",
                       "L4-d128-T256-B4-lr3e-3", "L4-d128-T256-B16-lr3e-3", "L4-d256-T256-B16-lr3e-3")
 
 
 def parse_candidate(spec: str) -> dict:
-    """'L4-d128-T256-B16-lr3e-3' -> train.py's flags as a dict (one line naming the spec if malformed)."""
+    """'L4-d128-T256-B16-lr3e-3' -> train.py's flags as a dict (one line naming the spec if malformed); a
+    '-muon' suffix trains with --optimizer muon."""
     m = SPEC.match(spec)
     if not m:
-        raise ValueError(f"candidate {spec!r} is not of the form L<layers>-d<width>-T<context>-B<rows>-lr<rate>, "
-                         "e.g. L4-d128-T256-B16-lr3e-3")
+        raise ValueError(f"candidate {spec!r} is not of the form L<layers>-d<width>-T<context>-B<rows>-lr<rate>"
+                         "[-muon], e.g. L4-d128-T256-B16-lr3e-3")
     L, d, T, B, lr = int(m[1]), int(m[2]), int(m[3]), int(m[4]), float(m[5])
     if d % 32 or min(L, d, T, B) <= 0 or not 0 < lr < 1:
         raise ValueError(f"candidate {spec!r}: width must be a positive multiple of 32 (heads of 32), layers, "
                          "context and rows positive, lr in (0, 1)")
-    return {"n_layer": L, "n_embd": d, "n_head": d // 32, "block_size": T, "seq_len": T, "batch_size": B, "max_lr": lr}
+    return {"n_layer": L, "n_embd": d, "n_head": d // 32, "block_size": T, "seq_len": T, "batch_size": B, "max_lr": lr,
+            "optimizer": "muon" if m[6] else "adamw"}
 
 
 def step_costs(cands: dict[str, dict], vocab: int, rounds: int = 3) -> dict[str, float]:
@@ -61,7 +63,7 @@ def step_costs(cands: dict[str, dict], vocab: int, rounds: int = 3) -> dict[str,
         torch.manual_seed(0)
         model = GPT(GPTConfig(block_size=c["block_size"], vocab_size=vocab, n_layer=c["n_layer"],
                               n_head=c["n_head"], n_embd=c["n_embd"]))
-        opt = model.configure_optimizers(0.1, c["max_lr"], device_type="cpu")
+        opt = model.configure_optimizers(0.1, c["max_lr"], device_type="cpu", optimizer=c["optimizer"])
         setups[name] = (model, opt, torch.randint(0, vocab, (c["batch_size"], c["seq_len"] + 1)))
     costs = {name: [] for name in cands}
     for _ in range(rounds + 1):

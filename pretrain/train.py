@@ -82,7 +82,8 @@ class Trainer:
         self.dtype, self.autocast = compute_dtype(tc.dtype, ddp.device), autocast_for(tc.dtype, ddp.device)
         torch.manual_seed(tc.seed)  # same seed on every rank: identical initial weights (DDP also broadcasts them)
         self.raw_model = GPT(mc).to(ddp.device)
-        self.optimizer = self.raw_model.configure_optimizers(tc.weight_decay, tc.max_lr, device_type=ddp.device.type)
+        self.optimizer = self.raw_model.configure_optimizers(tc.weight_decay, tc.max_lr, device_type=ddp.device.type,
+                                                              optimizer=tc.optimizer)
         self.train_loader = self._loader("train")
         self.val_loader = self._loader("val") if tc.val_steps > 0 else None
         # val_steps batches of total_batch_size tokens: each rank reads val_steps * accum windows, the same set of
@@ -135,10 +136,12 @@ class Trainer:
             diff = {k: (v, mc.get(k)) for k, v in ckpt["model_config"].items() if mc.get(k) != v}
             raise ConfigError(f"{where}: model config differs from this run's (checkpoint, now): {diff}")
         now = {"batch_size": self.tc.batch_size, "seq_len": self.tc.seq_len,
-               "total_batch_size": self.tc.total_batch_size, "world_size": self.ddp.world_size}
-        then = {**{k: ckpt["train_config"].get(k) for k in now}, "world_size": ckpt.get("world_size")}
+               "total_batch_size": self.tc.total_batch_size, "world_size": self.ddp.world_size,
+               "optimizer": self.tc.optimizer}
+        then = {**{k: ckpt["train_config"].get(k) for k in now}, "world_size": ckpt.get("world_size"),
+                "optimizer": ckpt["train_config"].get("optimizer", "adamw")}  # older checkpoints: AdamW
         if then != now:
-            raise ConfigError(f"{where}: --resume needs the checkpoint's batch settings: "
+            raise ConfigError(f"{where}: --resume needs the checkpoint's batch settings and optimizer: "
                               + ", ".join(f"{k} {then[k]} (now {now[k]})" for k in now if then[k] != now[k]))
         same_tok = ("kind", "vocab_size", "eot_id", "sha256")  # not where it came from ("spec", "dir")
         if any(ckpt["tokenizer"].get(k) != self.meta["tokenizer"].get(k) for k in same_tok):

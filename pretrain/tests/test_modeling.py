@@ -156,6 +156,77 @@ def test_optimizer_decays_only_matrices():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))  # tied weight once
 
 
+def test_fused_cpu_optimizer_matches_the_per_tensor_reference():
+    """configure_optimizers uses torch's fused AdamW on CPU; the same steps with the plain per-tensor loop
+    (foreach=False, fused=False: the textbook update, one tensor at a time) land on the same weights."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32))
+    ref = GPT(model.config)
+    ref.load_state_dict(model.state_dict())
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = model.configure_optimizers(0.1, 3e-3)
+    assert opt.defaults["fused"]
+    groups = [{"params": [p for p in ref.parameters() if p.dim() >= 2], "weight_decay": 0.1},
+              {"params": [p for p in ref.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    ref_opt = torch.optim.AdamW(groups, lr=3e-3, betas=(0.9, 0.95), eps=1e-8, foreach=False, fused=False)
+    x = tokens(64, B=4, T=17)
+    for m, o in ((model, opt), (ref, ref_opt)):
+        for _ in range(5):
+            m(x[:, :-1], x[:, 1:])[1].backward()
+            o.step()
+            o.zero_grad()
+    moved = max((v - start[k]).abs().max().item() for k, v in model.state_dict().items())
+    assert moved > 1e-3  # the steps did change the weights
+    for (name, a), b in zip(model.state_dict().items(), ref.state_dict().values()):
+        # atol: the key bias's true gradient is zero (softmax ignores a shift shared by all keys), so its gradient
+        # is rounding noise that Adam scales up to lr-sized steps: 5e-6 apart there, about 1e-8 elsewhere
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def newton_schulz(G, steps=5, a=3.4445, b=-4.7750, c=2.0315):
+    """The Muon paper's quintic iteration, written out: X -> a X + (b A + c A^2) X with A = X X^T, from G scaled to
+    spectral norm <= 1 (Frobenius), on the wide orientation; pushes every singular value of G towards 1."""
+    X = G / (G.norm() + 1e-7)
+    wide = X.size(0) <= X.size(1)
+    X = X if wide else X.T
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X if wide else X.T
+
+
+def test_muon_updates_the_block_matrices_as_the_paper_and_adamw_the_rest():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32))
+    opt = model.configure_optimizers(0.1, 3e-3, optimizer="muon")
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon = [names[id(p)] for g in opt.optimizers["muon"].param_groups for p in g["params"]]
+    assert sorted(muon) == sorted(n for n, p in model.named_parameters() if p.dim() == 2 and ".h." in n)
+    adamw = [names[id(p)] for g in opt.optimizers["adamw"].param_groups for p in g["params"]]
+    assert "lm_head.weight" in adamw or "transformer.wte.weight" in adamw  # the tied embedding: AdamW
+    assert len(muon) + len(adamw) == len(list(model.parameters()))  # every parameter once
+    W = model.transformer.h[0].mlp.c_fc.weight  # (4C, C) = (128, 32): a tall matrix
+    before = W.detach().clone()
+    model(*(lambda x: (x[:, :-1], x[:, 1:]))(tokens(64, B=4, T=17)))[1].backward()
+    G = W.grad.clone()
+    for group in opt.param_groups:
+        group["lr"] = 3e-3  # as the trainer sets it: one schedule for both
+    opt.step()
+    # first step: the momentum buffer and its Nesterov mix are multiples of G (the scale cancels in the
+    # normalisation); decoupled weight decay; the step scaled to AdamW's size, 0.2 sqrt(max(rows, cols))
+    update = newton_schulz(G) * 0.2 * math.sqrt(max(W.shape))
+    taken = (before * (1 - 3e-3 * 0.1) - W.detach()) / 3e-3
+    # torch iterates in bfloat16, and the iteration amplifies rounding in the small singular directions: 4 % apart
+    # here (1-3 % on random matrices). Torch's default "original" scale, sqrt(rows / cols) = 2 instead of 2.26,
+    # would be 12 % off.
+    assert (taken - update).norm() < 0.08 * update.norm()
+    assert (taken - G * (taken.norm() / G.norm())).norm() > 0.3 * taken.norm()  # not a rescaled gradient
+    # nearly orthogonal: singular values near 1 whatever G's were; the last one is G's null direction (the
+    # LayerNorm before c_fc centres its input, so G has rank C - 1) and stays 0
+    s, g = torch.linalg.svdvals(update / (0.2 * math.sqrt(max(W.shape))))[:-1], torch.linalg.svdvals(G)[:-1]
+    assert 0.5 < s.min() and s.max() < 1.5 and g.max() / g.min() > 5
+
+
 def test_tiny_model_overfits_one_batch():
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32))

@@ -96,6 +96,22 @@ def test_kill_and_resume_gives_the_same_losses(tiny_run, shakespeare, tmp_path):
     assert strip(read_log(tmp_path)) == strip(read_log(tiny_run))
 
 
+def test_killed_muon_run_resumes_bit_identically(shakespeare, tmp_path):
+    """--optimizer muon: both optimizers' states (Muon's momentum, AdamW's moments) come back from the checkpoint."""
+    args = ["--data", str(shakespeare), "--max_steps", "6", "--ckpt_interval", "2", *TINY_ARGS, "--optimizer",
+            "muon", "--eval_interval", "0", "--sample_tokens", "0", "--hellaswag_limit", "0"]
+    run_script([*args, "--out_dir", str(tmp_path / "whole")])
+    status = kill_after_step([sys.executable, str(HERE / "train.py"), *args, "--out_dir", str(tmp_path / "cut")],
+                             tmp_path / "cut" / "log.jsonl", 5)
+    assert status == -signal.SIGKILL
+    assert set(load_checkpoint(tmp_path / "cut")["optimizer"]) == {"adamw", "muon"}
+    run_script([*args, "--out_dir", str(tmp_path / "cut"), "--resume"])
+    timing = ("dt_ms", "tokens_per_s", "mfu")
+    strip = lambda log: [{k: v for k, v in r.items() if k not in timing} for r in log]  # noqa: E731
+    whole = strip(read_log(tmp_path / "whole"))
+    assert strip(read_log(tmp_path / "cut")) == whole and len([r for r in whole if "loss" in r]) == 6
+
+
 def test_two_process_gloo_equals_one_process(shakespeare, tmp_path):
     common = ["--data", str(shakespeare), "--max_steps", "3", *TINY_ARGS, "--eval_interval", "0",
               "--sample_tokens", "0"]
@@ -120,6 +136,7 @@ def test_two_process_gloo_equals_one_process(shakespeare, tmp_path):
     (["--log_interval", "0"], "--log_interval must be positive"),
     (["--num_samples", "0"], "--num_samples must be positive"),
     (["--dtype", "float16"], "--dtype must be one of auto, float32, bfloat16"),
+    (["--optimizer", "sgd"], "--optimizer must be one of adamw, muon"),
 ])
 def test_bad_settings_fail_with_one_clear_line(flags, message, shakespeare, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
@@ -147,7 +164,8 @@ def test_resume_refuses_other_batch_tokenizer_or_an_earlier_end(tiny_run, shakes
     shutil.copytree(tiny_run, out)  # finished at step 6 with B=4, T=32, total 256
     (out / "summary.json").unlink()
     for flags, message in ((["--batch_size", "8", "--total_batch_size", "512"], "batch_size 4 (now 8)"),
-                           (["--max_steps", "4"], "the checkpoint is at step 6, past --max_steps 4")):
+                           (["--max_steps", "4"], "the checkpoint is at step 6, past --max_steps 4"),
+                           (["--optimizer", "muon"], "optimizer adamw (now muon)")):
         with pytest.raises(SystemExit):
             train.main(["--data", str(shakespeare), "--out_dir", str(out), "--max_steps", "6", *TINY_ARGS, *flags,
                         "--resume"])
