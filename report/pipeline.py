@@ -60,10 +60,12 @@ class PipelineConfig:
     own_tokenizer: bool = True             # False: GPT-2's tokenizer (the GPU preset)
     tokenizer_vocab_size: int = 4096
     pretrain_preset: str = "tiny-cpu"
-    # tiny-cpu's recipe (pretrain/config.py, chosen by pretrain/scan.py); the step count fills the pretraining share of
-    # the 15-minute budget at the ~10k tokens/s of one 2-thread process on an idle 2-core machine
+    # tiny-cpu's recipe (pretrain/config.py, chosen by measurement: pretrain/README.md); the step count fills the
+    # pretraining share of the 15-minute budget at the ~11k tokens/s of one 2-thread process on an idle 2-core
+    # machine: 5.1M tokens, about 1.3 passes over the training split
     pretrain_flags: tuple[str, ...] = (
-        "--max_steps", "4000", "--eval_interval", "1000", "--val_steps", "100000", "--sample_prompt", "The")
+        "--max_steps", "2500", "--warmup_steps", "100", "--eval_interval", "500", "--val_steps", "100000",
+        "--sample_prompt", "The")
     # ~200k val tokens, every one scored at each evaluation; each Alpaca response its own document (end-of-text at
     # its start), so the base model has seen where answers end before finetuning teaches it to end its own
     prepare_flags: tuple[str, ...] = ("--val_fraction", "0.05", "--doc_boundary", "blank_line")

@@ -306,7 +306,11 @@ def can_do(final_val: float, vocab: int, figs: list, stats: dict, base: dict | N
 
 def pretrain_table(s: dict, rows: list[dict]) -> str:
     first = next((r["loss"] for r in rows if "loss" in r), None)
-    items = [("parameters", fmt(s.get("params"))), ("steps", fmt(s.get("steps"))),
+    tc = s.get("train_config") or {}
+    recipe = (f"{tc.get('optimizer', 'adamw')}, peak lr {tc.get('max_lr')} after {tc.get('warmup_steps')} warm-up "
+              f"steps, cosine to {tc.get('min_lr_ratio', 0.1):.0%}; {fmt(tc.get('total_batch_size'))} tokens a step"
+              if "max_lr" in tc else "-")
+    items = [("parameters", fmt(s.get("params"))), ("optimizer and schedule", recipe), ("steps", fmt(s.get("steps"))),
              ("tokens seen", fmt(s.get("tokens"))), ("tokens per second (steady state)", fmt(s.get("tokens_per_s"), 0)),
              ("train time s", fmt(s.get("train_time_s"), 1)), ("wall time s", fmt(s.get("wall_time_s"), 1)),
              ("first train loss", fmt(first)), ("final train loss", fmt(s.get("final_train_loss"))),

@@ -88,7 +88,9 @@ def fake_run(run: Path, full_overfits: bool, corpus_file: Path):
     write_json(run / "pretrain/summary.json", {
         "final_val_loss": 5.2, "final_train_loss": 5.0, "steps": 10, "tokens": 40960, "wall_time_s": 123.4,
         "train_time_s": 100.0, "tokens_per_s": 409.6, "params": 4273664, "world_size": 1, "device": "cpu",
-        "model_config": {"n_layer": 4, "n_head": 4, "n_embd": 256, "block_size": 256, "vocab_size": 4096}})
+        "model_config": {"n_layer": 4, "n_head": 4, "n_embd": 256, "block_size": 256, "vocab_size": 4096},
+        "train_config": {"optimizer": "muon", "max_lr": 0.004, "warmup_steps": 100, "min_lr_ratio": 0.1,
+                         "total_batch_size": 2048}})
     full = [3.0, 2.6, 2.4, 2.5, 2.7] if full_overfits else [3.0, 2.8, 2.6, 2.5, 2.45]
     sweep_run(run, "r0", 0, 42, full)
     for rank, last in [(1, 2.62), (8, 2.61), (32, 2.60)]:
@@ -136,6 +138,8 @@ def test_every_slot_filled_from_the_files(built):
     assert "153 byte values" in text and "871 merges" in text and "`j` ×3" in text
     assert "**48 train + 16 eval** records" in text and "| `pretrain_text.txt` |" in text
     assert "the run's 40,960 tokens are 455% of the training tokens" in text   # 40,960 seen / 9,000 in the shards
+    assert ("| optimizer and schedule | muon, peak lr 0.004 after 100 warm-up steps, cosine to 10%; 2,048 tokens a "
+            "step |") in text
     assert "0.2600 ± 0.0439" in text and "`python bpe/train.py` (1 s)" in text
     assert "perplexity **181**" in text and "92% of the 13 words in its samples occur in its corpus" in text
     # the count baselines: uniform = 12 bits per token = 3.333 bits per byte at 1000 tokens / 3600 bytes
