@@ -307,7 +307,8 @@ def can_do(final_val: float, vocab: int, figs: list, stats: dict, base: dict | N
 def pretrain_table(s: dict, rows: list[dict]) -> str:
     first = next((r["loss"] for r in rows if "loss" in r), None)
     tc = s.get("train_config") or {}
-    recipe = (f"{tc.get('optimizer', 'adamw')}, peak lr {tc.get('max_lr')} after {tc.get('warmup_steps')} warm-up "
+    optimizer = {"muon": "Muon (blocks' matrices) + AdamW (the rest)"}.get(tc.get("optimizer"), "AdamW")
+    recipe = (f"{optimizer}, peak lr {tc.get('max_lr')} after {tc.get('warmup_steps')} warm-up "
               f"steps, cosine to {tc.get('min_lr_ratio', 0.1):.0%}; {fmt(tc.get('total_batch_size'))} tokens a step"
               if "max_lr" in tc else "-")
     items = [("parameters", fmt(s.get("params"))), ("optimizer and schedule", recipe), ("steps", fmt(s.get("steps"))),

@@ -138,8 +138,8 @@ def test_every_slot_filled_from_the_files(built):
     assert "153 byte values" in text and "871 merges" in text and "`j` ×3" in text
     assert "**48 train + 16 eval** records" in text and "| `pretrain_text.txt` |" in text
     assert "the run's 40,960 tokens are 455% of the training tokens" in text   # 40,960 seen / 9,000 in the shards
-    assert ("| optimizer and schedule | muon, peak lr 0.004 after 100 warm-up steps, cosine to 10%; 2,048 tokens a "
-            "step |") in text
+    assert ("| optimizer and schedule | Muon (blocks' matrices) + AdamW (the rest), peak lr 0.004 after 100 warm-up "
+            "steps, cosine to 10%; 2,048 tokens a step |") in text
     assert "0.2600 ± 0.0439" in text and "`python bpe/train.py` (1 s)" in text
     assert "perplexity **181**" in text and "92% of the 13 words in its samples occur in its corpus" in text
     # the count baselines: uniform = 12 bits per token = 3.333 bits per byte at 1000 tokens / 3600 bytes
