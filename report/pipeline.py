@@ -47,9 +47,10 @@ class PipelineConfig:
     preset: str = "cpu"
     bpe_vocab_size: int = 1024
     # corpus: one fixed Alpaca subset for every finetuning run; everything else feeds pretraining.
-    # Sized by experiment on the 1.35M-parameter base below: 6 epochs over 120 records at lr 1e-3 show full
-    # finetuning's eval minimum after one epoch and its rise, while LoRA's eval loss still falls; at lr 3e-3 LoRA's
-    # turns up too. Examples up to the model's 256-token context (192 cut the end-of-text of the longer answers).
+    # Sized by experiment on an earlier 1.35M-parameter base and checked on the current one (report/README.md): 6
+    # epochs over 120 records at lr 1e-3 show full finetuning's eval minimum after one epoch and its rise, while
+    # LoRA's eval loss still falls; at lr 3e-3 LoRA's turned up too. Examples up to the model's 256-token context
+    # (192 cut the end-of-text of the longer answers).
     finetune_examples: int = 160           # records the finetuning uses (train + eval)
     eval_ratio: float = 0.25
     data_seed: int = 0
