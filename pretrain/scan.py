@@ -55,7 +55,7 @@ def parse_candidate(spec: str) -> dict:
 
 
 def step_costs(cands: dict[str, dict], vocab: int, rounds: int = 3) -> dict[str, float]:
-    """CPU seconds of one training step (forward, backward, AdamW) of each candidate, on random tokens (the cost
+    """CPU seconds of one training step (forward, backward, optimizer) of each candidate, on random tokens (the cost
     does not depend on the values). The candidates are timed round-robin, one step each per round after a warm-up
     step, and each gets its median: a machine whose load changes during the probe shifts all of them alike."""
     setups = {}
