@@ -57,3 +57,6 @@ def given(args: argparse.Namespace, cls) -> dict:
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
             if k in names and v is not None}
+
+
+typed_flags = given

@@ -252,3 +252,6 @@ def run_or_stop_all(fn, ddp: DDP, errors: tuple, rank0_only: bool = False):
         if err:
             raise err[0](err[1])
     return result
+
+
+fail_together = run_or_stop_all
