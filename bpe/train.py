@@ -1,4 +1,4 @@
-"""Train the homework's byte-level BPE tokenizer and write every artifact the rest of the project uses.
+"""Train the homework's byte-level BPE tokenizer and write every file the rest of the project uses.
 
     python bpe/train.py                       # the homework: manual.txt, vocab 1024, raw bytes (pattern none)
     python bpe/train.py --input webtext/wikitext2_valid.txt more.txt --vocab_size 4096 --pattern gpt2 \\
@@ -12,78 +12,84 @@ Writes one output set into --out_dir (default bpe/output/, next to this file), b
   special_tokens_map.json  /
   output.log               the homework's log: first/last 10 tokens, round trip, compression, comparison, time
   summary.json             the same figures, machine-readable (schema in README.md)
+Bad input (a file, a flag, a refused --out_dir) is one line on stderr and exit status 2, found before training.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import datadir
+import regex
+
 import fileio
 import homework
-import outputs
 from gpt2files import gpt2_encoding
-from tokenizer import PATTERNS, Tokenizer
+from tokenizer import PATTERNS, Tokenizer, render_token
 
 HERE = Path(__file__).resolve().parent
+FILES = {"model": "tokenizer.model", "vocab": "vocab.txt", "hf": "tokenizer.json",  # role -> name of the set
+         "hf_config": "tokenizer_config.json", "hf_special_map": "special_tokens_map.json",
+         "log": "output.log", "summary": "summary.json"}
+KIND = "bpe-tokenizer"  # the kind fileio's marker gives the set: only such a folder is ever replaced
 SUMMARY_FORMAT, SUMMARY_VERSION = "llmhw-bpe-summary", 2
-# The comparison paragraphs: the homework's own two (data directory), unless --english / --chinese give others.
-HOMEWORK_PARAGRAPHS = {"english": "bpe/homework_english.txt", "chinese": "bpe/homework_chinese.txt"}
 MAX_VOCAB = 1 << 24  # the trainer packs a pair of ids into one int64 as left * 2**24 + right
+# The round trip encodes the corpus in pieces of about PIECE_CHARS characters (memory: one piece's ids). A piece ends
+# after a newline or before a single space between two non-space characters: GPT-2's and GPT-4's patterns cut there
+# anyway, so the ids are the whole text's (tested); with pattern none a count may differ next to the cuts.
+PIECE_CHARS = 1 << 20
+CUT = regex.compile(r"(?<=\S)\n(?=\S)|(?<=\S)(?= \S)")
 
 
-@dataclass
-class TrainConfig:
-    """Command-line settings, validated once in ``parse_args`` and ``read_inputs`` (where input enters)."""
-    data_dir: str | None = None
-    inputs: list[str] = field(default_factory=lambda: ["bpe/manual.txt"])
-    vocab_size: int = 1024
-    pattern: str = "none"  # the homework trained on raw bytes, with no pre-splitting
-    special: list[str] = field(default_factory=list)
-    out_dir: str = str(HERE / "output")
-    english: str = HOMEWORK_PARAGRAPHS["english"]
-    chinese: str = HOMEWORK_PARAGRAPHS["chinese"]
-    model_max_length: int = 1024
-    overwrite: bool = False
+@contextlib.contextmanager
+def user_errors():
+    """Bad input (a file, a flag, an output folder fileio refuses): one line on stderr, exit status 2."""
+    try:
+        yield
+    except (ValueError, fileio.OutputError, fileio.DataFileNotFound) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
-def parse_args(argv=None) -> TrainConfig:
-    d = TrainConfig()
+def refuse(message: str):
+    raise ValueError(message)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data_dir", default=d.data_dir, help="data directory (else $LLMHW_DATA_DIR)")
-    p.add_argument("--input", nargs="+", default=d.inputs, dest="inputs",
-                   help="training files: names under the data directory (bpe/manual.txt) or paths")
-    p.add_argument("--vocab_size", type=int, default=d.vocab_size, help="total ids: 256 bytes + merges + specials")
-    p.add_argument("--pattern", choices=sorted(PATTERNS), default=d.pattern, help="pre-split regex (none = raw bytes)")
-    p.add_argument("--special", nargs="*", default=d.special, help="special tokens, e.g. '<|endoftext|>'")
-    p.add_argument("--out_dir", default=d.out_dir, help="output folder (default: bpe/output next to this script)")
-    p.add_argument("--english", default=d.english, help="English comparison paragraph (file or data name)")
-    p.add_argument("--chinese", default=d.chinese, help="Chinese comparison paragraph (file or data name)")
-    p.add_argument("--model_max_length", type=int, default=d.model_max_length,
+    p.error = refuse  # argparse's own errors too (a bad number, an unknown flag): one line, exit status 2
+    p.add_argument("--data_dir", help="data directory (else $LLMHW_DATA_DIR)")
+    p.add_argument("--input", nargs="+", default=["bpe/manual.txt"], dest="inputs",
+                   help="training files: names under the data directory (bpe/manual.txt) or paths; joined by \\n")
+    p.add_argument("--vocab_size", type=int, default=1024, help="total ids: 256 bytes + merges + specials")
+    p.add_argument("--pattern", choices=sorted(PATTERNS), default="none", help="pre-split regex (none = raw bytes, "
+                   "as the homework)")
+    p.add_argument("--special", nargs="*", default=[], help="special tokens, e.g. '<|endoftext|>'")
+    p.add_argument("--out_dir", default=str(HERE / "output"), help="output folder (default: bpe/output)")
+    for lang in ("english", "chinese"):  # the homework's own paragraphs (data directory) unless others are given
+        p.add_argument(f"--{lang}", default=homework.PARAGRAPHS[lang], help=f"{lang} comparison paragraph")
+    p.add_argument("--model_max_length", type=int, default=1024,
                    help="model_max_length in tokenizer_config.json (the context length of the model it serves)")
-    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out_dir")
-    cfg = TrainConfig(**vars(p.parse_args(argv)))
-    bad = [s for s in cfg.special if not s or s.isspace()]
-    if bad or len(set(cfg.special)) != len(cfg.special):
-        p.error(f"--special: special tokens must be distinct, non-blank strings, got {cfg.special!r}")
+    p.add_argument("--overwrite", action="store_true", help="replace the output set of an earlier run in --out_dir")
+    cfg = p.parse_args(argv)
+    if any(not s or s.isspace() for s in cfg.special) or len(set(cfg.special)) != len(cfg.special):
+        raise ValueError(f"--special: special tokens must be distinct, non-blank strings, got {cfg.special!r}")
     if not 256 + len(cfg.special) <= cfg.vocab_size <= MAX_VOCAB:
-        p.error(f"--vocab_size {cfg.vocab_size} is out of range: need 256 bytes + {len(cfg.special)} special "
-                f"tokens = {256 + len(cfg.special)} at least, {MAX_VOCAB} at most")
+        raise ValueError(f"--vocab_size {cfg.vocab_size} is out of range: need 256 bytes + {len(cfg.special)} "
+                         f"special tokens = {256 + len(cfg.special)} at least, {MAX_VOCAB} at most")
     if cfg.model_max_length < 1:
-        p.error(f"--model_max_length {cfg.model_max_length} must be positive")
+        raise ValueError(f"--model_max_length {cfg.model_max_length} must be positive")
     return cfg
 
 
-def resolve(name: str, data_dir: str | None) -> Path:
-    """A real file path as given, else a name under the data directory (datadir.find's clear error if neither)."""
+def find(name: str, data_dir: str | None) -> Path:
+    """A real file path as given, else a name under the data directory."""
     path = Path(name).expanduser()
     if path.is_dir():
-        raise SystemExit(f"error: {path} is a folder; give a text file")
-    return path.resolve() if path.is_file() else datadir.find(name, data_dir)
+        raise ValueError(f"{path} is a folder; give a text file")
+    return path.resolve() if path.is_file() else fileio.find(name, data_dir)
 
 
 def read_text(path: Path) -> str:
@@ -91,103 +97,144 @@ def read_text(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise SystemExit(f"error: {path}: cannot read it ({e.strerror or e})") from None
+        raise ValueError(f"{path}: cannot read it ({e.strerror or e})") from None
     if not data:
-        raise SystemExit(f"error: {path} is empty")
+        raise ValueError(f"{path} is empty")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SystemExit(f"error: {path} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 4]!r})") from None
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 4]!r})") from None
 
 
-def read_inputs(cfg: TrainConfig) -> tuple[list[Path], str, dict[str, Path], dict[str, str]]:
-    """Every input, the comparison paragraphs included, found and decoded before any work (one line if bad)."""
-    try:
-        paths = [resolve(name, cfg.data_dir) for name in cfg.inputs]
-        sample_paths = {"english": resolve(cfg.english, cfg.data_dir), "chinese": resolve(cfg.chinese, cfg.data_dir)}
-    except datadir.DataFileNotFound as e:
-        raise SystemExit(f"error: {e}") from None
-    text = "\n".join(read_text(p) for p in paths)  # files joined by a newline, as separate documents
-    return paths, text, sample_paths, {k: read_text(p) for k, p in sample_paths.items()}
+def pieces(text: str, size: int = PIECE_CHARS):
+    """Consecutive pieces of about ``size`` characters, cut only at CUT (one piece if the text has no such cut)."""
+    start = 0
+    while start < len(text):
+        m = CUT.search(text, start + size) if start + size < len(text) else None
+        end = m.end() if m else len(text)
+        yield text[start:end]
+        start = end
 
 
-def train_tokenizer(cfg: TrainConfig, text: str) -> tuple[Tokenizer, float]:
-    t0 = time.perf_counter()
-    tok = Tokenizer(cfg.pattern).train(text, cfg.vocab_size, special_tokens=cfg.special, verbose=True)
-    return tok, time.perf_counter() - t0
+def roundtrip(tok: Tokenizer, text: str, size: int = PIECE_CHARS) -> dict:
+    """Encode the corpus piece by piece (special-token strings as text) and check that decoding gives each piece's
+    exact bytes back; memory is one piece's ids, not the corpus's."""
+    from tqdm import tqdm
+
+    t0, ok, n_tokens, n_pieces, n_bytes = time.perf_counter(), True, 0, 0, 0
+    with tqdm(total=len(text), unit="char", unit_scale=True, desc="round trip") as bar:
+        for piece in pieces(text, size):
+            data, ids = piece.encode("utf-8"), tok.encode(piece, disallowed_special=())
+            ok &= tok.decode_bytes(ids) == data
+            n_tokens, n_pieces, n_bytes = n_tokens + len(ids), n_pieces + 1, n_bytes + len(data)
+            bar.update(len(piece))
+    return {"tokens": n_tokens, "ok": ok, "pieces": n_pieces, "bytes": n_bytes,
+            "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def compare(tok: Tokenizer, enc, samples: dict[str, str], sample_paths: dict[str, Path], published: bool) -> dict:
-    """Token counts of each paragraph: ours, GPT-2's, and the homework's published figure (on its own paragraphs)."""
-    return {k: {"ours": len(tok.encode(s, disallowed_special=())), "gpt2": len(enc.encode(s, disallowed_special=())),
-                "homework": homework.PUBLISHED["ours"][k] if published else None,
-                "chars": len(s), "bytes": len(s.encode("utf-8")), "source": str(sample_paths[k])}
-            for k, s in samples.items()}
+def special_roles(special_tokens: dict[str, int]) -> dict:
+    """transformers' special-token roles as GPT-2's: bos = eos = unk = <|endoftext|> (or the first special given);
+    pad is a special whose name says pad, else eos (so batched encoding works out of the box)."""
+    if not special_tokens:
+        return {}
+    names = sorted(special_tokens, key=special_tokens.get)
+    eos = "<|endoftext|>" if "<|endoftext|>" in names else names[0]
+    pad = next((s for s in names if "pad" in s.lower()), eos)
+    return {"bos_token": eos, "eos_token": eos, "unk_token": eos, "pad_token": pad}
 
 
-def is_published(sample_paths: dict[str, Path], data_dir: str | None) -> bool:
-    """Whether the paragraphs are the homework's own (so its published counts apply to them)."""
-    try:
-        return all(sample_paths[k].read_bytes() == datadir.find(name, data_dir).read_bytes()
-                   for k, name in HOMEWORK_PARAGRAPHS.items())
-    except datadir.DataFileNotFound:
-        return False
+def hf_config(special_tokens: dict[str, int], model_max_length: int) -> dict:
+    """tokenizer_config.json: what AutoTokenizer needs besides tokenizer.json."""
+    roles = special_roles(special_tokens)
+    extra = [s for s in sorted(special_tokens, key=special_tokens.get) if s not in roles.values()]
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
+            "clean_up_tokenization_spaces": False,  # decode must give back the exact text, as ours does
+            "add_prefix_space": False, **roles, **({"additional_special_tokens": extra} if extra else {})}
 
 
-def analyse_homework(cfg: TrainConfig, tok: Tokenizer, text: str, samples: dict[str, str], published: bool):
-    """The homework's tokenizer re-run on the same corpus and measured (homework.py), where its setup applies."""
-    data = text.encode("utf-8")
-    reason = homework.skip_reason(cfg.pattern, cfg.special, len(data), cfg.vocab_size)
-    if reason:
-        return {"schema": homework.SCHEMA, "skipped": reason}
-    print("re-running the homework's tokenizer for the comparison (homework.py) ...")
-    return homework.analyse(data, cfg.vocab_size, tok, samples, published)
+def render_log(s: dict, requested_vocab: int) -> str:
+    """The homework's log, made from the summary (so the two always agree)."""
+    log = [f"trained on {', '.join(s['inputs'])} ({s['corpus_bytes']:,} bytes), pattern={s['pattern']}, "
+           f"vocab_size={s['vocab_size']} ({s['n_merges']} merges, specials {s['special_tokens'] or 'none'})"]
+    if s["vocab_size"] < requested_vocab:
+        log.append(f"note: the corpus ran out of pairs; vocabulary is {s['vocab_size']}, not {requested_vocab}")
+    log.append(f"training time: {s['train_seconds']:.2f} s")
+    for which in ("first", "last"):
+        log += [f"{which} 10 vocabulary tokens:"] + [f"  {i:>6}  {t}" for i, t in s[f"{which}_tokens"]]
+    log.append(f"round trip (encode then decode the whole corpus == original, {s['roundtrip_pieces']} piece(s)): "
+               f"{'OK' if s['roundtrip_ok'] else 'FAILED'}")
+    log.append(f"compression: {s['n_tokens']:,} tokens, {s['bytes_per_token']:.3f} bytes/token")
+    log.append("token counts: ours, GPT-2 (tiktoken from the local GPT-2 files), the homework's published figure")
+    for k, c in s["comparison"].items():
+        hw = "-" if c["homework"] is None else c["homework"]
+        log.append(f"  {k:<8} ours {c['ours']:>5}  gpt2 {c['gpt2']:>5}  homework {hw:>5}  ({c['chars']} chars)")
+    return "\n".join(log + homework.log_lines(s["homework"])) + "\n"
 
 
-def build_summary(cfg, tok, paths, text, train_seconds, check, comparison, analysis) -> dict:
-    learned = sorted(tok.vocab)
-    corpus_bytes = check["bytes"]
-    return {
-        "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION, "config": asdict(cfg),
-        "vocab_size": tok.vocab_size, "pattern": cfg.pattern, "special_tokens": tok.special_tokens,
-        "inputs": [str(p) for p in paths], "train_seconds": round(train_seconds, 3), "corpus_bytes": corpus_bytes,
-        "n_tokens": check["tokens"], "bytes_per_token": round(corpus_bytes / max(check["tokens"], 1), 4),
-        "roundtrip_ok": check["ok"], "roundtrip_pieces": check["pieces"], "roundtrip_seconds": check["seconds"],
-        "n_merges": len(tok.merges),
-        "first_tokens": outputs.token_rows(tok, learned[:10]), "last_tokens": outputs.token_rows(tok, learned[-10:]),
-        "comparison": comparison, "homework": analysis,
-        "hf": outputs.hf_special_roles(tok.special_tokens),
-        "files": dict(outputs.FILES),
-    }
+def write_set(out: Path, tok: Tokenizer, hf_json: str, summary: dict, log: str, model_max_length: int) -> None:
+    """All files written into a folder beside ``out`` and swapped in whole: a kill or a full disk leaves the earlier
+    set intact (never files of two tokenizers side by side)."""
+    config = hf_config(tok.special_tokens, model_max_length)
+    with fileio.atomic_dir(out, KIND) as tmp:
+        tok.save(tmp / FILES["model"], tmp / FILES["vocab"])
+        fileio.atomic_write_text(tmp / FILES["hf"], hf_json)
+        fileio.atomic_write_json(tmp / FILES["hf_config"], config)
+        fileio.atomic_write_json(tmp / FILES["hf_special_map"], {k: v for k, v in config.items() if "_token" in k})
+        fileio.atomic_write_text(tmp / FILES["log"], log)
+        fileio.atomic_write_json(tmp / FILES["summary"], summary)
 
 
 def main(argv=None) -> dict:
-    cfg = parse_args(argv)
-    paths, text, sample_paths, samples = read_inputs(cfg)
-    try:
-        out = outputs.claim_out_dir(Path(cfg.out_dir), paths + list(sample_paths.values()), cfg.overwrite)
-    except fileio.OutputError as e:
-        raise SystemExit(f"error: {e}") from None
-    try:  # found before training: the comparison needs GPT-2's files
-        enc = gpt2_encoding(cfg.data_dir)
-    except (datadir.DataFileNotFound, ValueError) as e:  # missing, or damaged (gpt2files names the files)
-        raise SystemExit(f"error: {e}") from None
+    # settings and inputs, all checked before any work: the corpus, the paragraphs, the output folder, GPT-2's files
+    with user_errors():
+        cfg = parse_args(argv)
+        paths = [find(name, cfg.data_dir) for name in cfg.inputs]
+        text = "\n".join(read_text(p) for p in paths)  # several files: separate documents
+        para_paths = {k: find(getattr(cfg, k), cfg.data_dir) for k in ("english", "chinese")}
+        paragraphs = {k: read_text(p) for k, p in para_paths.items()}
+        out = fileio.claim_output_dir(cfg.out_dir, KIND, list(FILES.values()), overwrite=cfg.overwrite,
+                                      inputs=paths + list(para_paths.values())).path
+        gpt2 = gpt2_encoding(cfg.data_dir)  # the comparison's reference: tiktoken's gpt2 from the local files
 
-    tok, train_seconds = train_tokenizer(cfg, text)
-    hf_json = outputs.hf_json_or_exit(tok)  # a special token HF cannot hold stops here, before any file is written
-    check = outputs.roundtrip(tok, text)
-    published = is_published(sample_paths, cfg.data_dir)
-    comparison = compare(tok, enc, samples, sample_paths, published)
-    analysis = analyse_homework(cfg, tok, text, samples, published)
-    summary = build_summary(cfg, tok, paths, text, train_seconds, check, comparison, analysis)
-    report = outputs.render_log(summary, requested_vocab=cfg.vocab_size)
-    print(report, end="")
+    # train
+    t0 = time.perf_counter()
+    tok = Tokenizer(cfg.pattern).train(text, cfg.vocab_size, special_tokens=cfg.special, verbose=True)
+    train_seconds = time.perf_counter() - t0
+    with user_errors():  # a special token HF's format cannot hold: stop before anything is written
+        hf_json = tok.to_hf().to_str(pretty=False)
 
-    try:
-        outputs.write_set(out, tok, hf_json, summary, report, cfg.model_max_length)
-    except fileio.OutputError as e:
-        raise SystemExit(f"error: {e}") from None
-    print(f"wrote {out}/{{{','.join(outputs.FILES.values())}}}")
+    # measure: round trip and compression, the paragraphs against GPT-2 and the homework, the homework re-run
+    check = roundtrip(tok, text)
+    published = homework.published_paragraphs(para_paths, cfg.data_dir)
+    comparison = {k: {"ours": len(tok.encode(s, disallowed_special=())), "gpt2": len(gpt2.encode_ordinary(s)),
+                      "homework": homework.PUBLISHED["ours"][k] if published else None,
+                      "chars": len(s), "bytes": len(s.encode("utf-8")), "source": str(para_paths[k])}
+                  for k, s in paragraphs.items()}
+    data = text.encode("utf-8")
+    skipped = homework.skip_reason(cfg.pattern, cfg.special, len(data), cfg.vocab_size)
+    analysis = {"schema": homework.SCHEMA, "skipped": skipped} if skipped else \
+        homework.analyse(data, cfg.vocab_size, tok, paragraphs, published)
+    learned = sorted(tok.vocab)
+    summary = {
+        "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION, "config": vars(cfg),
+        "vocab_size": tok.vocab_size, "pattern": cfg.pattern, "special_tokens": tok.special_tokens,
+        "inputs": [str(p) for p in paths], "train_seconds": round(train_seconds, 3), "corpus_bytes": check["bytes"],
+        "n_tokens": check["tokens"], "bytes_per_token": round(check["bytes"] / max(check["tokens"], 1), 4),
+        "roundtrip_ok": check["ok"], "roundtrip_pieces": check["pieces"], "roundtrip_seconds": check["seconds"],
+        "n_merges": len(tok.merges),
+        "first_tokens": [[i, render_token(tok.vocab[i])] for i in learned[:10]],
+        "last_tokens": [[i, render_token(tok.vocab[i])] for i in learned[-10:]],
+        "comparison": comparison, "homework": analysis,
+        "hf": special_roles(tok.special_tokens),
+        "files": dict(FILES),
+    }
+    log = render_log(summary, requested_vocab=cfg.vocab_size)
+    print(log, end="")
+
+    # save
+    with user_errors():
+        write_set(out, tok, hf_json, summary, log, cfg.model_max_length)
+    print(f"wrote {out}/{{{','.join(FILES.values())}}}")
     if not check["ok"]:
         sys.exit("error: round trip failed")
     return summary

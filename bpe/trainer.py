@@ -1,13 +1,12 @@
-"""BPE training: ``naive_train_merges`` (minbpe-style, the readable reference) and ``train_merges`` (the fast one).
+"""BPE training, minbpe-style: ``naive_train_merges`` (the readable reference) and ``train_merges`` (the fast one).
 
 Both follow one contract (tests: identical merges on real text, random corpora, raw bytes, specials):
   * the pair with the highest (weighted) count wins; among equal counts the smallest (left id, right id);
   * occurrences are merged left to right inside each chunk (``aaa`` with (a, a) -> ``[aa, a]``), as minbpe and HF;
   * a merge whose bytes already are a token reuses that token's id (a byte string with two ranks cannot exist in
     tiktoken's rank semantics); only new tokens count towards ``n_new``.
-
-``chunks`` maps each unique pre-split chunk (bytes) to its count; ``vocab`` (id -> bytes, the 256 bytes at 0..255) is
-extended in place; the result is the merges as (left id, right id, result id) in order.
+``chunks`` maps each unique pre-split chunk (bytes) to its count; ``vocab`` (id -> bytes, the 256 bytes at 0..255)
+is extended in place; the result is the merges as (left id, right id, result id) in order.
 """
 from __future__ import annotations
 
@@ -17,10 +16,6 @@ from collections import Counter
 import numpy as np
 
 KEY = 1 << 24  # pair code = left * KEY + right: one int64 that orders like the tuple (left, right)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the reference: recount every pair after every merge (minbpe's basic.py train, with weights and id reuse)
 
 
 def naive_train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int) -> list[tuple[int, int, int]]:
@@ -59,9 +54,20 @@ def merge_pair(ids: list[int], left: int, right: int, new: int) -> list[int]:
     return out
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# the fast trainer: the same merges, each touching only the occurrences of the merged pair
+def group_starts(a: np.ndarray) -> np.ndarray:
+    """The index where each run of equal values in ``a`` (sorted, not empty) starts."""
+    return np.flatnonzero(np.concatenate(([True], a[1:] != a[:-1])))
 
+
+def left_to_right(chained: np.ndarray) -> np.ndarray:
+    """Which occurrences of a pair (a, a) to merge when ``chained[k]`` says occurrence k starts where k-1 ends (runs
+    like 'aaaa'): every other one from the start of each run, as merging left to right does."""
+    k = np.arange(len(chained))
+    run_start = np.maximum.accumulate(np.where(chained, 0, k))
+    return (k - run_start) % 2 == 0
+
+
+# the fast trainer: the same merges, each touching only the occurrences of the merged pair
 
 def train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int, progress=None) -> list[tuple[int, int, int]]:
     """Same result as ``naive_train_merges``; ``progress`` (a tqdm bar or None) advances once per new token."""
@@ -129,13 +135,12 @@ class MergeState:
             codes, slots = codes[order], slots[order]
             if not len(codes):
                 continue
-            first = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))
+            first = group_starts(codes)
             pair_codes = (codes[first].astype(np.int64) // 256 * KEY + codes[first] % 256).tolist()
             sums = np.add.reduceat(weight[slots], first).tolist()
-            bounds = np.append(first, len(slots)).tolist()
-            for k, pair in enumerate(pair_codes):  # blocks come in order: each pair's list stays ascending
-                counts[pair] = counts.get(pair, 0) + sums[k]
-                where.setdefault(pair, []).append(slots[bounds[k]:bounds[k + 1]])
+            for pair, total, at in zip(pair_codes, sums, np.split(slots, first[1:])):
+                counts[pair] = counts.get(pair, 0) + total
+                where.setdefault(pair, []).append(at)  # blocks come in order: each pair's list stays ascending
         return counts, where
 
     def pop_best_pair(self) -> int | None:
@@ -156,17 +161,13 @@ class MergeState:
         # ascending runs (one per block or merge that created the pair): a stable sort (timsort) merges them
         # cheaply; a slot can be listed twice (created, destroyed, created again): drop repeats
         at = np.sort(np.concatenate(self.where.pop(code)), kind="stable")
-        at = at[np.concatenate(([True], at[1:] != at[:-1]))]
+        at = at[group_starts(at)]
         at = at[self.token[at] == left]
         nxt = self.next_pos[at]
         ok = self.token[nxt] == right
         at, nxt = at[ok], nxt[ok]
         if left == right and len(at) > 1:
-            # runs like 'aaaa': occurrence t+1 starts where t ends; merging left to right keeps every other one
-            k = np.arange(len(at))
-            chained = np.concatenate(([False], at[1:] == nxt[:-1]))
-            run_start = np.maximum.accumulate(np.where(chained, 0, k))
-            keep = (k - run_start) % 2 == 0
+            keep = left_to_right(np.concatenate(([False], at[1:] == nxt[:-1])))
             at, nxt = at[keep], nxt[keep]
         return at, nxt
 
@@ -199,7 +200,7 @@ class MergeState:
         all_codes = np.concatenate((removed_codes, created_codes))
         order = np.argsort(all_codes, kind="stable")
         sorted_codes = all_codes[order]
-        starts = np.flatnonzero(np.concatenate(([True], sorted_codes[1:] != sorted_codes[:-1])))
+        starts = group_starts(sorted_codes)
         deltas = np.add.reduceat(np.concatenate((-self.weight[removed], self.weight[created]))[order], starts)
         for pair, delta in zip(sorted_codes[starts].tolist(), deltas.tolist()):
             if not delta:
@@ -216,8 +217,7 @@ class MergeState:
         new_codes = sorted_codes[is_created]
         new_slots = np.concatenate((removed, created))[order][is_created]
         if len(new_codes):
-            bounds = np.append(np.flatnonzero(np.concatenate(([True], new_codes[1:] != new_codes[:-1]))),
-                               len(new_codes)).tolist()
-            for t, pair in enumerate(new_codes[bounds[:-1]].tolist()):
+            starts = group_starts(new_codes)
+            for pair, at in zip(new_codes[starts].tolist(), np.split(new_slots, starts[1:])):
                 if pair in self.counts:
-                    self.where.setdefault(pair, []).append(new_slots[bounds[t]:bounds[t + 1]])
+                    self.where.setdefault(pair, []).append(at)

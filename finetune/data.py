@@ -1,7 +1,7 @@
 """Stanford Alpaca for supervised finetuning: load, validate, template, tokenize, mask, split and batch.
 
 Sources: a local ``.json`` (a list of records), ``.jsonl`` (one record a line), either one ``.xz``-compressed, a name
-under the data directory (``alpaca/alpaca_data.json.xz``, found by datadir.find) or a Hugging Face dataset name
+under the data directory (``alpaca/alpaca_data.json.xz``, found by fileio.find) or a Hugging Face dataset name
 (``tatsu-lab/alpaca``). A record has string fields ``instruction`` and ``output`` and an optional ``input``.
 
 Each example is prompt + target + EOS; the loss sees only the target and EOS. Labels are -100 (ignored by the cross
@@ -13,6 +13,7 @@ Which records are finetuned on, held out or left for pretraining text is partiti
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import lzma
 import random
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-import datadir
+import fileio
 
 IGNORE_INDEX = -100  # label of tokens outside the loss (F.cross_entropy's default ignore_index)
 DEFAULT_DATA = "alpaca/alpaca_data.json.xz"
@@ -72,13 +73,13 @@ def resolve_data_path(data_path: str, data_dir: str | None = None) -> Path | str
         alt = data_path[:-3] if data_path.endswith(".xz") else data_path + ".xz"
         for name in (data_path, alt):  # a local copy of either form first, then a download of one with a source
             try:
-                return datadir.find(name, data_dir, download=False)
-            except datadir.DataFileNotFound:
+                return fileio.find(name, data_dir, download=False)
+            except fileio.DataFileNotFound:
                 pass
         for name in (data_path, alt):
-            if datadir.SOURCES.get(name):
-                return datadir.find(name, data_dir)
-        return datadir.find(data_path, data_dir, download=False)  # raises the one-line error naming the folders
+            if fileio.SOURCES.get(name):
+                return fileio.find(name, data_dir)
+        return fileio.find(data_path, data_dir, download=False)  # raises the one-line error naming the folders
     if HUB_NAME.fullmatch(data_path):
         return data_path
     raise FileNotFoundError(f"--data_path {data_path}: no such file, and not a data-directory name or "
@@ -216,6 +217,26 @@ def check_split(name: str, n: int, batch_size: int, world_size: int = 1, flag: s
                          f"{flag} or give the split more examples (--max_examples, --eval_ratio)")
 
 
+def prepare_data(tc, rc, tokenizer, world_size: int = 1, say=print):
+    """train.py's data (settings ``tc``, ``rc``): tokenized (train, eval) examples, the data's name, and a SHA-256 of
+    the records they come from (a resume compares it: the same file name may hold other data); checks that both
+    splits hold at least one batch per rank. ``say``: where the counts are printed (train.py: rank 0 only)."""
+    records, source = load_records(tc.data_path, tc.data_dir)
+    train_idx, eval_idx = split_indices(len(records), tc.eval_ratio, tc.data_seed, tc.max_examples)
+    out = []
+    for name, idx, bs, flag in (("train", train_idx, tc.batch_size, "--batch_size"),
+                                ("eval", eval_idx, rc.eval_batch_size, "--eval_batch_size")):
+        examples, dropped = tokenize([records[i] for i in idx], tokenizer, tc.template, tc.max_length)
+        if dropped:
+            say(f"[data] {name}: dropped {dropped} examples whose prompt fills --max_length {tc.max_length}")
+        check_split(name, len(examples), bs, world_size, flag)
+        out.append(examples)
+    say(f"[data] {source}: {len(records)} records -> train {len(out[0])}, eval {len(out[1])} examples")
+    used = [[records[i] for i in train_idx], [records[i] for i in eval_idx]]
+    digest = hashlib.sha256(json.dumps(used, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return out[0], out[1], source, digest
+
+
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest example: input_ids/attention_mask/labels (B, T); padding labels are -100."""
     T = max(len(e.input_ids) for e in examples)
@@ -270,8 +291,8 @@ def gpt2_tokenizer(data_dir: str | None = None):
     """GPT-2's tokenizer from the data directory's gpt2/encoder.json + gpt2/vocab.bpe (no hub access)."""
     from transformers import GPT2TokenizerFast
 
-    vocab = json.loads(datadir.find("gpt2/encoder.json", data_dir).read_text(encoding="utf-8"))
-    lines = datadir.find("gpt2/vocab.bpe", data_dir).read_text(encoding="utf-8").split("\n")
+    vocab = json.loads(fileio.find("gpt2/encoder.json", data_dir).read_text(encoding="utf-8"))
+    lines = fileio.find("gpt2/vocab.bpe", data_dir).read_text(encoding="utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1:] if line.strip()]  # line 0 is "#version: 0.2"
     return GPT2TokenizerFast(vocab=vocab, merges=merges)
 

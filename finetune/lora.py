@@ -2,9 +2,9 @@
 
 The homework's four names: ``LoRALinear``, ``convert_linear_layer_to_lora``, ``only_optimize_lora_parameters`` and
 ``get_lora_state_dict``; around them: explicit ``merge()``/``unmerge()``, ``merge_and_unload``,
-``load_lora_state_dict``, adapter folders (``save_adapter``/``load_adapter``) and export to / import from PEFT's
-adapter format (``adapter_config.json`` + ``adapter_model.safetensors``), so that
-``peft.PeftModel.from_pretrained(base, folder)`` reproduces our logits and we reproduce PEFT's.
+``load_lora_state_dict``, adapter folders (``save_adapter``/``load_adapter``, ours and PEFT's format, so that
+``peft.PeftModel.from_pretrained(base, folder)`` reproduces our logits and we reproduce PEFT's) and the loading of
+the base models they go on (``load_model``, ``model_shape``, ``autocast_for``).
 
 Math (one adapted layer, base weight W (out, in) frozen, r = lora_dim):
     y = x Wᵀ + b + s · (dropout(x) Rᵀ) Lᵀ      R = lora_right_weight (r, in), Kaiming-uniform (a=√5, as nn.Linear)
@@ -18,9 +18,11 @@ same GEMM as Conv1D; PEFT calls this ``fan_in_fan_out=True``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +42,7 @@ ADAPTER_FORMAT, ADAPTER_VERSION = "llmhw-lora-adapter", 1
 OUR_CONFIG, OUR_WEIGHTS = "lora_config.json", "lora_weights.safetensors"
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
+ADAPTER_KIND = "LoRA adapter"  # the folder's kind for fileio (its marker)
 
 
 class LoRALinear(nn.Module):
@@ -205,6 +208,9 @@ def _convert_modules(model: nn.Module, names: list[str], cfg: LoRAConfig) -> nn.
         layer = getattr(parent, attr)
         if isinstance(layer, LoRALinear):
             raise ValueError(f"module '{name}' already has a LoRA adapter")
+        if cfg.lora_dim > min(layer.weight.shape):  # else a "low-rank" update would be full-rank or bigger
+            raise ValueError(f"lora_dim {cfg.lora_dim} exceeds min(in, out) of module '{name}' (weight "
+                             f"{tuple(layer.weight.shape)}); choose a rank <= {min(layer.weight.shape)}")
         tied = _tied_elsewhere(model, name, layer)
         if tied:  # merge() would add the update to the shared tensor, changing the other module too
             raise ValueError(f"module '{name}' shares its weight with '{tied}' (tied weights): LoRA on it would "
@@ -335,23 +341,11 @@ def save_adapter(model: nn.Module, path: str | Path, cfg: LoRAConfig | None = No
             "base_model_name_or_path": base_model_name_or_path, **(extra or {})}
     peft_config, peft_tensors = _peft_files(model, cfg, base_model_name_or_path)
     weights = {k: v.contiguous() for k, v in get_lora_state_dict(model).items()}
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, ADAPTER_KIND) as tmp:
         (tmp / OUR_CONFIG).write_text(json.dumps(ours, indent=2) + "\n")
         save_file(weights, str(tmp / OUR_WEIGHTS), metadata={"format": "pt"})
         (tmp / PEFT_CONFIG).write_text(json.dumps(peft_config, indent=2) + "\n")
         save_file(peft_tensors, str(tmp / PEFT_WEIGHTS), metadata={"format": "pt"})
-    return Path(path)
-
-
-def export_peft_adapter(model: nn.Module, path: str | Path, cfg: LoRAConfig | None = None,
-                        base_model_name_or_path: str | None = None) -> Path:
-    """Write only PEFT's two files (for `peft.PeftModel.from_pretrained(base, path)`)."""
-    from safetensors.torch import save_file
-
-    config, tensors = _peft_files(model, cfg or lora_config_of(model), base_model_name_or_path)
-    with atomic_dir(path) as tmp:
-        (tmp / PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        save_file(tensors, str(tmp / PEFT_WEIGHTS), metadata={"format": "pt"})
     return Path(path)
 
 
@@ -412,27 +406,15 @@ def adapter_rank(path: str | Path) -> int:
     raise FileNotFoundError(f"{path} holds neither {OUR_CONFIG} nor {PEFT_CONFIG}: not an adapter folder")
 
 
-def adapter_base(path: str | Path) -> str | None:
-    """The base model an adapter folder records (ours or PEFT's config), or None."""
-    path = Path(path)
-    for name in (OUR_CONFIG, PEFT_CONFIG):
-        if (path / name).is_file():
-            base = _read_json(path / name).get("base_model_name_or_path")
-            return base if isinstance(base, str) else None
-    return None
-
-
-def same_model(a: str, b: str) -> bool:
-    """Whether two model names or folders mean the same model (folders compared by their resolved path)."""
-    norm = [str(Path(x).expanduser().resolve()) if Path(x).expanduser().exists() else x.rstrip("/") for x in (a, b)]
-    return norm[0] == norm[1]
-
-
 def check_adapter_base(adapter: str | Path, base: str, base_flag: str, allow_other: bool = False) -> None:
-    """Refuse an adapter that records another base model than ``base``: a same-shaped adapter of another base loads
-    silently and gives a model of neither (every command that applies an adapter calls this)."""
-    recorded = adapter_base(adapter)
-    if recorded and not same_model(recorded, base) and not allow_other:
+    """Refuse an adapter that records another base model than ``base`` (folders compared resolved): a same-shaped
+    adapter of another base loads silently and gives a model of neither (every command that applies one calls this)."""
+    path = Path(adapter)
+    config = next((path / n for n in (OUR_CONFIG, PEFT_CONFIG) if (path / n).is_file()), None)
+    recorded = _read_json(config).get("base_model_name_or_path") if config else None
+    norm = [str(Path(x).expanduser().resolve()) if Path(x).expanduser().exists() else x.rstrip("/")
+            for x in (recorded, base) if isinstance(x, str)]
+    if len(norm) == 2 and norm[0] != norm[1] and not allow_other:
         raise ValueError(f"adapter {adapter} was trained on {recorded}, but {base_flag} is {base}; pass "
                          "--allow_other_base to use it anyway")
 
@@ -482,3 +464,95 @@ def import_peft_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, 
     cfg = LoRAConfig(r, float(conf.get("lora_alpha", 8)), "", float(conf.get("lora_dropout", 0.0)),
                      bool(conf.get("use_rslora", False)), targets).validate()
     return _attach(model, cfg, state, path), cfg
+
+
+# ---------------------------------------------------------------------------------------------- base models
+# Loading the causal LM that adapters go on (train.py, generate.py, merge.py): one-line errors, its shape from the
+# config alone, and the precision of its forward passes (--dtype: the same autocast for training and generation).
+DTYPES = ("auto", "float32", "bfloat16")
+IGNORE_INDEX = -100  # the label of prompt and padding tokens (data.py's; F.cross_entropy's default)
+# Models whose forward is `lm_head(backbone(x).last_hidden_state)` with nothing in between (no logit scaling or
+# soft-capping), so logits may be computed on the target positions only.
+PLAIN_HEAD_MODELS = {"GPT2LMHeadModel", "GPTNeoForCausalLM", "GPTNeoXForCausalLM", "LlamaForCausalLM",
+                     "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+
+
+def target_index(labels: torch.Tensor) -> torch.Tensor:
+    """(N,) flat indices into (B*(T-1)) of the positions whose next token is a target; made on the host from the
+    CPU labels (a data-dependent shape made on the GPU would make the host wait)."""
+    return torch.nonzero(labels[:, 1:].reshape(-1) != IGNORE_INDEX).squeeze(1)
+
+
+class TargetLoss(nn.Module):
+    """(sum of target-token cross entropies, number of target tokens) of a causal LM batch. Wraps the model so that
+    DDP sees one forward (its gradient hooks need the wrapped module's forward)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
+        self.fast = type(model).__name__ in PLAIN_HEAD_MODELS and isinstance(backbone, nn.Module) \
+            and model.get_output_embeddings() is not None
+
+    def forward(self, input_ids, attention_mask, labels, targets=None):
+        y = labels[:, 1:].reshape(-1)                 # (B*(T-1),): position t predicts token t+1
+        n = (y != IGNORE_INDEX).sum()          # a device tensor: nobody waits for it
+        if self.fast:  # logits at the target positions only (the vocabulary projection dominates small models)
+            targets = target_index(labels) if targets is None else targets                    # (N,)
+            h = getattr(self.model, self.model.base_model_prefix)(
+                input_ids=input_ids, attention_mask=attention_mask).last_hidden_state          # (B, T, C)
+            h = h[:, :-1].reshape(-1, h.shape[-1]).index_select(0, targets)                    # (N, C)
+            logits, y = self.model.get_output_embeddings()(h), y.index_select(0, targets)      # (N, V), (N,)
+        else:
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+            logits = logits.reshape(-1, logits.shape[-1])                                     # (B*(T-1), V)
+        # fp32 cross entropy even under bf16 autocast: the log-softmax over V needs the range. ignore_index masks
+        # prompt and padding by multiplying their terms by 0 inside (no boolean indexing, no host sync).
+        return F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum"), n
+
+
+def autocast_for(dtype: str, device: torch.device):
+    """A context factory for forward passes: bf16 autocast (``auto`` on CUDA, or asked), else nothing. On CUDA it
+    also turns TF32 on for the fp32 matmuls left outside autocast (the CPU stays exact fp32)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def model_load_error(name: str, e: Exception) -> ValueError:
+    """One line naming the model and the cause; for a hub name, how to go on without the hub."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    # torch's own text advises turning the safe loader off: never quoted
+    if "Weights only load failed" in first or "Unpickl" in type(e).__name__:
+        first = ("its weights file holds Python objects, not only tensors: refused, since loading it could run code "
+                 "(save the model as model.safetensors)")
+    hint = ("" if Path(name).exists() else " (no local folder of that name; without the hub, pass a local HF model "
+            "folder, e.g. --model_name_or_path pretrain/output/tiny-cpu/hf, which `python pretrain/train.py` writes)")
+    return ValueError(f"cannot load model '{name}': {first}{hint}")
+
+
+def model_shape(name: str) -> tuple[int | None, int | None]:
+    """(positions, vocabulary size) of the model, read from its config alone (cheap, before any weights load)."""
+    from transformers import AutoConfig
+
+    try:
+        conf = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        raise model_load_error(name, e) from None
+    return (getattr(conf, "n_positions", None) or getattr(conf, "max_position_embeddings", None),
+            getattr(conf, "vocab_size", None))
+
+
+def load_model(name: str, device: torch.device):
+    """A float32 AutoModelForCausalLM on ``device`` (autocast, not the weights, decides the compute dtype)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with warnings.catch_warnings():  # torch warns about a pickle's protocol before refusing it: one line is ours
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+    except Exception as e:  # OSError, ValueError, safetensors' own error for a truncated or foreign weights file
+        raise model_load_error(name, e) from None
+    return model.to(device)

@@ -4,30 +4,38 @@ One "step" = forward + backward + AdamW update on a (B, T) batch, the same work 
 accumulation. Both models get the same weights, data and thread count, and are timed alternately (ours, HF, ours,
 ...) so that load from other processes hits both alike; the figure per model is the median step time of the timed
 steps, after one untimed warm-up step per model (which holds torch.compile's compilation). MFU is against the peak
-of the run's dtype (perf.py: bf16, or TF32 for float32 on CUDA; the measured fp32 matmul peak on CPU).
+of the run's dtype (modeling_gpt2.peak_flops: bf16, or TF32 for float32 on CUDA; the measured fp32 matmul peak on
+CPU).
 
     python pretrain/bench.py                                  # CPU config: 6L/384d/T256/B8/V50304 fp32
     python pretrain/bench.py --compile                        # also torch.compile'd ours
     python pretrain/bench.py --n_layer 12 --n_head 12 --n_embd 768 --seq_len 1024 --batch_size 16 --dtype bfloat16
     python pretrain/bench.py --from_run RUN_DIR               # steady-state figures of a finished train.py run
+    python pretrain/bench.py --parts --n_layer 4 --n_head 3 --n_embd 96 --vocab_size 4096   # one step, part by part
+    python pretrain/bench.py --peak                           # which GPU key this machine matched, and its peaks
 Prints one line per model and the ratio ours / HF; --json FILE writes the figures (atomically).
+--parts splits one training step (--optimizer muon or adamw) into blocks forward+backward, head+loss and optimizer
+step, ours (LinearCrossEntropy, Newton-Schulz in modeling_gpt2.newton_schulz_dtype) against the anchor (the plain
+F.cross_entropy head, torch.optim.Muon's bf16 Newton-Schulz), timed alternately, medians, in ms and as a fraction of
+the measured matmul peak, with the machine and its load.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import os
 import statistics
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from fileio import atomic_write_json
-from modeling_gpt2 import GPT, GPTConfig
 from ddp import device_problem
-from perf import describe_peak, mfu, peak_flops
+from fileio import atomic_write_json
+from modeling_gpt2 import GPT, GPTConfig, LinearCrossEntropy, describe_peak, mfu, newton_schulz_dtype, peak_flops
 
 
 def hf_model(model: GPT):
@@ -45,11 +53,10 @@ def make_step(model, hf: bool, x, y, device, dtype):
     """A closure doing one full training step of `model` on the fixed batch (x, y), synchronised on CUDA."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext())
-    fused = device.type == "cpu" and dtype == torch.float32  # LinearCrossEntropy where train.py uses it
 
     def step():
         with autocast:
-            loss = model(x, labels=x).loss if hf else model(x, y, fused_loss=fused)[1]
+            loss = model(x, labels=x).loss if hf else model(x, y, return_logits=False)[1]
         loss.backward()  # outside autocast, as train.py: backward runs in the dtypes forward chose
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -87,6 +94,76 @@ def time_steps(steps: dict, n: int) -> dict[str, list[float]]:
             step()
             times[name].append(time.perf_counter() - t0)
     return times
+
+
+def machine() -> str:
+    """CPU model, the kernels' ISA, bf16 support, threads and load: what a CPU timing means nothing without."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
+    bf16 = "native bf16" if newton_schulz_dtype("cpu") == torch.bfloat16 else "no native bf16"
+    return (f"{name}, {torch.backends.cpu.get_cpu_capability()}, {bf16}, {torch.get_num_threads()} threads, "
+            f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def part_steps(args) -> tuple[dict, dict]:
+    """Closures for one CPU training step and its parts, ours and the anchor, on one model and batch; and the
+    model FLOPs of each part (the optimizer's: Newton-Schulz matmuls only; AdamW's update is memory-bound)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=args.seq_len, vocab_size=args.vocab_size, n_layer=args.n_layer,
+                          n_head=args.n_head, n_embd=args.n_embd))
+    B, T, C, V = args.batch_size, args.seq_len, args.n_embd, args.vocab_size
+    x = torch.randint(0, V, (B, T + 1))
+    idx, y = x[:, :-1], x[:, 1:]
+    opts = {name: model.configure_optimizers(0.1, 1e-3, optimizer=args.optimizer) for name in ("ours", "anchor")}
+    if args.optimizer == "muon":  # torch's own: Newton-Schulz in bf16 whatever the CPU
+        opts["anchor"].optimizers["muon"] = torch.optim.Muon(model.block_matrices(), lr=1e-3, weight_decay=0.1,
+                                                              adjust_lr_fn="match_rms_adamw")
+    h, W = torch.randn(B * T, C, requires_grad=True), model.lm_head.weight.detach().clone().requires_grad_()
+    g = torch.randn(B, T, C)  # a stand-in for the head's gradient
+
+    def blocks():
+        z = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(T))  # (B, T, C)
+        for block in model.transformer.h:
+            z = block(z)
+        model.transformer.ln_f(z).backward(g)
+
+    def head(plain: bool):
+        return lambda: (F.cross_entropy(h @ W.t(), y.reshape(-1)) if plain
+                        else LinearCrossEntropy.apply(h, W, y.reshape(-1))).backward()
+
+    def step(name: str):
+        def run():
+            model(idx, y, return_logits=name == "anchor")[1].backward()
+            opts[name].step()
+            opts[name].zero_grad(set_to_none=False)  # zeros kept: the optimizer parts step on them
+        return run
+    steps = {"blocks fwd+bwd": blocks, "head+loss ours": head(False), "head+loss anchor": head(True),
+             "optimizer ours": opts["ours"].step, "optimizer anchor": opts["anchor"].step,
+             "step ours": step("ours"), "step anchor": step("anchor")}  # blocks first: it gives every grad
+    ns = sum(5 * (4 * min(p.shape) ** 2 * max(p.shape) + 2 * min(p.shape) ** 3) for p in model.block_matrices())
+    ns = ns if args.optimizer == "muon" else 0
+    flops = {"blocks": (model.flops_per_token(T) - 6 * C * V) * B * T, "head+loss": 6 * C * V * B * T,
+             "optimizer": ns, "step": model.flops_per_token(T) * B * T + ns}
+    return steps, flops
+
+
+def report_parts(args) -> dict:
+    """Time the parts (a warm-up each, then alternately; medians) and print ms and the fraction of the peak."""
+    steps, flops = part_steps(args)
+    times = time_steps(steps, args.steps)
+    peak = peak_flops("cpu")
+    print(f"machine: {machine()}; matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"{args.n_layer}L/{args.n_embd}d/{args.n_head}h T={args.seq_len} B={args.batch_size} V={args.vocab_size} "
+          f"{args.optimizer}; Newton-Schulz in {str(newton_schulz_dtype('cpu')).removeprefix('torch.')} (anchor: bfloat16)")
+    result = {"machine": machine(), "peak_flops": peak, "config": vars(args), "parts": {}}
+    for name, ts in times.items():
+        ms, f = statistics.median(ts) * 1e3, flops[name.split()[0]]
+        result["parts"][name] = {"ms": ms, "peak_fraction": f / (ms / 1e3) / peak if f else None, "step_s": ts}
+        print(f"{name:>18}: {ms:8.1f} ms" + (f"  {f / (ms / 1e3) / peak:6.1%} of peak" if f else ""))
+    return result
 
 
 def report(args, ours: GPT, times: dict, device, dtype) -> dict:
@@ -145,18 +222,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
     p.add_argument("--no_hf", action="store_true", help="skip the HF model (e.g. on a GPU, to save time)")
     p.add_argument("--from_run", help="instead of timing: steady-state figures of this finished train.py run")
+    p.add_argument("--parts", action="store_true", help="time one CPU step part by part, ours against the anchor")
+    p.add_argument("--optimizer", default="muon", choices=["muon", "adamw"], help="the optimizer of --parts")
+    p.add_argument("--peak", action="store_true", help="print which peak MFU is measured against, and stop")
     p.add_argument("--json", help="write the results to this JSON file")
     args = p.parse_args(argv)
     if min(args.n_layer, args.n_head, args.n_embd, args.vocab_size, args.seq_len, args.batch_size, args.steps) < 1:
         p.error("sizes and --steps must be >= 1")
     if not args.from_run and device_problem(args.device):
         p.error(device_problem(args.device))
+    if args.parts and args.device != "cpu":
+        p.error("--parts times the CPU step: use --device cpu")
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.from_run:
+    if args.peak:
+        for dtype, tf32 in ((torch.bfloat16, None), (torch.float32, True), (torch.float32, False)):
+            print(describe_peak(args.device, dtype, tf32))
+            if args.device == "cpu":
+                break  # one measured figure, whatever the dtype
+        return {}
+    if args.parts:
+        result = report_parts(args)
+    elif args.from_run:
         result = summarize_run(Path(args.from_run))
         print(f"train.py steady state: {result['tokens_per_s']:,.0f} tokens/s, MFU "
               f"{'n/a' if result['mfu'] is None else format(result['mfu'], '.1%')} (median of steps "

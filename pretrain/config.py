@@ -1,32 +1,46 @@
-"""train.py's settings: TrainConfig (everything that is not architecture), the presets, the command line.
+"""train.py's settings and start-up decisions: TrainConfig, the presets, the command line, the run folder, the data.
 
 The command line is read in two passes: ``--preset`` first, then every GPTConfig / TrainConfig field as a flag
-(flags.py) whose ``--help`` shows the value the chosen preset will use. All settings are checked here, once, before
-any work (one line naming the flag and value); the trainer trusts them afterwards.
+(flags.py) whose ``--help`` shows the value the chosen preset will use. Every setting is checked here, once, before
+any work (one line naming the flag and value). The run folder (--out_dir) follows fileio's rule (``RUN_NAMES``: a
+new or empty folder, or an earlier run only with --resume or --overwrite; anything else is refused, nothing deleted);
+a preset's data set is prepared on first use by a single process, never inside a process group.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import uuid
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
-from flags import add_flags, given
+from checkpoint import CheckpointError
+from ddp import DDP, DEFAULT_TIMEOUT_S, barrier, device_problem, from_rank0, gather, print0
+from fileio import OutputError
+from flags import add_flags, typed_flags
 from modeling_gpt2 import GPTConfig
-from ddp import device_problem
-from runlog import LIVE_CHOICES
+from prepare import DataError
+from runlog import LIVE_CHOICES, LiveLogError
 
 HERE = Path(__file__).resolve().parent
-DTYPES = ("auto", "float32", "bfloat16")
-DATA_ORDERS = ("sequential", "shuffle")
-OPTIMIZERS = ("adamw", "muon")
+CKPT_FORMAT = "llmhw-pretrain-checkpoint/3"  # what train.py's checkpoints hold: README.md, "Outputs"
+RUN_KIND = "pretrain-run"
+# every entry a run writes (glob patterns): tb/ and wandb/ are --live's, ".rank0-*" the token of check_shared
+RUN_NAMES = ("ckpt_*.pt", "latest", "log.jsonl", "summary.json", "loss.png", "hellaswag.json", "tokenizer", "hf",
+             "tb", "wandb", ".rank0-*")
 VOCAB_MULTIPLE = 64  # the model's vocab = the data's rounded up (50257 -> 50304): faster matmuls on GPUs
+CHOICES = {"data_order": ("sequential", "shuffle"), "dtype": ("auto", "float32", "bfloat16"),
+           "optimizer": ("adamw", "muon"), "live": LIVE_CHOICES}
 
 
 class ConfigError(ValueError):
     """A run setting that cannot work (e.g. a batch that does not divide); the message names it."""
+
+
+# bad input or settings: one line ("error: ...") on every rank, exit status 2, never a traceback
+USER_ERRORS = (DataError, ConfigError, CheckpointError, OutputError, LiveLogError, FileNotFoundError, ValueError)
 
 
 def option(default, text):
@@ -40,12 +54,12 @@ class TrainConfig:
                                 "first use")
     out_dir: str | None = option(None, "run folder; default pretrain/output/<preset>")
     data_order: str = option("sequential", "sequential: the shards in file order (build-nanogpt); shuffle: random "
-                                       "windows of the whole split, a new order each epoch (dataloader.py)")
+                                           "windows of the whole split, a new order each epoch (prepare.py)")
     total_batch_size: int = option(524288, "tokens per optimizer step; 0: batch_size*seq_len*world_size")
     batch_size: int = option(64, "micro-batch rows per process")
     seq_len: int = option(1024, "tokens per row (<= block_size)")
-    max_lr: float = option(6e-4, "peak learning rate")
-    min_lr_ratio: float = option(0.1, "cosine decays to max_lr * min_lr_ratio")
+    lr: float = option(6e-4, "peak learning rate")
+    min_lr_ratio: float = option(0.1, "cosine decays to lr * min_lr_ratio")
     warmup_steps: int = option(715, "linear warmup steps")
     max_steps: int = option(19073, "optimizer steps (10B tokens / 524288)")
     weight_decay: float = option(0.1, "AdamW weight decay of matrices")
@@ -61,7 +75,7 @@ class TrainConfig:
     sample_temperature: float = option(1.0, "sampling temperature")
     sample_top_k: int = option(50, "top-k of sampling; 0: no top-k")
     sample_prompt: str = option("Hello, I'm a language model,", "prompt of the samples")
-    ckpt_interval: int = option(0, "checkpoint every N steps; 0: at each evaluation; always at the end")
+    ckpt_interval: int = option(0, "checkpoint every N steps; 0: only at the end (always one at the end)")
     keep_checkpoints: int = option(2, "step-numbered checkpoints kept in out_dir (older ones are deleted)")
     log_interval: int = option(1, "a train line in log.jsonl every N steps")
     compile: bool = option(False, "torch.compile the model")
@@ -73,33 +87,31 @@ class TrainConfig:
                                     "replaced)")
     data_dir: str | None = option(None, "data directory (raw text, tokenizer files, HellaSwag); default "
                                         "$LLMHW_DATA_DIR")
-    ddp_timeout: float = option(1800.0, "seconds a collective may wait for the other ranks before all of them stop")
+    ddp_timeout: float = option(float(DEFAULT_TIMEOUT_S), "seconds a collective may wait for the other ranks before "
+                                                          "all of them stop")
     live: str = option("none", f"live logging: {', '.join(LIVE_CHOICES)} (the package is imported only when asked)")
     allow_new_data: bool = option(False, "--resume on data other than the checkpoint's (same tokenizer): continue "
                                          "on the new data from its start instead of refusing")
 
 
 PRESETS = {
-    # build-nanogpt's GPT-2 124M on FineWeb-Edu sample-10BT: 19,073 steps of 2**19 tokens, lr 6e-4, 715 warmup.
+    # build-nanogpt's GPT-2 124M on FineWeb-Edu sample-10BT: 19,073 steps of 2**19 tokens, lr 6e-4, 715 warmup;
+    # a checkpoint (~1.5 GB with AdamW's state, written while the other ranks wait) every 5,000 steps and at the end.
     "gpt2-124m": {
         "model": dict(block_size=1024, n_layer=12, n_head=12, n_embd=768),
-        # a 124M checkpoint with its AdamW state is ~1.5 GB, written while the other ranks wait: build-nanogpt's
-        # interval (every 5,000 steps and at the end), not one at every evaluation
         "train": dict(compile=True, ckpt_interval=5000),
         "prepare": dict(hf_dataset="HuggingFaceFW/fineweb-edu", hf_config="sample-10BT", val_fraction=0.01),
         "data_name": "fineweb-edu-10BT",
     },
-    # The CPU recipe chosen by measurement (scan.py and the runs in pretrain/README.md "Choosing the CPU recipe"): on
-    # 2 cores the 96-wide model beats wider ones at equal CPU seconds, and Muon (on the blocks' matrices) beats AdamW
-    # at equal tokens by about 0.25 nats; with Muon, 2,048-token steps learn more per token than 1,024-token ones
-    # and spread Muon's fixed cost per step over twice the tokens. 4L/3H/96d with context 256 (the finetuning
-    # prompts and answers need it), lr 6e-3 after 50 warm-up steps (the pipeline: 100), random windows of the
-    # whole split (dataloader.ShuffledLoader). Its default run is 150 steps of Tiny Shakespeare with GPT-2's 50k
-    # vocabulary (a few minutes); the CPU pipeline runs it for 2,500 steps on its own corpus with a 4k vocabulary.
+    # The CPU recipe chosen by measurement (scan.py, pretrain/README.md "Choosing the CPU recipe"): on 2 cores the
+    # 96-wide model beats wider ones at equal CPU seconds, and Muon beats AdamW at equal tokens by ~0.25 nats; with
+    # Muon, 2,048-token steps learn more per token than 1,024-token ones. Context 256 (the finetuning prompts need
+    # it), lr 6e-3 after 50 warm-up steps (the pipeline: 100), shuffled windows of the whole split. Its default run
+    # is 150 steps of Tiny Shakespeare with GPT-2's vocabulary; the CPU pipeline runs 2,500 steps on its own corpus.
     "tiny-cpu": {
         "model": dict(block_size=256, n_layer=4, n_head=3, n_embd=96),
-        "train": dict(total_batch_size=2048, batch_size=8, seq_len=256, max_lr=6e-3, warmup_steps=50,
-                      optimizer="muon", max_steps=150, data_order="shuffle", eval_interval=25, val_steps=4,
+        "train": dict(total_batch_size=2048, batch_size=8, seq_len=256, lr=6e-3, warmup_steps=50, optimizer="muon",
+                      max_steps=150, data_order="shuffle", eval_interval=25, val_steps=4, ckpt_interval=50,
                       hellaswag_interval=0, hellaswag_limit=200, sample_tokens=48, sample_prompt="ROMEO:",
                       sample_temperature=0.8),
         "prepare": dict(inputs=["tinyshakespeare.txt"], val_fraction=0.1),
@@ -108,21 +120,17 @@ PRESETS = {
 }
 
 
-def default_preset() -> str:
-    return "gpt2-124m" if torch.cuda.is_available() else "tiny-cpu"
-
-
 def model_vocab(data_vocab: int) -> int:
     """The model's vocab_size for a data set's tokenizer: rounded up to a multiple of VOCAB_MULTIPLE."""
     return -(-data_vocab // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
 def parse_args(argv=None, doc: str | None = None) -> tuple[str, GPTConfig, TrainConfig, set[str]]:
-    """(preset, model config, train config, names of the flags the user gave). The model's vocab_size is a
-    placeholder unless given (``"vocab_size" in given``): the trainer sets it from the data."""
+    """(preset, model config, train config, names of the flags the user typed). The model's vocab_size is a
+    placeholder unless typed: train.py sets it from the data."""
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--preset", choices=sorted(PRESETS))
-    preset = first.parse_known_args(argv)[0].preset or default_preset()
+    preset = first.parse_known_args(argv)[0].preset or ("gpt2-124m" if torch.cuda.is_available() else "tiny-cpu")
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), help=f"settings to start from (default here: {preset})")
     add_flags(p.add_argument_group("model (GPTConfig)"), GPTConfig, defaults={
@@ -130,18 +138,16 @@ def parse_args(argv=None, doc: str | None = None) -> tuple[str, GPTConfig, Train
     add_flags(p.add_argument_group("training (TrainConfig)"), TrainConfig,
               defaults={"out_dir": f"pretrain/output/{preset}", **PRESETS[preset]["train"]})
     args = p.parse_args(argv)
-    model_given, train_given = given(args, GPTConfig), given(args, TrainConfig)
+    model_typed, train_typed = typed_flags(args, GPTConfig), typed_flags(args, TrainConfig)
     try:
-        mc = GPTConfig(**{**PRESETS[preset]["model"], "vocab_size": 50304, **model_given})
-        tc = TrainConfig(**{**PRESETS[preset]["train"], **train_given})
+        mc = GPTConfig(**{**PRESETS[preset]["model"], "vocab_size": 50304, **model_typed})
+        tc = TrainConfig(**{**PRESETS[preset]["train"], **train_typed})
         validate(tc, mc)
-    except ConfigError as e:
-        p.error(str(e))
-    except ValueError as e:  # GPTConfig's own checks
+    except ValueError as e:  # ConfigError, and GPTConfig's own checks
         p.error(str(e))
     if tc.out_dir is None:
         tc = replace(tc, out_dir=str(HERE / "output" / preset))
-    return preset, mc, tc, set(model_given) | set(train_given)
+    return preset, mc, tc, set(model_typed) | set(train_typed)
 
 
 def validate(tc: TrainConfig, mc: GPTConfig) -> None:
@@ -154,17 +160,13 @@ def validate(tc: TrainConfig, mc: GPTConfig) -> None:
         (("batch_size", "seq_len", "max_steps", "log_interval", "num_samples", "keep_checkpoints"), lambda v: v > 0,
          "must be positive"),
         (("eval_interval", "hellaswag_interval", "ckpt_interval", "val_steps", "sample_tokens", "warmup_steps",
-          "sample_top_k", "grad_clip", "weight_decay", "sample_temperature"), lambda v: v >= 0,
-         "must be >= 0"),
-        (("max_lr", "ddp_timeout"), lambda v: v > 0, "must be > 0"),
+          "sample_top_k", "grad_clip", "weight_decay", "sample_temperature"), lambda v: v >= 0, "must be >= 0"),
+        (("lr", "ddp_timeout"), lambda v: v > 0, "must be > 0"),
         (("min_lr_ratio",), lambda v: 0 <= v <= 1, "must be in [0, 1]"),
         (("hellaswag_limit",), lambda v: v >= -1, "must be >= -1 (-1: all)"),
         (("total_batch_size",), lambda v: v >= 0, "must be positive (or 0: one micro-batch per process)"),
-        (("data_order",), lambda v: v in DATA_ORDERS, f"must be one of {', '.join(DATA_ORDERS)}"),
-        (("dtype",), lambda v: v in DTYPES, f"must be one of {', '.join(DTYPES)}"),
-        (("optimizer",), lambda v: v in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}"),
-        (("live",), lambda v: v in LIVE_CHOICES, f"must be one of {', '.join(LIVE_CHOICES)}"),
-    ]
+    ] + [((name,), lambda v, c=choices: v in c, f"must be one of {', '.join(choices)}")
+         for name, choices in CHOICES.items()]
     for names, ok, what in rules:
         for name in names:
             if not ok(getattr(tc, name)):
@@ -179,16 +181,14 @@ def validate(tc: TrainConfig, mc: GPTConfig) -> None:
         raise ConfigError("--resume and --overwrite contradict each other: choose one")
 
 
-def fit_micro_batch(total: int, B: int, T: int, world: int, batch_size_given: bool) -> tuple[int, int, str | None]:
-    """(micro-batch rows, accumulation steps, note) so that total = B * T * world * accum.
-
-    total 0 means one micro-batch per process. When world does not divide the preset's total / (B*T) (e.g. 16 GPUs
-    for 2**19 tokens of 64 x 1024), B is halved until it fits (same tokens per step, more accumulation) unless the
-    user chose --batch_size; then the error names the flags that would work."""
+def fit_micro_batch(total: int, B: int, T: int, world: int, batch_size_typed: bool) -> tuple[int, int, str | None]:
+    """(micro-batch rows, accumulation steps, note) so that total = B * T * world * accum; total 0: one micro-batch
+    per process. When world does not divide the preset's total / (B*T) (e.g. 16 GPUs for 2**19 tokens of 64 x 1024),
+    B is halved until it fits, unless the user typed --batch_size: then the error names the flags that would work."""
     if total == 0:
         return B, 1, None
     b = B
-    while total % (b * T * world) and b > 1 and not batch_size_given:
+    while total % (b * T * world) and b > 1 and not batch_size_typed:
         b //= 2
     if total % (b * T * world) == 0:
         note = None if b == B else (f"note: --batch_size {B} x seq_len {T} x {world} processes does not divide "
@@ -200,3 +200,42 @@ def fit_micro_batch(total: int, B: int, T: int, world: int, batch_size_given: bo
             f"set --total_batch_size to a multiple of {step} (e.g. {step * max(1, total // step)})")
     raise ConfigError(f"total_batch_size {total} is not divisible by batch_size * seq_len * world_size = "
                       f"{B} * {T} * {world} = {B * T * world}: {hint}")
+
+
+def data_folder(preset: str, tc: TrainConfig, distributed: bool) -> Path:
+    """--data, else the preset's data set, prepared by this one process on first use. Under torchrun an unprepared
+    data set is one line naming the prepare.py command: preparing FineWeb-Edu takes hours, beyond any timeout."""
+    if tc.data:
+        return Path(tc.data)
+    path = HERE / "output" / "data" / PRESETS[preset]["data_name"]
+    if (path / "meta.json").is_file():
+        return path
+    args = []
+    for key, value in PRESETS[preset]["prepare"].items():
+        args += ["--input" if key == "inputs" else f"--{key}", *map(str, value if isinstance(value, list) else [value])]
+    command = " ".join(["python pretrain/prepare.py", *args, "--out_dir", str(path)])
+    if distributed:
+        raise ConfigError(f"{path} is not prepared: prepare it first, once, without torchrun ({command}), then "
+                          "start this command again")
+    print0(f"preparing {path} (first use of preset {preset}; the same as {command})")
+    import prepare
+
+    prepare.prepare(path, data_dir=tc.data_dir, **PRESETS[preset]["prepare"])
+    return path
+
+
+def check_shared(out: Path, ddp: DDP) -> None:
+    """Every rank must see the files rank 0 writes into out_dir (a checkpoint on node 0 is read on all nodes)."""
+    if not ddp.enabled:
+        return
+    token = out / f".rank0-{from_rank0(uuid.uuid4().hex, ddp)}"
+    if ddp.master:
+        token.write_text("rank 0 was here\n")
+    barrier(ddp)
+    blind = [r for r, seen in enumerate(gather(token.is_file(), ddp)) if not seen]
+    barrier(ddp)
+    if ddp.master:
+        token.unlink()
+    if blind:
+        raise ConfigError(f"--out_dir {out} is not shared: rank(s) {blind} do not see the files rank 0 writes there "
+                          "(use a folder on a shared file system)")

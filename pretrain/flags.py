@@ -1,12 +1,11 @@
 """Command-line flags from config dataclasses: every field is a flag, its help is the field's ``help`` metadata.
 
-One identical copy of this file lives in pretrain/ and finetune/ (they share no code; a test checks the copies stay
-identical; the canonical copy is finetune/flags.py).
+One identical copy in pretrain/ and finetune/ (checked by tests/test_layout.py; canonical here).
 
     add_flags(parser.add_argument_group("training"), TrainConfig, defaults=PRESET)   # --help shows PRESET's values
-    cfg = TrainConfig(**{**PRESET, **given(args, TrainConfig)})
+    cfg = TrainConfig(**{**PRESET, **typed_flags(args, TrainConfig)})
 
-Flags default to None, so ``given`` tells what the user typed from what the preset fills in; ``--help`` prints the
+Flags default to None, so ``typed_flags`` tells what the user typed from what the preset fills in; ``--help`` prints the
 value that will be used (the preset's, else the field's own).
 """
 from __future__ import annotations
@@ -52,11 +51,9 @@ def add_flags(group, cls, defaults: dict | None = None) -> None:
                                help=help_.replace("%", "%%"))
 
 
-def given(args: argparse.Namespace, cls) -> dict:
+def typed_flags(args: argparse.Namespace, cls) -> dict:
     """The fields of ``cls`` the user set on the command line."""
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
             if k in names and v is not None}
 
-
-typed_flags = given

@@ -1,16 +1,15 @@
 """GPT-2's byte-level BPE as OpenAI released it, built from the data directory's ``gpt2/encoder.json`` +
 ``gpt2/vocab.bpe`` (tiktoken's own ``get_encoding("gpt2")`` would download them).
 
-One identical copy of this file lives in each of bpe/, pretrain/ and report/ (they share no code; a test checks the
-copies stay identical; the canonical copy is bpe/gpt2files.py). It is the one place of each folder that spells
-GPT-2's split pattern for tiktoken, its byte <-> character map, and builds the reference ``tiktoken.Encoding``.
+One identical copy in bpe/, pretrain/ and report/ (checked by tests/test_layout.py; canonical here): the one place
+that spells GPT-2's split pattern, its byte <-> character map, and builds the reference ``tiktoken.Encoding``.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import datadir
+import fileio
 
 EOT = "<|endoftext|>"
 FILE_NAMES = {"encoder.json": "gpt2/encoder.json", "vocab.bpe": "gpt2/vocab.bpe"}  # file -> data-directory name
@@ -35,8 +34,8 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def gpt2_files(data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
-    """{"encoder.json": path, "vocab.bpe": path} found through datadir (its one-line error if missing)."""
-    return {name: datadir.find(rel, data_dir) for name, rel in FILE_NAMES.items()}
+    """{"encoder.json": path, "vocab.bpe": path} found by fileio.find (its one-line error if missing)."""
+    return {name: fileio.find(rel, data_dir) for name, rel in FILE_NAMES.items()}
 
 
 def gpt2_encoding(data_dir: str | os.PathLike | None = None, files: dict[str, Path] | None = None):

@@ -6,22 +6,34 @@ positions, the LM head tied to the token embedding. Parameter names equal HF's (
 ...), but our projections are `nn.Linear` (weight shape (out, in)) while HF's are `Conv1D` (weight (in, out)), so
 conversion is a pure function with an explicit transpose list (`TRANSPOSED`) and asserted shapes.
 
-This file holds the architecture only (no training loop): `GPTConfig`, `GPT` (forward, KV-cached `generate`,
-`configure_optimizers` (AdamW, or Muon + AdamW as `Optimizers`), `flops_per_token` for MFU), `from_pretrained` (hub
-name or local HF dir) and `save_hf`.
+This file holds the model, not the training loop: `GPTConfig`, `GPT` (forward, KV-cached `generate`,
+`configure_optimizers` (AdamW, or `Muon` + AdamW as `Optimizers`), `flops_per_token` for MFU), `from_pretrained` (hub
+name or local HF dir) and `save_hf`; and what every script needs to run it fast and measure it: the compute dtype
+and its autocast (`autocast_for`), and the peak FLOP/s MFU is measured against (`peak_flops`, `describe_peak`).
+
+MFU (model FLOPs utilization, PaLM paper appendix B) = achieved model FLOP/s / peak FLOP/s of the dtype the run
+computes in. On CUDA the peak is the datasheet *dense* figure for the GPU the name identifies exactly (H100 SXM,
+PCIe and NVL differ by up to 30 %), so a name no pattern matches in full gets no peak (MFU None), never a
+neighbour's. CPUs have no agreed datasheet figure: there the peak is *measured*, the best FLOP/s of a large fp32
+matmul on this machine with the current thread count ("fraction of what this machine's matmul reaches").
 Loading our training checkpoints: checkpoint.py.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim._muon import _adjust_lr  # the lr scaling by shape ("match_rms_adamw"), as torch's Muon
 
 
 @dataclass
@@ -54,36 +66,100 @@ HUB_CONFIGS = {
 class LinearCrossEntropy(torch.autograd.Function):
     """mean cross_entropy(h @ W.T, y) (ignore_index -1) without materializing the (N, V) logits, for CPU training.
 
-    The LM head + loss dominate a small GPT-2 (V = 50304 rows against C = 128..768 columns), and the plain path
-    writes, re-reads and differentiates an (N, V) logits tensor that does not fit any cache. Here rows go in chunks:
-    logits of one chunk, their log-sum-exp, the loss, and at once the gradient d loss / d logits = softmax - onehot,
-    turned into grad_h and accumulated into grad_W; backward only scales them. Same FLOPs, far less memory traffic
-    (measured 15-30% faster on the head, bench.py). The idea of Liger-Kernel's fused linear cross-entropy."""
+    The plain path writes, re-reads and differentiates an (N, V) logits tensor that fits no cache. Here rows go in
+    chunks: the chunk's log-softmax and loss, and at once d loss / d logits = softmax - onehot, turned into grad_h
+    and accumulated into grad_W; backward only scales them. Same matmuls, far less memory traffic: the pipeline
+    model's head + loss 96 against 151 ms (bench.py). The idea of Liger-Kernel's fused linear cross-entropy."""
 
     @staticmethod
-    def forward(ctx, h, W, y, chunk: int = 128):  # h (N, C), W (V, C), y (N,)
+    def forward(ctx, h, W, y, chunk: int = 256):  # h (N, C), W (V, C), y (N,)
         grad_h, grad_W = torch.empty_like(h), torch.zeros_like(W)
         valid = y != -1
-        n_valid = valid.sum().clamp(min=1)
-        y_safe = y.clamp(min=0)
-        loss = h.new_zeros((), dtype=torch.float32)
+        weight = valid / valid.sum().clamp(min=1)  # (N,) d mean-loss / d per-row loss
+        y = y.clamp(min=0)[:, None]  # (N, 1)
+        loss = h.new_zeros(())
         for s in range(0, h.size(0), chunk):
-            hc, yc, vc = h[s:s + chunk], y_safe[s:s + chunk, None], valid[s:s + chunk]
-            logits = hc @ W.t()  # (c, V)
-            lse = torch.logsumexp(logits, dim=-1)  # (c,)
-            loss += ((lse - logits.gather(1, yc)[:, 0]) * vc).sum()
-            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
-            probs.scatter_add_(1, yc, -torch.ones_like(probs[:, :1]))  # - onehot(y)
-            probs.mul_((vc / n_valid)[:, None])  # d mean-loss / d logits
-            grad_h[s:s + chunk] = probs @ W
-            grad_W.addmm_(probs.t(), hc)
+            hc, yc, wc = h[s:s + chunk], y[s:s + chunk], weight[s:s + chunk, None]
+            logp = torch.log_softmax(hc @ W.t(), dim=-1)  # (c, V)
+            loss -= (logp.gather(1, yc) * wc).sum()
+            probs = logp.exp_()  # softmax, in place
+            probs.scatter_add_(1, yc, torch.full_like(yc, -1, dtype=probs.dtype))  # - onehot(y)
+            # the row weights go on the small (c, C) operands, not on the (c, V) probabilities
+            grad_h[s:s + chunk] = (probs @ W).mul_(wc)
+            grad_W.addmm_(probs.t(), hc * wc)
         ctx.save_for_backward(grad_h, grad_W)
-        return loss / n_valid
+        return loss
 
     @staticmethod
     def backward(ctx, grad_out):
         grad_h, grad_W = ctx.saved_tensors
         return grad_h * grad_out, grad_W * grad_out, None, None
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (x86 Linux); empty elsewhere."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return frozenset()
+    return frozenset(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), ()))
+
+
+def newton_schulz_dtype(device: torch.device | str) -> torch.dtype:
+    """bfloat16 where its matmuls run natively (CUDA, CPUs with AVX512-BF16 or AMX), float32 elsewhere: a CPU
+    without them (AVX2, plain AVX-512) emulates bf16 matmuls, 10x slower than fp32 (Muon's 16 matrices of the
+    pipeline model: 319 ms bf16 against 31 ms fp32 on an AVX2 EPYC)."""
+    device = torch.device(device)
+    native = device.type == "cuda" or (device.type == "cpu" and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"}))
+    return torch.bfloat16 if native else torch.float32
+
+
+def newton_schulz(G, steps: int = 5, coefficients=(3.4445, -4.7750, 2.0315), eps: float = 1e-7,
+                  dtype: torch.dtype = torch.bfloat16):
+    """torch.optim.Muon's quintic Newton-Schulz iteration (Jordan et al. 2024), op for op, in `dtype`: G scaled to
+    spectral norm <= 1 (Frobenius), then X -> a X + (b A + c A^2) X with A = X X^T on the wide orientation; pushes
+    every singular value of G towards 1. In bfloat16 it equals torch's bit for bit."""
+    a, b, c = coefficients
+    X = G.to(dtype, copy=True)  # never G itself: the iteration works in place
+    if G.size(0) > G.size(1):
+        X = X.T
+    X.div_(X.norm().clamp(min=eps))
+    for _ in range(steps):
+        A = X @ X.T
+        X = torch.addmm(X, torch.addmm(A, A, A, beta=b, alpha=c), X, beta=a)
+    return X.T if G.size(0) > G.size(1) else X
+
+
+@functools.lru_cache(maxsize=None)
+def log_once(line: str) -> None:
+    """Print `line` once per process, on rank 0 only."""
+    if os.environ.get("RANK", "0") == "0":
+        print(line, flush=True)
+
+
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon with the Newton-Schulz iteration in `ns_dtype` (default: newton_schulz_dtype of the
+    parameters' device; torch's is always bfloat16). The same update rule, state ("momentum_buffer") and
+    param_groups as torch's, so checkpoints load in either."""
+
+    def __init__(self, params, ns_dtype: torch.dtype | None = None, **kwargs):
+        super().__init__(params, **kwargs)
+        self.ns_dtype = ns_dtype or newton_schulz_dtype(self.param_groups[0]["params"][0].device)
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                buf.lerp_(p.grad, 1 - group["momentum"])
+                update = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+                update = newton_schulz(update, group["ns_steps"], group["ns_coefficients"], group["eps"],
+                                       self.ns_dtype)
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-_adjust_lr(group["lr"], group["adjust_lr_fn"], p.shape))
 
 
 class Optimizers:
@@ -218,9 +294,10 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx, targets=None, cache: KVCache | None = None, fused_loss: bool = False):
+    def forward(self, idx, targets=None, cache: KVCache | None = None, return_logits: bool = True):
         """idx (B, T) token ids -> logits (B, T, V) and, with targets (B, T), the mean cross-entropy loss
-        (targets -1 are ignored). fused_loss (fp32 training on CPU): the loss without logits (returned as None)."""
+        (targets -1 are ignored). Training on CPU in fp32 with return_logits=False: the loss by LinearCrossEntropy,
+        never holding the (B*T, V) logits, which come back as None."""
         B, T = idx.size()
         start = cache.length if cache is not None else 0
         if start + T > self.config.block_size:
@@ -232,7 +309,8 @@ class GPT(nn.Module):
         if cache is not None:
             cache.length += T
         x = self.transformer.ln_f(x)
-        if fused_loss and targets is not None and torch.is_grad_enabled():
+        if (targets is not None and not return_logits and torch.is_grad_enabled() and x.device.type == "cpu"
+                and not torch.is_autocast_enabled("cpu")):
             return None, LinearCrossEntropy.apply(x.view(B * T, -1), self.lm_head.weight, targets.reshape(-1))
         logits = self.lm_head(x)  # (B, T, V)
         loss = None
@@ -263,8 +341,11 @@ class GPT(nn.Module):
         # update matrix orthogonalized by Newton-Schulz iterations, for the blocks' weight matrices only; the
         # embedding (tied to the LM head), biases and LayerNorms stay on AdamW. "match_rms_adamw" scales each
         # update to AdamW's typical size (0.2 sqrt(max(rows, cols))), so both share one learning rate and schedule.
-        muon = torch.optim.Muon(matrices, lr=learning_rate, weight_decay=weight_decay,
-                                adjust_lr_fn="match_rms_adamw")
+        # Newton-Schulz in bf16 only where the device computes it natively (newton_schulz_dtype).
+        ns_dtype = newton_schulz_dtype(device_type)
+        log_once(f"muon: Newton-Schulz in {str(ns_dtype).removeprefix('torch.')} on {device_type}")
+        muon = Muon(matrices, lr=learning_rate, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw",
+                    ns_dtype=ns_dtype)
         return Optimizers(adamw=adamw, muon=muon)
 
     def block_matrices(self) -> list[nn.Parameter]:
@@ -500,3 +581,127 @@ def read_hf_state_dict(path: Path) -> dict:
     if (path / "pytorch_model.bin").is_file():
         return load_torch_weights(path / "pytorch_model.bin")
     raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin")
+
+
+# ---------------------------------------------------------------------------- precision and MFU peaks
+# Dense TFLOP/s from the vendors' datasheets: (bf16, fp16, tf32, fp32); None = no such tensor-core mode.
+# Keys are what we print; patterns must match the whole of torch.cuda.get_device_name() after `_normalize`.
+GPU_PEAKS = {
+    "H100 SXM": (r"H100( SXM5?)?( \d+GB)?( HBM3E?)?", (989.4, 989.4, 494.7, 66.9)),
+    "H100 PCIe": (r"H100( \d+GB)? PCIE( \d+GB)?", (756.5, 756.5, 378.0, 51.2)),
+    "H100 NVL": (r"H100 NVL( \d+GB)?", (835.5, 835.5, 417.5, 60.0)),
+    "H200 SXM": (r"H200( SXM)?( \d+GB)?( HBM3E)?", (989.4, 989.4, 494.7, 66.9)),
+    "H200 NVL": (r"H200 NVL( \d+GB)?", (835.5, 835.5, 417.5, 60.0)),
+    "GH200": (r"GH200( \d+GB)?", (989.4, 989.4, 494.7, 66.9)),
+    "A100 SXM": (r"A100 SXM4?( \d+GB)?", (312.0, 312.0, 156.0, 19.5)),
+    "A100 PCIe": (r"A100( \d+GB)? PCIE( \d+GB)?", (312.0, 312.0, 156.0, 19.5)),
+    "A10": (r"A10", (125.0, 125.0, 62.5, 31.2)),  # A10G (AWS) publishes no tensor figures: left out on purpose
+    "L4": (r"L4", (121.0, 121.0, 60.0, 30.3)),
+    "L40": (r"L40", (181.0, 181.0, 90.5, 90.5)),
+    "L40S": (r"L40S", (362.0, 362.0, 183.0, 91.6)),
+    "RTX 4090": (r"RTX 4090", (165.2, 165.2, 82.6, 82.6)),
+    "RTX 3090": (r"RTX 3090", (71.0, 71.0, 35.6, 35.6)),
+    "V100 SXM2": (r"V100 SXM2( \d+GB)?", (None, 125.0, None, 15.7)),  # Volta: no bf16, no TF32
+    "V100 PCIe": (r"V100 PCIE( \d+GB)?", (None, 112.0, None, 14.0)),
+    "T4": (r"T4", (None, 65.0, None, 8.1)),
+}
+MODES = ("bf16", "fp16", "tf32", "fp32")
+
+
+def _normalize(name: str) -> str:
+    """'NVIDIA A100-SXM4-80GB' -> 'A100 SXM4 80GB': upper case, '-'/'_' as spaces, vendor words dropped."""
+    words = re.sub(r"[-_\s]+", " ", name.upper()).split()
+    return " ".join(w for w in words if w not in ("NVIDIA", "TESLA", "GEFORCE"))
+
+
+def match_gpu(name: str) -> str | None:
+    """The GPU_PEAKS key whose pattern matches the whole device name, or None (never a near miss)."""
+    norm = _normalize(name)
+    hits = [key for key, (pattern, _) in GPU_PEAKS.items() if re.fullmatch(pattern, norm)]
+    assert len(hits) <= 1, f"{name}: matched {hits}; the patterns must be disjoint"
+    return hits[0] if hits else None
+
+
+def precision_mode(dtype: torch.dtype, tf32: bool | None = None) -> str:
+    """'bf16' / 'fp16' / 'tf32' / 'fp32': the matmul mode a run in `dtype` uses. For float32 that depends on
+    whether TF32 is allowed (tf32 None: read torch.backends.cuda.matmul.allow_tf32, which train.py sets)."""
+    if dtype == torch.bfloat16:
+        return "bf16"
+    if dtype == torch.float16:
+        return "fp16"
+    if tf32 is None:
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+    return "tf32" if tf32 else "fp32"
+
+
+def gpu_peak_flops(name: str, mode: str) -> float | None:
+    """Datasheet dense peak FLOP/s of the GPU called `name` in `mode`; None for an unknown GPU or mode."""
+    key = match_gpu(name)
+    if key is None:
+        return None
+    tflops = GPU_PEAKS[key][1][MODES.index(mode)]
+    return None if tflops is None else tflops * 1e12
+
+
+@functools.lru_cache(maxsize=None)
+def measured_cpu_peak_flops(n: int = 1024, seconds: float = 1.0) -> float:
+    """Best fp32 FLOP/s of an n x n matmul on this CPU (cached for the process)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm up the BLAS threads
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+def peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32, tf32: bool | None = None
+               ) -> float | None:
+    """Peak FLOP/s for MFU on `device` computing in `dtype` (see precision_mode for float32 and `tf32`);
+    None for an unknown GPU (describe_peak says why)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return measured_cpu_peak_flops()
+    if device.type == "cuda":
+        return gpu_peak_flops(torch.cuda.get_device_name(device), precision_mode(dtype, tf32))
+    return None
+
+
+def describe_peak(device: torch.device | str, dtype: torch.dtype = torch.float32, tf32: bool | None = None) -> str:
+    """One line saying which peak MFU uses: the matched GPU key and mode, or why there is none."""
+    device = torch.device(device)
+    peak = peak_flops(device, dtype, tf32)
+    if device.type == "cpu":
+        return f"cpu: measured fp32 matmul peak {peak / 1e12:.3f} TFLOP/s ({torch.get_num_threads()} threads)"
+    if device.type != "cuda":
+        return f"{device}: no peak known, MFU not computed"
+    name, mode = torch.cuda.get_device_name(device), precision_mode(dtype, tf32)
+    key = match_gpu(name)
+    if key is None:
+        return f"{name!r}: not in modeling_gpt2.GPU_PEAKS (exact names only), MFU not computed"
+    if peak is None:
+        return f"{name!r} = {key}: has no {mode} tensor-core mode, MFU not computed"
+    return f"{name!r} = {key}: {mode} dense peak {peak / 1e12:.1f} TFLOP/s (datasheet)"
+
+
+def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """--dtype auto|float32|bfloat16 on ``device``: auto = bf16 on CUDA, fp32 elsewhere."""
+    return {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
+            "bfloat16": torch.bfloat16}[dtype]
+
+
+def autocast_for(dtype: str, device: torch.device):
+    """A context factory for forward passes: bf16 autocast (auto on CUDA, or asked), else nothing. On CUDA it
+    also turns TF32 on for the fp32 matmuls left outside autocast (the CPU stays exact fp32)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+    if compute_dtype(dtype, device) == torch.float32:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def mfu(flops_per_token: float, tokens_per_s: float, peak: float | None) -> float | None:
+    """Model FLOPs utilization; None when the peak is unknown."""
+    return None if not peak else flops_per_token * tokens_per_s / peak

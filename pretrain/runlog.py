@@ -1,15 +1,11 @@
-"""The run log: ``log.jsonl`` (one JSON object per line, appended as training goes) plus optional live logging.
+"""The run log: ``log.jsonl`` (one JSON object per line, appended as training goes), live logging, and its plot.
 
-One identical copy of this file lives in pretrain/ and finetune/ (they share no code; a test checks the copies stay
-identical; the canonical copy is finetune/runlog.py). The fields of a line are the trainer's; its folder README
-states them.
-
-- Only the master rank writes. A fresh run starts an empty log; a resumed run first rewrites the log (atomically)
-  keeping only the lines up to the checkpoint's step, so a crash after a checkpoint never leaves lines twice, and the
-  log is never truncated in place (no partial line, no NUL padding).
-- Live logging, off by default: ``wandb`` (W&B; ``WANDB_MODE=offline`` works without a network) or ``tensorboard``
-  (event files in ``<out>/tb``). The package is imported only when asked; a missing one is one line saying what to
-  install.
+One identical copy in pretrain/ and finetune/ (checked by tests/test_layout.py; canonical here). The fields of a line
+are the trainer's (its README states them).
+- Only the master rank writes. A resumed run first rewrites the log (atomically) keeping the lines up to the
+  checkpoint's step, so a crash after a checkpoint never leaves lines twice. NaN/inf are written as null.
+- Live logging, off by default: ``wandb`` (``WANDB_MODE=offline`` works without a network) or ``tensorboard`` (event
+  files in ``<out>/tb``); the package is imported only when asked, a missing one is one line saying what to install.
 """
 from __future__ import annotations
 
@@ -17,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from fileio import DISK_FULL, atomic_write_text, disk_full
+from fileio import _write_error, atomic_write, atomic_write_text
 
 LIVE_CHOICES = ("none", "wandb", "tensorboard")
 
@@ -56,11 +52,6 @@ def smooth(values: list[float], k: int) -> list[float]:
     return out
 
 
-def _clean(value):
-    """JSON has no NaN/inf: write them as null (a diverged loss must not make the log unreadable)."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 class RunLog:
     def __init__(self, path: str | Path, master: bool = True, resume_step: int | None = None,
                  live: str = "none", project: str = "llmhw", run_name: str | None = None,
@@ -77,13 +68,13 @@ class RunLog:
     def write(self, **record) -> None:
         if not self.master:
             return
-        record = {k: _clean(v) for k, v in record.items()}
+        record = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
         self.records.append(record)
         try:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
         except OSError as e:  # appended in place (not atomic): a full disk is still one line with the MiB free
-            raise (disk_full(self.path) if e.errno in DISK_FULL else e) from None
+            raise (_write_error(self.path, e) or e) from None
         if self._live is not None:
             self._live(record)
 
@@ -131,3 +122,30 @@ def _start_live(kind: str, out: Path, project: str, run_name: str | None, config
                     writer.add_scalar(k, v, record.get("step", 0))
         return forward
     raise LiveLogError(f"--live must be one of {', '.join(LIVE_CHOICES)}, got {kind!r}")
+
+
+def plot_losses(runs: dict[str, list[dict]], path: str | Path, title: str, keys: tuple[str, ...]) -> Path:
+    """One panel per logged ``keys`` (the first, the noisy train loss, as a moving average), one colour per run;
+    written atomically as PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in keys if any(series(rows, k)[0] for rows in runs.values())]
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for i, (label, rows) in enumerate(runs.items()):
+            s, v = series(rows, key)
+            if key == keys[0]:
+                ax.plot(s, smooth(v, max(1, len(v) // 30)), color=f"C{i % 10}", lw=1, label=label)
+            else:
+                ax.plot(s, v, color=f"C{i % 10}", lw=2, marker="o", ms=3, label=label)
+        ax.set(xlabel="optimizer step", ylabel=key + (" (moving average)" if key == keys[0] else ""))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=110, format="png")
+    plt.close(fig)
+    return Path(path)

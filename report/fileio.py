@@ -1,146 +1,77 @@
-"""Safe outputs: every file or folder a script writes is built aside and moved into place only when complete, and a
-script only ever replaces a folder that holds nothing but its own kind of output.
+"""Files: outputs written whole or not at all, one rule for output folders and files, where data files are found.
 
-One identical copy of this file lives in each of bpe/, pretrain/, finetune/ and report/ (they share no code; a test
-checks the copies stay identical; the canonical copy is finetune/fileio.py).
-
-Guarantees (what each folder's README calls "atomic"):
-  - ``atomic_write(path)`` / ``atomic_write_text`` / ``atomic_write_json`` / ``save_torch``: the file at ``path`` is
-    either the old one or the complete new one, never a mix; a failure (disk full, kill, exception) leaves no temp
-    file behind (a kill may: the next start of the command removes it, see below).
-  - ``atomic_dir(path, kind)``: a whole output *set* (a folder) is built in a temp sibling and swapped in. On Linux the
-    swap is one ``renameat2(RENAME_EXCHANGE)``, so a complete folder is at ``path`` at every instant; elsewhere two
-    renames, and ``recover(path)`` (called by ``atomic_dir``, ``claim_output_dir`` and readers) puts the old folder
-    back if a kill fell between them. With ``kind`` the set carries the hidden marker file naming its kind.
-  - ``OutputError``: one line naming the path and the problem (not writable, a symlink loop, disk full with the MiB
-    free and the folder; torch's own write failure, "unexpected pos" in inline_container.cc, is named as disk full).
-
-The run-folder rule, one function for every command that writes a folder (``claim_output_dir``), called at start-up
-before any work and before anything is created:
-  - the folder is new (nothing is created yet; ``OutputDir.create`` makes it when the writer fills it in place and
-    ``OutputDir.abandon`` removes what ``create`` made if the run is refused later), or empty, or holds nothing but
-    this command's kind of output: every entry matches one of the writer's ``names`` (glob patterns, e.g.
-    ``"ckpt_*.pt"``) and the hidden marker ``.llmhw-output`` (JSON ``{"kind": ...}``, written by ``create`` and by
-    ``atomic_dir(path, kind)``), if present, names this kind. A folder written before the marker existed is
-    recognized by its names alone;
-  - anything else (a user's file, another kind's marker, a file where the folder should be, an input inside it, a
-    symlink loop, an unwritable place) is refused with one line, ``--overwrite`` included: nothing is deleted;
-  - an earlier output of the same kind is refused unless ``overwrite`` (or ``resume`` where the command can resume);
-    ``OutputDir.clear`` deletes it, to be called once the new run's inputs were checked;
-  - leftover temporaries of killed writes (names ``.<name>.llmhw-<random>.tmp``, only ours) inside the folder and
-    beside it are removed, and a swap a kill interrupted is undone.
-
-    out = claim_output_dir(args.out_dir, "bpe-tokenizer", ["tokenizer.model", "*.json"], overwrite=args.overwrite,
-                           inputs=[corpus])          # OutputError: one line; nothing created, nothing deleted
-    with atomic_dir(out.path, out.kind) as tmp:       # a set swapped in whole ...
-        ...
-    out.create(); out.clear()                         # ... or a folder filled in place (a training run)
+One identical copy in each of bpe/, pretrain/, finetune/ and report/ (checked by tests/test_layout.py; canonical here).
+- Writes go to a temp ``.<name>.llmhw-<random>.tmp`` beside the target and are renamed into place when complete
+  (a folder is swapped in whole). A failed write is one line (``OutputError``); a full disk names the MiB free.
+- The output rule (``claim_output_dir``, at start-up, before any work; creates nothing): a folder is ours when its
+  marker ``.llmhw-output`` names our kind and every entry matches our ``names``. New or empty: taken; an earlier
+  output of ours: replaced only with ``overwrite`` (or continued with ``resume``); anything else is refused in one
+  line, whatever the flags, and nothing is deleted. One writer per folder: an exclusive ``flock`` on ``.llmhw-lock``
+  (naming the holder) lasts as long as the writing process. ``claim_output_file``: the same for one JSON file.
+- ``find(name)``: a data file by its name under the data directory (as in ../shared/data): ``--data_dir`` or
+  $LLMHW_DATA_DIR, then the cache $LLMHW_CACHE_DIR (~/.cache/llmhw), then a download of the public copy unless
+  offline (LLMHW_OFFLINE=1 or HF_HUB_OFFLINE=1).
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import errno
+import fcntl
 import fnmatch
+import glob
 import json
 import os
 import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
-from dataclasses import dataclass, field
+import urllib.request
 from pathlib import Path
 
-
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-MARKER = ".llmhw-output"  # hidden file naming the kind of output a folder holds: {"kind": "..."}
-TEMP_TAG = ".llmhw-"      # every temp name is ".<name>.llmhw-<random>.tmp": recognizable as ours, and only ours
-OURS = re.compile(r"^\..+\.llmhw-[A-Za-z0-9_]+\.tmp$")
-# torch.save to a path reports a short write (a full disk) as "[enforce fail at inline_container.cc] unexpected pos"
-TORCH_WRITE_FAILURE = ("unexpected pos", "inline_container", "PytorchStreamWriter failed")
+MARKER, LOCK = ".llmhw-output", ".llmhw-lock"
+TEMP = re.compile(r"^\..+\.llmhw-\w+\.tmp$")  # our temporaries, and only ours
+_locks: dict[Path, object] = {}               # folder -> open lock file: held until this process ends
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # (read once: mkstemp/mkdtemp make 0600/0700; outputs get the modes open()/mkdir() would)
 
 
 class OutputError(OSError):
-    """An output that cannot be written; the message is one line naming the path and what to do."""
+    """An output that cannot or may not be written; the message is one line naming the path and what to do."""
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _nearest_existing(path: Path) -> Path:
-    return next((p for p in (path, *path.parents) if p.exists()), Path.cwd())
-
-
-def disk_full(path: str | os.PathLike) -> OutputError:
-    """The one line for a full disk while writing ``path``: the path, the folder and the MiB still free."""
-    path = Path(path)
-    usage = shutil.disk_usage(_nearest_existing(path.parent))
-    return OutputError(f"{path}: no space left on the disk holding {path.parent} "
-                       f"({usage.free / 2**20:.0f} MiB free); free some space or choose another output folder")
-
-
-def _torch_write_failure(e: BaseException) -> bool:
-    """torch's writer hides the errno of a short write; in practice that is a full disk."""
-    return isinstance(e, RuntimeError) and any(s in str(e) for s in TORCH_WRITE_FAILURE)
-
-
-def _describe(path: Path, e: BaseException) -> OutputError:
-    """One line for an OSError (or torch's write failure) met while writing ``path``."""
-    if isinstance(e, OSError) and e.errno in DISK_FULL or _torch_write_failure(e):
-        return disk_full(path)
-    return OutputError(f"{path}: cannot write ({getattr(e, 'strerror', None) or e})")
-
-
-def check_writable(path: str | os.PathLike, is_dir: bool = False) -> Path:
-    """Fail now, before the work, if ``path`` (a file, or a folder with ``is_dir``) could not be written later.
-    Creates the folder (or the file's parent); ``claim_output_dir`` is the check that creates nothing."""
-    path = Path(path)
-    parent = path if is_dir else path.parent
-    if is_dir and path.exists() and not path.is_dir():
-        raise OutputError(f"{path}: is a file, but an output folder is needed here")
-    if not is_dir and path.is_dir():
-        raise OutputError(f"{path}: is a folder, but an output file is needed here")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as e:
-        raise OutputError(f"{parent}: cannot write there ({e.strerror or e})") from None
-    return path
-
-
-def _probe_writable(folder: Path, label: str) -> None:
-    """Create and remove one temp file in ``folder`` (which exists): the only reliable test (ACLs, read-only mounts)."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise OutputError(f"{label}: cannot write in {folder} ({e.strerror or e})") from None
+def _write_error(path: Path, e: BaseException, names=()) -> OutputError | None:
+    """The one line for a failed write (disk full, torch's short write, an OSError on one of ``names``), else None."""
+    if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "unexpected pos" in str(e):
+        free = shutil.disk_usage(next(p for p in path.parents if p.exists())).free / 2**20
+        return OutputError(f"{path}: no space left on the disk holding {path.parent} ({free:.0f} MiB free); "
+                           "free some space or choose another output folder")
+    if isinstance(e, OSError) and (not names or e.filename in names):
+        return OutputError(f"{path}: cannot write ({e.strerror or e})")
+    return None
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb"):
-    """Yield an open temp file beside ``path``; on success it is flushed, synced and renamed onto ``path``."""
+    """Yield an open temp file beside ``path``; when the block ends without error it replaces ``path``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_TAG}", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.llmhw-", suffix=".tmp")
+        os.chmod(tmp, 0o666 & ~_UMASK)
     except OSError as e:
-        raise _describe(path, e) from None
+        raise _write_error(path, e) from None
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600: give the file the mode open() would
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:
-        if isinstance(e, OSError) and (e.errno in DISK_FULL or e.filename in (tmp, str(path))) \
-                or _torch_write_failure(e):
-            raise _describe(path, e) from None
-        raise
+        raise (_write_error(path, e, (tmp, str(path))) or e) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -153,11 +84,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    """JSON as the standard allows it: a NaN or infinity is an error here, never an unreadable file."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def save_torch(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` written aside and renamed into place; a full disk is one line with the MiB free."""
     import torch  # only the folders that save tensors pay for the import
 
     with atomic_write(path) as f:
@@ -166,290 +97,239 @@ def save_torch(obj, path: str | os.PathLike) -> Path:
 
 
 def _old(path: Path) -> Path:
-    return path.with_name(f".{path.name}.old")
+    return path.with_name(f".{path.name}.llmhw-old")
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two existing paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    AT_FDCWD, RENAME_EXCHANGE = -100, 2
-    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
-        return True
-    if ctypes.get_errno() in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-        return False
-    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(b))
-
-
-def recover(path: str | os.PathLike) -> Path:
-    """Undo a swap that a kill interrupted: if ``path`` is missing but its old copy is there, put it back."""
-    path = Path(path)
-    old = _old(path)
-    if old.exists():
-        if not path.exists():
-            os.replace(old, path)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
-    return path
-
-
-def write_marker(folder: str | os.PathLike, kind: str) -> None:
-    """The hidden file that says ``folder`` holds this kind of output (read by ``claim_output_dir``)."""
-    atomic_write_json(Path(folder) / MARKER, {"kind": kind})
-
-
-def read_marker(folder: str | os.PathLike) -> str | None:
-    """The kind named by ``folder``'s marker; None without one; "?" for one that is not ours (damaged, foreign)."""
-    path = Path(folder) / MARKER
-    if not path.is_file():
-        return None if not path.exists() else "?"
-    try:
-        kind = json.loads(path.read_bytes().decode("utf-8")).get("kind")
-    except (ValueError, UnicodeDecodeError, AttributeError, OSError):
-        return "?"
-    return kind if isinstance(kind, str) else "?"
+def _restore(path: Path) -> None:
+    """Undo a folder swap that a kill split: the old folder goes back if the new one never arrived."""
+    if _old(path).exists():
+        os.replace(_old(path), path) if not path.exists() else shutil.rmtree(_old(path))
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, kind: str | None = None):
-    """Yield a temp folder; on success it replaces ``path`` as a whole (old contents removed only afterwards).
-    With ``kind`` the new set carries the marker naming it (``claim_output_dir`` recognizes it next time)."""
-    path = recover(path)
+def atomic_dir(path: str | os.PathLike, kind: str):
+    """Yield a temp folder carrying ``kind``'s marker; when the block ends without error it replaces ``path`` whole."""
+    path = Path(path)
     try:
+        _restore(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}{TEMP_TAG}", suffix=".tmp"))
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.llmhw-", suffix=".tmp"))
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
     except OSError as e:
-        raise _describe(path, e) from None
+        raise _write_error(path, e) from None
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700: give the folder the mode mkdir would
-        try:
-            if kind is not None:
-                write_marker(tmp, kind)
-            yield tmp
-        except (OSError, RuntimeError) as e:  # a full disk met by the caller's writes (torch's included)
-            if isinstance(e, OSError) and e.errno in DISK_FULL or _torch_write_failure(e):
-                raise disk_full(path) from None
-            raise
-        _swap_in(tmp, path)
+        yield tmp
+        if path.exists():  # two renames; a kill between them is undone by _restore
+            os.replace(path, _old(path))
+        os.replace(tmp, path)
+        shutil.rmtree(_old(path), ignore_errors=True)
+    except (OSError, RuntimeError) as e:
+        raise (_write_error(path, e, (str(path), str(_old(path)))) or e) from None
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _swap_in(tmp: Path, path: Path) -> None:
+# -- the output rule ------------------------------------------------------------------------------------------------
+
+def _resolve(path: str | os.PathLike, flag: str) -> Path:
     try:
-        if path.exists() and _exchange(tmp, path):
-            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
-        else:
-            if path.exists():  # a folder cannot be os.replace'd onto a non-empty one: move the old one aside
-                os.replace(path, _old(path))
-            os.replace(tmp, path)
-            shutil.rmtree(_old(path), ignore_errors=True)
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as e:  # a symlink loop
+        raise OutputError(f"{flag} {path}: cannot be resolved ({e}); a symlink loop?") from None
+
+
+def _check_place(out: Path, flag: str, inputs, folder: bool) -> None:
+    """Refuse the wrong type of thing at ``out``, an input at/inside/around it, a place we cannot write."""
+    if out.exists() and out.is_dir() != folder:
+        have, need = ("a folder", "file") if out.is_dir() else ("a file", "folder")
+        raise OutputError(f"{flag} {out}: is {have}, but an output {need} is needed here")
+    for p in filter(None, inputs):
+        q = Path(p).expanduser().resolve()
+        if out == q or q in out.parents or (folder and out in q.parents):
+            raise OutputError(f"{flag} {out}: holds (or is inside) the input {p}; choose another place")
+    where = out if out.is_dir() else next(p for p in out.parents if p.exists())
+    try:
+        tempfile.TemporaryFile(dir=where).close()
     except OSError as e:
-        raise _describe(path, e) from None
+        raise OutputError(f"{flag} {out}: cannot write in {where} ({e.strerror or e})") from None
+    for tmp in out.parent.glob(f".{glob.escape(out.name)}.llmhw-*.tmp"):  # killed writes of this very output
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
 
 
-# -- the run-folder rule ----------------------------------------------------------------------------------------------
+def _lock(folder: Path, flag: str) -> None:
+    """Hold an exclusive lock on ``folder`` until this process ends; refuse if another process holds it."""
+    if folder in _locks:
+        return
+    f = open(folder / LOCK, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise OutputError(f"{flag} {folder}: in use by {holder}; wait for it to end or choose another folder") from None
+    f.truncate(0)
+    f.write(f"PID {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    _locks[folder] = f
 
-def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
-    """Remove our temporaries of killed writes (``.<name>.llmhw-<random>.tmp``) in ``folder`` and its sub-folders
-    (symlinks are not followed). Returns what was removed. Call it only on a folder that one command writes."""
-    removed = []
-    for root, dirs, files in os.walk(folder):
-        for name in [n for n in dirs + files if OURS.match(n)]:
-            p = Path(root) / name
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
-            removed.append(p)
-        dirs[:] = [d for d in dirs if not OURS.match(d) and not (Path(root) / d).is_symlink()]
-    return removed
 
-
-@dataclass
 class OutputDir:
-    """A folder that ``claim_output_dir`` found fit for this command's output (see the module docstring)."""
-    path: Path                       # resolved
-    kind: str
-    earlier: list[str]               # entries of an earlier output of this kind (empty: new or empty folder)
-    leftovers: list[Path]            # temporaries of killed writes that the claim removed
-    made: list[Path] = field(default_factory=list)  # folders create() made, outermost first
+    """A folder ``claim_output_dir`` found fit for this command's output."""
+
+    def __init__(self, path: Path, kind: str, earlier: list[str]):
+        self.path, self.kind, self.earlier, self.made = path, kind, earlier, []
 
     def create(self) -> Path:
-        """Make the folder (and missing parents) and write its marker: for writers that fill it in place."""
-        missing = [p for p in (self.path, *self.path.parents) if not p.exists()][::-1]
+        """Make the folder (for writers that fill it in place), with its marker and lock."""
+        self.made = [p for p in (self.path, *self.path.parents) if not p.exists()][::-1]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self.made += [p for p in missing if p not in self.made]
-            if read_marker(self.path) != self.kind:
-                write_marker(self.path, self.kind)
+            if not (self.path / MARKER).exists():
+                atomic_write_json(self.path / MARKER, {"kind": self.kind})
         except OSError as e:
             raise OutputError(f"{self.path}: cannot create the output folder ({e.strerror or e})") from None
+        _lock(self.path, "output folder")
         return self.path
 
     def clear(self) -> None:
-        """Delete the earlier output (the claim checked every entry is ours); the marker stays."""
+        """Delete the earlier output (every entry was checked to be ours)."""
         for name in self.earlier:
             p = self.path / name
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
         self.earlier = []
 
     def abandon(self) -> None:
-        """A run refused after ``create``: remove the folders it made if they hold nothing but the marker."""
-        if self.made and os.listdir(self.path) == [MARKER]:
-            (self.path / MARKER).unlink()
-        for p in reversed(self.made):
-            with contextlib.suppress(OSError):
-                p.rmdir()  # only an empty folder goes
-        self.made = []
+        """A run refused after ``create``: remove the folders it made, if they hold nothing of anyone's."""
+        if self.made and set(os.listdir(self.path)) <= {MARKER, LOCK}:
+            _locks.pop(self.path).close()
+            for name in (MARKER, LOCK):
+                (self.path / name).unlink(missing_ok=True)
+            for p in reversed(self.made):
+                with contextlib.suppress(OSError):
+                    p.rmdir()
 
 
-def _resolve(path: str | os.PathLike, flag: str) -> Path:
+def _kind_of(folder: Path) -> str | None:
     try:
-        return Path(path).expanduser().resolve()
-    except (RuntimeError, OSError) as e:  # Python 3.11: RuntimeError("Symlink loop from ..."); later: ELOOP
-        raise OutputError(f"{flag} {path}: cannot be resolved ({e}); a symlink loop?") from None
-
-
-def _check_place(out: Path, flag: str, inputs) -> None:
-    """Refuse a file where the folder should be, an input inside (or around) it, an unwritable place."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{flag} {out}: is a file, but an output folder is needed here")
-    for p in inputs:
-        if p is None:
-            continue
-        q = Path(p).expanduser().resolve()
-        if out == q or out in q.parents or q in out.parents:
-            raise OutputError(f"{flag} {out}: holds (or is inside) the input {p}; choose another folder")
-    _probe_writable(_nearest_existing(out.parent), f"{flag} {out}")
-    if out.is_dir():
-        _probe_writable(out, f"{flag} {out}")
-
-
-def _earlier_output(out: Path, kind: str, names, flag: str) -> list[str]:
-    """The entries of ``out`` if they are all this kind's output; one line refusing anything else."""
-    entries = sorted(n for n in os.listdir(out) if n != MARKER and not OURS.match(n))
-    found = read_marker(out)
-    if found is not None and found != kind:
-        what = "a damaged or foreign marker" if found == "?" else f"a {found} (its {MARKER} says so)"
-        raise OutputError(f"{flag} {out}: holds {what}, not a {kind}; choose another folder (nothing was deleted)")
-    foreign = [n for n in entries if not any(fnmatch.fnmatchcase(n, pat) for pat in names)]
-    if foreign:
-        more = ", ..." if len(foreign) > 3 else ""
-        raise OutputError(f"{flag} {out}: holds files that are not a {kind}'s output ({', '.join(foreign[:3])}{more});"
-                          " choose an empty or new folder (nothing was deleted)")
-    return entries
+        return json.loads((folder / MARKER).read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None if not (folder / MARKER).exists() else "?"
 
 
 def claim_output_dir(path: str | os.PathLike, kind: str, names, *, overwrite: bool = False,
                      resume: bool | None = None, inputs=(), flag: str = "--out_dir") -> OutputDir:
-    """Check, at start-up, that ``path`` may receive this command's ``kind`` of output (the rule in the module
-    docstring); ``names``: glob patterns of every top-level entry this kind writes; ``resume``: None for a command
-    that cannot resume, else whether ``--resume`` was given; ``inputs``: paths (files or folders) that must not
-    be, hold or lie inside the folder (None entries are skipped).
-    Creates nothing; removes only our leftover temporaries; raises OutputError (one line) otherwise."""
-    out = recover(_resolve(path, flag))
-    _check_place(out, flag, inputs)
-    leftovers = [p for p in out.parent.glob(f".{glob_escape(out.name)}{TEMP_TAG}*.tmp") if OURS.match(p.name)]
-    for p in leftovers:  # killed atomic_dir / atomic_write of this very path
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    for old in out.glob(".*.old") if out.is_dir() else []:  # a sub-folder's swap that a kill interrupted
-        recover(old.with_name(old.name[1:-len(".old")]))
-    earlier = _earlier_output(out, kind, names, flag) if out.is_dir() else []
-    if earlier and not (overwrite or resume):
+    """Check at start-up that folder ``path`` may take this command's ``kind`` of output (the rule above).
+    ``names``: glob patterns of every entry this kind writes; ``resume``: None where the command cannot resume."""
+    out = _resolve(path, flag)
+    _restore(out)
+    _check_place(out, flag, inputs, folder=True)
+    if not out.is_dir():
+        return OutputDir(out, kind, [])
+    for name in [n for n in os.listdir(out) if n.endswith(".llmhw-old")]:
+        _restore(out / name[1:-len(".llmhw-old")])  # a sub-folder's swap that a kill split
+    entries = sorted(n for n in os.listdir(out) if n not in (MARKER, LOCK) and not TEMP.match(n))
+    found = _kind_of(out)
+    foreign = [n for n in entries if not any(fnmatch.fnmatchcase(n, pat) for pat in names)]
+    if found not in (None, kind):
+        what = "a damaged or foreign marker" if found == "?" else f"a {found} (its {MARKER} says so)"
+        raise OutputError(f"{flag} {out}: holds {what}, not a {kind}; choose another folder (nothing was deleted)")
+    if foreign or (entries and found is None):  # a folder of ours always carries the marker
+        raise OutputError(f"{flag} {out}: holds files that are not a {kind}'s output "
+                          f"({', '.join((foreign or entries)[:3])}); choose an empty or new folder (nothing was deleted)")
+    _lock(out, flag)
+    if entries and not (overwrite or resume):
         how = "pass --resume to continue it or --overwrite" if resume is not None else "pass --overwrite"
-        raise OutputError(f"{flag} {out}: holds an earlier run's {kind} output ({', '.join(earlier[:3])}"
-                          f"{', ...' if len(earlier) > 3 else ''}); {how} to replace it")
-    if out.is_dir():
-        leftovers += remove_leftovers(out)
-    return OutputDir(out, kind, earlier, leftovers)
+        raise OutputError(f"{flag} {out}: holds an earlier run's {kind} output ({', '.join(entries[:3])}); "
+                          f"{how} to replace it")
+    for root, dirs, files in os.walk(out):  # temporaries of killed writes inside
+        for name in filter(TEMP.match, dirs + files):
+            p = Path(root, name)
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        dirs[:] = [d for d in dirs if not TEMP.match(d)]
+    return OutputDir(out, kind, entries)
 
 
-def glob_escape(name: str) -> str:
-    """``name`` with glob's special characters taken literally."""
-    return re.sub(r"([*?\[])", r"[\1]", name)
+def claim_output_file(path: str | os.PathLike, kind: str, *, overwrite: bool = False, inputs=(),
+                      flag: str = "--out") -> Path:
+    """The same rule for one JSON output file: ours when its top-level "kind" is ``kind``."""
+    out = _resolve(path, flag)
+    _check_place(out, flag, inputs, folder=False)
+    if out.exists():
+        try:
+            ours = json.loads(out.read_text(encoding="utf-8")).get("kind") == kind
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise OutputError(f"{flag} {out}: is a file this command did not write; choose another path "
+                              "(nothing was replaced)")
+        if not overwrite:
+            raise OutputError(f"{flag} {out}: holds an earlier {kind}; pass --overwrite to replace it")
+    return out
 
 
-# -- data files (was datadir.py) --
+def start_child(cmd, **popen_kwargs) -> subprocess.Popen:
+    """A child process that gets SIGTERM when this process dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG),
+    so a killed parent never leaves writers running behind it."""
+    parent = os.getpid()
+
+    def tie_to_parent():
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return subprocess.Popen(cmd, preexec_fn=tie_to_parent if sys.platform == "linux" else None, **popen_kwargs)
 
 
-import os
-import urllib.request
-from pathlib import Path
+# -- data files -----------------------------------------------------------------------------------------------------
 
-ENV_DATA_DIR = "LLMHW_DATA_DIR"
-ENV_CACHE_DIR = "LLMHW_CACHE_DIR"
-ENV_OFFLINE = "LLMHW_OFFLINE"
-
-# Canonical public sources (name under the data directory -> URL). Users online get these; CI never downloads.
-SOURCES = {
+SOURCES = {  # name under the data directory -> canonical public copy (None: offline copy only, see its README)
     "gpt2/encoder.json": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
     "gpt2/vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
     "tinyshakespeare.txt": "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
     "alpaca/alpaca_data.json": "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json",
     "bpe/manual.txt": "https://raw.githubusercontent.com/htlou/Alignment_hw/"
     "689c41fe80c36018f8d7c169ff715c4f8d974760/hw1/bpe/manual.txt",
-    "bpe/lunyu.txt": None,  # built from chinese-poetry's lunyu.json; see ../shared/data/README.md
+    "bpe/lunyu.txt": None,
     "hellaswag/hellaswag_val.jsonl": "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",
-    "hellaswag/hellaswag_val_activitynet.jsonl": None,  # offline subset only; see ../shared/data/README.md
+    "hellaswag/hellaswag_val_activitynet.jsonl": None,
     "webtext/wikitext2_valid.txt": "https://raw.githubusercontent.com/pytorch/examples/"
     "77f55b912142e11fcfdf5b530231fb9c52f181e8/word_language_model/data/wikitext-2/valid.txt",
 }
 
 
 class DataFileNotFound(FileNotFoundError):
-    """Raised when a data file is neither local nor downloadable; the message says what to set."""
+    """A data file that is neither here nor downloadable; the message says what to set."""
 
 
 def data_dir(flag: str | os.PathLike | None = None) -> Path | None:
-    """The configured data directory: the flag if given, else $LLMHW_DATA_DIR, else None."""
-    value = flag if flag else os.environ.get(ENV_DATA_DIR)
+    value = flag or os.environ.get("LLMHW_DATA_DIR")
     return Path(value).expanduser().resolve() if value else None
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get(ENV_CACHE_DIR, Path.home() / ".cache" / "llmhw")).expanduser()
-
-
-def offline() -> bool:
-    return any(os.environ.get(v, "") not in ("", "0") for v in (ENV_OFFLINE, "HF_HUB_OFFLINE"))
-
-
 def find(name: str, data_dir_flag: str | os.PathLike | None = None, download: bool = True) -> Path:
-    """Return the path of data file ``name`` (see module docstring for the lookup order)."""
-    folders = [d for d in (data_dir(data_dir_flag), cache_dir()) if d is not None]
+    """The path of data file ``name``: the data directory, the cache, else a download into the cache."""
+    cache = Path(os.environ.get("LLMHW_CACHE_DIR", Path.home() / ".cache" / "llmhw")).expanduser()
+    folders = [d for d in (data_dir(data_dir_flag), cache) if d is not None]
     for folder in folders:
         if (folder / name).is_file():
             return folder / name
-    searched = ", ".join(str(f) for f in folders)
-    hint = f"pass --data_dir DIR or set {ENV_DATA_DIR}=DIR (offline copy: ../shared/data)"
+    offline = any(os.environ.get(v, "") not in ("", "0") for v in ("LLMHW_OFFLINE", "HF_HUB_OFFLINE"))
     url = SOURCES.get(name)
-    if not download or offline() or url is None:
-        why = "offline" if offline() else ("no public source known" if url is None else "download disabled")
-        raise DataFileNotFound(f"data file '{name}' not found in [{searched}] ({why}); {hint}")
-    target = cache_dir() / name
+    where = (f"data file '{name}' not found in [{', '.join(map(str, folders))}]; pass --data_dir DIR or set "
+             "LLMHW_DATA_DIR=DIR (offline copy: ../shared/data)")
+    if not download or offline or url is None:
+        why = "offline" if offline else ("no public source known" if url is None else "download disabled")
+        raise DataFileNotFound(f"{where} ({why})")
     try:
-        _download(url, target)
+        from tqdm import tqdm
+
+        with urllib.request.urlopen(url, timeout=60) as r, atomic_write(cache / name) as f, \
+                tqdm(total=int(r.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
+                     desc=f"download {name}") as bar:
+            while chunk := r.read(1 << 20):
+                bar.update(f.write(chunk))
     except OSError as e:
-        raise DataFileNotFound(f"data file '{name}' not found in [{searched}] and download from {url} failed "
-                               f"({e}); {hint}") from e
-    return target
-
-
-def _download(url: str, target: Path) -> None:
-    """Stream ``url`` into ``target`` with a progress bar; temp file + rename so a broken download leaves nothing."""
-    from tqdm import tqdm
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-            total = int(r.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {target.name}") as bar:
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        raise DataFileNotFound(f"{where} (download from {url} failed: {e})") from None
+    return cache / name

@@ -1,5 +1,6 @@
-"""Cross-folder checks: bpe/, pretrain/, finetune/ and report/ import nothing from each other, and each folder's
-copy of datadir.py is identical and finds files the way the README says."""
+"""Cross-folder checks: bpe/, pretrain/, finetune/ and report/ import nothing from each other, the shared helpers'
+copies are identical, fileio.find finds data files the way the README says, and the code keeps its plain shape
+(functions <= 60 lines, lines <= 120 characters, <= 16 modules a folder, trainers <= 320 lines and 8 local imports)."""
 import ast
 import re
 import importlib.util
@@ -14,7 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ["bpe", "pretrain", "finetune", "report"]
 # Helpers several folders need: one canonical file, copied identically (folders share no code).
 SHARED_COPIES = {
-    "datadir.py": ["bpe", "pretrain", "finetune", "report"],
     "fileio.py": ["bpe", "pretrain", "finetune", "report"],
     "gpt2files.py": ["bpe", "pretrain", "report"],
     "ddp.py": ["pretrain", "finetune"],
@@ -87,7 +87,7 @@ def test_shared_helper_copies_identical(name):
 
 
 def load_datadir(folder="bpe"):
-    spec = importlib.util.spec_from_file_location(f"datadir_{folder}", ROOT / folder / "datadir.py")
+    spec = importlib.util.spec_from_file_location(f"fileio_{folder}", ROOT / folder / "fileio.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -99,8 +99,8 @@ def test_datadir_lookup_order(tmp_path, monkeypatch):
     for d in (flag_dir, env_dir, cache):
         (d / "bpe").mkdir(parents=True)
         (d / "bpe" / "manual.txt").write_text(d.name)
-    monkeypatch.setenv(dd.ENV_DATA_DIR, str(env_dir))
-    monkeypatch.setenv(dd.ENV_CACHE_DIR, str(cache))
+    monkeypatch.setenv("LLMHW_DATA_DIR", str(env_dir))
+    monkeypatch.setenv("LLMHW_CACHE_DIR", str(cache))
     assert dd.find("bpe/manual.txt", flag_dir).read_text() == "flag"
     assert dd.find("bpe/manual.txt").read_text() == "env"
     (env_dir / "bpe" / "manual.txt").unlink()
@@ -109,22 +109,22 @@ def test_datadir_lookup_order(tmp_path, monkeypatch):
 
 def test_datadir_offline_error_names_file_folder_and_setting(tmp_path, monkeypatch):
     dd = load_datadir()
-    monkeypatch.setenv(dd.ENV_DATA_DIR, str(tmp_path / "nowhere"))
-    monkeypatch.setenv(dd.ENV_CACHE_DIR, str(tmp_path / "cache"))
-    monkeypatch.setenv(dd.ENV_OFFLINE, "1")
+    monkeypatch.setenv("LLMHW_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("LLMHW_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LLMHW_OFFLINE", "1")
     with pytest.raises(dd.DataFileNotFound) as e:
         dd.find("tinyshakespeare.txt")
     msg = str(e.value)
-    assert "tinyshakespeare.txt" in msg and str(tmp_path / "nowhere") in msg and dd.ENV_DATA_DIR in msg
+    assert "tinyshakespeare.txt" in msg and str(tmp_path / "nowhere") in msg and "LLMHW_DATA_DIR" in msg
     assert "\n" not in msg
 
 
 def test_datadir_failed_download_leaves_nothing(tmp_path, monkeypatch):
     dd = load_datadir()
-    monkeypatch.delenv(dd.ENV_DATA_DIR, raising=False)
-    monkeypatch.delenv(dd.ENV_OFFLINE, raising=False)
+    monkeypatch.delenv("LLMHW_DATA_DIR", raising=False)
+    monkeypatch.delenv("LLMHW_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv(dd.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    monkeypatch.setenv("LLMHW_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setitem(dd.SOURCES, "x.txt", "http://127.0.0.1:9/nothing-listens-here")
     with pytest.raises(dd.DataFileNotFound, match="download from"):
         dd.find("x.txt")
@@ -135,7 +135,7 @@ def test_ci_data_directory_is_set_and_complete():
     # CI must see the offline data; a missing file fails loudly here rather than skipping elsewhere.
     dd = load_datadir()
     d = dd.data_dir()
-    assert d is not None, f"{dd.ENV_DATA_DIR} is not set (tests/run.sh sets it from ../shared/data)"
+    assert d is not None, "LLMHW_DATA_DIR is not set (tests/run.sh sets it from ../shared/data)"
     for name in ["gpt2/encoder.json", "gpt2/vocab.bpe", "tinyshakespeare.txt", "alpaca/alpaca_data.json.xz",
                  "bpe/manual.txt", "bpe/homework_english.txt", "bpe/homework_chinese.txt",
                  "webtext/wikitext2_valid.txt", "hellaswag/hellaswag_val_activitynet.jsonl"]:
@@ -169,6 +169,29 @@ def test_no_function_over_60_lines_outside_tests():
     too_long = {str(p.relative_to(ROOT)): long_functions(p) for p in project_files(".py")
                 if "tests" not in p.relative_to(ROOT).parts}
     assert {k: v for k, v in too_long.items() if v} == {}
+
+
+def test_no_line_over_120_characters():
+    long_lines = [f"{p.relative_to(ROOT)}:{i}" for p in project_files(".py", ".sh")
+                  for i, line in enumerate(p.read_text().splitlines(), 1) if len(line) > 120]
+    assert long_lines == []
+
+
+def non_test_modules(folder):
+    return sorted(p for p in (ROOT / folder).glob("*.py"))
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_few_modules_per_folder(folder):
+    assert len(non_test_modules(folder)) <= 16, [p.name for p in non_test_modules(folder)]
+
+
+@pytest.mark.parametrize("folder", ["pretrain", "finetune"])
+def test_trainers_read_as_one_short_script(folder):
+    path = ROOT / folder / "train.py"
+    local = {p.stem for p in non_test_modules(folder)}
+    imported = {name for name, _ in imports_of(path)} & local
+    assert len(path.read_text().splitlines()) <= 320 and len(imported) <= 8, sorted(imported)
 
 
 def test_function_length_check_can_fail(tmp_path):

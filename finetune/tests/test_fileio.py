@@ -1,9 +1,14 @@
-"""The run-folder rule (fileio.claim_output_dir) and the disk-full line of every writer, against hand-built folders:
-a folder is replaced only when it holds nothing but its own kind of output; anything else is one line and nothing is
-deleted or left behind."""
+"""The output rule (fileio.claim_output_dir / claim_output_file), one writer per folder, children that die with their
+parent, and the disk-full line of every writer, against hand-built folders and files: an output is replaced only
+when it holds nothing but our own kind of output; anything else is one line and nothing is deleted or left behind."""
 import errno
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -26,7 +31,7 @@ def earlier_run(folder, marker=True):
     (folder / "tokenizer").mkdir()
     (folder / "tokenizer" / "tokenizer.json").write_text("{}")
     if marker:
-        fileio.write_marker(folder, KIND)
+        (folder / fileio.MARKER).write_text(json.dumps({"kind": KIND}))
     return folder
 
 
@@ -43,7 +48,7 @@ def test_create_then_abandon_removes_only_what_it_made(tmp_path):
     (tmp_path / "a").mkdir()
     out = fileio.claim_output_dir(tmp_path / "a" / "b" / "c", KIND, NAMES)
     out.create()
-    assert fileio.read_marker(out.path) == KIND
+    assert fileio._kind_of(out.path) == KIND
     out.abandon()  # a run refused after create(): no empty folder stays, the folder that was there does
     assert os.listdir(tmp_path) == ["a"] and os.listdir(tmp_path / "a") == []
 
@@ -53,12 +58,11 @@ def test_abandon_keeps_a_folder_that_received_output(tmp_path):
     out.create()
     (out.path / "log.jsonl").write_text("{}\n")
     out.abandon()
-    assert sorted(os.listdir(tmp_path / "run")) == [fileio.MARKER, "log.jsonl"]
+    assert sorted(os.listdir(tmp_path / "run")) == [fileio.LOCK, fileio.MARKER, "log.jsonl"]
 
 
-@pytest.mark.parametrize("marker", [True, False])  # False: a folder written before the marker existed
-def test_earlier_output_of_the_same_kind_needs_overwrite_or_resume(tmp_path, marker):
-    run = earlier_run(tmp_path / "run", marker)
+def test_earlier_output_of_the_same_kind_needs_overwrite_or_resume(tmp_path):
+    run = earlier_run(tmp_path / "run")
     with pytest.raises(fileio.OutputError) as e:
         fileio.claim_output_dir(run, KIND, NAMES, resume=False)
     assert one_line(e).startswith(f"--out_dir {run}: holds an earlier run's test-run output (ckpt_000004.pt, log.jsonl, tokenizer)")
@@ -71,7 +75,7 @@ def test_earlier_output_of_the_same_kind_needs_overwrite_or_resume(tmp_path, mar
     assert (run / "ckpt_000004.pt").exists()  # the claim deletes nothing ...
     out.create()
     out.clear()  # ... clear() does, once the new run's inputs were checked
-    assert os.listdir(run) == [fileio.MARKER]
+    assert sorted(os.listdir(run)) == [fileio.LOCK, fileio.MARKER]
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
@@ -100,7 +104,7 @@ def test_another_kinds_or_a_damaged_marker_is_refused(tmp_path, marker):
 def test_atomic_dir_with_kind_writes_the_marker_the_claim_reads(tmp_path):
     with fileio.atomic_dir(tmp_path / "set", "bpe-tokenizer") as tmp:
         (tmp / "tokenizer.json").write_text("{}")
-    assert fileio.read_marker(tmp_path / "set") == "bpe-tokenizer"
+    assert fileio._kind_of(tmp_path / "set") == "bpe-tokenizer"
     assert fileio.claim_output_dir(tmp_path / "set", "bpe-tokenizer", ["*.json"], overwrite=True).earlier \
         == ["tokenizer.json"]
     with pytest.raises(fileio.OutputError, match="holds a bpe-tokenizer"):
@@ -141,8 +145,8 @@ def test_leftovers_of_killed_writes_are_removed_and_only_ours(tmp_path):
     theirs = [tmp_path / ".run.notes.tmp", tmp_path / ".other.llmhw-abc.tmp"]  # not ours, or of another folder
     for p in theirs:
         p.write_text("keep")
-    out = fileio.claim_output_dir(run, KIND, NAMES, resume=True)
-    assert sorted(out.leftovers) == sorted(ours) and not any(p.exists() for p in ours)
+    fileio.claim_output_dir(run, KIND, NAMES, resume=True)
+    assert not any(p.exists() for p in ours)
     assert all(p.exists() for p in theirs)
 
 
@@ -156,14 +160,14 @@ def test_temp_names_are_recognizable(tmp_path):
     with pytest.MonkeyPatch.context() as m:
         m.setattr(os, "replace", replace)
         fileio.atomic_write_text(tmp_path / "a.json", "{}")
-        with fileio.atomic_dir(tmp_path / "set"):
+        with fileio.atomic_dir(tmp_path / "set", KIND):
             pass
-    assert len(seen) == 2 and all(fileio.OURS.match(n) for n in seen), seen
+    assert len(seen) == 2 and all(fileio.TEMP.match(n) for n in seen), seen
 
 
 def test_an_interrupted_sub_folder_swap_is_undone_by_the_claim(tmp_path):
     run = earlier_run(tmp_path / "run")
-    (run / "tokenizer").rename(run / ".tokenizer.old")  # a kill between atomic_dir's two renames
+    (run / "tokenizer").rename(run / ".tokenizer.llmhw-old")  # a kill between atomic_dir's two renames
     out = fileio.claim_output_dir(run, KIND, NAMES, resume=True)
     assert "tokenizer" in out.earlier and (run / "tokenizer" / "tokenizer.json").is_file()
 
@@ -208,9 +212,94 @@ def test_save_torch_round_trip(tmp_path):
 
 
 def test_marker_is_json_naming_the_kind(tmp_path):
-    fileio.write_marker(tmp_path, "pretrain-run")
-    assert json.loads((tmp_path / fileio.MARKER).read_text()) == {"kind": "pretrain-run"}
-    assert fileio.read_marker(tmp_path) == "pretrain-run" and fileio.read_marker(tmp_path / "none") is None
+    out = fileio.claim_output_dir(tmp_path / "run", "pretrain-run", NAMES)
+    out.create()
+    assert json.loads((tmp_path / "run" / fileio.MARKER).read_text()) == {"kind": "pretrain-run"}
+
+
+def test_our_names_without_our_marker_are_refused(tmp_path):
+    run = earlier_run(tmp_path / "run", marker=False)  # every name matches, but nothing says we wrote it
+    before = tree(run)
+    with pytest.raises(fileio.OutputError) as e:
+        fileio.claim_output_dir(run, KIND, NAMES, overwrite=True)
+    assert "holds files that are not a test-run's output (ckpt_000004.pt" in one_line(e) and tree(run) == before
+
+
+CLAIM = """import sys, time
+sys.path.insert(0, {here!r})
+import fileio
+try:
+    fileio.claim_output_dir(sys.argv[1], "test-run", ["*.pt", "log.jsonl"], resume=True).create()
+except fileio.OutputError as e:
+    print(e, file=sys.stderr)
+    sys.exit(2)
+print("claimed", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def claimer(tmp_path, folder, seconds):
+    script = tmp_path / "claim.py"
+    script.write_text(CLAIM.format(here=os.path.dirname(fileio.__file__)))
+    return subprocess.Popen([sys.executable, str(script), str(folder), str(seconds)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_one_writer_per_folder_and_no_stale_lock(tmp_path):
+    first = claimer(tmp_path, tmp_path / "run", 60)
+    assert first.stdout.readline() == "claimed\n"
+    out, err = claimer(tmp_path, tmp_path / "run", 0).communicate(timeout=60)
+    assert err.strip() == f"--out_dir {tmp_path / 'run'}: in use by PID {first.pid} on {socket.gethostname()}; " \
+                          "wait for it to end or choose another folder"
+    first.kill()  # killed, not cleaned up: the lock goes with the process
+    first.communicate()
+    out, err = claimer(tmp_path, tmp_path / "run", 0).communicate(timeout=60)
+    assert out == "claimed\n", err
+
+
+def test_a_child_dies_with_its_killed_parent(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", f"""import sys, time
+sys.path.insert(0, {os.path.dirname(fileio.__file__)!r})
+import fileio
+child = fileio.start_child([sys.executable, "-c", "import time; time.sleep(60)"])
+print(child.pid, flush=True)
+time.sleep(60)"""], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        state = open(f"/proc/{child}/stat").read().split()[2] if os.path.exists(f"/proc/{child}") else "X"
+        if state == "Z":  # dead, waiting for init to reap it
+            return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the child outlived its killed parent")
+
+
+def test_a_single_output_file_is_replaced_only_when_ours(tmp_path):
+    mine, ours, data = tmp_path / "notes.json", tmp_path / "out.json", tmp_path / "data"
+    mine.write_text('{"kind": "something else"}')
+    fileio.atomic_write_json(ours, {"kind": "ngram", "x": 1})
+    data.mkdir()
+    assert fileio.claim_output_file(tmp_path / "new.json", "ngram") == tmp_path / "new.json"
+    assert fileio.claim_output_file(ours, "ngram", overwrite=True) == ours
+    cases = {(mine, True): "is a file this command did not write", (ours, False): "pass --overwrite",
+             (data / "meta.json", True): "holds (or is inside) the input", (data, True): "is a folder"}
+    for (path, overwrite), want in cases.items():
+        with pytest.raises(fileio.OutputError) as e:
+            fileio.claim_output_file(path, "ngram", overwrite=overwrite, inputs=[data])
+        assert want in one_line(e)
+    assert mine.read_text() == '{"kind": "something else"}'
+
+
+def test_json_outputs_are_standard_json(tmp_path):
+    with pytest.raises(ValueError):
+        fileio.atomic_write_json(tmp_path / "x.json", {"temperature": float("inf")})
+    assert os.listdir(tmp_path) == []
 
 
 def test_the_run_log_names_a_full_disk(tmp_path):

@@ -1,11 +1,11 @@
-"""perf.py: GPU names as torch.cuda.get_device_name() reports them map to exactly one datasheet entry (or none),
+"""modeling_gpt2's MFU peaks: GPU names as torch.cuda.get_device_name() reports them map to exactly one datasheet entry (or none),
 the peak follows the run's dtype, and the CPU peak is a measured figure."""
 import pytest
 import torch
 
-import perf
+import modeling_gpt2 as perf
 
-# Names as drivers report them (nvidia-smi / torch.cuda.get_device_name) -> the key perf.py must pick.
+# Names as drivers report them (nvidia-smi / torch.cuda.get_device_name) -> the key it must pick.
 REPORTED_NAMES = {
     "NVIDIA H100 80GB HBM3": "H100 SXM",
     "NVIDIA H100 PCIe": "H100 PCIe",
@@ -72,7 +72,7 @@ def test_peak_flops_on_a_cuda_device_uses_the_name_and_dtype(monkeypatch):
     assert "H100 PCIe: bf16 dense peak 756.5 TFLOP/s" in perf.describe_peak("cuda", torch.bfloat16)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA L40G")
     assert perf.peak_flops("cuda", torch.bfloat16) is None
-    assert "not in perf.GPU_PEAKS" in perf.describe_peak("cuda", torch.bfloat16)
+    assert "not in modeling_gpt2.GPU_PEAKS" in perf.describe_peak("cuda", torch.bfloat16)
     assert perf.mfu(1e9, 1e3, None) is None
 
 
