@@ -23,14 +23,14 @@ fi
 lists=(requirements.txt)
 [ "${LLMHW_SETUP:-all}" = runtime ] || lists+=(requirements-test.txt)
 todo=()
+hash_of() { sha256sum < "$LLMHW_ROOT/$1" | cut -c1-16; }
 for list in "${lists[@]}"; do
-    stamp="$VIRTUAL_ENV/.llmhw-${list%.txt}"
-    [ "$(cat "$stamp" 2>/dev/null)" = "$(sha256sum < "$LLMHW_ROOT/$list" | cut -c1-16)" ] || todo+=(-r "$LLMHW_ROOT/$list")
+    [ "$(cat "$VIRTUAL_ENV/.llmhw-${list%.txt}" 2>/dev/null)" = "$(hash_of "$list")" ] || todo+=(-r "$LLMHW_ROOT/$list")
 done
 if [ ${#todo[@]} -gt 0 ]; then
     echo "[setup] installing ${todo[*]} into $VIRTUAL_ENV"
     python -m pip install -q "${todo[@]}"
-    for list in "${lists[@]}"; do sha256sum < "$LLMHW_ROOT/$list" | cut -c1-16 > "$VIRTUAL_ENV/.llmhw-${list%.txt}"; done
+    for list in "${lists[@]}"; do hash_of "$list" > "$VIRTUAL_ENV/.llmhw-${list%.txt}"; done
 fi
 # Offline copy of the data sets beside the checkout (as in CI), unless the user chose a data directory.
 if [ -z "${LLMHW_DATA_DIR:-}" ] && [ -d "$LLMHW_ROOT/../shared/data" ]; then

@@ -1,19 +1,15 @@
 """Byte-level BPE tokenizer (minbpe's API, tiktoken's semantics): train, encode, decode, save/load, OpenAI's GPT-2
-files, and exports to tiktoken and Hugging Face that give the same ids.
+files, and exports to tiktoken and Hugging Face that give the same ids (how the other folders use a tokenizer trained
+here, without importing this code).
 
-* train: the text is pre-split by the pattern (and at special tokens), unique chunks are counted once and merged by
-  trainer.py's incremental trainer (the naive one beside it is the test oracle);
-* encode: exactly tiktoken's algorithm (repeatedly merge the adjacent pair whose concatenation has the lowest rank,
-  leftmost on ties; a chunk that is itself a token stays whole), with a chunk cache;
-* a versioned JSON format, a readable vocab listing, ``tiktoken.Encoding`` and HF ``tokenizer.json`` exports (how
-  the other folders use a tokenizer trained here, without importing this code).
-
-Token ids are ranks, as in tiktoken: byte b is id b, merged tokens 256, 257, ... in creation order, then the special
-tokens. The library trusts its arguments; user input is checked where it enters (train.py, ``load``,
-``from_gpt2_files``).
+Training counts the unique pre-split chunks once and merges them with trainer.py. Encoding is tiktoken's: repeatedly
+merge the adjacent pair whose concatenation has the lowest rank (leftmost on ties); a chunk that is a token stays
+whole. Token ids are ranks: byte b is id b, merged tokens 256, 257, ... in creation order, then the special tokens.
+The library trusts its arguments; user input is checked where it enters (train.py, ``load``, ``from_gpt2_files``).
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import unicodedata
@@ -22,8 +18,8 @@ from pathlib import Path
 
 import regex
 
-from fileio import atomic_write_text
-from gpt2files import GPT2_PATTERN, bytes_to_unicode
+from fileio import atomic_write_json, atomic_write_text
+from gpt2files import EOT, GPT2_PATTERN, bytes_to_unicode, gpt2_encoding
 from trainer import train_merges
 
 FORMAT_NAME, FORMAT_VERSION = "llmhw-bpe", 1
@@ -43,6 +39,12 @@ def render_token(b: bytes) -> str:
     s = b.decode("utf-8", errors="backslashreplace")
     return "".join(ch if unicodedata.category(ch)[0] != "C" else ch.encode("unicode_escape").decode("ascii")
                    for ch in s)
+
+
+@functools.lru_cache(maxsize=64)
+def _splitter(specials: frozenset) -> regex.Pattern:
+    """A regex with one group matching any of ``specials`` (longest first): ``split`` puts them at odd indices."""
+    return regex.compile("(" + "|".join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)) + ")")
 
 
 def _is_id(x) -> bool:
@@ -102,7 +104,6 @@ class Tokenizer:
         if len(set(vocab) | set(special_tokens.values())) < len(vocab) + len(special_tokens):
             raise ValueError(f"special token ids {sorted(special_tokens.values())} clash with other ids")
         self._id_to_bytes = {**self.vocab, **{i: s.encode("utf-8") for s, i in self.special_tokens.items()}}
-        self._special_splitters: dict[frozenset, regex.Pattern] = {}  # allowed specials -> splitting regex
         self._cache: dict[str, list[int]] = {}  # chunk -> ids
 
     @property
@@ -136,17 +137,16 @@ class Tokenizer:
         """Unique pre-split chunks (UTF-8 bytes) with their counts; special tokens cut the text."""
         if isinstance(text, bytes):  # pattern none, no specials: the whole input is one chunk
             return {text: 1}
-        pieces = [text]
-        if specials:
-            pieces = regex.split("|".join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)), text)
+        pieces = _splitter(frozenset(specials)).split(text)[::2] if specials else [text]
         counts = Counter()
         for piece in filter(None, pieces):
             counts.update(self._split.findall(piece) if self._split else [piece])
         return {s.encode("utf-8"): c for s, c in counts.items()}
 
     # -- encoding ----------------------------------------------------------------------------------------------------
-    def _bpe(self, piece: bytes) -> list[int]:
-        """tiktoken's merge of one piece: merge the adjacent pair of lowest rank, leftmost first, until none is left."""
+    def encode_piece(self, piece: bytes) -> list[int]:
+        """One byte string as a single piece (no pre-split, no special tokens), merged as tiktoken does: the adjacent
+        pair of lowest rank first (leftmost on ties), until no pair is a token."""
         ranks = self.ranks
         if piece in ranks:  # tiktoken returns a piece that is itself a token whole
             return [ranks[piece]]
@@ -191,10 +191,6 @@ class Tokenizer:
             i = nxt[i]
         return out
 
-    def encode_piece(self, piece: bytes) -> list[int]:
-        """Merge one byte string as a single piece (no pre-split, no special tokens): raw-byte BPE."""
-        return self._bpe(piece) if piece else []
-
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text, special-token strings as ordinary text (tiktoken's encode_ordinary)."""
         if self._split is None:
@@ -203,7 +199,7 @@ class Tokenizer:
         for chunk in self._split.findall(text):
             ids = cache.get(chunk)
             if ids is None:
-                ids = self._bpe(chunk.encode("utf-8"))
+                ids = self.encode_piece(chunk.encode("utf-8"))
                 if len(cache) < _CACHE_MAX:
                     cache[chunk] = ids
             out += ids
@@ -230,12 +226,8 @@ class Tokenizer:
             return self.encode_ordinary(text)
         # split at the allowed specials only: one that is not allowed is text and may merge with its neighbours (as
         # in tiktoken; splitting at it too would change the ids around it)
-        key = frozenset(allowed)
-        if key not in self._special_splitters:
-            self._special_splitters[key] = regex.compile(
-                "(" + "|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True)) + ")")
         out = []
-        for k, part in enumerate(self._special_splitters[key].split(text)):
+        for k, part in enumerate(_splitter(frozenset(allowed)).split(text)):
             out += [self.special_tokens[part]] if k % 2 else self.encode_ordinary(part)
         return out
 
@@ -295,29 +287,16 @@ class Tokenizer:
 
     @classmethod
     def from_gpt2_files(cls, encoder_json, vocab_bpe) -> Tokenizer:
-        """OpenAI's GPT-2 ``encoder.json`` + ``vocab.bpe`` (pattern gpt2, ``<|endoftext|>`` special)."""
-        byte_of = {c: b for b, c in bytes_to_unicode().items()}
-        try:
-            encoder = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
-            vocab = {i: bytes(byte_of[c] for c in s) for s, i in encoder.items() if s != "<|endoftext|>"}
-            specials = {s: i for s, i in encoder.items() if s == "<|endoftext|>"}
-        except (KeyError, AttributeError, TypeError, ValueError) as e:  # ValueError: bad JSON or not UTF-8
-            raise ValueError(f"{encoder_json} is not a GPT-2 encoder.json ({type(e).__name__}: {e})") from None
-        try:
-            lines = Path(vocab_bpe).read_text(encoding="utf-8").split("\n")
-        except UnicodeDecodeError:
-            lines = []
-        if not lines or not lines[0].startswith("#version"):
-            raise ValueError(f"{vocab_bpe} is not a GPT-2 vocab.bpe (first line should be '#version: ...')")
+        """OpenAI's GPT-2 ``encoder.json`` + ``vocab.bpe`` (pattern gpt2, ``<|endoftext|>`` special). Files that
+        tiktoken cannot read, or that disagree: one ValueError line naming them (gpt2files.gpt2_encoding)."""
+        enc = gpt2_encoding(files={"encoder.json": Path(encoder_json), "vocab.bpe": Path(vocab_bpe)})
+        vocab = {i: enc.decode_single_token_bytes(i) for i in range(enc.eot_token)}
+        ranks, byte_of = {b: i for i, b in vocab.items()}, {c: b for b, c in bytes_to_unicode().items()}
         merges = []
-        for n, line in enumerate(lines[1:], 2):
-            try:
-                a, b = line.split(" ")
-                merges.append((encoder[a], encoder[b], encoder[a + b]))
-            except (ValueError, KeyError):
-                if line:
-                    raise ValueError(f"{vocab_bpe} line {n}: {line!r} is not a merge of two known tokens") from None
-        return cls("gpt2", vocab, specials, merges)
+        for line in filter(None, Path(vocab_bpe).read_text(encoding="utf-8").split("\n")[1:]):  # checked by tiktoken
+            left, right = (bytes(byte_of[c] for c in s) for s in line.split(" "))
+            merges.append((ranks[left], ranks[right], ranks[left + right]))
+        return cls("gpt2", vocab, {EOT: enc.eot_token}, merges)
 
     # -- exports -------------------------------------------------------------------------------------------------------
     def to_tiktoken(self, name: str = "llmhw_bpe"):
@@ -361,7 +340,22 @@ class Tokenizer:
                                for s in sorted(self.special_tokens, key=self.special_tokens.get)])
         return hf
 
-    def save_hf(self, path) -> None:
-        """Write a HF ``tokenizer.json`` atomically (``tokenizers.Tokenizer.from_file``, or
-        ``transformers.PreTrainedTokenizerFast(tokenizer_file=...)``)."""
-        atomic_write_text(path, self.to_hf().to_str(pretty=False))
+    def hf_config(self, model_max_length: int = 1024) -> dict:
+        """tokenizer_config.json, what transformers' AutoTokenizer needs besides tokenizer.json. Special-token roles as
+        GPT-2's: bos = eos = unk = <|endoftext|> (or the first special); pad is a special named pad, else eos."""
+        names = sorted(self.special_tokens, key=self.special_tokens.get)
+        eos = "<|endoftext|>" if "<|endoftext|>" in names else names[0] if names else None
+        pad = next((s for s in names if "pad" in s.lower()), eos)
+        roles = {"bos_token": eos, "eos_token": eos, "unk_token": eos, "pad_token": pad} if names else {}
+        extra = [s for s in names if s not in roles.values()]
+        return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
+                "clean_up_tokenization_spaces": False,  # decode gives back the exact text, as ours does
+                "add_prefix_space": False, **roles, **({"additional_special_tokens": extra} if extra else {})}
+
+    def save_hf(self, folder, model_max_length: int = 1024) -> None:
+        """A transformers tokenizer folder (``AutoTokenizer.from_pretrained``): tokenizer.json (also for
+        ``tokenizers.Tokenizer.from_file``), tokenizer_config.json and special_tokens_map.json, each atomically."""
+        config = self.hf_config(model_max_length)
+        atomic_write_text(Path(folder) / "tokenizer.json", self.to_hf().to_str(pretty=False))
+        atomic_write_json(Path(folder) / "tokenizer_config.json", config)
+        atomic_write_json(Path(folder) / "special_tokens_map.json", {k: v for k, v in config.items() if "_token" in k})

@@ -1,17 +1,12 @@
-"""Train the homework's byte-level BPE tokenizer and write every file the rest of the project uses.
+"""Train the homework's byte-level BPE tokenizer and write the files the rest of the project uses.
 
     python bpe/train.py                       # the homework: manual.txt, vocab 1024, raw bytes (pattern none)
     python bpe/train.py --input webtext/wikitext2_valid.txt more.txt --vocab_size 4096 --pattern gpt2 \\
         --special '<|endoftext|>' --out_dir runs/tok          # a tokenizer for pretraining (pretrain/prepare.py)
 
-Writes one output set into --out_dir (default bpe/output/, next to this file), built aside and swapped in whole:
-  tokenizer.model          our versioned format (Tokenizer.load)
-  vocab.txt                readable vocabulary: id, token, the merge that made it, hex bytes
-  tokenizer.json           Hugging Face tokenizer, same ids as ours
-  tokenizer_config.json    \\ with tokenizer.json: a folder transformers.AutoTokenizer.from_pretrained loads
-  special_tokens_map.json  /
-  output.log               the homework's log: first/last 10 tokens, round trip, compression, comparison, time
-  summary.json             the same figures, machine-readable (schema in README.md)
+One output set in --out_dir (default bpe/output/), built aside and swapped in whole: tokenizer.model (our format),
+vocab.txt (readable), tokenizer.json + tokenizer_config.json + special_tokens_map.json (a transformers tokenizer
+folder, same ids as ours), output.log (the homework's log) and summary.json (the same figures; schema in README.md).
 Bad input (a file, a flag, a refused --out_dir) is one line on stderr and exit status 2, found before training.
 """
 from __future__ import annotations
@@ -84,16 +79,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return cfg
 
 
-def find(name: str, data_dir: str | None) -> Path:
-    """A real file path as given, else a name under the data directory."""
+def read_text(name: str, data_dir: str | None) -> tuple[Path, str]:
+    """A file path as given, else a name under the data directory, and its exact text (decoded strictly, CRLF kept:
+    a tokenizer must see the real bytes). A folder, an empty file, one that is not UTF-8: one line."""
     path = Path(name).expanduser()
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give a text file")
-    return path.resolve() if path.is_file() else fileio.find(name, data_dir)
-
-
-def read_text(path: Path) -> str:
-    """The file's exact text, decoded strictly (CRLF kept: a tokenizer must see the real bytes); empty refused."""
+    path = path.resolve() if path.is_file() else fileio.find(name, data_dir)
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -101,7 +93,7 @@ def read_text(path: Path) -> str:
     if not data:
         raise ValueError(f"{path} is empty")
     try:
-        return data.decode("utf-8")
+        return path, data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 4]!r})") from None
 
@@ -132,26 +124,6 @@ def roundtrip(tok: Tokenizer, text: str, size: int = PIECE_CHARS) -> dict:
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def special_roles(special_tokens: dict[str, int]) -> dict:
-    """transformers' special-token roles as GPT-2's: bos = eos = unk = <|endoftext|> (or the first special given);
-    pad is a special whose name says pad, else eos (so batched encoding works out of the box)."""
-    if not special_tokens:
-        return {}
-    names = sorted(special_tokens, key=special_tokens.get)
-    eos = "<|endoftext|>" if "<|endoftext|>" in names else names[0]
-    pad = next((s for s in names if "pad" in s.lower()), eos)
-    return {"bos_token": eos, "eos_token": eos, "unk_token": eos, "pad_token": pad}
-
-
-def hf_config(special_tokens: dict[str, int], model_max_length: int) -> dict:
-    """tokenizer_config.json: what AutoTokenizer needs besides tokenizer.json."""
-    roles = special_roles(special_tokens)
-    extra = [s for s in sorted(special_tokens, key=special_tokens.get) if s not in roles.values()]
-    return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
-            "clean_up_tokenization_spaces": False,  # decode must give back the exact text, as ours does
-            "add_prefix_space": False, **roles, **({"additional_special_tokens": extra} if extra else {})}
-
-
 def render_log(s: dict, requested_vocab: int) -> str:
     """The homework's log, made from the summary (so the two always agree)."""
     log = [f"trained on {', '.join(s['inputs'])} ({s['corpus_bytes']:,} bytes), pattern={s['pattern']}, "
@@ -171,15 +143,12 @@ def render_log(s: dict, requested_vocab: int) -> str:
     return "\n".join(log + homework.log_lines(s["homework"])) + "\n"
 
 
-def write_set(out: Path, tok: Tokenizer, hf_json: str, summary: dict, log: str, model_max_length: int) -> None:
+def write_set(out: Path, tok: Tokenizer, summary: dict, log: str, model_max_length: int) -> None:
     """All files written into a folder beside ``out`` and swapped in whole: a kill or a full disk leaves the earlier
     set intact (never files of two tokenizers side by side)."""
-    config = hf_config(tok.special_tokens, model_max_length)
     with fileio.atomic_dir(out, KIND) as tmp:
         tok.save(tmp / FILES["model"], tmp / FILES["vocab"])
-        fileio.atomic_write_text(tmp / FILES["hf"], hf_json)
-        fileio.atomic_write_json(tmp / FILES["hf_config"], config)
-        fileio.atomic_write_json(tmp / FILES["hf_special_map"], {k: v for k, v in config.items() if "_token" in k})
+        tok.save_hf(tmp, model_max_length)  # tokenizer.json, tokenizer_config.json, special_tokens_map.json
         fileio.atomic_write_text(tmp / FILES["log"], log)
         fileio.atomic_write_json(tmp / FILES["summary"], summary)
 
@@ -188,12 +157,13 @@ def main(argv=None) -> dict:
     # settings and inputs, all checked before any work: the corpus, the paragraphs, the output folder, GPT-2's files
     with user_errors():
         cfg = parse_args(argv)
-        paths = [find(name, cfg.data_dir) for name in cfg.inputs]
-        text = "\n".join(read_text(p) for p in paths)  # several files: separate documents
-        para_paths = {k: find(getattr(cfg, k), cfg.data_dir) for k in ("english", "chinese")}
-        paragraphs = {k: read_text(p) for k, p in para_paths.items()}
+        paths, texts = zip(*(read_text(name, cfg.data_dir) for name in cfg.inputs))
+        text = "\n".join(texts)  # several files: separate documents
+        para_paths, paragraphs = {}, {}
+        for k in ("english", "chinese"):
+            para_paths[k], paragraphs[k] = read_text(getattr(cfg, k), cfg.data_dir)
         out = fileio.claim_output_dir(cfg.out_dir, KIND, list(FILES.values()), overwrite=cfg.overwrite,
-                                      inputs=paths + list(para_paths.values())).path
+                                      inputs=[*paths, *para_paths.values()]).path
         gpt2 = gpt2_encoding(cfg.data_dir)  # the comparison's reference: tiktoken's gpt2 from the local files
 
     # train
@@ -201,7 +171,7 @@ def main(argv=None) -> dict:
     tok = Tokenizer(cfg.pattern).train(text, cfg.vocab_size, special_tokens=cfg.special, verbose=True)
     train_seconds = time.perf_counter() - t0
     with user_errors():  # a special token HF's format cannot hold: stop before anything is written
-        hf_json = tok.to_hf().to_str(pretty=False)
+        tok.to_hf()
 
     # measure: round trip and compression, the paragraphs against GPT-2 and the homework, the homework re-run
     check = roundtrip(tok, text)
@@ -225,7 +195,7 @@ def main(argv=None) -> dict:
         "first_tokens": [[i, render_token(tok.vocab[i])] for i in learned[:10]],
         "last_tokens": [[i, render_token(tok.vocab[i])] for i in learned[-10:]],
         "comparison": comparison, "homework": analysis,
-        "hf": special_roles(tok.special_tokens),
+        "hf": {k: v for k, v in tok.hf_config().items() if k.endswith("_token")},
         "files": dict(FILES),
     }
     log = render_log(summary, requested_vocab=cfg.vocab_size)
@@ -233,7 +203,7 @@ def main(argv=None) -> dict:
 
     # save
     with user_errors():
-        write_set(out, tok, hf_json, summary, log, cfg.model_max_length)
+        write_set(out, tok, summary, log, cfg.model_max_length)
     print(f"wrote {out}/{{{','.join(FILES.values())}}}")
     if not check["ok"]:
         sys.exit("error: round trip failed")

@@ -1,12 +1,10 @@
 """BPE training, minbpe-style: ``naive_train_merges`` (the readable reference) and ``train_merges`` (the fast one).
 
-Both follow one contract (tests: identical merges on real text, random corpora, raw bytes, specials):
-  * the pair with the highest (weighted) count wins; among equal counts the smallest (left id, right id);
-  * occurrences are merged left to right inside each chunk (``aaa`` with (a, a) -> ``[aa, a]``), as minbpe and HF;
-  * a merge whose bytes already are a token reuses that token's id (a byte string with two ranks cannot exist in
-    tiktoken's rank semantics); only new tokens count towards ``n_new``.
-``chunks`` maps each unique pre-split chunk (bytes) to its count; ``vocab`` (id -> bytes, the 256 bytes at 0..255)
-is extended in place; the result is the merges as (left id, right id, result id) in order.
+Both take the unique pre-split chunks with their counts and extend ``vocab`` (the 256 bytes at 0..255) in place, and
+give the same merges, (left id, right id, result id) in order (tested on real text, random corpora, raw bytes):
+the pair with the highest weighted count wins, among equal counts the smallest (left id, right id); occurrences are
+merged left to right (``aaa`` with (a, a) -> ``[aa, a]``); a merge whose bytes already are a token reuses its id (a
+byte string with two ranks cannot exist in tiktoken's semantics), and only new tokens count towards ``n_new``.
 """
 from __future__ import annotations
 
@@ -19,11 +17,11 @@ KEY = 1 << 24  # pair code = left * KEY + right: one int64 that orders like the 
 
 
 def naive_train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int) -> list[tuple[int, int, int]]:
-    """O(merges x corpus): easy to check by eye, too slow for real corpora (manual.txt: about a minute)."""
+    """minbpe's train (with weights and id reuse): recount every pair after every merge. O(merges x corpus): easy to
+    check by eye, too slow for real corpora (manual.txt: about a minute)."""
     words = [(list(chunk), count) for chunk, count in chunks.items()]
-    ranks = {token: i for i, token in enumerate(vocab)}
-    merges, created = [], 0
-    while created < n_new:
+    ranks, merges, n_vocab = {token: i for i, token in enumerate(vocab)}, [], len(vocab)
+    while len(vocab) < n_vocab + n_new:
         stats = Counter()
         for ids, count in words:
             for pair in zip(ids, ids[1:]):
@@ -31,14 +29,17 @@ def naive_train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int)
         if not stats:
             break
         left, right = min(stats, key=lambda p: (-stats[p], p))  # highest count, then smallest pair
-        token = vocab[left] + vocab[right]
-        if token not in ranks:
-            ranks[token] = len(vocab)
-            vocab.append(token)
-            created += 1
-        merges.append((left, right, ranks[token]))
-        words = [(merge_pair(ids, left, right, ranks[token]), count) for ids, count in words]
+        merges.append((left, right, token_id(vocab[left] + vocab[right], vocab, ranks)))
+        words = [(merge_pair(ids, *merges[-1]), count) for ids, count in words]
     return merges
+
+
+def token_id(token: bytes, vocab: list[bytes], ranks: dict[bytes, int]) -> int:
+    """The id of the merged ``token``: a new one appended to ``vocab``, or the existing one if it already is a token."""
+    if token not in ranks:
+        ranks[token] = len(vocab)
+        vocab.append(token)
+    return ranks[token]
 
 
 def merge_pair(ids: list[int], left: int, right: int, new: int) -> list[int]:
@@ -67,42 +68,29 @@ def left_to_right(chained: np.ndarray) -> np.ndarray:
     return (k - run_start) % 2 == 0
 
 
-# the fast trainer: the same merges, each touching only the occurrences of the merged pair
-
 def train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int, progress=None) -> list[tuple[int, int, int]]:
-    """Same result as ``naive_train_merges``; ``progress`` (a tqdm bar or None) advances once per new token."""
+    """``naive_train_merges``'s result, each merge touching only the occurrences of the merged pair (MergeState)."""
     if not chunks or n_new <= 0:
         return []
-    state = MergeState(chunks)
+    state, merges, n_vocab = MergeState(chunks), [], len(vocab)
     ranks = {token: i for i, token in enumerate(vocab)}
-    merges: list[tuple[int, int, int]] = []
-    created = 0
-    while created < n_new:
-        code = state.pop_best_pair()
-        if code is None:  # no pair is left: the corpus is fully merged
-            break
+    while len(vocab) < n_vocab + n_new and (code := state.pop_best_pair()) is not None:  # None: no pair is left
         left, right = divmod(code, KEY)
-        token = vocab[left] + vocab[right]
-        if token not in ranks:
-            ranks[token] = len(vocab)
-            vocab.append(token)
-            created += 1
-            if progress is not None:
-                progress.update(1)
-        merges.append((left, right, ranks[token]))
-        state.merge(code, left, right, ranks[token])
+        merges.append((left, right, token_id(vocab[left] + vocab[right], vocab, ranks)))
+        state.merge(code, *merges[-1])
+        if progress is not None:  # a tqdm bar: one step per new token
+            progress.update(len(vocab) - n_vocab - progress.n)
     return merges
 
 
 class MergeState:
     """The corpus as linked token positions, with weighted pair counts, a pair -> positions index and a max-heap.
 
-    Layout: all unique chunks side by side in flat numpy arrays, one slot per byte: ``token`` (id; -1 is a sentinel
-    between chunks, -2 a slot merged away), ``next_pos``/``prev_pos`` (a doubly linked list over live slots) and
-    ``weight`` (the chunk's count). An edge is a slot and its successor; its pair code is left * KEY + right.
-    ``counts``: pair code -> weighted count. ``where``: pair code -> arrays of left slots where the pair occurred
-    initially or was created (stale slots are filtered when the pair is merged). ``heap``: (-count, code) with lazy deletion.
-    """
+    All unique chunks lie side by side in flat numpy arrays, one slot per byte: ``token`` (id; -1 a sentinel between
+    chunks, -2 a slot merged away), ``next_pos``/``prev_pos`` (a doubly linked list over live slots), ``weight`` (the
+    chunk's count). An edge is a slot and its successor; its pair code is left * KEY + right. ``counts``: pair code ->
+    weighted count; ``where``: pair code -> arrays of left slots where the pair occurred or was created (stale ones
+    are filtered when it is merged); ``heap``: (-count, code) with lazy deletion."""
 
     def __init__(self, chunks: dict[bytes, int]):
         lengths = np.fromiter((len(c) + 1 for c in chunks), dtype=np.int64, count=len(chunks))

@@ -54,11 +54,6 @@ def with_lora(base, which: str, r: int):
     return m.train()
 
 
-def make_batch(args):
-    g = torch.Generator().manual_seed(1)
-    return torch.randint(0, 50257, (args.batch, args.seq), generator=g)
-
-
 def train_step(model, opt, x) -> float:
     t = time.perf_counter()
     model(input_ids=x, labels=x).loss.backward()
@@ -69,6 +64,10 @@ def train_step(model, opt, x) -> float:
 
 def optimizer(model):
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
+
+
+def make_batch(args):
+    return torch.randint(0, 50257, (args.batch, args.seq), generator=torch.Generator().manual_seed(1))
 
 
 def proc_mb(field: str) -> float:
@@ -110,16 +109,9 @@ def interleaved(fns: dict, n: int, warmup: int) -> dict[str, float]:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--dim", type=int, default=768)
-    p.add_argument("--heads", type=int, default=12)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--steps", type=int, default=5, help="timed training steps per variant")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--mem_steps", type=int, default=2)
-    p.add_argument("--infer_steps", type=int, default=10)
+    for name, default in (("layers", 12), ("dim", 768), ("heads", 12), ("batch", 4), ("seq", 256), ("rank", 8),
+                          ("steps", 5), ("warmup", 1), ("mem_steps", 2), ("infer_steps", 10)):
+        p.add_argument(f"--{name}", type=int, default=default)  # steps: timed training steps per variant
     p.add_argument("--out", type=Path, default=HERE / "out" / "bench.json")
     p.add_argument("--worker", choices=["ours", "peft"], default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)

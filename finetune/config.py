@@ -153,7 +153,7 @@ def check_resume(state: dict, tc: TrainConfig, rc: RunConfig, world_size: int, d
 def claim_run_folder(tc, rc, ddp):
     """Global rank 0 claims the run folder (fileio's rule) and picks the checkpoint to resume from; every rank
     follows. Returns (the claimed folder on rank 0, else None; the checkpoint or None)."""
-    def claim():
+    def folder_and_checkpoint():
         data = resolve_data_path(tc.data_path, tc.data_dir)
         inputs = [p for p in (tc.model_name_or_path, tc.lora_load_path, data) if p and Path(p).expanduser().exists()]
         out = claim_output_dir(rc.out_dir, RUN_KIND, RUN_FILES, overwrite=rc.overwrite, resume=rc.resume,
@@ -163,7 +163,7 @@ def claim_run_folder(tc, rc, ddp):
             raise ValueError(f"--resume: {out.path} has no checkpoint (ckpt/latest); start without --resume")
         return out, found
 
-    folder, found = fail_together(claim, ddp, USER_ERRORS, rank0_only=True) or (None, None)
+    folder, found = fail_together(folder_and_checkpoint, ddp, USER_ERRORS, rank0_only=True) or (None, None)
     found = from_rank0(str(found) if found else None, ddp)
     if found is not None and not all(gather(Path(found).is_file(), ddp)):  # multi-node: every rank reads it
         raise ValueError(f"--resume: {found} is not visible on every node; --out_dir must be on a shared file "

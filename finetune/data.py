@@ -63,7 +63,7 @@ def target_of(record: dict, template: str = "homework") -> str:
 # ------------------------------------------------------------------------------------------------ loading
 
 def resolve_data_path(data_path: str, data_dir: str | None = None) -> Path | str:
-    """A real file, a data-directory name (``alpaca/alpaca_data.json[.xz]``), or a hub dataset name (returned as str)."""
+    """A real file, a data-directory name (``alpaca/alpaca_data.json[.xz]``), or a hub dataset name (as a str)."""
     p = Path(data_path).expanduser()
     if p.is_file():
         return p
@@ -206,7 +206,7 @@ def split_indices(n: int, eval_ratio: float, seed: int, max_examples: int | None
     return idx[n_eval:], idx[:n_eval]
 
 
-def check_split(name: str, n: int, batch_size: int, world_size: int = 1, flag: str = "--train_batch_size") -> None:
+def check_split(name: str, n: int, batch_size: int, world_size: int = 1, flag: str = "--batch_size") -> None:
     """A split must give every rank at least one full batch (the homework crashed on empty or tiny splits)."""
     need = batch_size * world_size
     if n == 0:

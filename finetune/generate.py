@@ -1,24 +1,21 @@
 """Responses of the original, fully finetuned and LoRA models to the same held-out instructions, side by side.
 
-    python finetune/partition.py --out_dir PART --max_examples 2000 --eval_ratio 0.1 --data_seed 42 --heldout 24
     python finetune/generate.py --base runs/cpu/pretrain/hf --full SWEEP/r0/model --lora SWEEP/r8/adapter \
-        --instructions PART --output generations.json
+        --instructions PART --output generations.json       # PART: a partition folder (partition.py)
     python finetune/generate.py --base gpt2 --lora gpt2+path/to/adapter --greedy --output out.json
 
---instructions takes a partition folder (its instructions.jsonl: records in no training split) or a .json/.jsonl/.txt
-file; without it, a built-in list of 20 instructions written for this project (none is an Alpaca instruction).
---lora takes an adapter folder (ours or PEFT's; its base is --base) or BASE+ADAPTER; it may be repeated. LoRA models
-are merged explicitly (merge()) before generating, so they run at the base model's speed. Instructions are generated
-in left-padded batches of similar length (--batch_size); every model gets the same batches and seeds, so a run is
-reproducible. Prompts use the training template.
-
-Writes FILE.json (schema in README.md, "generate.py": every response, its length in tokens and words, why it
-stopped, and per-model means) and FILE.md beside it (the same, readable).
+--instructions: a partition folder (its instructions.jsonl: records in no training split) or a .json/.jsonl/.txt
+file; without it, 20 built-in instructions written for this project (none is Alpaca's). --lora: an adapter folder
+(ours or PEFT's; its base is --base) or BASE+ADAPTER, repeatable; LoRA models are merged (merge()) before generating.
+Instructions go in left-padded batches of similar length; every model gets the same batches and seeds (reproducible).
+Writes FILE.json (schema in README.md, "generate.py") and FILE.md beside it (the same, readable).
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import math
 import os
 import sys
 import time
@@ -29,13 +26,14 @@ import torch
 
 import data as alpaca
 import lora
-from fileio import OURS, TEMP_TAG, OutputError, atomic_write_json, atomic_write_text, check_writable, glob_escape
-from flags import add_flags, given
-from ddp import device_problem
-from models import DTYPES, autocast_for, load_model, model_shape, pick_device
+from ddp import device_problem, setup_ddp
+from fileio import OutputError, atomic_write_json, atomic_write_text, claim_output_file
+from flags import add_flags, typed_flags
+from lora import DTYPES, autocast_for, load_model, model_shape
 from partition import INSTRUCTIONS_FILE
 
 FORMAT, VERSION = "llmhw-generations", 2
+GENERATIONS_KIND = "generations"  # the output file's top-level "kind" (fileio.claim_output_file)
 # The fallback list: written for this project, so no Alpaca record holds these instructions (tested).
 BUILTIN_INSTRUCTIONS = [{"instruction": text, "input": inp} for text, inp in [
     ("Give three tips for keeping a houseplant alive.", ""),
@@ -75,7 +73,7 @@ class GenerateConfig:
     max_new_tokens: int = field(default=128, metadata={
         "help": "most tokens per response (128 covers 90% of Alpaca's reference answers; median 43)"})
     greedy: bool = field(default=False, metadata={"help": "greedy decoding instead of sampling"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0 = greedy)"})
     top_p: float = field(default=0.9, metadata={"help": "nucleus sampling: keep the top tokens of this mass"})
     top_k: int = field(default=50, metadata={"help": "sample among the k likeliest tokens (0 = all)"})
     seed: int = field(default=42, metadata={"help": "random seed (batch k is sampled with seed + k * batch_size)"})
@@ -89,37 +87,40 @@ class GenerateConfig:
                                                                  "folders without one)"})
     output: str = field(default=str(Path(__file__).resolve().parent / "out" / "generations.json"),
                         metadata={"help": "the JSON file to write (and .md beside it)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an earlier --output of generate.py"})
 
     def validate(self) -> "GenerateConfig":
+        """Every flag checked before any model loads; one line naming the flag."""
         if not self.base:
             raise ValueError("--base is required")
-        if self.max_new_tokens <= 0 or self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
-            raise ValueError("need --max_new_tokens > 0, --temperature > 0, 0 < --top_p <= 1, --top_k >= 0")
-        if self.batch_size <= 0:
-            raise ValueError(f"--batch_size must be > 0, got {self.batch_size}")
-        if self.template not in alpaca.TEMPLATES:
-            raise ValueError(f"--template must be one of {sorted(alpaca.TEMPLATES)}, got {self.template!r}")
-        if self.full and not Path(self.full).is_dir():
-            raise FileNotFoundError(f"--full {self.full}: no such model folder")
+        for name, ok, what in (("max_new_tokens", self.max_new_tokens > 0, "> 0"), ("top_k", self.top_k >= 0, ">= 0"),
+                               ("temperature", math.isfinite(self.temperature) and self.temperature >= 0,
+                                "a finite number >= 0"), ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+                               ("batch_size", self.batch_size > 0, "> 0"),
+                               ("template", self.template in alpaca.TEMPLATES, f"one of {sorted(alpaca.TEMPLATES)}"),
+                               ("dtype", self.dtype in DTYPES, f"one of {', '.join(DTYPES)}")):
+            if not ok:
+                raise ValueError(f"--{name} must be {what}, got {getattr(self, name)!r}")
         if device_problem(self.device):
             raise ValueError(device_problem(self.device))
-        if self.dtype not in DTYPES:
-            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        self.check_output()
+        if self.full and not Path(self.full).is_dir():
+            raise FileNotFoundError(f"--full {self.full}: no such model folder")
+        if Path(self.output).suffix != ".json":
+            raise ValueError(f"--output {self.output} must end in .json (the .md is written beside it)")
         return self
 
-    def check_output(self) -> None:
-        """FILE.json and FILE.md beside it: writable, and not the instructions file."""
-        out = Path(self.output).expanduser().resolve()
-        if out.suffix != ".json":
-            raise ValueError(f"--output {self.output} must end in .json (the .md is written beside it)")
-        if self.instructions and instructions_file(self.instructions).resolve() in (out, out.with_suffix(".md")):
+    def claim_output(self, specs: list[tuple[str, str, str | None]]) -> Path:
+        """FILE.json by fileio's rule (never an input, nor inside a model or adapter folder, nor a file of another
+        kind; an earlier one only with --overwrite); FILE.md beside it is not the instructions file."""
+        inputs = [p for _, model, adapter in specs for p in (model, adapter) if p and Path(p).expanduser().exists()]
+        inputs += [instructions_file(self.instructions)] if self.instructions else []
+        out = claim_output_file(self.output, GENERATIONS_KIND, overwrite=self.overwrite, inputs=inputs,
+                                flag="--output")
+        if self.instructions and instructions_file(self.instructions).resolve() == out.with_suffix(".md"):
             raise ValueError(f"--output {self.output} would write over the instructions file; choose another")
-        check_writable(out)
-        for name in (out.name, out.with_suffix(".md").name):  # temporaries of a killed earlier write of these two
-            for tmp in out.parent.glob(f".{glob_escape(name)}{TEMP_TAG}*.tmp"):
-                if OURS.match(tmp.name) and tmp.is_file():
-                    tmp.unlink()
+        for tmp in out.parent.glob(f".{glob.escape(out.with_suffix('.md').name)}.llmhw-*.tmp"):  # a killed write
+            tmp.unlink()
+        return out
 
 
 def instructions_file(path: str) -> Path:
@@ -183,15 +184,6 @@ def model_specs(cfg: GenerateConfig) -> list[tuple[str, str, str | None]]:
     return specs
 
 
-def refuse_output_in_inputs(output: str, specs: list[tuple[str, str, str | None]]) -> None:
-    """The output must not land inside a model or adapter folder (a model folder's config.json is a .json too)."""
-    out = Path(output).expanduser().resolve()
-    for _, model, adapter in specs:
-        for folder in (Path(model).expanduser(), Path(adapter).expanduser() if adapter else None):
-            if folder is not None and folder.is_dir() and folder.resolve() in out.parents:
-                raise ValueError(f"--output {output} is inside the input folder {folder}; choose another")
-
-
 def load(name: str, adapter: str | None, device: torch.device, data_dir: str | None):
     """(model in eval mode on ``device``, its tokenizer); an adapter is attached and merged into the weights."""
     model = load_model(name, torch.device("cpu"))
@@ -218,7 +210,7 @@ def respond(model, tok, prompts: list[list[int]], cfg: GenerateConfig, seed: int
     ids = torch.tensor([[tok.pad_token_id] * (T - len(p)) + p for p in prompts], device=model.device)  # (B, T)
     mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=model.device)   # (B, T)
     torch.manual_seed(seed)
-    sample = {"do_sample": False} if cfg.greedy else {
+    sample = {"do_sample": False} if cfg.greedy or cfg.temperature == 0 else {
         "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k}
     # A model whose vocabulary is padded past the tokenizer's (pretrain/ pads 50257 to 50304) must never emit
     # the padding ids: they decode to nothing.
@@ -251,7 +243,7 @@ def run_model(name: str, path: str, adapter: str | None, results: list[dict], cf
     from tqdm import tqdm
 
     t0 = time.time()
-    device = pick_device(cfg.device)
+    device = setup_ddp(cfg.device).device  # (auto: CUDA when there is one)
     model, tok = load(path, adapter, device, cfg.data_dir)
     amp = autocast_for(cfg.dtype, device)  # the precision the runs trained in (fp32 weights, bf16 compute on GPU)
     prompts = tok([it["prompt"] for it in results], add_special_tokens=False)["input_ids"]
@@ -313,7 +305,7 @@ def parse_args(argv=None) -> GenerateConfig:
     p.add_argument("--lora", action="append", default=[],
                    help="adapter folder (base = --base) or BASE+ADAPTER; repeatable")
     args = p.parse_args(argv)
-    return GenerateConfig(**{**given(args, GenerateConfig), "lora": tuple(args.lora)})
+    return GenerateConfig(**{**typed_flags(args, GenerateConfig), "lora": tuple(args.lora)})
 
 
 def main(argv=None) -> dict:
@@ -322,23 +314,23 @@ def main(argv=None) -> dict:
         cfg = parse_args(argv).validate()
         instructions = read_instructions(cfg.instructions)
         specs = model_specs(cfg)
-        refuse_output_in_inputs(cfg.output, specs)
+        out = cfg.claim_output(specs)
         results = [{**it, "prompt": alpaca.prompt_of(it, cfg.template), "responses": {}, "details": {}}
                    for it in instructions]
         models, stats = {}, {}
-        out = Path(cfg.output).expanduser()
-        root = out.resolve().parent  # paths in the output are relative to its folder
+        root = out.parent  # paths in the output are relative to its folder
         for name, path, adapter in specs:
             stats[name] = run_model(name, path, adapter, results, cfg)
             models[name] = portable(path, root) + (f" + adapter {portable(adapter, root)} (merged)" if adapter else "")
             print(f"[generate] {name}: {len(results)} responses, mean {stats[name]['mean_tokens']:.1f} tokens, "
                   f"{stats[name]['ended_with_eos']:.0%} ended with EOS, {stats[name]['seconds']:.1f} s", flush=True)
-        result = {"format": FORMAT, "version": VERSION, "config": portable_config(cfg, specs, root), "models": models,
-                  "stats": stats, "results": results}
+        result = {"kind": GENERATIONS_KIND, "format": FORMAT, "version": VERSION,
+                  "config": portable_config(cfg, specs, root), "models": models, "stats": stats, "results": results}
         atomic_write_json(out, result)
         atomic_write_text(out.with_suffix(".md"), markdown(result))
     except (ValueError, FileNotFoundError, OutputError) as e:
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"[generate] {out} and {out.with_suffix('.md')}")
     return result
 

@@ -7,8 +7,8 @@ The homework's four names: ``LoRALinear``, ``convert_linear_layer_to_lora``, ``o
 the base models they go on (``load_model``, ``model_shape``, ``autocast_for``).
 
 Math (one adapted layer, base weight W (out, in) frozen, r = lora_dim):
-    y = x Wᵀ + b + s · (dropout(x) Rᵀ) Lᵀ      R = lora_right_weight (r, in), Kaiming-uniform (a=√5, as nn.Linear)
-                                                L = lora_left_weight (out, r), zeros, so a new adapter changes nothing
+    y = x Wᵀ + b + s · (dropout(x) Rᵀ) Lᵀ     R = lora_right_weight (r, in), Kaiming-uniform (a=√5, as nn.Linear)
+                                               L = lora_left_weight (out, r), zeros: a new adapter changes nothing
     s = lora_scaling / r   (rsLoRA, Kalajdzievski 2023, arXiv:2312.03732: s = lora_scaling / √r)
 PEFT's names: R = lora_A.weight, L = lora_B.weight, lora_scaling = lora_alpha.
 
@@ -32,12 +32,9 @@ import torch.nn.functional as F
 
 from fileio import atomic_dir
 
-try:  # transformers' GPT-2 projection layer; LoRA on plain nn.Linear models works without transformers
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover
-    Conv1D = None
+from transformers.pytorch_utils import Conv1D  # GPT-2's projection layer
 
-ADAPTABLE = (nn.Linear,) + ((Conv1D,) if Conv1D is not None else ())
+ADAPTABLE = (nn.Linear, Conv1D)
 ADAPTER_FORMAT, ADAPTER_VERSION = "llmhw-lora-adapter", 1
 OUR_CONFIG, OUR_WEIGHTS = "lora_config.json", "lora_weights.safetensors"
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
@@ -76,18 +73,10 @@ class LoRALinear(nn.Module):
         """Wrap an nn.Linear or a transformers Conv1D (sharing its weight storage, no copy)."""
         if isinstance(layer, nn.Linear):
             return cls(layer.weight, layer.bias, lora_dim, lora_scaling, lora_dropout, use_rslora)
-        if Conv1D is not None and isinstance(layer, Conv1D):
+        if isinstance(layer, Conv1D):
             w = layer.weight.detach().t()  # (in, out) storage seen as (out, in)
             return cls(w, layer.bias, lora_dim, lora_scaling, lora_dropout, use_rslora, fan_in_fan_out=True)
         raise TypeError(f"LoRA supports nn.Linear and transformers Conv1D, not {type(layer).__name__}")
-
-    @property
-    def in_features(self) -> int:
-        return self.weight.shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.weight.shape[0]
 
     @torch.no_grad()
     def reset_lora_parameters(self) -> None:
@@ -144,19 +133,21 @@ class LoRALinear(nn.Module):
         """A plain nn.Linear (or Conv1D, if that is what was wrapped) holding the merged weight."""
         delta = 0 if self.merged else self.delta_weight()
         w = self.weight + delta  # (out, in), a new tensor: self is left unchanged
+        out_features, in_features = w.shape
         with torch.device("meta"):  # skip the random init of weights we overwrite anyway
             if self.fan_in_fan_out:
-                layer = Conv1D(self.out_features, self.in_features)
+                layer = Conv1D(out_features, in_features)
             else:
-                layer = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+                layer = nn.Linear(in_features, out_features, bias=self.bias is not None)
         layer.weight = nn.Parameter(w.t().contiguous() if self.fan_in_fan_out else w)
         if self.bias is not None:
             layer.bias = nn.Parameter(self.bias.detach().clone())
         return layer
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, lora_dim={self.lora_dim}, "
-                f"scaling={self.scaling:g}, fan_in_fan_out={self.fan_in_fan_out}, merged={self.merged}")
+        out_features, in_features = self.weight.shape
+        return (f"{in_features=}, {out_features=}, lora_dim={self.lora_dim}, scaling={self.scaling:g}, "
+                f"fan_in_fan_out={self.fan_in_fan_out}, merged={self.merged}")
 
 
 @dataclass
@@ -265,9 +256,8 @@ def load_lora_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], 
     own = set(get_lora_state_dict(model))
     missing, unexpected = sorted(own - set(state_dict)), sorted(set(state_dict) - own)
     if strict and (missing or unexpected):
-        raise ValueError(f"LoRA state dict does not fit the model: missing {missing[:3]}{'...' if len(missing) > 3 else ''}"
-                         f" ({len(missing)}), unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
-                         f" ({len(unexpected)})")
+        raise ValueError(f"LoRA state dict does not fit the model: missing {missing[:3]} ({len(missing)}), "
+                         f"unexpected {unexpected[:3]} ({len(unexpected)})")
     for name, mod in lora_modules(model).items():
         if mod.merged:
             raise RuntimeError(f"LoRA layer '{name}' is merged; unmerge() before loading new LoRA weights")
@@ -275,7 +265,8 @@ def load_lora_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], 
         if k not in own:
             continue
         if params[k].shape != v.shape:
-            raise ValueError(f"LoRA tensor '{k}' has shape {tuple(v.shape)}, the model expects {tuple(params[k].shape)}")
+            raise ValueError(f"LoRA tensor '{k}' has shape {tuple(v.shape)}, the model expects "
+                             f"{tuple(params[k].shape)}")
         params[k].copy_(v)
     return model
 
@@ -303,48 +294,34 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
 
 # ---------------------------------------------------------------------------------------------- adapter folders
 
-def _number(x: float):
-    return int(x) if float(x).is_integer() else float(x)
-
-
-def _peft_files(model: nn.Module, cfg: LoRAConfig, base_model_name_or_path: str | None):
-    """PEFT's adapter_config.json dict and adapter_model.safetensors tensors for our adapter."""
-    mods = lora_modules(model)
-    tensors = {}
-    for name, m in mods.items():
-        tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = m.lora_right_weight.detach().contiguous()  # (r, in)
-        tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = m.lora_left_weight.detach().contiguous()   # (out, r)
-    # PEFT sets fan_in_fan_out per layer type anyway (True for Conv1D, False for nn.Linear, with a warning when the
-    # flag disagrees); we write the value of the majority so that a GPT-2 adapter loads without warnings.
-    fan = sum(m.fan_in_fan_out for m in mods.values()) * 2 > len(mods)
-    config = {
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model_name_or_path,
-        "r": cfg.lora_dim, "lora_alpha": _number(cfg.lora_scaling), "lora_dropout": cfg.lora_dropout,
-        "target_modules": sorted(mods), "fan_in_fan_out": fan, "bias": "none", "use_rslora": cfg.use_rslora,
-        "init_lora_weights": True, "inference_mode": True, "modules_to_save": None, "use_dora": False,
-    }
-    return config, tensors
-
-
 def save_adapter(model: nn.Module, path: str | Path, cfg: LoRAConfig | None = None,
                  base_model_name_or_path: str | None = None, extra: dict | None = None) -> Path:
     """Write an adapter folder atomically: our files (lora_config.json, lora_weights.safetensors) and PEFT's
     (adapter_config.json, adapter_model.safetensors), so either library can load it."""
     from safetensors.torch import save_file
 
-    cfg = cfg or lora_config_of(model)
-    mods = lora_modules(model)
+    cfg, mods = cfg or lora_config_of(model), lora_modules(model)
     cfg.target_modules = sorted(mods)
     ours = {"format": ADAPTER_FORMAT, "version": ADAPTER_VERSION, **asdict(cfg),
             "scaling": next(iter(mods.values())).scaling,
             "fan_in_fan_out": {n: m.fan_in_fan_out for n, m in mods.items()},
             "base_model_name_or_path": base_model_name_or_path, **(extra or {})}
-    peft_config, peft_tensors = _peft_files(model, cfg, base_model_name_or_path)
-    weights = {k: v.contiguous() for k, v in get_lora_state_dict(model).items()}
+    # PEFT sets fan_in_fan_out per layer type anyway (True for Conv1D, False for nn.Linear, with a warning when the
+    # flag disagrees); we write the value of the majority so that a GPT-2 adapter loads without warnings.
+    alpha = cfg.lora_scaling
+    peft = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model_name_or_path,
+            "r": cfg.lora_dim, "lora_alpha": int(alpha) if float(alpha).is_integer() else float(alpha),
+            "lora_dropout": cfg.lora_dropout, "target_modules": sorted(mods), "bias": "none",
+            "fan_in_fan_out": sum(m.fan_in_fan_out for m in mods.values()) * 2 > len(mods),
+            "use_rslora": cfg.use_rslora, "init_lora_weights": True, "inference_mode": True, "modules_to_save": None,
+            "use_dora": False}
+    peft_tensors = {f"{PEFT_PREFIX}{name}.lora_{ab}.weight": w.detach().contiguous() for name, m in mods.items()
+                    for ab, w in (("A", m.lora_right_weight), ("B", m.lora_left_weight))}  # (r, in), (out, r)
     with atomic_dir(path, ADAPTER_KIND) as tmp:
-        (tmp / OUR_CONFIG).write_text(json.dumps(ours, indent=2) + "\n")
-        save_file(weights, str(tmp / OUR_WEIGHTS), metadata={"format": "pt"})
-        (tmp / PEFT_CONFIG).write_text(json.dumps(peft_config, indent=2) + "\n")
+        (tmp / OUR_CONFIG).write_text(json.dumps(ours, indent=2, allow_nan=False) + "\n")
+        save_file({k: v.contiguous() for k, v in get_lora_state_dict(model).items()}, str(tmp / OUR_WEIGHTS),
+                  metadata={"format": "pt"})
+        (tmp / PEFT_CONFIG).write_text(json.dumps(peft, indent=2) + "\n")
         save_file(peft_tensors, str(tmp / PEFT_WEIGHTS), metadata={"format": "pt"})
     return Path(path)
 

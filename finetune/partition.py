@@ -16,15 +16,14 @@ import bisect
 import hashlib
 import json
 import random
-from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 
 from data import DEFAULT_DATA, load_records, resolve_data_path, split_indices
 from fileio import OutputError, atomic_dir, claim_output_dir
-from flags import add_flags, given
 
 SPLIT_FORMAT, SPLIT_VERSION = "llmhw-alpaca-split", 1
-KIND = "data partition"  # the folder's kind for fileio.claim_output_dir: it holds these three files only
+PARTITION_KIND = "data partition"  # the folder's kind (fileio.claim_output_dir): it holds these three files only
 SPLIT_FILE, PRETRAIN_FILE, INSTRUCTIONS_FILE = "split.json", "pretrain_text.txt", "instructions.jsonl"
 # An eval/held-out response at least this long must not occur even *inside* a pretraining paragraph (shorter ones,
 # like "Positive" or "2", occur inside many unrelated answers and carry no information about the record).
@@ -38,8 +37,8 @@ def partition(n_records: int, max_examples: int | None, eval_ratio: float, data_
     train/eval are exactly ``split_indices(n_records, eval_ratio, data_seed, max_examples)`` (train.py's split).
     heldout: the next ``n_heldout`` records of the same seeded shuffle after the finetuning subset; given
     ``records``, a candidate whose (instruction, input) repeats one of train/eval or an earlier held-out one is passed
-    over, so no held-out instruction is in a training split. unused: every other index, ascending. The four lists cover range(n_records)
-    and are disjoint.
+    over, so no held-out instruction is in a training split. unused: every other index, ascending. The four lists
+    cover range(n_records) and are disjoint.
     """
     train, evals = split_indices(n_records, eval_ratio, data_seed, max_examples)
     order = list(range(n_records))
@@ -137,34 +136,27 @@ def pretrain_text(records: list[dict], indices: list[int]) -> str:
     return "\n\n".join(paragraph(records[i]["output"]) for i in indices) + "\n"
 
 
-@dataclass
-class PartitionConfig:
-    """Flags of ``python finetune/partition.py`` (the partition of Alpaca into finetuning, generation and pretraining)."""
-    out_dir: str | None = field(default=None, metadata={"help": "folder to write split.json, pretrain_text.txt and "
-                                                                "instructions.jsonl into (required)"})
-    data_path: str = field(default=DEFAULT_DATA, metadata={"help": "Alpaca file, data-directory name or HF dataset"})
-    data_dir: str | None = field(default=None, metadata={"help": "data directory (default $LLMHW_DATA_DIR)"})
-    max_examples: int | None = field(default=None, metadata={"help": "finetuning subset size (train.py's "
-                                                                      "--max_examples; None: all records)"})
-    eval_ratio: float = field(default=0.01, metadata={"help": "eval fraction of the subset (train.py's --eval_ratio)"})
-    data_seed: int = field(default=42, metadata={"help": "seed of the shuffle (train.py's data seed)"})
-    heldout: int = field(default=24, metadata={"help": "instructions held out of every split, for generation"})
-    pretrain_bytes: int | None = field(default=None, metadata={
-        "help": "at most this many bytes of pretraining text, a seeded sample of the free records (None: all)"})
-    overwrite: bool = field(default=False, metadata={"help": "replace a partition folder made with other settings"})
-
-    def validate(self) -> "PartitionConfig":
-        if self.pretrain_bytes is not None and self.pretrain_bytes <= 0:
-            raise ValueError(f"--pretrain_bytes must be > 0, got {self.pretrain_bytes}")
-        if not self.out_dir:
-            raise ValueError("--out_dir is required")
-        if self.max_examples is not None and self.max_examples <= 0:
-            raise ValueError(f"--max_examples must be > 0, got {self.max_examples}")
-        if not 0 < self.eval_ratio < 1:
-            raise ValueError(f"--eval_ratio must be in (0, 1), got {self.eval_ratio}")
-        if self.heldout < 0:
-            raise ValueError(f"--heldout must be >= 0, got {self.heldout}")
-        return self
+def parse_args(argv=None) -> argparse.Namespace:
+    """The flags (--max_examples, --eval_ratio, --data_seed take train.py's values), checked in one line each."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out_dir", help="folder for split.json, pretrain_text.txt and instructions.jsonl (required)")
+    p.add_argument("--data_path", default=DEFAULT_DATA, help="Alpaca file, data-directory name or HF dataset")
+    p.add_argument("--data_dir", help="data directory (default $LLMHW_DATA_DIR)")
+    p.add_argument("--max_examples", type=int, help="finetuning subset size (default: all records)")
+    p.add_argument("--eval_ratio", type=float, default=0.01, help="eval fraction of the subset")
+    p.add_argument("--data_seed", type=int, default=42, help="seed of the shuffle")
+    p.add_argument("--heldout", type=int, default=24, help="instructions held out of every split, for generation")
+    p.add_argument("--pretrain_bytes", type=int, help="at most this many bytes of pretraining text, a seeded sample "
+                                                      "of the free records (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace a partition folder made with other settings")
+    args = p.parse_args(argv)
+    for name, ok, what in (("out_dir", args.out_dir, "is required"), ("heldout", args.heldout >= 0, "must be >= 0"),
+                           ("max_examples", args.max_examples is None or args.max_examples > 0, "must be > 0"),
+                           ("eval_ratio", 0 < args.eval_ratio < 1, "must be in (0, 1)"),
+                           ("pretrain_bytes", args.pretrain_bytes is None or args.pretrain_bytes > 0, "must be > 0")):
+        if not ok:
+            raise ValueError(f"--{name} {what}" + (f", got {getattr(args, name)}" if name != "out_dir" else ""))
+    return args
 
 
 SETTINGS = ("max_examples", "eval_ratio", "data_seed", "heldout", "pretrain_bytes")  # what makes a partition
@@ -179,7 +171,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def split_record(cfg: PartitionConfig, records: list[dict], source: str, parts: dict, selected: list[int],
+def split_record(cfg: argparse.Namespace, records: list[dict], source: str, parts: dict, selected: list[int],
                  left_out: dict, text: str) -> dict:
     """The content of split.json (schema in README.md, "Partition")."""
     path = Path(source) if not source.startswith("hf:") else None
@@ -211,12 +203,12 @@ def read_split(folder: str | Path) -> dict:
     return split
 
 
-def check_out_dir(cfg: PartitionConfig, data_source: str) -> Path:
+def check_out_dir(cfg: argparse.Namespace, data_source: str) -> Path:
     """The output folder, checked before any work (fileio's rule: it may hold only a partition's files, never the
     data or a user's file, --overwrite included); a partition of other settings only with --overwrite."""
     data = None if data_source.startswith("hf:") else data_source
-    out = claim_output_dir(cfg.out_dir, KIND, (SPLIT_FILE, PRETRAIN_FILE, INSTRUCTIONS_FILE), overwrite=True,
-                           inputs=[data], flag="--out_dir").path  # overwrite: the settings decide, below
+    out = claim_output_dir(cfg.out_dir, PARTITION_KIND, (SPLIT_FILE, PRETRAIN_FILE, INSTRUCTIONS_FILE),
+                           overwrite=True, inputs=[data]).path  # overwrite: the settings decide, below
     if (out / SPLIT_FILE).is_file() and not cfg.overwrite:
         old = read_split(out)
         settings = {k: getattr(cfg, k) for k in SETTINGS}
@@ -231,7 +223,7 @@ def write_partition(out: Path, split: dict, records: list[dict], text: str) -> N
     lines = [json.dumps({"index": i, "instruction": records[i]["instruction"],
                          "input": records[i].get("input") or "", "output": records[i]["output"]},
                         ensure_ascii=False) for i in split["indices"]["heldout"]]
-    with atomic_dir(out, KIND) as tmp:
+    with atomic_dir(out, PARTITION_KIND) as tmp:
         (tmp / PRETRAIN_FILE).write_text(text, encoding="utf-8")
         (tmp / INSTRUCTIONS_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         # One line per top-level key: readable settings, and index lists that do not take one line per number.
@@ -239,7 +231,7 @@ def write_partition(out: Path, split: dict, records: list[dict], text: str) -> N
         (tmp / SPLIT_FILE).write_text("{\n" + body + "\n}\n", encoding="utf-8")
 
 
-def build_partition(cfg: PartitionConfig, records: list[dict], source: str) -> tuple[dict, str]:
+def build_partition(cfg: argparse.Namespace, records: list[dict], source: str) -> tuple[dict, str]:
     """split.json's content and the pretraining text, for the settings in ``cfg``."""
     parts = partition(len(records), cfg.max_examples, cfg.eval_ratio, cfg.data_seed, cfg.heldout, records)
     selected, left_out = pretrain_selection(records, parts)
@@ -255,17 +247,16 @@ def build_partition(cfg: PartitionConfig, records: list[dict], source: str) -> t
 
 def main(argv=None) -> dict:
     """Partition the Alpaca records and write the folder; returns split.json's content."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(p, PartitionConfig)
     try:
-        cfg = PartitionConfig(**given(p.parse_args(argv), PartitionConfig)).validate()
+        cfg = parse_args(argv)
         where = resolve_data_path(cfg.data_path, cfg.data_dir)
         out = check_out_dir(cfg, str(where) if isinstance(where, Path) else f"hf:{where}")  # before the loading
         records, source = load_records(cfg.data_path, cfg.data_dir)
         split, text = build_partition(cfg, records, source)
         write_partition(out, split, records, text)
     except (ValueError, FileNotFoundError, OutputError) as e:
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     n, pre = split["counts"], split["pretrain"]
     print(f"[data] {out}: train {n['train']}, eval {n['eval']}, heldout {n['heldout']}, pretraining text "
           f"{pre['records']} records / {pre['bytes']:,} bytes (left out: {pre['left_out']})")

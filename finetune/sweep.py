@@ -1,18 +1,21 @@
 """LoRA rank sweep against full finetuning: one train.py run per rank (and per extra seed), then all learning curves
 and a summary table.
 
-    python finetune/sweep.py --ranks 0 1 2 4 8 16 32 --seed_runs 8:1234 --output_dir SWEEP -- \
+    python finetune/sweep.py --ranks 0 1 2 4 8 16 32 --seed_runs 8:1234 --out_dir SWEEP -- \
         --model_name_or_path DIR --max_examples 2000 --epochs 4 --evals_per_epoch 4
     python finetune/sweep.py --parallel_gpus -- --model_name_or_path gpt2   # one run per GPU at a time
     python finetune/sweep.py --jobs 2 -- --model_name_or_path DIR   # CPU: two 1-thread runs at a time (2 cores)
 
 Flags after `--` (or any flag sweep.py does not know) go to every train.py run unchanged; sweep.py sets
---lora_dim and --output_dir itself (and --seed for a --seed_runs run). Rank 0 is full finetuning. Every run shares
+--lora_dim and --out_dir itself (and --seed for a --seed_runs run). Rank 0 is full finetuning. Every run shares
 the data (train.py's --data_seed), so a second seed changes only the training randomness.
 
 Run folders: SWEEP/r<R>/ per rank, SWEEP/r<R>_seed<S>/ per extra seed; a finished run is skipped (unless --redo), an
-interrupted one is resumed from its checkpoint. Outputs (fields in finetune/README.md, "Sweep folder"):
-SWEEP/curves.png, SWEEP/summary.md, SWEEP/summary.json (only when every run succeeded; exit status 1 otherwise).
+interrupted one is resumed from its checkpoint. Each run is a child process that dies with the sweep
+(fileio.start_child) and whose output goes to SWEEP/<run>.log once it succeeded (SWEEP/<run>.failed.log otherwise;
+a run folder still used by a live trainer is refused by its lock, reported in one line). SWEEP/curves.png,
+summary.md and summary.json (fields in finetune/README.md) are replaced only when every run succeeded: a failed
+rerun keeps the earlier complete ones (exit status 1).
 """
 from __future__ import annotations
 
@@ -23,15 +26,16 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from fileio import OutputError, atomic_write_json, atomic_write_text, claim_output_dir
-from plots import plot_curves
-from runlog import read_log
+from ddp import device_problem
+from fileio import OutputError, atomic_write_json, atomic_write_text, claim_output_dir, start_child
+from runlog import plot_losses, read_log
 
 HERE = Path(__file__).resolve().parent
-RESERVED = ("--lora_dim", "--output_dir", "--resume", "--overwrite")
-KIND = "rank sweep"  # what --output_dir may hold (fileio.claim_output_dir): run folders and the sweep's own files
+RESERVED = ("--lora_dim", "--out_dir", "--resume", "--overwrite")
+SWEEP_KIND = "rank sweep"  # what --out_dir may hold (fileio.claim_output_dir): run folders, logs, the sweep's files
 SWEEP_FILES = ("r[0-9]*", "curves.png", "summary.md", "summary.json")
 COLUMNS = ["run", "rank", "seed", "final_eval_loss", "best_eval_loss", "best_eval_step", "final_train_loss",
            "trainable_params", "total_params", "wall_seconds", "peak_memory_mb", "steps", "epochs"]
@@ -48,8 +52,8 @@ class Run:
 
     @property
     def label(self) -> str:
-        return ("full" if self.rank == 0 else f"r={self.rank}") + (f" seed {self.seed}" if self.seed is not None
-                                                                     else "")
+        seed = f" seed {self.seed}" if self.seed is not None else ""
+        return ("full" if self.rank == 0 else f"r={self.rank}") + seed
 
 
 def seed_run(text: str) -> Run:
@@ -74,7 +78,7 @@ def parse_args(argv=None):
     p.add_argument("--ranks", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16, 32], help="0 = full finetuning")
     p.add_argument("--seed_runs", type=seed_run, nargs="+", default=[], metavar="RANK:SEED",
                    help="also run RANK with train.py --seed SEED (folder r<RANK>_seed<SEED>)")
-    p.add_argument("--output_dir", type=Path, default=HERE / "out" / "sweep")
+    p.add_argument("--out_dir", type=Path, default=HERE / "out" / "sweep")
     p.add_argument("--parallel_gpus", action="store_true", help="run one rank per visible GPU concurrently")
     p.add_argument("--jobs", type=int, default=1,
                    help="CPU: this many runs at a time, the cores shared out as torch threads (default 1)")
@@ -88,23 +92,13 @@ def parse_args(argv=None):
         p.error(f"--jobs must be >= 1 and goes without --parallel_gpus (one run per GPU), got {args.jobs}")
     if any(r < 0 for r in args.ranks) or len(set(args.ranks)) != len(args.ranks):
         p.error(f"--ranks must be distinct and >= 0, got {args.ranks}")
-    if device_flag(args.train_flags) is not None:  # every run would fail on it: say so once, before the first
-        from ddp import device_problem
-        if device_problem(device_flag(args.train_flags)):
-            p.error(device_problem(device_flag(args.train_flags)))
+    train = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # train.py's --device, as it will read it
+    train.add_argument("--device", default="auto")
+    problem = device_problem(train.parse_known_args(args.train_flags)[0].device)
+    if problem:  # every run would fail on it: say so once, before the first
+        p.error(problem)
     args.runs = [Run(r) for r in args.ranks] + list(dict.fromkeys(args.seed_runs))
     return args
-
-
-def device_flag(flags: list[str]) -> str | None:
-    """The value of --device among train.py's flags (the last one given wins, as in argparse), or None."""
-    value = None
-    for i, f in enumerate(flags):
-        if f == "--device" and i + 1 < len(flags):
-            value = flags[i + 1]
-        elif f.startswith("--device="):
-            value = f.split("=", 1)[1]
-    return value
 
 
 def finished(folder: Path) -> bool:
@@ -125,15 +119,7 @@ def command(run: Run, out: Path, flags: list[str], redo: bool) -> list[str]:
         how = ["--overwrite"] if folder.exists() and any(folder.iterdir()) else []
     seed = ["--seed", str(run.seed)] if run.seed is not None else []
     return [sys.executable, str(HERE / "train.py"), *flags, *seed, "--lora_dim", str(run.rank),
-            "--output_dir", str(folder), *how]
-
-
-def run_sequential(todo: list[Run], out: Path, flags: list[str], redo: bool) -> dict[Run, int]:
-    codes = {}
-    for run in todo:
-        print(f"\n[sweep] ===== {run.name} ({'full finetuning' if run.rank == 0 else 'LoRA'})", flush=True)
-        codes[run] = subprocess.call(command(run, out, flags, redo))
-    return codes
+            "--out_dir", str(folder), *how]
 
 
 def visible_gpus(n: int) -> list[str]:
@@ -151,14 +137,16 @@ def run_parallel_gpus(todo: list[Run], out: Path, flags: list[str], redo: bool) 
 
     gpus = visible_gpus(torch.cuda.device_count())
     if not gpus:
-        raise SystemExit("error: --parallel_gpus needs CUDA devices, none are visible")
+        raise ValueError("--parallel_gpus needs CUDA devices, none are visible")
     return run_parallel(todo, out, flags, redo, {f"GPU {g}": {"CUDA_VISIBLE_DEVICES": g} for g in gpus})
 
 
 def run_parallel_cpu(todo: list[Run], out: Path, flags: list[str], redo: bool, jobs: int) -> dict[Run, int]:
-    """``jobs`` runs at a time on the CPU, the cores shared out as torch threads (OMP_NUM_THREADS). Small models
-    use several threads poorly: on 2 cores two 1-thread runs side by side finish sooner than one 2-thread run after
-    the other (measured in finetune/README.md)."""
+    """``jobs`` runs at a time on the CPU; several share the cores out as torch threads (OMP_NUM_THREADS). Small
+    models use several threads poorly: on 2 cores two 1-thread runs side by side finish sooner than one 2-thread run
+    after the other (measured in finetune/README.md)."""
+    if jobs == 1:
+        return run_parallel(todo, out, flags, redo, {"the CPU": {}})
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     return run_parallel(todo, out, flags, redo, {f"CPU slot {i} ({threads} thread(s))": {"OMP_NUM_THREADS": threads}
                                                  for i in range(jobs)})
@@ -166,28 +154,42 @@ def run_parallel_cpu(todo: list[Run], out: Path, flags: list[str], redo: bool, j
 
 def run_parallel(todo: list[Run], out: Path, flags: list[str], redo: bool,
                  slots: dict[str, dict[str, str]]) -> dict[Run, int]:
-    """One run per slot at a time; a slot is what a child's environment gets (its GPU, or its CPU threads). Each
-    run's output goes to SWEEP/<run>.log."""
+    """One run per slot at a time; a slot is what a child's environment gets (its GPU, or its CPU threads). A run's
+    output is written aside and becomes SWEEP/<run>.log when it succeeded, SWEEP/<run>.failed.log otherwise (an
+    earlier complete log stays), beside its folder, not in it (train.py accepts only its own files there)."""
     queue, running, codes = list(todo), {}, {}
-    out.mkdir(parents=True, exist_ok=True)  # main() claimed it; called alone, the sweep folder may not exist yet
     while queue or running:
         while queue and len(running) < len(slots):
             slot = next(name for name in slots if name not in {v[1] for v in running.values()})
             run = queue.pop(0)
-            cmd = command(run, out, flags, redo)
-            # the run's output beside its folder, not in it: train.py accepts only its own files there
-            log = open(out / f"{run.name}.log", "w")
-            env = {**os.environ, **slots[slot]}
-            running[run] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), slot, log)
+            log = open(out / f".{run.name}.log.llmhw-new.tmp", "w")  # a temporary of ours (fileio.TEMP)
+            proc = start_child(command(run, out, flags, redo), stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, **slots[slot]})
+            running[run] = (proc, slot, log)
             print(f"[sweep] {run.name} started on {slot} (log {out / f'{run.name}.log'})", flush=True)
         for run, (proc, slot, log) in list(running.items()):
             if proc.poll() is not None:
                 log.close()
                 codes[run] = proc.returncode
                 del running[run]
-                print(f"[sweep] {run.name} finished on {slot} with exit status {proc.returncode}", flush=True)
+                finish_log(out, run, proc.returncode, slot)
         time.sleep(1)
     return codes
+
+
+def finish_log(out: Path, run: Run, code: int, slot: str) -> None:
+    """The run's output swapped into place; for a failed run, its error line (e.g. a folder another live trainer
+    holds) printed as one line."""
+    new, name = out / f".{run.name}.log.llmhw-new.tmp", f"{run.name}.log" if code == 0 else f"{run.name}.failed.log"
+    if new.exists():
+        os.replace(new, out / name)
+    if code == 0:
+        (out / f"{run.name}.failed.log").unlink(missing_ok=True)
+        print(f"[sweep] {run.name} finished on {slot}", flush=True)
+        return
+    lines = (out / name).read_text(errors="replace").splitlines() if (out / name).is_file() else []
+    why = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "no output")
+    print(f"[sweep] {run.name} FAILED (exit status {code}): {why.strip()} (log {out / name})", flush=True)
 
 
 def collect(out: Path, runs: list[Run]) -> tuple[list[dict], dict[str, list[dict]]]:
@@ -223,31 +225,25 @@ def markdown(rows: list[dict], flags: list[str]) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:  # fileio's rule: an earlier sweep is continued; anything else (a user's file, another output) refused
-        out = claim_output_dir(args.output_dir, KIND, SWEEP_FILES, resume=True, flag="--output_dir").create()
-    except OutputError as e:
-        raise SystemExit(f"error: {e}") from None
-    done = [r for r in args.runs if finished(out / r.name) and not args.redo]
-    for r in done:
-        print(f"[sweep] {r.name}: done already ({out / r.name / 'summary.json'}); --redo to rerun")
-    todo = [r for r in args.runs if r not in done]
-    if args.parallel_gpus:
-        runner = run_parallel_gpus
-    elif args.jobs > 1:
-        runner = lambda *a: run_parallel_cpu(*a, jobs=args.jobs)  # noqa: E731
-    else:
-        runner = run_sequential
-    codes = runner(todo, out, args.train_flags, args.redo) if todo else {}
-    failed = sorted(r.name for r, c in codes.items() if c != 0)
-
+        out = claim_output_dir(args.out_dir, SWEEP_KIND, SWEEP_FILES, resume=True).create()
+        done = [r for r in args.runs if finished(out / r.name) and not args.redo]
+        for r in done:
+            print(f"[sweep] {r.name}: done already ({out / r.name / 'summary.json'}); --redo to rerun")
+        todo = [r for r in args.runs if r not in done]
+        runner = run_parallel_gpus if args.parallel_gpus else partial(run_parallel_cpu, jobs=args.jobs)
+        codes = runner(todo, out, args.train_flags, args.redo) if todo else {}
+    except (OutputError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     rows, logs = collect(out, args.runs)
-    if logs:
-        plot_curves(logs, out / "curves.png", "LoRA ranks vs full finetuning on Alpaca")
-    atomic_write_text(out / "summary.md", markdown(rows, args.train_flags))
     print("\n" + markdown(rows, args.train_flags))
-    if failed:
-        (out / "summary.json").unlink(missing_ok=True)  # it would claim an earlier, complete sweep
-        print(f"[sweep] FAILED runs {failed}; summary.json not written (rerun to retry them)", file=sys.stderr)
+    failed = sorted(r.name for r, c in codes.items() if c != 0)
+    if failed:  # the earlier complete summary, table and figure (if any) stay: they describe a whole sweep
+        print(f"[sweep] FAILED runs {failed}; summary.json, summary.md and curves.png not replaced (rerun to retry "
+              "them)", file=sys.stderr)
         return 1
+    plot_losses(logs, out / "curves.png", "LoRA ranks vs full finetuning on Alpaca", ("train_loss", "eval_loss"))
+    atomic_write_text(out / "summary.md", markdown(rows, args.train_flags))
     atomic_write_json(out / "summary.json", {"format": "llmhw-sweep-summary", "version": 2, "runs": rows,
                                              "ranks": args.ranks, "seed_runs": [r.name for r in args.seed_runs],
                                              "train_flags": args.train_flags})

@@ -33,10 +33,9 @@ from config import USER_ERRORS, check_resume, claim_run_folder, parse_args
 from ddp import all_reduce_sum, cleanup_ddp, from_rank0, gather, print0, setup_ddp
 from fileio import atomic_dir, atomic_write_json
 from lora import TargetLoss, target_index
-from plots import plot_curves
-from runlog import RunLog, read_log
+from runlog import RunLog, plot_losses, read_log
 
-CKPT_FORMAT = "llmhw-finetune-checkpoint/3"  # what Trainer.state() holds; another layout gets another string
+CKPT_FORMAT = "llmhw-finetune-checkpoint/3"  # what Trainer.save_checkpoint writes; a new layout gets a new string
 
 
 def get_lr(step: int, lr: float, warmup: int, total: int) -> float:
@@ -204,28 +203,27 @@ def train_loop(t: Trainer, log: RunLog) -> None:
     def due(interval: int) -> bool:  # every `interval` steps (0: never) and at the last step
         return t.step == t.total_steps or bool(interval and t.step % interval == 0)
 
-    bar = tqdm(total=t.total_steps, initial=t.step, desc=f"r={t.tc.lora_dim}" if t.tc.lora_dim else "full",
-               disable=not t.ddp.master, dynamic_ncols=True)
-    while t.step < t.total_steps:
-        batches = alpaca.train_batches(t.train_ex, t.tc.batch_size, t.epoch, t.tc.seed, t.ddp.rank, t.ddp.world_size,
-                                       t.tokenizer.pad_token_id, t.tc.group_by_length)  # this epoch's order
-        for _ in range(t.batch_in_epoch):  # skip what the checkpoint's run already trained on
-            next(batches)
-        for _ in range(t.per_epoch - t.batch_in_epoch // t.tc.gradient_accumulation_steps):
-            if t.step >= t.total_steps:
-                break
-            t.train_loss = t.train_step(batches)
-            log.write(step=t.step, epoch=round(t.step / t.per_epoch, 4), train_loss=t.train_loss,
-                      lr=t.opt.param_groups[0]["lr"], tokens=t.tokens, seconds=t.seconds())
-            if due(t.eval_interval):
-                t.evaluate(log)
-            if t.step % t.per_epoch == 0:
-                t.epoch, t.batch_in_epoch = t.epoch + 1, 0
-            if due(t.rc.ckpt_interval):
-                t.save_checkpoint()
-            bar.update(1)
-            bar.set_postfix(loss=f"{t.train_loss:.4f}", eval=f"{t.evals[-1][1]:.4f}")
-    bar.close()
+    with tqdm(total=t.total_steps, initial=t.step, desc=f"r={t.tc.lora_dim}" if t.tc.lora_dim else "full",
+              disable=not t.ddp.master, dynamic_ncols=True) as bar:  # closed (a new line) even on an error
+        while t.step < t.total_steps:  # one epoch's order (train_batches), from the current position on
+            batches = alpaca.train_batches(t.train_ex, t.tc.batch_size, t.epoch, t.tc.seed, t.ddp.rank,
+                                           t.ddp.world_size, t.tokenizer.pad_token_id, t.tc.group_by_length)
+            for _ in range(t.batch_in_epoch):  # skip what the checkpoint's run already trained on
+                next(batches)
+            for _ in range(t.per_epoch - t.batch_in_epoch // t.tc.gradient_accumulation_steps):
+                if t.step >= t.total_steps:
+                    break
+                t.train_loss = t.train_step(batches)
+                log.write(step=t.step, epoch=round(t.step / t.per_epoch, 4), train_loss=t.train_loss,
+                          lr=t.opt.param_groups[0]["lr"], tokens=t.tokens, seconds=t.seconds())
+                if due(t.eval_interval):
+                    t.evaluate(log)
+                if t.step % t.per_epoch == 0:
+                    t.epoch, t.batch_in_epoch = t.epoch + 1, 0
+                if due(t.rc.ckpt_interval):
+                    t.save_checkpoint()
+                bar.update(1)
+                bar.set_postfix(loss=f"{t.train_loss:.4f}", eval=f"{t.evals[-1][1]:.4f}")
 
 
 def run(tc, rc, ddp, t_start: float) -> dict:
@@ -262,6 +260,7 @@ def run(tc, rc, ddp, t_start: float) -> dict:
                "peak_memory_mb": peak, "peak_memory_kind": "cuda max_memory_allocated" if cuda else "process peak RSS",
                "device": str(ddp.device), "dtype": rc.dtype, "world_size": ddp.world_size,
                "model": tc.model_name_or_path, "data": t.source}
+    summary = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()}  # JSON
     if ddp.master:
         save_results(t, summary)
     return summary
@@ -283,11 +282,11 @@ def save_results(t: Trainer, summary: dict) -> None:
     if other.is_dir():  # an earlier run's result of the other kind (--overwrite)
         shutil.rmtree(other)
     what = f"LoRA r={tc.lora_dim}" if tc.lora_dim else "full finetuning"
-    plot_curves({f"r={tc.lora_dim}" if tc.lora_dim else "full": read_log(out / "log.jsonl")}, out / "curve.png",
-                f"{Path(tc.model_name_or_path).name} on Alpaca, {what}")
+    plot_losses({f"r={tc.lora_dim}" if tc.lora_dim else "full": read_log(out / "log.jsonl")}, out / "curve.png",
+                f"{Path(tc.model_name_or_path).name} on Alpaca, {what}", ("train_loss", "eval_loss"))
     summary["wall_seconds"] = t.seconds()
     atomic_write_json(out / "summary.json", summary)
-    print0(f"[done] {t.step} steps, eval loss {summary['initial_eval_loss']:.4f} -> {summary['final_eval_loss']:.4f}, "
+    print0(f"[done] {t.step} steps, eval loss {summary['initial_eval_loss']} -> {summary['final_eval_loss']}, "
            f"{summary['wall_seconds']:.1f} s, peak memory {summary['peak_memory_mb']:.0f} MB -> {out}")
 
 

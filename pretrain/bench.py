@@ -154,11 +154,12 @@ def report_parts(args) -> dict:
     """Time the parts (a warm-up each, then alternately; medians) and print ms and the fraction of the peak."""
     steps, flops = part_steps(args)
     times = time_steps(steps, args.steps)
-    peak = peak_flops("cpu")
-    print(f"machine: {machine()}; matmul peak {peak / 1e9:.0f} GFLOP/s")
+    peak, where = peak_flops("cpu"), machine()
+    print(f"machine: {where}; matmul peak {peak / 1e9:.0f} GFLOP/s")
+    ns = str(newton_schulz_dtype("cpu")).removeprefix("torch.")
     print(f"{args.n_layer}L/{args.n_embd}d/{args.n_head}h T={args.seq_len} B={args.batch_size} V={args.vocab_size} "
-          f"{args.optimizer}; Newton-Schulz in {str(newton_schulz_dtype('cpu')).removeprefix('torch.')} (anchor: bfloat16)")
-    result = {"machine": machine(), "peak_flops": peak, "config": vars(args), "parts": {}}
+          f"{args.optimizer}; Newton-Schulz in {ns} (anchor: bfloat16)")
+    result = {"machine": where, "peak_flops": peak, "config": vars(args), "parts": {}}
     for name, ts in times.items():
         ms, f = statistics.median(ts) * 1e3, flops[name.split()[0]]
         result["parts"][name] = {"ms": ms, "peak_fraction": f / (ms / 1e3) / peak if f else None, "step_s": ts}

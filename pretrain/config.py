@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import CheckpointError
+from checkpoint import CheckpointError, load_checkpoint
 from ddp import DDP, DEFAULT_TIMEOUT_S, barrier, device_problem, from_rank0, gather, print0
-from fileio import OutputError
+from fileio import OutputError, claim_output_dir
 from flags import add_flags, typed_flags
+import prepare
 from modeling_gpt2 import GPTConfig
-from prepare import DataError
 from runlog import LIVE_CHOICES, LiveLogError
 
 HERE = Path(__file__).resolve().parent
@@ -40,7 +40,7 @@ class ConfigError(ValueError):
 
 
 # bad input or settings: one line ("error: ...") on every rank, exit status 2, never a traceback
-USER_ERRORS = (DataError, ConfigError, CheckpointError, OutputError, LiveLogError, FileNotFoundError, ValueError)
+USER_ERRORS = (prepare.DataError, ConfigError, CheckpointError, OutputError, LiveLogError, FileNotFoundError, ValueError)
 
 
 def option(default, text):
@@ -218,8 +218,6 @@ def data_folder(preset: str, tc: TrainConfig, distributed: bool) -> Path:
         raise ConfigError(f"{path} is not prepared: prepare it first, once, without torchrun ({command}), then "
                           "start this command again")
     print0(f"preparing {path} (first use of preset {preset}; the same as {command})")
-    import prepare
-
     prepare.prepare(path, data_dir=tc.data_dir, **PRESETS[preset]["prepare"])
     return path
 
@@ -239,3 +237,39 @@ def check_shared(out: Path, ddp: DDP) -> None:
     if blind:
         raise ConfigError(f"--out_dir {out} is not shared: rank(s) {blind} do not see the files rank 0 writes there "
                           "(use a folder on a shared file system)")
+
+
+def plan_resume(folder, tc: TrainConfig) -> str | None:
+    """(rank 0) The checkpoint to resume from, loaded now (a corrupt one stops every rank at once); None for a fresh
+    run, whose --overwrite clears the earlier run only now that every input was checked."""
+    if tc.resume and (folder.path / "latest").exists():
+        return load_checkpoint(folder.path, CKPT_FORMAT)["path"]
+    if tc.resume:
+        print0(f"--resume: no checkpoint in {folder.path} yet, starting fresh")
+    folder.clear()
+    return None
+
+
+def claim_run_folder(tc: TrainConfig, data: Path):
+    """(rank 0) --out_dir checked by fileio's rule before anything is created (OutputDir.create makes it)."""
+    return claim_output_dir(tc.out_dir, RUN_KIND, RUN_NAMES, overwrite=tc.overwrite, resume=tc.resume, inputs=[data])
+
+
+def check_resume(ckpt: dict, mc: dict, tc: TrainConfig, world_size: int, meta: dict, data: Path) -> None:
+    """An exact resume needs the checkpoint's model, tokenizer, batch shape, process count and optimizer, and an
+    end not passed (a larger --max_steps extends the run)."""
+    where = ckpt["path"]
+    if ckpt["model_config"] != mc:
+        diff = {k: (v, mc.get(k)) for k, v in ckpt["model_config"].items() if mc.get(k) != v}
+        raise ConfigError(f"{where}: model config differs from this run's (checkpoint, now): {diff}")
+    now = {"batch_size": tc.batch_size, "seq_len": tc.seq_len, "total_batch_size": tc.total_batch_size,
+           "optimizer": tc.optimizer, "world_size": world_size}
+    then = {**{k: ckpt["train_config"].get(k) for k in now}, "world_size": ckpt["world_size"]}
+    if then != now:
+        raise ConfigError(f"{where}: --resume needs the checkpoint's batch settings and optimizer: "
+                          + ", ".join(f"{k} {then[k]} (now {now[k]})" for k in now if then[k] != now[k]))
+    if any(ckpt["tokenizer"].get(k) != meta["tokenizer"].get(k) for k in ("kind", "vocab_size", "eot_id", "sha256")):
+        raise ConfigError(f"{where}: the data {data} uses another tokenizer than the checkpoint's "
+                          f"({meta['tokenizer'].get('spec')} vs {ckpt['tokenizer'].get('spec')})")
+    if ckpt["step"] > tc.max_steps:
+        raise ConfigError(f"{where}: the checkpoint is at step {ckpt['step']}, past --max_steps {tc.max_steps}")

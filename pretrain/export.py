@@ -1,43 +1,62 @@
-"""Hugging Face export: a checkpoint (run folder, ``latest`` or any ``ckpt_NNNNNN.pt``) -> a folder that
+"""Our GPT from a training checkpoint, a HF folder or a hub name (hellaswag.py and sample.py load it here), and the
+Hugging Face export: a checkpoint (run folder, ``latest`` or any ``ckpt_NNNNNN.pt``) -> a folder that
 ``transformers.AutoModelForCausalLM`` and ``AutoTokenizer`` load (config.json, model.safetensors, tokenizer files).
 
     python pretrain/export.py pretrain/output/tiny-cpu --out DIR                  # the latest checkpoint
     python pretrain/export.py pretrain/output/tiny-cpu/ckpt_000200.pt --out DIR   # an intermediate step
 
 --out is new, empty, or an earlier export (replaced only with --overwrite); a run folder, a data set or any folder
-holding a user's file is refused in one line, and nothing is deleted.
-
-train.py exports its final model the same way (save_hf_with_tokenizer) into <out_dir>/hf.
+holding a user's file is refused in one line, and nothing is deleted. train.py exports its final model the same way
+into <out_dir>/hf. Checkpoints are read only through checkpoint.py (weights_only: no code runs from the file).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-import text_tokenizer
-from checkpoint import CheckpointError, resolve_checkpoint
+from checkpoint import LATEST, CheckpointError, load_checkpoint, resolve_checkpoint
+from config import CKPT_FORMAT
 from fileio import OutputError, claim_output_dir
-from modeling_gpt2 import GPT, HF_KIND, HF_NAMES
-from models import model_from_checkpoint, tokenizer_dir
+from modeling_gpt2 import GPT, HF_KIND, HF_NAMES, GPTConfig
+from prepare import load_tokenizer
 
 
-def save_hf_with_tokenizer(model: GPT, out_dir: Path, tok_dir: Path, eos_token_id: int | None) -> Path:
-    """model.safetensors + config.json + the HF tokenizer files of ``tok_dir``, swapped in as one folder."""
-    files = sorted(p for p in Path(tok_dir).iterdir() if p.is_file())
-    return model.save_hf(out_dir, eos_token_id=eos_token_id, extra_files=files)
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """A checkpoint file, a ``latest`` pointer or a run folder holding one (else: a HF folder or a hub name)."""
+    p = Path(path)
+    return p.is_file() or (p.is_dir() and (p / LATEST).is_file())
+
+
+def load_model(path: str | os.PathLike, device="cpu") -> GPT:
+    """Our GPT from a checkpoint (run folder with ``latest``, pointer, ckpt file), a local HF folder or a hub name."""
+    if not is_checkpoint(path):
+        return GPT.from_pretrained(Path(path) if Path(path).is_dir() else str(path)).to(device)
+    ckpt = load_checkpoint(path, CKPT_FORMAT)
+    try:
+        model = GPT(GPTConfig(**ckpt["model_config"]))
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{ckpt['path']}: model_config or weights do not fit "
+                              f"({str(e).splitlines()[0][:160]})") from None
+    return model.to(device)
+
+
+def tokenizer_dir(path: str | os.PathLike) -> Path:
+    """The tokenizer folder that belongs to a checkpoint (the run's ``tokenizer/``), or to a HF folder (itself)."""
+    p = Path(path)
+    if p.is_dir() and not (p / LATEST).is_file():
+        return p
+    return resolve_checkpoint(p).parent / "tokenizer"
 
 
 def export_checkpoint(path: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Export the checkpoint at ``path`` with the tokenizer of its run folder. ``out_dir`` must be new, empty or an
-    earlier export (then only with ``overwrite``): a run folder or a user's files are refused, nothing deleted."""
-    ckpt_file = resolve_checkpoint(path)
-    claim_output_dir(out_dir, HF_KIND, HF_NAMES, overwrite=overwrite, inputs=[ckpt_file, tokenizer_dir(path)],
-                     flag="--out")
-    model, _ = model_from_checkpoint(ckpt_file)
-    tok_dir = tokenizer_dir(path)
-    tok = text_tokenizer.load(tok_dir)
-    return save_hf_with_tokenizer(model, Path(out_dir), tok_dir, tok.eot_id)
+    """Export the checkpoint at ``path`` with the tokenizer of its run folder into ``out_dir`` (fileio's rule)."""
+    ckpt_file, tok_dir = resolve_checkpoint(path), tokenizer_dir(path)
+    claim_output_dir(out_dir, HF_KIND, HF_NAMES, overwrite=overwrite, inputs=[ckpt_file, tok_dir], flag="--out")
+    return load_model(ckpt_file).save_hf(out_dir, eos_token_id=load_tokenizer(tok_dir).eot_id,
+                                         extra_files=sorted(tok_dir.glob("[!.]*")))  # the HF tokenizer files
 
 
 def main(argv=None):

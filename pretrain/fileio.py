@@ -236,8 +236,9 @@ def claim_output_dir(path: str | os.PathLike, kind: str, names, *, overwrite: bo
         what = "a damaged or foreign marker" if found == "?" else f"a {found} (its {MARKER} says so)"
         raise OutputError(f"{flag} {out}: holds {what}, not a {kind}; choose another folder (nothing was deleted)")
     if foreign or (entries and found is None):  # a folder of ours always carries the marker
-        raise OutputError(f"{flag} {out}: holds files that are not a {kind}'s output "
-                          f"({', '.join((foreign or entries)[:3])}); choose an empty or new folder (nothing was deleted)")
+        names = ", ".join((foreign or entries)[:3])
+        raise OutputError(f"{flag} {out}: holds files that are not a {kind}'s output ({names}); "
+                          "choose an empty or new folder (nothing was deleted)")
     _lock(out, flag)
     if entries and not (overwrite or resume):
         how = "pass --resume to continue it or --overwrite" if resume is not None else "pass --overwrite"
@@ -292,7 +293,8 @@ SOURCES = {  # name under the data directory -> canonical public copy (None: off
     "bpe/manual.txt": "https://raw.githubusercontent.com/htlou/Alignment_hw/"
     "689c41fe80c36018f8d7c169ff715c4f8d974760/hw1/bpe/manual.txt",
     "bpe/lunyu.txt": None,
-    "hellaswag/hellaswag_val.jsonl": "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",
+    "hellaswag/hellaswag_val.jsonl":
+        "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",
     "hellaswag/hellaswag_val_activitynet.jsonl": None,
     "webtext/wikitext2_valid.txt": "https://raw.githubusercontent.com/pytorch/examples/"
     "77f55b912142e11fcfdf5b530231fb9c52f181e8/word_language_model/data/wikitext-2/valid.txt",

@@ -1,7 +1,7 @@
 """GPT-2's byte-level BPE as OpenAI released it, built from the data directory's ``gpt2/encoder.json`` +
 ``gpt2/vocab.bpe`` (tiktoken's own ``get_encoding("gpt2")`` would download them).
 
-One identical copy in bpe/, pretrain/ and report/ (checked by tests/test_layout.py; canonical here): the one place
+One identical copy in bpe/ and pretrain/ (checked by tests/test_layout.py; canonical here): the one place
 that spells GPT-2's split pattern, its byte <-> character map, and builds the reference ``tiktoken.Encoding``.
 """
 from __future__ import annotations

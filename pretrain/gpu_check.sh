@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One short GPU measurement for pretrain/README.md, in three parts that also run alone:
 #   bench    bench.py: GPT-2 124M, T=1024, B=32, bf16 autocast: compiled ours, eager ours, eager HF GPT2LMHeadModel
-#            (tokens/s, MFU against the bf16 dense peak of the GPU that perf.py matched by its exact name);
+#            (tokens/s, MFU against the bf16 dense peak of the GPU that bench.py --peak matched by its exact name);
 #   train    12 steps of the real train.py (preset gpt2-124m: fused AdamW, bf16, TF32, compile) on one GPU, then its
 #            HF export; steady-state tokens/s and MFU from its log (steps after the first, which holds the
 #            compilation), against the peak of the run's dtype. Needs a prepared data set (see below);
@@ -38,18 +38,18 @@ if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
     env_line="dry run on the CPU"
 else  # the target: GPT-2 124M, T=1024, bf16 autocast + compile
     device=cuda dtype=bfloat16 model=(--n_layer 12 --n_head 12 --n_embd 768) T=1024 B=32 steps=8
-    limits=(5 10 10 110 150 10 75)  # nvidia-smi, versions, perf.py, bench, train, --from_run, bench64 (seconds)
+    limits=(5 10 10 110 150 10 75)  # nvidia-smi, versions, --peak, bench, train, --from_run, bench64 (seconds)
     compile64=(--compile)
     env_line="$(timeout -k 5 ${limits[0]} nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version \
         --format=csv,noheader || echo "nvidia-smi: no answer within ${limits[0]} s")"
 fi
 
-environment() {  # what ran where: GPU, versions, and which datasheet entry perf.py matched
+environment() {  # what ran where: GPU, versions, and which datasheet entry bench.py --peak matched
     echo "== $(date -u +%FT%TZ) parts: $*"
     echo "$env_line"
     timeout -k 5 ${limits[1]} python -c "import torch, transformers; print('torch', torch.__version__, 'cuda', \
 torch.version.cuda, 'transformers', transformers.__version__)"
-    timeout -k 5 ${limits[2]} python pretrain/perf.py --device $device
+    timeout -k 5 ${limits[2]} python pretrain/bench.py --peak --device $device
 }
 
 # Each part returns non-zero on its first failing command (set -e does not act inside a tested function).

@@ -1,32 +1,19 @@
-"""HellaSwag (Zellers et al. 2019) completion-style evaluation: acc and the two acc_norm conventions in use.
+"""HellaSwag (Zellers et al. 2019), completion style: acc and the two acc_norm conventions in use.
 
-Each example is a context and 4 endings. The model reads context + " " + ending (build-nanogpt's rendering, the
-ending with a leading space as in lm-eval's target delimiter) and each ending is scored by the log-likelihood of its
-tokens given the context. Three picks, all reported:
-
-  * ``acc``: the ending with the highest total log-likelihood (lm-eval's ``acc``).
-  * ``acc_norm_per_token``: the highest *mean* log-likelihood per ending token. This is build-nanogpt's acc_norm
-    (lowest average cross-entropy), what train.py logs as ``hellaswag_acc_norm``.
-  * ``acc_norm_per_char``: the highest log-likelihood divided by the ending's length in characters (the ending
-    without its leading space), lm-eval-harness's acc_norm: ``np.argmax(lls / completion_len)`` with
-    ``completion_len = len(choice)`` in ``lm_eval/api/task.py`` ``process_results``. It does not depend on how a
-    tokenizer splits the ending.
-
-Only the normalisation is lm-eval's: lm-eval's hellaswag task also puts the activity label before the context
-(``"{activity_label}: {ctx}"``), capitalises ``ctx_b`` and strips WikiHow's bracket markers, so its absolute figures
-differ from ours. Rows longer than the model's block_size keep their last block_size tokens. Each accuracy comes
-with its standard error sqrt(p (1 - p) / n).
-
-Data (JSONL with ``ctx``, ``endings``, ``label``) comes from the data directory: ``hellaswag/hellaswag_val.jsonl``
-(the full validation set) when present, else ``hellaswag/hellaswag_val_activitynet.jsonl`` (the offline ActivityNet
-subset, whose scores are not comparable to published full-set numbers).
+The model reads context + " " + ending (build-nanogpt's rendering; lm-eval's target delimiter) for each of the 4
+endings, scored by the log-likelihood of the ending's tokens. Three picks (README.md, "HellaSwag"), each with its
+standard error sqrt(p (1 - p) / n): ``acc`` the highest total (lm-eval's acc); ``acc_norm_per_token`` the highest mean
+per ending token (build-nanogpt's acc_norm, train.py's ``hellaswag_acc_norm``); ``acc_norm_per_char`` the highest
+total / the ending's characters without its leading space (lm-eval-harness's acc_norm, ``lls / completion_len`` in
+``lm_eval/api/task.py``). Only the normalisation is lm-eval's: its task also prefixes the activity label, capitalises
+``ctx_b`` and strips WikiHow's markers. Rows longer than block_size keep their last block_size tokens. Data: the
+data directory's ``hellaswag/hellaswag_val.jsonl`` when present, else the offline ActivityNet subset
+``hellaswag/hellaswag_val_activitynet.jsonl`` (not comparable to published full-set numbers).
 
     python pretrain/hellaswag.py --model pretrain/output/tiny-cpu --limit 200        # the run's latest checkpoint
     python pretrain/hellaswag.py --model pretrain/output/tiny-cpu/ckpt_000300.pt    # any step checkpoint
-    python pretrain/hellaswag.py --model pretrain/output/tiny-cpu/hf                # a GPT-2 HF folder, our model
-    python pretrain/hellaswag.py --model DIR --hf      # score with transformers' AutoModelForCausalLM instead
-Prints one JSON object (schema in README.md, "HellaSwag") and writes it to --out (default: hellaswag.json in the
-run folder or beside the model).
+    python pretrain/hellaswag.py --model pretrain/output/tiny-cpu/hf [--hf]         # our GPT, or transformers'
+Prints one JSON object and writes it to --out (default: hellaswag.json in the run folder or beside the model).
 """
 from __future__ import annotations
 
@@ -40,19 +27,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import datadir
-from fileio import OutputError, atomic_write_json, check_writable
+import fileio
 from ddp import device_problem
-from perf import autocast_for
+from fileio import OutputError, atomic_write_json, claim_output_file
+from modeling_gpt2 import HUB_CONFIGS, autocast_for
 
 DATA_FILES = ("hellaswag/hellaswag_val.jsonl", "hellaswag/hellaswag_val_activitynet.jsonl")
-JSON_FORMAT = "llmhw-hellaswag"
+JSON_KIND = "pretrain-hellaswag"
 # How each reported accuracy picks an ending (written into the output JSON so that the figures say what they are).
 CONVENTIONS = {
     "acc": "highest total log-likelihood of the ending's tokens (lm-eval acc)",
     "acc_norm_per_token": "highest mean log-likelihood per ending token (build-nanogpt acc_norm)",
     "acc_norm_per_char": "highest log-likelihood / characters of the ending (lm-eval-harness acc_norm)",
 }
+
+
+COUNTS = {"acc": "correct", "acc_norm_per_token": "correct_norm", "acc_norm_per_char": "correct_norm_char"}
 
 
 class DataError(ValueError):
@@ -63,10 +53,10 @@ def find_data(data_dir=None) -> Path:
     """The first HellaSwag file present locally; else (online) download the full set, (offline) a clear error."""
     for name in DATA_FILES:
         try:
-            return datadir.find(name, data_dir, download=False)
-        except datadir.DataFileNotFound:
+            return fileio.find(name, data_dir, download=False)
+        except fileio.DataFileNotFound:
             pass
-    return datadir.find(DATA_FILES[0], data_dir)
+    return fileio.find(DATA_FILES[0], data_dir)
 
 
 def check_row(row, where: str) -> dict:
@@ -108,19 +98,13 @@ def load_examples(path: Path, limit: int | None = None) -> list[dict]:
 
 def render(tok, example: dict, block_size: int):
     """(tokens (4, L), mask (4, L), label): context + each ending, mask = 1 on ending tokens, right-padded."""
-    ctx = tok.encode(example["ctx"])
-    rows, masks = [], []
+    ctx, rows, masks = tok.encode(example["ctx"]), [], []
     for ending in example["endings"]:
         end = tok.encode(" " + ending)  # the space belongs to the ending (GPT-2 BPE merges it into the next word)
-        row, mask = (ctx + end)[-block_size:], ([0] * len(ctx) + [1] * len(end))[-block_size:]
-        rows.append(row)
-        masks.append(mask)
-    L = max(len(r) for r in rows)
-    tokens = torch.zeros(4, L, dtype=torch.long)
-    mask = torch.zeros(4, L, dtype=torch.long)
-    for i, (r, m) in enumerate(zip(rows, masks)):
-        tokens[i, :len(r)], mask[i, :len(m)] = torch.tensor(r), torch.tensor(m)
-    return tokens, mask, int(example["label"])
+        rows.append(torch.tensor((ctx + end)[-block_size:]))
+        masks.append(torch.tensor(([0] * len(ctx) + [1] * len(end))[-block_size:]))
+    pad = torch.nn.utils.rnn.pad_sequence
+    return pad(rows, batch_first=True), pad(masks, batch_first=True), int(example["label"])
 
 
 def score(logits, tokens, mask, n_chars) -> dict[str, int]:
@@ -140,34 +124,30 @@ def score(logits, tokens, mask, n_chars) -> dict[str, int]:
 def evaluate(logits_fn, tok, examples, block_size: int, device="cpu", rank: int = 0, world_size: int = 1,
              autocast=nullcontext, progress: bool = False) -> dict:
     """Score examples[rank::world_size]; logits_fn maps tokens (B, L) to logits (B, L, V). Returns counts (sum
-    them over ranks): n, correct (acc), correct_norm (per token), correct_norm_char (per character), and this
-    rank's per-example picks of the per-token and per-character conventions."""
-    n = correct = correct_norm = correct_char = 0
-    preds_norm, preds_char = [], []
+    them over ranks): n, correct (acc), correct_norm (per token), correct_norm_char (per character); and this
+    rank's picks per example by the per-token and per-character conventions (preds_norm, preds_norm_char)."""
+    counts = dict.fromkeys(COUNTS.values(), 0) | {"n": 0, "preds_norm": [], "preds_norm_char": []}
     mine = examples[rank::world_size]
     if progress:
         from tqdm import tqdm
         mine = tqdm(mine, desc="hellaswag", unit="ex")
     for ex in mine:
-        tokens, mask, label = render(tok, ex, block_size)
-        tokens, mask = tokens.to(device), mask.to(device)
+        tokens, mask, label = (t.to(device) if torch.is_tensor(t) else t for t in render(tok, ex, block_size))
         with autocast():
             logits = logits_fn(tokens)
         picks = score(logits, tokens, mask, [len(e) for e in ex["endings"]])
-        n, correct = n + 1, correct + (picks["acc"] == label)
-        correct_norm += picks["acc_norm_per_token"] == label
-        correct_char += picks["acc_norm_per_char"] == label
-        preds_norm.append(picks["acc_norm_per_token"])
-        preds_char.append(picks["acc_norm_per_char"])
-    return {"n": n, "correct": correct, "correct_norm": correct_norm, "correct_norm_char": correct_char,
-            "preds_norm": preds_norm, "preds_norm_char": preds_char}
+        counts["n"] += 1
+        for convention, key in COUNTS.items():
+            counts[key] += int(picks[convention] == label)
+        counts["preds_norm"].append(picks["acc_norm_per_token"])
+        counts["preds_norm_char"].append(picks["acc_norm_per_char"])
+    return counts
 
 
 def accuracies(counts: dict) -> dict:
     """acc, acc_norm_per_token, acc_norm_per_char and their standard errors sqrt(p (1 - p) / n) from counts."""
     n, out = counts["n"], {"n": counts["n"]}
-    for name, key in (("acc", "correct"), ("acc_norm_per_token", "correct_norm"),
-                      ("acc_norm_per_char", "correct_norm_char")):
+    for name, key in COUNTS.items():
         p = counts[key] / max(1, n)
         out[name], out[f"{name}_stderr"] = p, math.sqrt(p * (1 - p) / max(1, n))
     return out
@@ -181,7 +161,7 @@ def load_scorer(args):
     if not args.hf:
         model, tok = sample.load_ours(args.model, args.device, args.tokenizer or "", args.data_dir)
         return (lambda x: model(x)[0]), tok, model.config.block_size
-    tok = sample.load_tokenizer(args.model, args.tokenizer or "", args.data_dir)
+    tok = sample.model_tokenizer(args.model, args.tokenizer or "", args.data_dir)
     model = sample.load_hf(args.model, args.device)[0]
     return (lambda x: model(x).logits), tok, sample.hf_positions(model)
 
@@ -195,13 +175,12 @@ def parse_args(argv=None):
     p.add_argument("--hf", action="store_true", help="score a HF folder with transformers' AutoModelForCausalLM")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", help="JSON output (default: hellaswag.json in the run folder or the HF folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier result in --out")
     args = p.parse_args(argv)
     if device_problem(args.device):
         p.error(device_problem(args.device))
     if args.limit < -1:
         raise ValueError(f"--limit {args.limit}: give N >= 0, or -1 for all examples")
-    from modeling_gpt2 import HUB_CONFIGS
-
     if not Path(args.model).exists() and args.model not in HUB_CONFIGS:
         raise ValueError(f"{args.model}: no such checkpoint or model folder")
     if args.hf and not (Path(args.model) / "config.json").is_file():
@@ -211,9 +190,7 @@ def parse_args(argv=None):
 
 def default_out(model: str) -> Path | None:
     """hellaswag.json in the run folder (for a checkpoint) or in the HF folder; None for a hub name."""
-    p = Path(model)
-    if p.is_file() or (p.is_dir() and not (p / "config.json").is_file()):
-        return (p.parent if p.is_file() else p) / "hellaswag.json"
+    p = Path(model).parent if Path(model).is_file() else Path(model)
     return p / "hellaswag.json" if p.is_dir() else None
 
 
@@ -221,8 +198,8 @@ def run(argv=None) -> dict:
     """Check the inputs, load model and data, score, write the JSON; returns it."""
     args = parse_args(argv)
     out = Path(args.out) if args.out else default_out(args.model)
-    if out is not None:
-        check_writable(out)  # before the work, not after it
+    if out is not None:  # checked before the work, not after it
+        claim_output_file(out, JSON_KIND, overwrite=args.overwrite)
     data = find_data(args.data_dir)
     examples = load_examples(data, args.limit)
     logits_fn, tok, block_size = load_scorer(args)
@@ -230,7 +207,7 @@ def run(argv=None) -> dict:
     autocast = autocast_for("auto", device)
     t0 = time.perf_counter()
     counts = evaluate(logits_fn, tok, examples, block_size, device, autocast=autocast, progress=True)
-    result = {"format": JSON_FORMAT, "format_version": 2, "model": str(args.model), "data": str(data),
+    result = {"kind": JSON_KIND, "model": str(args.model), "data": str(data),
               **accuracies(counts), "conventions": CONVENTIONS, "seconds": time.perf_counter() - t0,
               "scorer": "transformers" if args.hf else "ours"}
     if out is not None:

@@ -1,14 +1,22 @@
-"""Count baselines for a pretrained model: what a unigram and a bigram table learn from the same train shards.
+"""Count baselines for a pretrained model: what n-gram tables of orders 1 to 5 learn from the same train shards.
 
-    python pretrain/ngram.py --data SHARDS                       # unigram and bigram val loss of a prepared data set
-    python pretrain/ngram.py --data SHARDS --model RUN/hf --out baselines.json   # and a HF model's, same tokens
+    python pretrain/ngram.py --data SHARDS                         # orders 1-5 on every val token of a data set
+    python pretrain/ngram.py --data SHARDS --orders 1 2 3          # only these orders
+    python pretrain/ngram.py --data SHARDS --model RUN/hf --out baselines.json   # and a HF model, same tokens
 
-A language model is only worth its compute if it beats counting. Both baselines are fitted on the train split and
+A language model is only worth its compute if it beats counting. The tables are fitted on the train split and
 scored on every token of the val split, in nats per token and in bits per UTF-8 byte of the val text (tokenizer-
 independent: a model with a larger vocabulary predicts fewer, harder tokens):
-  - unigram: add-one (Laplace) smoothed token frequencies;
-  - bigram: interpolated Kneser-Ney with absolute discount D = 0.75 (Chen & Goodman 1998, eq. 26 for two orders),
-    whose lowest order is itself interpolated with the uniform distribution, so unseen tokens get probability > 0.
+  - order 1: add-one (Laplace) smoothed token frequencies;
+  - order n >= 2: interpolated Kneser-Ney with one absolute discount D = 0.75 (Chen & Goodman 1998, section 3.5):
+        p_n(w | h) = max(c(h w) - D, 0) / c(h) + D N1+(h .) / c(h) * p_{n-1}(w | h minus its first token),
+    where the highest order counts occurrences c and the lower orders count continuations (c(g) = N1+(. g), the
+    distinct tokens seen before g); a context never seen falls back to the lower order, and the lowest order
+    (continuation unigrams) is interpolated with the uniform distribution, so every token gets probability > 0.
+    The first tokens of the val split, with less history than n - 1 tokens, get the orders their history allows.
+Counting is numpy on exact integer keys: a k-gram is (id of its first k-1 tokens, last token), the id its rank
+among the distinct (k-1)-grams, so a key stays below (train tokens) * V, within int64 for any real corpus; np.unique
+counts, np.searchsorted looks up (5M train tokens, orders 1-5: seconds).
 ``--model`` scores a Hugging Face model folder (transformers' GPT2LMHeadModel, not this folder's model code: an
 independent implementation) on the same val tokens: windows of block_size+1 tokens at a stride of block_size, so
 every val token after the first is predicted exactly once, as by the n-gram models.
@@ -16,15 +24,18 @@ every val token after the first is predicted exactly once, as by the n-gram mode
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from shards import DataError, read_meta, read_shard
+from fileio import OutputError, atomic_write_json, claim_output_file
+from prepare import DataError, load_tokenizer, read_meta, read_shard
 
 DISCOUNT = 0.75  # Kneser-Ney's usual D; the exact optimum (n1 / (n1 + 2 n2)) is within a few hundredths of it
+KIND = "llmhw-ngram-baselines"  # the "kind" of --out (fileio.claim_output_file)
 
 
 def split_tokens(data: str | Path, split: str) -> np.ndarray:
@@ -42,36 +53,69 @@ def unigram_nll(train: np.ndarray, targets: np.ndarray, V: int) -> np.ndarray:
     return -np.log((counts[targets] + 1.0) / (len(train) + V))
 
 
-class KneserNeyBigram:
-    """Interpolated Kneser-Ney bigram model over ids 0..V-1 (sparse counts: fits GPT-2's 50k vocabulary too)."""
+class KneserNey:
+    """Interpolated Kneser-Ney of every order 2..`order` at once over ids 0..V-1 (sparse: fits GPT-2's 50k
+    vocabulary too; the orders share their counting).
 
-    def __init__(self, train: np.ndarray, V: int, D: float = DISCOUNT):
-        self.V, self.D = V, D
-        pairs, counts = np.unique(train[:-1] * V + train[1:], return_counts=True)  # bigram types and counts
-        self.pairs, self.counts = pairs, counts.astype(np.float64)
-        prev, nxt = pairs // V, pairs % V
-        self.context_count = np.bincount(prev, weights=self.counts, minlength=V)  # c(v .)
-        self.followers = np.bincount(prev, minlength=V).astype(np.float64)  # N1+(v .): distinct w after v
-        preceders = np.bincount(nxt, minlength=V).astype(np.float64)  # N1+(. w): distinct v before w
-        types = len(pairs)  # N1+(. .)
-        # continuation probability, interpolated with the uniform distribution (leftover mass D * seen / types)
-        self.continuation = (np.maximum(preceders - D, 0) + D * np.count_nonzero(preceders) / V) / types
+    Per order k: `keys[k]`, the sorted distinct k-grams as (id of the first k-1 tokens) * V + last token (a k-gram's
+    id is its index there; a 1-gram's id is the token); `occurrences[k]` and `continuations[k]` (N1+(. g)) per
+    k-gram. `lowest`: the continuation unigrams interpolated with the uniform distribution."""
 
-    def prob(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-        """p(nxt | prev) for arrays of ids."""
-        codes = prev * self.V + nxt
-        at = np.minimum(np.searchsorted(self.pairs, codes), len(self.pairs) - 1)
-        c = np.where(self.pairs[at] == codes, self.counts[at], 0.0)  # c(prev, nxt), 0 if never seen
-        cv = self.context_count[prev]
-        seen = cv > 0
-        safe = np.where(seen, cv, 1.0)
-        backoff = self.D * self.followers[prev] / safe  # the mass the discount took from this context
-        p = np.maximum(c - self.D, 0) / safe + backoff * self.continuation[nxt]
-        return np.where(seen, p, self.continuation[nxt])  # an unseen context: the continuation distribution
+    def __init__(self, train: np.ndarray, V: int, order: int, D: float = DISCOUNT):
+        assert order >= 2, "order 1 is unigram_nll"
+        self.V, self.order, self.D = V, order, D
+        self.keys, self.occurrences, self.continuations, self.contexts = {}, {}, {}, {2: V}
+        ids = train  # ids[i]: the (k-1)-gram ending at token i (-1: too close to the start)
+        for k in range(2, order + 1):
+            ok = np.flatnonzero(ids[:-1] >= 0) + 1  # positions where a k-gram ends
+            self.keys[k], first, inverse, self.occurrences[k] = np.unique(
+                ids[ok - 1] * V + train[ok], return_index=True, return_inverse=True, return_counts=True)
+            # a distinct k-gram continues the (k-1)-gram ending where it ends: N1+(. g) of the order below
+            self.continuations[k - 1] = np.bincount(ids[ok[first]], minlength=self.contexts[k] if k > 2 else V)
+            self.contexts[k + 1] = len(self.keys[k])
+            ids = np.full(len(train), -1, dtype=np.int64)
+            ids[ok] = inverse
+        cont = self.continuations.pop(1).astype(np.float64)  # N1+(. w)
+        self.lowest = (np.maximum(cont - D, 0) + D * np.count_nonzero(cont) / V) / cont.sum()
 
-    def nll(self, tokens: np.ndarray) -> np.ndarray:
-        """-log p(t_i | t_{i-1}) for i = 1 .. len(tokens)-1."""
-        return -np.log(self.prob(tokens[:-1], tokens[1:]))
+    def table(self, k: int, top: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Order k's counts (occurrences when k is the model's top order, else continuations) and, per
+        (k-1)-gram context, their sum and how many of them are > 0."""
+        counts = (self.occurrences if top else self.continuations)[k].astype(np.float64)
+        context = self.keys[k] // self.V
+        return (counts, np.bincount(context, weights=counts, minlength=self.contexts[k]),
+                np.bincount(context, weights=counts > 0, minlength=self.contexts[k]))
+
+    def lookup(self, k: int, context: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Ids of the k-grams (context id, w), -1 where never seen (or the context is -1)."""
+        codes = context * self.V + w
+        at = np.minimum(np.searchsorted(self.keys[k], codes), len(self.keys[k]) - 1)
+        return np.where((context >= 0) & (self.keys[k][at] == codes), at, -1)
+
+    def prob(self, history: np.ndarray, w: np.ndarray, order: int | None = None) -> np.ndarray:
+        """p(w | history) of the model of `order` (default the largest) for history (M, >= order-1) ids
+        (-1 = no token: before the start) and w (M,)."""
+        order = order or self.order
+        p = self.lowest[w]
+        for k in range(2, order + 1):
+            h = history[:, -(k - 1)]  # the context: the last k-1 tokens of the history, as an id
+            for j in range(2, k):
+                h = self.lookup(j, h, history[:, j - k])
+            counts, totals, types = self.table(k, top=k == order)
+            g = self.lookup(k, h, w)
+            c = np.where(g >= 0, counts[g], 0.0)
+            total = np.where(h >= 0, totals[h], 0.0)
+            safe = np.where(total > 0, total, 1.0)
+            backoff = self.D * np.where(h >= 0, types[h], 0.0) / safe  # the mass the discount freed
+            p = np.where(total > 0, np.maximum(c - self.D, 0) / safe + backoff * p, p)
+        return p
+
+    def nll(self, tokens: np.ndarray, order: int | None = None) -> np.ndarray:
+        """-log p(t_i | t_{i-n+1} .. t_{i-1}) for i = 1 .. len(tokens)-1, n = `order` (default the largest)."""
+        n = order or self.order
+        padded = np.concatenate([np.full(n - 2, -1, dtype=np.int64), tokens])
+        history = np.lib.stride_tricks.sliding_window_view(padded[:-1], n - 1)  # (len-1, n-1)
+        return -np.log(self.prob(history, tokens[1:], n))
 
 
 def text_bytes(tokens: np.ndarray, decode, eot_id: int | None) -> int:
@@ -105,45 +149,65 @@ def model_nll(model_dir: str | Path, tokens: np.ndarray, batch_size: int = 8) ->
     return np.concatenate(out).astype(np.float64)
 
 
-def baselines(data: str | Path, model: str | Path | None = None, data_dir: str | Path | None = None) -> dict:
-    """{name: {nats_per_token, bits_per_byte}} for unigram, bigram (and the model) on the val split."""
-    import text_tokenizer
+def model_problem(model: Path, vocab: int) -> str | None:
+    """Why --model cannot score this data (one line), or None: no weights, an unreadable config, a vocabulary
+    smaller than the data's."""
+    if not (model / "model.safetensors").is_file():
+        return f"--model {model}: no model.safetensors (not a Hugging Face model folder)"
+    try:
+        config = json.loads((model / "config.json").read_text())
+        n_vocab, _ = int(config["vocab_size"]), int(config["n_positions"])
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        return f"--model {model}/config.json: not a readable GPT-2 config ({type(e).__name__}: {e})"
+    if n_vocab < vocab:
+        return f"--model {model}: vocab_size {n_vocab} is smaller than the data's {vocab}"
+    return None
 
+
+def baselines(data: str | Path, model: str | Path | None = None, data_dir: str | Path | None = None,
+              orders=(1, 2, 3, 4, 5)) -> dict:
+    """The val figures {"<n>-gram" (and "model"): {nats_per_token, bits_per_byte}} and what they were made of."""
     meta = read_meta(data)
     V, train, val = meta["vocab_size"], split_tokens(data, "train"), split_tokens(data, "val")
-    tok = text_tokenizer.load(Path(data) / meta["tokenizer"]["dir"], data_dir)
+    tok = load_tokenizer(Path(data) / meta["tokenizer"]["dir"], data_dir)
     n_bytes = text_bytes(val[1:], tok.decode, meta.get("eot_id"))  # the bytes of the predicted tokens
-    nlls = {"unigram": unigram_nll(train, val[1:], V), "bigram": KneserNeyBigram(train, V).nll(val)}
+    kn = KneserNey(train, V, max(orders)) if max(orders, default=1) > 1 else None
+    nlls = {f"{n}-gram": unigram_nll(train, val[1:], V) if n == 1 else kn.nll(val, n) for n in sorted(set(orders))}
     if model is not None:
         nlls["model"] = model_nll(model, val)
     result = {name: {"nats_per_token": float(v.mean()), "bits_per_byte": float(v.sum() / math.log(2) / n_bytes)}
               for name, v in nlls.items()}
-    return {"data": str(data), "val_tokens": int(len(val) - 1), "val_bytes": n_bytes, "train_tokens": int(len(train)),
-            "vocab_size": V, "bigram_discount": DISCOUNT, "baselines": result}
+    return {"kind": KIND, "data": str(data), "val_tokens": int(len(val) - 1), "val_bytes": n_bytes,
+            "train_tokens": int(len(train)), "vocab_size": V, "discount": DISCOUNT, "baselines": result}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="prepared shard folder (prepare.py --out_dir)")
-    p.add_argument("--model", default=None, help="a Hugging Face model folder to score on the same val tokens")
-    p.add_argument("--out", default=None, help="write the figures to this JSON file (atomically)")
+    p.add_argument("--data", type=Path, required=True, help="prepared shard folder (prepare.py --out_dir)")
+    p.add_argument("--orders", type=int, nargs="+", choices=range(1, 6), default=[1, 2, 3, 4, 5], metavar="N",
+                   help="n-gram orders to fit and score, 1-5 (default: all five)")
+    p.add_argument("--model", type=Path, default=None, help="a Hugging Face model folder to score on the same tokens")
+    p.add_argument("--out", type=Path, default=None, help="write the figures to this JSON file (atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier --out of this command")
     p.add_argument("--data_dir", default=None, help="data directory, for a data set made with GPT-2's tokenizer "
                                                     "(default $LLMHW_DATA_DIR)")
     a = p.parse_args(argv)
-    if a.model is not None and not (Path(a.model) / "config.json").is_file():
-        p.error(f"--model {a.model}: not a Hugging Face model folder (no config.json)")
     try:
-        r = baselines(a.data, a.model, a.data_dir)
-    except DataError as e:
+        meta = read_meta(a.data)
+        if a.model is not None and (why := model_problem(a.model, meta["vocab_size"])):
+            p.error(why)
+        if a.out is not None:
+            inputs = [a.data, a.data / "meta.json"] + ([a.model] if a.model else [])
+            claim_output_file(a.out, KIND, overwrite=a.overwrite, inputs=inputs)
+        r = baselines(a.data, a.model, a.data_dir, a.orders)
+    except (DataError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"{a.data}: {r['train_tokens']:,} train tokens, {r['val_tokens']:,} val tokens ({r['val_bytes']:,} bytes)")
     for name, v in r["baselines"].items():
         print(f"  {name:8s} {v['nats_per_token']:.4f} nats/token  {v['bits_per_byte']:.4f} bits/byte")
     if a.out:
-        from fileio import atomic_write_json
-
-        atomic_write_json(Path(a.out), r)
+        atomic_write_json(a.out, r)
     return r
 
 

@@ -1,30 +1,26 @@
-"""Tokenize text files or a Hugging Face dataset into token shards for train.py (format: dataloader.py).
+"""Token shards for train.py: the tokenizer, the shard format, meta.json and their checks, the loaders, and the
+command that tokenizes text files or a Hugging Face dataset into a data set (format: README.md, "Data").
 
     python pretrain/prepare.py --input tinyshakespeare.txt --out_dir pretrain/output/data/shakespeare
     python pretrain/prepare.py --input corpus.txt --tokenizer bpe/output/tokenizer.json --out_dir DIR
     python pretrain/prepare.py --hf_dataset HuggingFaceFW/fineweb-edu --hf_config sample-10BT \\
         --val_fraction 0.01 --out_dir DIR             # GPU users, online (~10B tokens, 100M-token shards)
 
-The folder is built aside and swapped in whole when complete (fileio.atomic_dir): a failed or killed re-run leaves
-the earlier data set as it was. It holds train_000000.bin ..., val_000000.bin ..., tokenizer/ (the tokenizer's
-files) and meta.json (format: README.md, "Data"). Each document starts with the end-of-text token (as
-build-nanogpt's fineweb.py); a text file is one document. `--input` names are paths or data-directory names.
-
-Streaming: files are read in ~1 MB pieces and datasets in documents, tokenized by worker processes (--workers) and
-appended to the current shard on disk, so memory stays flat however large the source. Pieces of a file are cut at a
-newline between two non-space characters, or (a text without such newlines: one long line, CRLF ends) before a
-single space between two non-space characters; GPT-2's pre-tokenizer splits there anyway, so the ids equal those of
-encoding the whole file at once (tested) for any tokenizer that pre-splits text (GPT-2's; bpe/'s gpt2 and gpt4
-patterns); one that does not (bpe/'s pattern 'none') may differ next to the cuts, and prepare.py says so.
-Validation split: for files, the tail of each file from the first cut in its last --val_fraction of bytes
-(nanoGPT's shakespeare split); for datasets, every (1/val_fraction)-th document.
+A data set (train_*.bin, val_*.bin, tokenizer/, meta.json with each shard's sha256) is built aside and swapped in
+whole. Each document starts with end-of-text (build-nanogpt's fineweb.py): a text file is one, or with --doc_boundary
+blank_line each paragraph. Files are read in ~1 MB pieces tokenized by worker processes in order, cut where GPT-2's
+pre-tokenizer splits anyway, so the ids equal the whole file's (tested). Validation: a file's tail from the first cut
+in its last --val_fraction of bytes (nanoGPT's shakespeare split); a dataset's every (1/val_fraction)-th document.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import multiprocessing as mp
 import os
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -32,11 +28,347 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-import datadir
-import text_tokenizer
+import fileio
 from fileio import OutputError, atomic_dir, atomic_write_json, claim_output_dir
-from shards import FORMAT_VERSION, HEADER_INTS, make_header, token_dtype
+from gpt2files import EOT, gpt2_encoding, gpt2_files
 
+# ---------------------------------------------------------------------------- the tokenizer
+class TextTokenizer:
+    """GPT-2's BPE (tiktoken, built from the local encoder.json + vocab.bpe = HF's vocab.json + merges.txt) or any
+    HF tokenizer.json (e.g. bpe/'s); encode/decode, kind, vocab_size, eot_id and the defining files."""
+
+    def __init__(self, kind: str, files: dict[str, Path]):
+        self.kind, self.files = kind, {k: Path(v) for k, v in files.items()}
+        if kind == "gpt2":
+            self._enc = gpt2_encoding(files=self.files)
+            self.vocab_size, self.eot_id = self._enc.n_vocab, self._enc.eot_token
+            return
+        from tokenizers import Tokenizer
+
+        try:
+            self._tok = Tokenizer.from_file(str(self.files["tokenizer.json"]))
+        except Exception as e:  # the library's errors are long Rust traces; say which file is bad
+            raise ValueError(f"{self.files['tokenizer.json']}: not a readable HF tokenizer.json ({e})") from None
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        self.eot_id = self._tok.token_to_id(EOT)  # None when the tokenizer has no end-of-text token
+
+    def encode(self, text: str) -> list[int]:
+        """Ordinary text to ids; special-token strings inside the text are encoded as plain text."""
+        if self.kind == "gpt2":
+            return self._enc.encode_ordinary(text)
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        ids = [int(i) for i in ids if int(i) < self.vocab_size]  # padded-vocab ids (>= vocab_size) decode to nothing
+        if self.kind == "gpt2":
+            return self._enc.decode(ids, errors="replace")
+        return self._tok.decode(ids, skip_special_tokens=False)
+
+    def describe(self) -> dict:
+        """What identifies the tokenizer: kind, sizes, file names and a SHA-256 over the files' contents."""
+        digest = hashlib.sha256()
+        for name in sorted(self.files):
+            digest.update(name.encode() + b"\0" + self.files[name].read_bytes())
+        return {"kind": self.kind, "vocab_size": self.vocab_size, "eot_id": self.eot_id,
+                "files": {k: v.name for k, v in self.files.items()}, "sha256": digest.hexdigest()}
+
+    def splits_text(self) -> bool:
+        """Whether a pre-tokenizer cuts text at whitespace before BPE (GPT-2's regex does; bpe/'s pattern 'none'
+        does not). Only then are a file's pieces encoded to the whole file's ids."""
+        if self.kind == "gpt2":
+            return True
+        pre = json.loads(self.files["tokenizer.json"].read_text(encoding="utf-8")).get("pre_tokenizer") or {}
+        parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+        return any(p.get("type") in ("Split", "Whitespace", "WhitespaceSplit", "Metaspace") or
+                   (p.get("type") == "ByteLevel" and p.get("use_regex", True)) for p in parts)
+
+    def write_files(self, folder: Path, hf: bool = False, model_max_length: int = 1024) -> Path:
+        """The defining files as a folder swapped in whole (loadable again with load_tokenizer), or with ``hf`` the
+        files transformers.AutoTokenizer needs (GPT-2's encoder.json / vocab.bpe under HF's names)."""
+        names = {"encoder.json": "vocab.json", "vocab.bpe": "merges.txt"} if hf else {}
+        with atomic_dir(folder, "tokenizer") as tmp:
+            for name, path in self.files.items():
+                shutil.copyfile(path, tmp / names.get(name, name))
+            if hf:
+                special = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT} if self.eot_id is not None else {}
+                atomic_write_json(tmp / "tokenizer_config.json", {
+                    "tokenizer_class": "GPT2Tokenizer" if self.kind == "gpt2" else "PreTrainedTokenizerFast",
+                    "model_max_length": model_max_length, "add_prefix_space": False, **special})
+        return Path(folder)
+
+
+def load_tokenizer(spec: str | Path = "gpt2", data_dir: str | Path | None = None) -> TextTokenizer:
+    """"gpt2" (encoder.json + vocab.bpe from the data directory), a tokenizer.json file, or a folder holding
+    tokenizer.json, encoder.json + vocab.bpe, or vocab.json + merges.txt (a data set's tokenizer/, a HF model)."""
+    if str(spec) == "gpt2":
+        return TextTokenizer("gpt2", gpt2_files(data_dir))
+    path = Path(spec)
+    if path.is_file():
+        return TextTokenizer("tokenizer.json", {"tokenizer.json": path})
+    for a, b in (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")):
+        if (path / a).is_file() and (path / b).is_file():
+            return TextTokenizer("gpt2", {"encoder.json": path / a, "vocab.bpe": path / b})
+    if (path / "tokenizer.json").is_file():
+        return TextTokenizer("tokenizer.json", {"tokenizer.json": path / "tokenizer.json"})
+    if path.is_dir():
+        raise FileNotFoundError(f"{path}: no tokenizer files (tokenizer.json, encoder.json + vocab.bpe, or "
+                                "vocab.json + merges.txt)")
+    raise FileNotFoundError(f"tokenizer '{spec}': not 'gpt2', a tokenizer.json file or a directory")
+
+
+# ---------------------------------------------------------------------------- the shard format and its checks
+HEADER_INTS = 256
+FORMAT_VERSION = 2  # of meta.json (2: each shard's sha256)
+MAGIC = {np.dtype(np.uint16): (20240520, 1), np.dtype(np.uint32): (20240801, 7)}
+
+
+class DataError(ValueError):
+    """A missing, corrupt or unsuitable data file; the message names it."""
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 2 ** 16 else np.uint32)
+
+
+def make_header(n_tokens: int, dtype: np.dtype, vocab_size: int, eot_id: int | None, max_id: int = -1) -> np.ndarray:
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[0], header[1] = MAGIC[np.dtype(dtype)]
+    header[2:7] = n_tokens, np.dtype(dtype).itemsize, vocab_size, -1 if eot_id is None else eot_id, max_id + 1
+    return header
+
+
+def read_header(path: Path) -> np.ndarray:
+    return np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+
+
+def read_shard(path: str | Path, scan: bool = True) -> np.memmap:
+    """The tokens of one shard, memory-mapped, after checking its header against the file size and (``scan``)
+    its tokens against the header's max_id (one pass, ~0.1 s per 100M cached tokens)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"shard {path} is missing")
+    size = path.stat().st_size
+    if size < HEADER_INTS * 4:
+        raise DataError(f"shard {path} is corrupt: {size} bytes, shorter than the {HEADER_INTS * 4}-byte header")
+    header = read_header(path)
+    dtypes = {magic: (version, dt) for dt, (magic, version) in MAGIC.items()}
+    if int(header[0]) not in dtypes or int(header[1]) != dtypes[int(header[0])][0]:
+        raise DataError(f"shard {path} is corrupt: bad magic/version {int(header[0])}/{int(header[1])}")
+    dtype, n = dtypes[int(header[0])][1], int(header[2])
+    if size != HEADER_INTS * 4 + n * dtype.itemsize:
+        raise DataError(f"shard {path} is corrupt: header says {n} tokens ({HEADER_INTS * 4 + n * dtype.itemsize} "
+                        f"bytes) but the file has {size} bytes")
+    tokens = np.memmap(path, dtype=dtype, mode="r", offset=HEADER_INTS * 4, shape=(n,))
+    recorded = int(header[6]) - 1  # -1: not recorded
+    if scan and recorded >= 0 and n and int(tokens.max()) > recorded:
+        raise DataError(f"shard {path} is corrupt: holds token id {int(tokens.max())}, above its header's max_id "
+                        f"{recorded}; prepare the data again")
+    if recorded >= int(header[4]) > 0:
+        raise DataError(f"shard {path}: token id {recorded} is outside its tokenizer's vocab {int(header[4])}")
+    return tokens
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_meta(data: str | Path) -> dict:
+    """A data set's meta.json, checked for format version and the fields readers need (one line otherwise)."""
+    path = Path(data) / "meta.json"
+    if not path.is_file():
+        raise DataError(f"{path} is missing: prepare the data first (python pretrain/prepare.py --out_dir {data} ...)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is corrupt: {e}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path} is corrupt: holds a {type(meta).__name__}, not an object")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION} "
+                        "(prepare the data again)")
+    for name, kind in {"vocab_size": int, "tokenizer": dict, "train": dict, "val": dict}.items():
+        if not isinstance(meta.get(name), kind) or isinstance(meta.get(name), bool):
+            raise DataError(f"{path} is corrupt: field '{name}' is {meta.get(name)!r}, expected {kind.__name__}")
+    for split in ("train", "val"):
+        if not isinstance(meta[split].get("shards"), list) or not isinstance(meta[split].get("tokens"), int):
+            raise DataError(f"{path} is corrupt: '{split}' needs 'shards' (a list) and 'tokens' (a number)")
+    if not isinstance(meta["tokenizer"].get("dir"), str):
+        raise DataError(f"{path} is corrupt: 'tokenizer.dir' is missing")
+    return meta
+
+
+def check_data(data: str | Path, meta: dict, model_vocab: int) -> TextTokenizer:
+    """Cheap checks before training; returns the data's tokenizer. Every shard's header against meta.json, the
+    largest token id (meta.json's per-split max_id, else a scan of the val split) against the tokenizer's and the
+    model's vocab, the tokenizer files against the ones the shards were made with."""
+    data, vocab, eot = Path(data), meta["vocab_size"], meta.get("eot_id")
+    if vocab > model_vocab:
+        raise DataError(f"{data}: tokenizer vocab {vocab} exceeds the model's vocab_size {model_vocab}")
+    for split in ("train", "val"):
+        for name in meta[split]["shards"]:
+            read_shard(data / name, scan=False)  # magic, version, size (the loaders scan the tokens)
+            header = read_header(data / name)
+            if int(header[4]) != vocab or int(header[5]) != (-1 if eot is None else eot):
+                raise DataError(f"shard {data / name}: made with another tokenizer (header vocab {int(header[4])}, "
+                                f"end-of-text {int(header[5])}; meta.json says {vocab}, {eot})")
+            if int(header[6]) - 1 >= model_vocab:
+                raise DataError(f"shard {data / name}: holds token id {int(header[6]) - 1}, outside the model's "
+                                f"vocab_size {model_vocab}")
+        top = meta[split].get("max_id")
+        if top is None and split == "val":
+            top = max((int(read_shard(data / n).max()) for n in meta[split]["shards"] if meta[split]["tokens"]),
+                      default=-1)
+        if top is not None and top >= vocab:
+            raise DataError(f"{data}: {split} shards hold token id {top}, outside the tokenizer's vocab {vocab}")
+    tok = load_tokenizer(data / meta["tokenizer"]["dir"])
+    if tok.describe()["sha256"] != meta["tokenizer"].get("sha256"):
+        raise DataError(f"{data}/{meta['tokenizer']['dir']}: tokenizer files differ from the ones the shards were "
+                        "made with (meta.json tokenizer.sha256)")
+    return tok
+
+
+def data_identity(data: Path, meta: dict, hashed: bool = False) -> dict:
+    """What makes a data set the same one for train.py --resume: its sources and its train shards' contents (the
+    sha256 of the files now when ``hashed``, else as meta.json recorded them)."""
+    names = meta["train"]["shards"]
+    return {"sources": meta.get("sources"), "train_tokens": meta["train"]["tokens"],
+            "train_sha256": [file_sha256(Path(data) / n) for n in names] if hashed else meta["train"].get("sha256")}
+
+
+# ---------------------------------------------------------------------------- the loaders
+# Both memory-map every shard, give (x, y) of shape (B, T) with y = x shifted by one token, and split each step's
+# windows between the ranks: ranks see disjoint data, and one process with k accumulation steps sees exactly the
+# windows k processes see in one step. Their position (state_dict) is the resumable state, the same on every rank.
+def _open_split(data, split: str) -> tuple[list[str], list[np.memmap]]:
+    names = read_meta(data)[split]["shards"]
+    if not names:
+        raise DataError(f"{data}: no {split} shards in meta.json (no {split} tokens): prepare the data with "
+                        "--val_fraction > 0 (e.g. 0.1), or pass --val_steps 0 to train without validation")
+    return names, [read_shard(Path(data) / name) for name in names]
+
+
+def _tensors(rows: np.ndarray):
+    import torch  # here, not at the top: the tokenizer workers import this module and stay light
+
+    buf = torch.from_numpy(rows.astype(np.int64))  # (B, T+1)
+    return buf[:, :-1], buf[:, 1:]
+
+
+class ShardLoader:
+    """--data_order sequential (nanoGPT, build-nanogpt): the shards in file order, one contiguous B*T+1 stretch per
+    rank and step. Right for shards whose documents are already mixed (FineWeb-Edu); for a corpus of files of
+    different sources, training would see one source after the other while validation measures their mixture."""
+
+    def __init__(self, data, split: str, B: int, T: int, rank: int = 0, world_size: int = 1):
+        self.B, self.T, self.rank, self.world_size = B, T, rank, world_size
+        names, shards = _open_split(data, split)
+        need = B * T * world_size + 1
+        # a shard shorter than one step (typically the last one) gives no window: skipped, as every shard's tail
+        self.shards = [s for s in shards if len(s) >= need]
+        self.skipped = [name for name, s in zip(names, shards) if len(s) < need]
+        if not self.shards:
+            raise DataError(f"{data}: every {split} shard is shorter than one step needs (B*T*world_size+1 = "
+                            f"{need} tokens; the longest has {max(map(len, shards))}); lower the batch size or "
+                            "sequence length")
+        self.reset()
+
+    def batches_per_epoch(self) -> int:
+        return sum((len(s) - 1) // (self.B * self.T * self.world_size) for s in self.shards)
+
+    def reset(self):
+        self.shard, self.pos, self.epoch = 0, 0, 0
+
+    def state_dict(self) -> dict:
+        return {"shard": self.shard, "pos": self.pos, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict):
+        step = self.B * self.T * self.world_size
+        if not (0 <= state.get("shard", -1) < len(self.shards) and 0 <= state["pos"]
+                and state["pos"] + step + 1 <= len(self.shards[state["shard"]])):
+            raise DataError(f"data position {state} does not fit the {len(self.shards)} shards at B={self.B}, "
+                            f"T={self.T}, world_size={self.world_size} (were they changed?)")
+        self.shard, self.pos, self.epoch = state["shard"], state["pos"], state["epoch"]
+
+    def next_batch(self):
+        B, T, step = self.B, self.T, self.B * self.T * self.world_size
+        start = self.pos + self.rank * B * T
+        x, y = _tensors(self.shards[self.shard][start:start + B * T + 1][None])
+        self.pos += step
+        if self.pos + step + 1 > len(self.shards[self.shard]):  # the next step would not fit: next shard
+            self.pos, self.shard = 0, (self.shard + 1) % len(self.shards)
+            self.epoch += self.shard == 0
+        return x.view(B, T), y.view(B, T)
+
+
+class ShuffledLoader:
+    """--data_order shuffle: the split cut into non-overlapping windows of T+1 tokens at a stride of T, read in a
+    random order, a new one (and a new offset of the cuts) each epoch; every window once per epoch, so every step
+    draws from all sources in proportion, as validation does. The order depends only on (seed, epoch)."""
+
+    def __init__(self, data, split: str, B: int, T: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 accum: int = 1):
+        self.B, self.T, self.rank, self.world_size, self.seed = B, T, rank, world_size, seed
+        # an epoch ends on an optimizer step's boundary, so k processes and k accumulation steps see the same epochs
+        self.per_step = B * world_size * accum
+        names, self.shards = _open_split(data, split)
+        self.skipped = [name for name, s in zip(names, self.shards) if len(s) < T + 1]  # not one window
+        fewest = sum(max(0, (len(s) - T) // T) for s in self.shards)  # windows of an epoch whose offset is T-1
+        if fewest < self.per_step:  # found now, not in a later epoch with a larger offset
+            raise DataError(f"{data}: the {split} split has {fewest} windows of {T + 1} tokens in some epochs, "
+                            f"fewer than one step needs (batch_size * world_size * accumulation = {self.per_step}); "
+                            "lower the batch size or sequence length")
+        self.epoch, self.pos = 0, 0
+        self._plan(0)
+
+    def _plan(self, epoch: int) -> None:
+        """This epoch's windows: starts at offset + k*T in every shard (offset in [0, T)), in a random order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        offset = int(rng.integers(self.T))  # new cuts each epoch: a token is not always at the same window position
+        counts = [max(0, (len(s) - 1 - offset) // self.T) for s in self.shards]
+        self.window_shard = np.repeat(np.arange(len(self.shards), dtype=np.int32), counts)
+        self.window_start = np.concatenate([offset + self.T * np.arange(n, dtype=np.int64) for n in counts])
+        n = len(self.window_start)
+        self.order = rng.permutation(n)[:n - n % self.per_step]  # whole optimizer steps only
+        self.planned_epoch = epoch
+
+    def batches_per_epoch(self) -> int:
+        return len(self.order) // (self.B * self.world_size)
+
+    def reset(self):
+        self.epoch, self.pos = 0, 0
+        if self.planned_epoch != 0:
+            self._plan(0)
+
+    def state_dict(self) -> dict:
+        return {"order": "shuffle", "seed": self.seed, "epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict):
+        if state.get("order") != "shuffle" or state.get("seed") != self.seed:
+            raise DataError(f"data position {state} is not a shuffled-order position with seed {self.seed} "
+                            "(the checkpoint was made with another --data_order or --seed)")
+        self._plan(state["epoch"])
+        if not 0 <= state["pos"] <= len(self.order) - self.B * self.world_size or state["pos"] % self.per_step:
+            raise DataError(f"data position {state} does not fit the {len(self.order)} windows at B={self.B}, "
+                            f"T={self.T}, world_size={self.world_size} (were the shards changed?)")
+        self.epoch, self.pos = state["epoch"], state["pos"]
+
+    def next_batch(self):
+        B, T = self.B, self.T
+        picked = self.order[self.pos + self.rank * B:self.pos + (self.rank + 1) * B]  # this rank's B windows
+        rows = np.stack([self.shards[self.window_shard[w]][self.window_start[w]:self.window_start[w] + T + 1]
+                         for w in picked])  # (B, T+1)
+        self.pos += B * self.world_size
+        if self.pos == len(self.order):  # the epoch's whole steps are read: a new order
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._plan(self.epoch)
+        return _tensors(rows)
+
+
+# ---------------------------------------------------------------------------- reading the sources in pieces
 # A safe cut: a newline with non-whitespace on both sides (a cut elsewhere could merge/split whitespace pre-tokens).
 SAFE_CUT = re.compile(rb"(?<=[^\s])\n(?=[^\s])")
 # Where a text has no such newline for a long stretch (one long line, CRLF line ends, WikiText's " \n" lines): cut
@@ -85,8 +417,7 @@ def dataset_pieces(name: str, config: str | None, split: str, field: str, val_fr
     """Yield (text, is_val, True) per document of a HF dataset, streamed (nothing is downloaded up front)."""
     from datasets import load_dataset
 
-    ds = load_dataset(name, config, split=split, streaming=True, data_files=data_files)
-    for i, row in enumerate(ds):
+    for i, row in enumerate(load_dataset(name, config, split=split, streaming=True, data_files=data_files)):
         if not isinstance(row.get(field), str):  # missing, or None in a row of a JSON file without it
             raise ValueError(f"dataset {name}: row {i} has no text in field '{field}' (got "
                              f"{type(row.get(field)).__name__}; fields: {sorted(row)})")
@@ -100,7 +431,6 @@ WIKITEXT_RULES = [(" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" : ", ": "),
                   (" ! ", "! "), (" ? ", "? "), (" , ", ", "), (" 's", "'s"), ("s ' ", "s' "), (" n't", "n't"),
                   ("= = = =", "===="), ("= = =", "==="), ("= =", "=="), (" \n", "\n"), ("\n ", "\n")]
 WIKITEXT_BRACKETS = [(re.compile(r"\( ([^()\n]*?) \)"), r"(\1)"), (re.compile(r'" ([^"\n]*?) "'), r'"\1"')]
-DETOKENIZERS = ("none", "wikitext")
 
 
 def detokenize_wikitext(text: str, doc_start: bool = False) -> str:
@@ -113,50 +443,45 @@ def detokenize_wikitext(text: str, doc_start: bool = False) -> str:
     return text
 
 
+# Where a document ends inside a file: "file" = only at the file's end; "blank_line" = also after every blank line
+# (LF or CRLF, spaces allowed; kept as text), for files of one short document per paragraph (the pipeline's Alpaca
+# responses): the model sees where each ends and learns to end its own. With the blank line kept the model learned
+# as fast as on the text without end-of-text (150 steps: 6.12 nats; 6.67 without it). Pieces are never cut inside
+# a blank line (SAFE_CUT needs non-space on both sides), so a piece continues the document before it unless the
+# piece starts the file. A document of blanks only gets no end-of-text: it is no document.
+DOC_BOUNDARIES = {"file": None, "blank_line": re.compile(r"(\r?\n\s*\r?\n)")}
 _worker = {}
 
 
-# Where a document ends inside a file (each document starts with end-of-text): "file" = only at the file's end
-# (one file, one document); "blank_line" = also after every blank line ("\n\n", kept as text), for files holding one
-# short document per paragraph (the pipeline's Alpaca responses): the model sees where each one ends and learns to
-# end its own. The blank line stays: without it the same model learned markedly slower (150 steps: 6.67 vs 6.12
-# nats), with it as fast as on the text without end-of-text. Pieces are never cut inside "\n\n" (SAFE_CUT needs
-# non-space on both sides), so a piece's first part continues the document of the piece before it unless the piece
-# starts the file.
-DOC_BOUNDARIES = {"file": None, "blank_line": "\n\n"}
-
-
 def _init_worker(spec: str, data_dir, detokenize: str = "none", doc_boundary: str = "file"):
-    _worker["tok"], _worker["detokenize"] = text_tokenizer.load(spec, data_dir), detokenize
-    _worker["separator"] = DOC_BOUNDARIES[doc_boundary]
+    _worker.update(tok=load_tokenizer(spec, data_dir), detokenize=detokenize, boundary=DOC_BOUNDARIES[doc_boundary])
 
 
 def _tokenize(piece):
     text, is_val, doc_start = piece
-    tok, sep = _worker["tok"], _worker["separator"]
-    ids, parts = [], text.split(sep) if sep else [text]
-    for k, part in enumerate(parts):
-        starts = doc_start if k == 0 else True  # after a separator, always a new document
-        part += sep if k < len(parts) - 1 else ""  # the blank line ends its document, as text
-        if k > 0 and not part:
-            continue  # the piece ended on a separator: no empty document
+    tok, boundary = _worker["tok"], _worker["boundary"]
+    parts = boundary.split(text) if boundary else [text]  # [document, blank line, document, blank line, ...]
+    ids = []
+    for k in range(0, len(parts), 2):
+        doc, starts = "".join(parts[k:k + 2]), doc_start or k > 0  # the blank line ends its document, as text
+        if starts and not doc.strip():
+            continue
         if starts and tok.eot_id is not None:
             ids.append(tok.eot_id)
-        ids += tok.encode(detokenize_wikitext(part, starts) if _worker["detokenize"] == "wikitext" else part)
+        ids += tok.encode(detokenize_wikitext(doc, starts) if _worker["detokenize"] == "wikitext" else doc)
     return np.asarray(ids, dtype=token_dtype(tok.vocab_size)), is_val, len(text.encode("utf-8"))
 
 
+# ---------------------------------------------------------------------------- writing a data set
 class ShardWriter:
     """Append tokens to {split}_NNNNNN.bin shards of at most shard_tokens (in a folder being built aside)."""
 
     def __init__(self, out_dir: Path, split: str, shard_tokens: int, vocab_size: int, eot_id):
         self.out_dir, self.split, self.shard_tokens = out_dir, split, shard_tokens
         self.vocab_size, self.eot_id, self.dtype = vocab_size, eot_id, token_dtype(vocab_size)
-        self.names, self.total, self.file, self.count, self.max_id, self.shard_max = [], 0, None, 0, -1, -1
+        self.names, self.sha256, self.total, self.file, self.max_id = [], [], 0, None, -1
 
     def write(self, tokens: np.ndarray):
-        if len(tokens):
-            self.max_id = max(self.max_id, int(tokens.max()))  # meta.json's max_id: a cheap check for train.py
         while len(tokens):
             if self.file is None:
                 self.names.append(f"{self.split}_{len(self.names):06d}.bin")
@@ -165,10 +490,9 @@ class ShardWriter:
                 self.count, self.shard_max = 0, -1
             take = tokens[:self.shard_tokens - self.count]
             self.shard_max = max(self.shard_max, int(take.max()))  # the header's max_id, checked at every open
+            self.max_id = max(self.max_id, self.shard_max)  # meta.json's: a cheap check for train.py
             self.file.write(take.astype(self.dtype).tobytes())
-            self.count += len(take)
-            self.total += len(take)
-            tokens = tokens[len(take):]
+            self.count, self.total, tokens = self.count + len(take), self.total + len(take), tokens[len(take):]
             if self.count == self.shard_tokens:
                 self.close()
 
@@ -179,36 +503,27 @@ class ShardWriter:
         self.file.write(make_header(self.count, self.dtype, self.vocab_size, self.eot_id, self.shard_max).tobytes())
         self.file.close()
         self.file = None
+        self.sha256.append(file_sha256(self.out_dir / self.names[-1]))
 
     def describe(self) -> dict:
-        return {"tokens": self.total, "shards": self.names, "max_id": self.max_id if self.total else None}
+        return {"tokens": self.total, "shards": self.names, "sha256": self.sha256,
+                "max_id": self.max_id if self.total else None}
 
 
 DATA_KIND = "pretrain-tokens"
 DATA_NAMES = ("meta.json", "tokenizer", "train_*.bin", "val_*.bin")  # every entry of a data set (glob patterns)
 
 
-def check_out_dir(out_dir: Path, paths: list[Path]) -> None:
-    """fileio's run-folder rule: a new or empty folder or an earlier data set (replaced whole: a re-run is the
-    way to rebuild one); one holding or inside an input, or holding any other file, is refused. Leftovers of a
-    killed preparation beside it are removed here."""
-    claim_output_dir(out_dir, DATA_KIND, DATA_NAMES, overwrite=True, inputs=paths)
-
-
-def tokenize_into(folder: Path, pieces, tok, spec: str, data_dir, workers: int, detokenize: str, shard_tokens: int,
-                  total_bytes, doc_boundary: str = "file") -> dict:
+def tokenize_into(folder: Path, pieces, tok, init: tuple, workers: int, shard_tokens: int, total_bytes) -> dict:
     """Tokenize the pieces (in order, by worker processes) into shards in ``folder``; returns meta's splits."""
-    writers = {split: ShardWriter(folder, split, shard_tokens, tok.vocab_size, tok.eot_id) for split in
-               ("train", "val")}
+    writers = {s: ShardWriter(folder, s, shard_tokens, tok.vocab_size, tok.eot_id) for s in ("train", "val")}
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenize")
-    init = (spec, data_dir, detokenize, doc_boundary)
     pool = mp.get_context("spawn").Pool(workers, _init_worker, init) if workers > 0 else None
     try:
         if pool is None:
             _init_worker(*init)
-        results = pool.imap(_tokenize, pieces, chunksize=4) if pool else map(_tokenize, pieces)
-        for ids, is_val, nbytes in results:  # imap keeps the source order, so shards are deterministic
-            writers["val" if is_val else "train"].write(ids)
+        for ids, is_val, nbytes in pool.imap(_tokenize, pieces, chunksize=4) if pool else map(_tokenize, pieces):
+            writers["val" if is_val else "train"].write(ids)  # imap keeps the source order: deterministic shards
             bar.update(nbytes)
     finally:
         bar.close()
@@ -229,19 +544,20 @@ def prepare(out_dir, inputs=(), tokenizer="gpt2", val_fraction=0.1, shard_tokens
                                 ("workers", 0 if workers is None else workers, 0)):
         if value < lowest:
             raise ValueError(f"--{name} must be >= {lowest}, got {value}")
-    if detokenize not in DETOKENIZERS:
-        raise ValueError(f"--detokenize must be one of {', '.join(DETOKENIZERS)}, got {detokenize!r}")
-    if doc_boundary not in DOC_BOUNDARIES:
-        raise ValueError(f"--doc_boundary must be one of {', '.join(DOC_BOUNDARIES)}, got {doc_boundary!r}")
+    for name, value, choices in (("detokenize", detokenize, ("none", "wikitext")),
+                                 ("doc_boundary", doc_boundary, DOC_BOUNDARIES)):
+        if value not in choices:
+            raise ValueError(f"--{name} must be one of {', '.join(choices)}, got {value!r}")
     if not inputs and not hf_dataset:
         raise ValueError("nothing to prepare: give --input FILE ... or --hf_dataset NAME")
-    paths = [Path(p) if Path(p).is_file() else datadir.find(p, data_dir) for p in inputs]
-    tok = text_tokenizer.load(tokenizer, data_dir)
+    paths = [Path(p) if Path(p).is_file() else fileio.find(p, data_dir) for p in inputs]
+    tok = load_tokenizer(tokenizer, data_dir)
     if paths and not tok.splits_text():
         print(f"note: tokenizer {tokenizer} does not pre-split text, so the ~{piece_bytes:,}-byte pieces of a file "
               "are encoded separately: ids next to a cut may differ from encoding the whole file at once")
-    out_dir = Path(out_dir)
-    check_out_dir(out_dir, paths)
+    # a new or empty folder or an earlier data set (replaced whole); one holding an input or other files: refused
+    claim_output_dir(out_dir, DATA_KIND, DATA_NAMES, overwrite=True, inputs=paths)
+    sources = [str(p) for p in paths] + ([f"{hf_dataset}:{hf_config}:{hf_split}"] if hf_dataset else [])
 
     def pieces():
         for p in paths:
@@ -249,23 +565,18 @@ def prepare(out_dir, inputs=(), tokenizer="gpt2", val_fraction=0.1, shard_tokens
         if hf_dataset:
             yield from dataset_pieces(hf_dataset, hf_config, hf_split, text_field, val_fraction, hf_data_files)
 
-    total_bytes = sum(p.stat().st_size for p in paths) if not hf_dataset else None
     with atomic_dir(out_dir, DATA_KIND) as tmp:  # the old data set stays whole until the new one is complete
-        splits = tokenize_into(tmp, pieces(), tok, str(tokenizer), data_dir,
-                               os.cpu_count() if workers is None else workers, detokenize, shard_tokens, total_bytes,
-                               doc_boundary)
-        if splits["train"]["tokens"] == 0:
-            raise ValueError(f"no training tokens from {[str(p) for p in paths] or hf_dataset}")
-        tok_dir = tok.copy_files(tmp / "tokenizer")
-        meta = {
-            "format": "llmhw-pretrain-tokens", "format_version": FORMAT_VERSION, "header_int32s": HEADER_INTS,
-            "dtype": str(token_dtype(tok.vocab_size)),
-            "tokenizer": {**tok.describe(), "dir": tok_dir.name, "spec": str(tokenizer)},
-            "vocab_size": tok.vocab_size, "eot_id": tok.eot_id, "val_fraction": val_fraction, "detokenize": detokenize,
-            "doc_boundary": doc_boundary,
-            "sources": [str(p) for p in paths] + ([f"{hf_dataset}:{hf_config}:{hf_split}"] if hf_dataset else []),
-            **splits,
-        }
+        splits = tokenize_into(tmp, pieces(), tok, (str(tokenizer), data_dir, detokenize, doc_boundary),
+                               os.cpu_count() if workers is None else workers, shard_tokens,
+                               None if hf_dataset else sum(p.stat().st_size for p in paths))
+        if splits["train"]["tokens"] == 0:  # never a data set of end-of-text tokens only
+            raise ValueError(f"no text to train on in {', '.join(sources)}: empty, or only blank lines")
+        tok_dir = tok.write_files(tmp / "tokenizer")
+        meta = {"format": "llmhw-pretrain-tokens", "format_version": FORMAT_VERSION, "header_int32s": HEADER_INTS,
+                "dtype": str(token_dtype(tok.vocab_size)),
+                "tokenizer": {**tok.describe(), "dir": tok_dir.name, "spec": str(tokenizer)},
+                "vocab_size": tok.vocab_size, "eot_id": tok.eot_id, "val_fraction": val_fraction,
+                "detokenize": detokenize, "doc_boundary": doc_boundary, "sources": sources, **splits}
         atomic_write_json(tmp / "meta.json", meta)
     if val_fraction > 0 and meta["val"]["tokens"] == 0:
         print(f"note: {out_dir} has no validation tokens (the text has no place to cut its last {val_fraction:.0%}); "
@@ -288,7 +599,7 @@ def main(argv=None):
     p.add_argument("--shard_tokens", type=int, default=100_000_000, help="tokens per shard (build-nanogpt: 1e8)")
     p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores; 0 = inline)")
     p.add_argument("--piece_bytes", type=int, default=1 << 20, help="approximate size of a file piece")
-    p.add_argument("--detokenize", default="none", choices=DETOKENIZERS,
+    p.add_argument("--detokenize", default="none", choices=("none", "wikitext"),
                    help="wikitext: undo WikiText's ' @-@ ', ' @,@ ', ' @.@ ' and spaces before punctuation")
     p.add_argument("--doc_boundary", default="file", choices=sorted(DOC_BOUNDARIES),
                    help="where a document (which starts with end-of-text) ends: at the end of each file, or also "

@@ -1,20 +1,13 @@
 """Continue raw prompts (no instruction template) with a pretrained model: our checkpoint or a Hugging Face folder.
 
-Where the model comes from (`--model`):
-  * a training checkpoint: the run folder (its `latest`), the `latest` pointer or a step file `ckpt_000500.pt`,
-    loaded by models.py (weights_only: no code runs from the file); the tokenizer is the run's `tokenizer/`;
-    sampling is `GPT.generate` (KV cache, modeling_gpt2.py).
-  * a Hugging Face model folder (config.json + weights + tokenizer files, e.g. train.py's `hf/` export or any causal
-    LM saved with `save_pretrained`): transformers `AutoModelForCausalLM` + `AutoTokenizer` from local files only;
-    sampling is transformers' `generate`.
-Both stop a row at the end-of-text token. Temperature 0 is greedy; `--top_k 0` and `--top_p 1` switch those filters
-off. A fixed `--seed` gives the same samples again (each prompt is seeded alike, so adding prompts changes nothing
-for the others).
+--model is a training checkpoint (run folder, `latest` or `ckpt_000500.pt`; loaded by export.py, weights_only; the
+run's `tokenizer/`; our `GPT.generate` with its KV cache) or a HF model folder (transformers' AutoModelForCausalLM,
+AutoTokenizer and `generate`, local files only). Rows stop at end-of-text; temperature 0 is greedy, `--top_k 0` and
+`--top_p 1` switch those filters off; each prompt is seeded with `--seed` (same seed, same samples).
 
     python pretrain/sample.py --model pretrain/output/tiny-cpu --prompt "ROMEO:" --num_samples 3
     python pretrain/sample.py --model pretrain/output/tiny-cpu/hf --prompts_file prompts.txt --temperature 0 \\
-        --json samples.json
-Prints every sample to stdout; `--json FILE` also writes them (schema in README.md, "Sampling").
+        --json samples.json                   # the schema: README.md, "Sampling"
 """
 from __future__ import annotations
 
@@ -26,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-import models
-import text_tokenizer
-from fileio import OutputError, atomic_write_json, check_writable
-from flags import add_flags, given
 from ddp import device_problem
-from perf import autocast_for
+from export import is_checkpoint, load_model, tokenizer_dir
+from fileio import OutputError, atomic_write_json, claim_output_file
+from flags import add_flags, typed_flags
+from modeling_gpt2 import autocast_for, load_torch_weights
+from prepare import load_tokenizer
 
-JSON_FORMAT = "llmhw-pretrain-samples"
+JSON_KIND = "pretrain-samples"
 
 
 @dataclass
@@ -51,6 +44,7 @@ class SampleConfig:
     tokenizer: str = field(default="", metadata={"help": "tokenizer spec; empty: the one that came with the model"})
     data_dir: str = field(default="", metadata={"help": "data directory (for --tokenizer gpt2)"})
     json: str = field(default="", metadata={"help": "also write the samples to this JSON file"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an earlier --json output of this script"})
 
 
 def parse_args(argv=None) -> tuple[SampleConfig, list[str]]:
@@ -59,7 +53,7 @@ def parse_args(argv=None) -> tuple[SampleConfig, list[str]]:
     add_flags(p, SampleConfig)
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable; '' = start from nothing)")
     args = p.parse_args(argv)
-    cfg = SampleConfig(**given(args, SampleConfig))
+    cfg = SampleConfig(**typed_flags(args, SampleConfig))
     check_config(cfg)
     prompts = args.prompt + (read_prompts(Path(cfg.prompts_file)) if cfg.prompts_file else [])
     if not prompts:
@@ -82,7 +76,7 @@ def check_config(cfg: SampleConfig) -> None:
     if device_problem(cfg.device):
         raise ValueError(device_problem(cfg.device))
     if cfg.json:
-        check_writable(cfg.json)
+        claim_output_file(cfg.json, JSON_KIND, overwrite=cfg.overwrite, flag="--json")
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -99,30 +93,21 @@ def read_prompts(path: Path) -> list[str]:
     return prompts
 
 
-def is_hf_folder(path: str | Path) -> bool:
-    """A transformers model folder (config.json inside), as opposed to a checkpoint or a run folder."""
-    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
-
-
-def load_tokenizer(path: str | Path, tokenizer: str = "", data_dir: str | None = None):
+def model_tokenizer(path: str | Path, tokenizer: str = "", data_dir: str | None = None):
     """The TextTokenizer `tokenizer` if given, else the one that came with the model at `path` (a run's
     tokenizer/ folder, or the HF folder's own files); GPT-2's for a hub name."""
-    if tokenizer:
-        spec = tokenizer
-    elif Path(path).exists():
-        spec = models.tokenizer_dir(path)
-    else:
-        spec = "gpt2"  # a hub name (online only): OpenAI's GPT-2 models all use the GPT-2 tokenizer
+    # a hub name (online only): OpenAI's GPT-2 models all use the GPT-2 tokenizer
+    spec = tokenizer or (tokenizer_dir(path) if Path(path).exists() else "gpt2")
     try:
-        return text_tokenizer.load(spec, data_dir or None)
+        return load_tokenizer(spec, data_dir or None)
     except FileNotFoundError as e:
         raise ValueError(f"{path}: no tokenizer with the model ({e}); pass --tokenizer") from None
 
 
 def load_ours(path: str | Path, device="cpu", tokenizer: str = "", data_dir: str | None = None):
     """(our GPT in eval mode, its TextTokenizer) from a checkpoint or a GPT-2 HF folder (see load_tokenizer)."""
-    model = models.load_model(path, device).eval()
-    tok = load_tokenizer(path, tokenizer, data_dir)
+    model = load_model(path, device).eval()
+    tok = model_tokenizer(path, tokenizer, data_dir)
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(f"{path}: its tokenizer has {tok.vocab_size} tokens, the model only "
                          f"{model.config.vocab_size}: not this model's tokenizer")
@@ -144,8 +129,6 @@ def sample_ours(model, tok, prompt: str, cfg: SampleConfig) -> list[list[int]]:
 def load_hf(path: str | Path, device="cpu"):
     """(transformers causal LM in eval mode, its tokenizer) from a local folder; failures become one line."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from modeling_gpt2 import load_torch_weights
 
     if not (Path(path) / "model.safetensors").is_file() and (Path(path) / "pytorch_model.bin").is_file():
         load_torch_weights(Path(path) / "pytorch_model.bin")  # safely first: a crafted pickle is one line, no code
@@ -191,20 +174,19 @@ def cut_at(ids: list[int], eos: int | None) -> list[int]:
 
 def run(cfg: SampleConfig, prompts: list[str]) -> dict:
     """Load the model, sample every prompt, print the samples; returns the JSON document."""
-    hf = is_hf_folder(cfg.model) and not models.is_checkpoint(cfg.model)
+    hf = (Path(cfg.model) / "config.json").is_file() and not is_checkpoint(cfg.model)  # a transformers folder
     if hf:
         model, tok = load_hf(cfg.model, cfg.device)
-        sample, decode = sample_hf, (lambda ids: tok.decode(ids))
     else:
         model, tok = load_ours(cfg.model, cfg.device, cfg.tokenizer, cfg.data_dir)
-        sample, decode = sample_ours, tok.decode
+    sample, decode = (sample_hf if hf else sample_ours), tok.decode
     records = []
     for i, prompt in enumerate(prompts):
         for j, ids in enumerate(sample(model, tok, prompt, cfg)):
             records.append({"prompt": prompt, "sample": j, "continuation": decode(ids), "new_tokens": len(ids)})
             print(f"--- prompt {i + 1}, sample {j + 1} ---\n{prompt}{records[-1]['continuation']}", flush=True)
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("model", "json", "prompts_file")}
-    return {"format": JSON_FORMAT, "format_version": 1, "model": str(cfg.model),
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("model", "json", "prompts_file", "overwrite")}
+    return {"kind": JSON_KIND, "model": str(cfg.model),
             "loader": "transformers" if hf else "ours", "settings": settings, "samples": records}
 
 

@@ -12,13 +12,15 @@ learning rate lr, optionally -muon for --optimizer muon; heads = d / 32) is
   2. trained by train.py itself (the same code and schedule as a real run: warmup over 10 % of the steps, at most
      100, then cosine to 10 %; shuffled windows; no evaluation until the end) for that many steps, in a subprocess;
   3. scored by ngram.py on every val token with transformers' GPT2LMHeadModel (its own context length), beside the
-     unigram and Kneser-Ney bigram baselines of the same shards, in nats per token and bits per byte.
-Writes OUT/scan.json and OUT/scan.md (the table) and prints the table. The runs stay in OUT/<candidate>/.
+     count baselines (orders 1-5; Kneser-Ney from 2) of the same shards, in nats per token and bits per byte.
+Writes OUT/scan.json and OUT/scan.md (the table) and prints the table. The runs stay in OUT/<candidate>/. OUT follows
+the run-folder rule (fileio.claim_output_dir): new or empty, or an earlier scan with --overwrite.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
@@ -29,12 +31,13 @@ from pathlib import Path
 import torch
 
 import ngram
-from fileio import atomic_write_json, atomic_write_text
+from fileio import OutputError, atomic_write_json, atomic_write_text, claim_output_dir
 from modeling_gpt2 import GPT, GPTConfig
-from shards import DataError, read_meta
+from prepare import DataError, read_meta
 
 HERE = Path(__file__).resolve().parent
 SPEC = re.compile(r"^L(\d+)-d(\d+)-T(\d+)-B(\d+)-lr([0-9.e-]+?)(-muon)?$")
+KIND, NAMES = "llmhw-scan", ("scan.json", "scan.md", "L*-d*-T*-B*-lr*")  # what a scan writes in OUT
 DEFAULT_CANDIDATES = ("L4-d128-T256-B4-lr6e-3", "L4-d192-T256-B4-lr6e-3", "L4-d96-T256-B4-lr6e-3",
                       "L4-d128-T256-B4-lr3e-3", "L4-d128-T256-B16-lr3e-3", "L4-d256-T256-B16-lr3e-3")
 
@@ -43,14 +46,15 @@ def parse_candidate(spec: str) -> dict:
     """'L4-d128-T256-B16-lr3e-3' -> train.py's flags as a dict (one line naming the spec if malformed); a
     '-muon' suffix trains with --optimizer muon."""
     m = SPEC.match(spec)
-    if not m:
+    try:
+        L, d, T, B, lr = int(m[1]), int(m[2]), int(m[3]), int(m[4]), float(m[5])
+    except (TypeError, ValueError):  # no match, or a rate that is no number ("lr.", "lr1e-")
         raise ValueError(f"candidate {spec!r} is not of the form L<layers>-d<width>-T<context>-B<rows>-lr<rate>"
-                         "[-muon], e.g. L4-d128-T256-B16-lr3e-3")
-    L, d, T, B, lr = int(m[1]), int(m[2]), int(m[3]), int(m[4]), float(m[5])
+                         "[-muon], e.g. L4-d128-T256-B16-lr3e-3") from None
     if d % 32 or min(L, d, T, B) <= 0 or not 0 < lr < 1:
         raise ValueError(f"candidate {spec!r}: width must be a positive multiple of 32 (heads of 32), layers, "
                          "context and rows positive, lr in (0, 1)")
-    return {"n_layer": L, "n_embd": d, "n_head": d // 32, "block_size": T, "seq_len": T, "batch_size": B, "max_lr": lr,
+    return {"n_layer": L, "n_embd": d, "n_head": d // 32, "block_size": T, "seq_len": T, "batch_size": B, "lr": lr,
             "optimizer": "muon" if m[6] else "adamw"}
 
 
@@ -63,13 +67,13 @@ def step_costs(cands: dict[str, dict], vocab: int, rounds: int = 3) -> dict[str,
         torch.manual_seed(0)
         model = GPT(GPTConfig(block_size=c["block_size"], vocab_size=vocab, n_layer=c["n_layer"],
                               n_head=c["n_head"], n_embd=c["n_embd"]))
-        opt = model.configure_optimizers(0.1, c["max_lr"], device_type="cpu", optimizer=c["optimizer"])
+        opt = model.configure_optimizers(0.1, c["lr"], device_type="cpu", optimizer=c["optimizer"])
         setups[name] = (model, opt, torch.randint(0, vocab, (c["batch_size"], c["seq_len"] + 1)))
     costs = {name: [] for name in cands}
     for _ in range(rounds + 1):
         for name, (model, opt, x) in setups.items():
             t0 = time.process_time()
-            _, loss = model(x[:, :-1], x[:, 1:], fused_loss=True)  # the trainer's CPU fp32 path
+            _, loss = model(x[:, :-1], x[:, 1:], return_logits=False)  # the trainer's CPU path
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -77,18 +81,23 @@ def step_costs(cands: dict[str, dict], vocab: int, rounds: int = 3) -> dict[str,
     return {name: sorted(c[1:])[len(c[1:]) // 2] for name, c in costs.items()}  # median without the warm-up
 
 
+class CandidateFailed(RuntimeError):
+    """A candidate's train.py ended with an error; the message is its last line."""
+
+
 def train_candidate(name: str, c: dict, steps: int, data: Path, out: Path, extra: list[str]) -> dict:
     """train.py for ``steps`` steps with the candidate's flags; returns its summary.json plus CPU and wall seconds."""
     flags = [f"--{k}={v}" for k, v in c.items()]
     argv = [sys.executable, str(HERE / "train.py"), "--preset", "tiny-cpu", "--data", str(data),
-            "--out_dir", str(out / name), "--overwrite", *flags, "--max_steps", str(steps),
+            "--out_dir", str(out / name), *flags, "--max_steps", str(steps),
             "--warmup_steps", str(max(1, min(100, steps // 10))), "--data_order", "shuffle", "--eval_interval", "0",
             "--val_steps", "0", "--hellaswag_limit", "0", "--sample_tokens", "0", "--total_batch_size", "0", *extra]
     before, t0 = os.times(), time.time()
     r = subprocess.run(argv, capture_output=True, text=True)
     after = os.times()
     if r.returncode != 0:
-        raise RuntimeError(f"candidate {name}: train.py failed ({r.stderr.strip().splitlines()[-1:]})")
+        last = (r.stderr.strip().splitlines() or ["no message"])[-1]
+        raise CandidateFailed(f"candidate {name}: train.py failed (exit {r.returncode}): {last}")
     summary = json.loads((out / name / "summary.json").read_text())
     cpu = (after.children_user + after.children_system) - (before.children_user + before.children_system)
     return {**summary, "cpu_s": cpu, "wall_s": time.time() - t0}
@@ -105,7 +114,7 @@ def scan(data: Path, out: Path, specs: list[str], seconds: float, extra: list[st
         steps = max(10, int(seconds / cost))
         print(f"[scan] {spec}: {cost:.3f} CPU s/step -> {steps} steps", flush=True)
         s = train_candidate(spec, c, steps, data, out, extra)
-        scored = ngram.baselines(data, out / spec / "hf")["baselines"]["model"]
+        scored = ngram.baselines(data, out / spec / "hf", orders=())["baselines"]["model"]
         rows.append({"candidate": spec, **c, "params": s["params"], "steps": steps, "tokens": s["tokens"],
                      "probe_cpu_s_per_step": cost, "cpu_s": s["cpu_s"], "wall_s": s["wall_s"],
                      "train_tokens_per_s": s["tokens_per_s"], **scored})
@@ -118,34 +127,42 @@ def scan(data: Path, out: Path, specs: list[str], seconds: float, extra: list[st
 
 
 def table(result: dict) -> str:
-    """The scan as a markdown table, baselines first, candidates by val loss."""
-    bigram = result["baselines"]["baselines"]["bigram"]["nats_per_token"]
-    lines = ["| model | params | steps | tokens read | CPU s | wall s | val nats/token | bits/byte | vs bigram |",
+    """The scan as a markdown table, baselines first, candidates by val loss; the last column against the best
+    count model."""
+    best = min(v["nats_per_token"] for v in result["baselines"]["baselines"].values())
+    lines = ["| model | params | steps | tokens read | CPU s | wall s | val nats/token | bits/byte | vs counts |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, v in result["baselines"]["baselines"].items():
         lines.append(f"| {name} counts | | | | | | {v['nats_per_token']:.3f} | {v['bits_per_byte']:.3f} | "
-                     f"{v['nats_per_token'] - bigram:+.3f} |")
+                     f"{v['nats_per_token'] - best:+.3f} |")
     for r in sorted(result["candidates"], key=lambda r: r["nats_per_token"]):
         lines.append(f"| {r['candidate']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {r['tokens']:,} | "
                      f"{r['cpu_s']:.0f} | {r['wall_s']:.0f} | {r['nats_per_token']:.3f} | {r['bits_per_byte']:.3f} | "
-                     f"{r['nats_per_token'] - bigram:+.3f} |")
+                     f"{r['nats_per_token'] - best:+.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type of --seconds: a finite number > 0."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="prepared shard folder (prepare.py --out_dir)")
-    p.add_argument("--seconds", type=float, default=120.0, help="CPU seconds of training per candidate")
+    p.add_argument("--seconds", type=positive_seconds, default=120.0, help="CPU seconds of training per candidate")
     p.add_argument("--candidates", nargs="+", default=list(DEFAULT_CANDIDATES),
                    help="L<layers>-d<width>-T<context>-B<rows>-lr<rate> each (default: %(default)s)")
     p.add_argument("--out_dir", type=Path, default=HERE / "output" / "scan", help="where runs and tables go")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier scan in --out_dir")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the probe and the runs (default: torch's); 1 makes CPU seconds a fair "
                         "measure on a machine other work shares (no thread waits for a descheduled sibling)")
     p.add_argument("--data_dir", default=None, help="data directory (default $LLMHW_DATA_DIR)")
     a, extra = p.parse_known_args(argv)
-    if a.seconds <= 0:
-        p.error(f"--seconds must be > 0, got {a.seconds}")
     if a.threads is not None:
         if a.threads < 1:
             p.error(f"--threads must be >= 1, got {a.threads}")
@@ -157,10 +174,18 @@ def main(argv=None):
     except (ValueError, DataError) as e:
         p.error(str(e))
     extra += ["--data_dir", a.data_dir] if a.data_dir else []
-    a.out_dir.mkdir(parents=True, exist_ok=True)
-    result = scan(a.data, a.out_dir, specs, a.seconds, extra)
-    atomic_write_json(a.out_dir / "scan.json", result)
-    atomic_write_text(a.out_dir / "scan.md", table(result))
+    out = None
+    try:
+        out = claim_output_dir(a.out_dir, KIND, NAMES, overwrite=a.overwrite, inputs=[a.data])
+        out.clear()
+        result = scan(a.data, out.create(), specs, a.seconds, extra)
+    except (OutputError, DataError, CandidateFailed) as e:
+        if out is not None:
+            out.abandon()  # a scan stopped before any run leaves no folder behind
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    atomic_write_json(out.path / "scan.json", result)
+    atomic_write_text(out.path / "scan.md", table(result))
     print(table(result))
     print(f"best: {result['best']} (load average {result['load_avg']})")
     return result

@@ -1,22 +1,12 @@
-"""Build report/README.md (and report/assets/) from the files a pipeline run wrote.
+"""Build report/README.md (and report/assets/) from the files a pipeline run wrote: report/template.md with every
+``$slot`` filled (report/sections.py, the verdicts from report/findings.py). It reads only the run's files (the JSON
+objects of ``RUN_OBJECTS``, RUN/pretrain/log.jsonl, each RUN/sweep/*/ run's log.jsonl, summary.json and config.json,
+RUN/pipeline.jsonl); report/ imports nothing from bpe/, pretrain/ or finetune/.
 
-The text is report/template.md; ``report_values`` computes every one of its ``$slot`` values (one small function per
-section, the findings from report/findings.py) and ``render`` fills it, refusing a slot left unfilled. Reads only files
-(report/ imports nothing from bpe/, pretrain/ or finetune/):
-
-  RUN/pipeline.jsonl                               the command, wall time and load of every stage
-  RUN/bpe/summary.json, RUN/bpe/tokenizer.json     the homework's BPE tokenizer and its comparison
-  RUN/corpus/split.json                            the Alpaca partition (finetuning subset, held-out, pretraining)
-  RUN/tokenizer/summary.json, RUN/shards/meta.json the pretraining tokenizer and shards
-  RUN/pretrain/log.jsonl, RUN/pretrain/summary.json
-  RUN/sweep/*/log.jsonl, summary.json, config.json every finetuning run (rank, seed)
-  RUN/generations.json                             base, full and LoRA answers to the held-out instructions
-
-Outputs are built aside: the figures, findings.json and generations.json go to a temporary folder that replaces
-report/assets/ in one step (fileio.atomic_dir), then README.md is replaced atomically; a failure anywhere before leaves
-the previous report whole. A missing input is one clear line naming the file and the stage that writes it; so is a
-run file of the wrong shape (``check_run_files``). Only a report is ever replaced (``claim_report_dir``: fileio's
-folder rule; assets/ carries the hidden marker naming it), and a refused build creates no folder.
+A missing run file, or one of the wrong shape, is one line naming it and the stage that writes it. README.md is
+written aside and synced, the figures, findings.json and generations.json go to a temporary folder that replaces
+assets/ (fileio.atomic_dir), and README.md is renamed into place last: a failure leaves the previous report whole.
+Only a report is replaced: assets/ must carry the marker naming a report's assets, README.md must be beside it.
 """
 from __future__ import annotations
 
@@ -29,21 +19,45 @@ import time
 import traceback
 from pathlib import Path
 
-import datadir
-import figures
-import sections
-from fileio import OutputError, atomic_dir, atomic_write, claim_output_dir
-from questions import FileTokenizer, TiktokenGPT2, question_values
-from sections import ReportInputError, read_json, read_jsonl
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import fileio  # noqa: E402
+import sections  # noqa: E402
+from findings import series  # noqa: E402
+from questions import question_values  # noqa: E402
+from sections import ReportInputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = Path(__file__).resolve().parent / "template.md"
+ASSETS_KIND, ASSET_NAMES = "report-assets", ["*.png", "*.json"]  # what assets/ may hold (fileio's folder rule)
+# The JSON objects the report reads: key -> (file under RUN, the pipeline stage that writes it)
+RUN_OBJECTS = {"bpe": ("bpe/summary.json", "bpe"), "bpe_tokenizer": ("bpe/tokenizer.json", "bpe"),
+               "split": ("corpus/split.json", "corpus"),
+               "tokenizer": ("tokenizer/summary.json", "tokenizer"), "meta": ("shards/meta.json", "data"),
+               "pretrain": ("pretrain/summary.json", "pretrain"), "baselines": ("baselines.json", "baselines"),
+               "gens": ("generations.json", "generate")}
+
+
+def read_run(run: Path) -> dict:
+    """Every run file the report reads, each checked for its shape (sections.read_json / read_jsonl)."""
+    if run.exists() and not run.is_dir():
+        raise ReportInputError(f"--run_dir {run}: is a file, not a pipeline run folder")
+    f = {key: sections.read_json(run / name, stage) for key, (name, stage) in RUN_OBJECTS.items()
+         if key != "tokenizer" or (run / name).exists()}   # the GPU preset uses GPT-2's tokenizer
+    f["log"] = sections.read_jsonl(run / "pretrain/log.jsonl", "pretrain", "val_loss")
+    f["sweep"] = sections.load_sweep(run)
+    log = run / "pipeline.jsonl"
+    f["cmds"] = {r["stage"]: r for r in (sections.read_jsonl(log, "any", "stage") if log.is_file() else [])
+                 if r.get("returncode") == 0}   # the latest successful record of each stage
+    return f
 
 
 def template_slots(text: str) -> set[str]:
     """The names of every $slot / ${slot} in a template."""
-    return {m.group("named") or m.group("braced") for m in string.Template.pattern.finditer(text)
-            if m.group("named") or m.group("braced")}
+    return set(string.Template(text).get_identifiers())
 
 
 def render(template: str, values: dict[str, str]) -> str:
@@ -56,124 +70,119 @@ def render(template: str, values: dict[str, str]) -> str:
     return string.Template(template).substitute({k: str(v) for k, v in values.items()})
 
 
-def gpu_commands() -> list[str]:
+def gpu_commands() -> str:
     """The GPU preset's stage commands as a user types them (the same builder the pipeline runs)."""
     import pipeline
 
     stages = pipeline.stage_commands(pipeline.PRESETS["gpu"], ROOT / "runs/gpu", None, ROOT / "report/gpu")
-    return [pipeline.pretty(["python", *s.argv[1:]]) for name, s in stages.items() if name != "report"]
+    return "\n".join(pipeline.pretty(["python", *s.argv[1:]]) for name, s in stages.items() if name != "report")
 
 
 def report_values(run: Path, data_dir=None, t0: float | None = None) -> tuple[dict[str, str], dict]:
     """(slot values, data for assets/): every number of the report, computed from the run's files."""
-    cmds = sections.commands_of(read_jsonl(run / "pipeline.jsonl", "any") if (run / "pipeline.jsonl").is_file()
-                                else [])
-    tok_path = run / "bpe/tokenizer.json"
-    if not tok_path.is_file():
-        raise ReportInputError(f"missing {tok_path} (written by pipeline stage 'bpe')")
-    sweep = sections.load_sweep(run)
-    gens = read_json(run / "generations.json", "generate")
-    values, verdicts = sections.finetune_values(run, cmds, sweep, gens)
-    values.update(sections.header_values(run, cmds, t0, ROOT))
-    values.update(sections.bpe_values(run, cmds))
-    values.update(sections.corpus_values(run))
-    values.update(sections.pretrain_values(run, cmds))
-    values.update(sections.generation_values(gens, cmds))
-    values.update(question_values(FileTokenizer(tok_path), TiktokenGPT2(data_dir)))
-    values.update(sections.gpu_values(values["scale"], gpu_commands()))
-    assets = {"findings": verdicts, "generations": gens, "sweep": sweep}
-    return values, assets
+    f = read_run(run)
+    values, verdicts = sections.finetune_values(f["sweep"], f["gens"], f["cmds"])
+    values.update(sections.header_values(run, f["cmds"], t0, ROOT), **sections.bpe_values(f["bpe"], f["cmds"]),
+                  **sections.corpus_values(f), **sections.pretrain_values(f, f["cmds"]),
+                  **sections.generation_values(f["gens"], f["cmds"]),
+                  **question_values(run / "bpe/tokenizer.json", data_dir), gpu_commands=gpu_commands())
+    return values, {"findings": verdicts, **f}
 
 
-def write_assets(folder: Path, run: Path, assets: dict) -> None:
+# -- figures ----------------------------------------------------------------------------------------------------------
+
+def save(fig, path: Path, *axes) -> None:
+    for ax in axes:
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def smooth(values: list[float], width: int) -> list[float]:
+    """Trailing mean over ``width`` points (per-step train loss jumps with each batch's examples)."""
+    return [sum(values[max(0, i - width + 1):i + 1]) / len(values[max(0, i - width + 1):i + 1])
+            for i in range(len(values))]
+
+
+def plot_pretrain(rows: list[dict], path: Path, base: dict) -> None:
+    """Train and validation loss against step; the 2-gram and the best count model (nats per token on the same val
+    tokens) as dashed lines, so what the model learned beyond counting shows at a glance."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(*series(rows, "loss"), lw=0.8, alpha=0.6, label="train")
+    ax.plot(*series(rows, "val_loss"), "o-", label="validation")
+    best, counts = sections.best_count_model(base)
+    for name, color in zip(dict.fromkeys(["2-gram", best]), ("tab:gray", "tab:green")):
+        ax.axhline(counts[name], ls="--", color=color, lw=1.2, label=f"{name} counts: {counts[name]:.2f}")
+    ax.set(xlabel="step", ylabel="cross-entropy loss (nats)", title="Pretraining loss")
+    save(fig, path, ax)
+
+
+def plot_sweep(runs: dict[str, sections.Run], path: Path) -> None:
+    """Train (left) and eval (right) loss of every run: full finetuning in red, LoRA ranks along a colour map, a
+    second-seed run dashed."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for k, (label, r) in enumerate(runs.items()):
+        style = dict(color="crimson", lw=2) if r.rank == 0 else dict(color=plt.get_cmap("viridis")(k / len(runs)))
+        style["ls"] = "--" if "seed" in label else "-"
+        s, v = series(r.rows, "train_loss")
+        a.plot(s, smooth(v, 8), label=label, alpha=0.8, **{"lw": 1.2, **style})
+        b.plot(*series(r.rows, "eval_loss"), marker="o", ms=3, label=label, **style)
+    a.set(title="train loss (mean of the last 8 steps)", xlabel="step", ylabel="loss (nats)")
+    b.set(title="eval loss", xlabel="step")
+    fig.suptitle("LoRA ranks vs full finetuning on one fixed Alpaca subset")
+    a.grid(alpha=0.3)
+    save(fig, path, b)
+
+
+def plot_full(rows: list[dict], path: Path, min_step: int, min_eval: float) -> None:
+    """The homework's Figure 6: full finetuning's train and eval loss against step, the eval minimum marked."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    s, v = series(rows, "train_loss")
+    ax.plot(s, v, lw=0.6, alpha=0.35, color="tab:blue")
+    ax.plot(s, smooth(v, 8), lw=1.5, color="tab:blue", label="train loss (mean of the last 8 steps)")
+    ax.plot(*series(rows, "eval_loss"), "o-", color="crimson", label="eval loss")
+    ax.plot([min_step], [min_eval], "k*", ms=12, label=f"eval minimum (step {min_step})")
+    ax.set(xlabel="step", ylabel="loss (nats)", title="Full finetuning")
+    save(fig, path, ax)
+
+
+def write_assets(folder: Path, assets: dict) -> None:
     """Figures + findings.json + generations.json into ``folder`` (a temporary folder of atomic_dir)."""
-    rows = read_jsonl(run / "pretrain/log.jsonl", "pretrain")
-    figures.plot_pretrain(rows, folder / "pretrain_loss.png", "Pretraining loss",
-                          read_json(run / "baselines.json", "baselines")["baselines"])
-    figures.plot_sweep({label: r.rows for label, r in assets["sweep"].items()}, folder / "sweep_curves.png")
-    full = assets["findings"]["full_overfits"]
-    figures.plot_full(sections.full_run(assets["sweep"]).rows, folder / "full_finetuning.png", full["min_step"],
-                      full["min_eval"])
+    plot_pretrain(assets["log"], folder / "pretrain_loss.png", assets["baselines"])
+    plot_sweep(assets["sweep"], folder / "sweep_curves.png")
+    full, rows = assets["findings"]["full_overfits"], assets["sweep"]["full finetuning"].rows
+    plot_full(rows, folder / "full_finetuning.png", full["min_step"], full["min_eval"])
     (folder / "findings.json").write_text(json.dumps(assets["findings"], indent=1, default=str) + "\n")
-    (folder / "generations.json").write_text(json.dumps(assets["generations"], indent=1, ensure_ascii=False) + "\n")
+    (folder / "generations.json").write_text(json.dumps(assets["gens"], indent=1, ensure_ascii=False) + "\n")
 
 
-# Every JSON object and log the report reads (besides the sweep's), with the pipeline stage that writes it; a log
-# must hold at least one row with its evaluation key (an empty figure is never drawn).
-RUN_OBJECTS = {"bpe/summary.json": "bpe", "corpus/split.json": "corpus", "tokenizer/summary.json": "tokenizer",
-               "shards/meta.json": "data", "pretrain/summary.json": "pretrain", "baselines.json": "baselines",
-               "generations.json": "generate"}
-RUN_LOGS = {"pretrain/log.jsonl": ("pretrain", "val_loss")}
-SWEEP_FILES = {"summary.json": None, "config.json": None, "log.jsonl": "eval_loss"}
-ASSETS_KIND, ASSET_NAMES = "report-assets", ["*.png", "*.json"]  # what assets/ may hold (fileio's folder rule)
-
-
-def check_object(path: Path, stage: str) -> None:
-    """A run file that exists must be a non-empty JSON object (read_json names a missing or unparsable one)."""
-    if not path.is_file():
-        return
-    obj = read_json(path, stage)
-    if not isinstance(obj, dict) or not obj:
-        what = "an empty object" if obj == {} else f"a JSON {type(obj).__name__}"
-        raise ReportInputError(f"{path}: holds {what}, not the object pipeline stage '{stage}' writes; rerun it "
-                               f"(python report/pipeline.py --redo {stage})")
-
-
-def check_log(path: Path, stage: str, eval_key: str) -> None:
-    """log.jsonl: UTF-8 text, one JSON object per line, and at least one evaluation row (else the figure is empty)."""
-    if not path.is_file():
-        return
-    try:
-        path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ReportInputError(f"{path}: not a text log (binary at byte {e.start}); rerun pipeline stage "
-                               f"'{stage}'") from None
-    rows = read_jsonl(path, stage)
-    bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
-    if bad is not None or not any(eval_key in r for r in rows):
-        why = f"record {bad} is not an object" if bad else ("is empty" if not rows else f"has no {eval_key} row")
-        raise ReportInputError(f"{path}: {why}, so there is nothing to report; rerun pipeline stage '{stage}'")
-
-
-def check_run_files(run: Path) -> None:
-    """Refuse, before any work, a run file of the wrong shape: one line naming it instead of a traceback later."""
-    if run.exists() and not run.is_dir():
-        raise ReportInputError(f"--run_dir {run}: is a file, not a pipeline run folder")
-    for name, stage in RUN_OBJECTS.items():
-        check_object(run / name, stage)
-    for name, (stage, key) in RUN_LOGS.items():
-        check_log(run / name, stage, key)
-    for d in sorted((run / "sweep").glob("*")) if (run / "sweep").is_dir() else []:
-        if (d / "summary.json").is_file():
-            for name, key in SWEEP_FILES.items():
-                check_log(d / name, "sweep", key) if key else check_object(d / name, "sweep")
-
+# -- the build --------------------------------------------------------------------------------------------------------
 
 def claim_report_dir(out_dir: Path) -> None:
-    """fileio's folder rule for what a build replaces: assets/ only when it holds nothing but a report's figures and
-    JSON files, README.md only beside such an assets/ (a user's README.md is never replaced). Creates nothing."""
+    """fileio's folder rule for what a build replaces: assets/ only when its marker names a report's assets, README.md
+    only beside such an assets/ (a user's README.md is never replaced). Creates nothing."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"--out_dir {out_dir}: is a file, but an output folder is needed here")
-    assets = claim_output_dir(out_dir / "assets", ASSETS_KIND, ASSET_NAMES, overwrite=True, flag="--out_dir")
+        raise fileio.OutputError(f"--out_dir {out_dir}: is a file, but an output folder is needed here")
+    assets = fileio.claim_output_dir(out_dir / "assets", ASSETS_KIND, ASSET_NAMES, overwrite=True, flag="--out_dir")
     if (out_dir / "README.md").exists() and not assets.earlier:
-        raise OutputError(f"--out_dir {out_dir}: holds a README.md but no report assets/, so it is not a report built "
-                          "here; choose another folder (nothing was replaced)")
+        raise fileio.OutputError(f"--out_dir {out_dir}: holds a README.md but no report assets/, so it is not a "
+                                 "report built here; choose another folder (nothing was replaced)")
 
 
 def build(run: Path, out_dir: Path, data_dir=None) -> Path:
     t0 = time.time()
-    check_run_files(run)
-    claim_report_dir(out_dir)
+    claim_report_dir(out_dir)   # before any work: a refused folder costs nothing
     values, assets = report_values(run, data_dir, t0)
     text = render(TEMPLATE.read_text(), values)   # all text first: a template error leaves the old report whole
     # README.md is written aside and synced before the figures are swapped in, so a full disk or a failure while
-    # drawing leaves the old set whole; the two renames at the end (assets, then README) allocate nothing.
-    with atomic_write(out_dir / "README.md", "w") as readme:
+    # drawing leaves the old set whole; the renames at the end (assets, then README) allocate nothing.
+    with fileio.atomic_write(out_dir / "README.md", "w") as readme:
         readme.write(text)
         readme.flush()
         os.fsync(readme.fileno())
-        with atomic_dir(out_dir / "assets", ASSETS_KIND) as tmp:
-            write_assets(Path(tmp), run, assets)
+        with fileio.atomic_dir(out_dir / "assets", ASSETS_KIND) as tmp:
+            write_assets(Path(tmp), assets)
     return out_dir / "README.md"
 
 
@@ -184,13 +193,8 @@ def main(argv=None) -> int:
     p.add_argument("--data_dir", default=None)
     args = p.parse_args(argv)
     try:
-        run, out_dir = args.run_dir.resolve(), args.out_dir.resolve()
-    except (RuntimeError, OSError) as e:  # Python 3.11 reports a symlink loop as RuntimeError
-        print(f"build_report: {e}", file=sys.stderr)
-        return 2
-    try:
-        path = build(run, out_dir, args.data_dir)
-    except (ReportInputError, datadir.DataFileNotFound, OutputError) as e:
+        path = build(args.run_dir.resolve(), args.out_dir.resolve(), args.data_dir)
+    except (RuntimeError, OSError) as e:  # ReportInputError, fileio's OutputError, DataFileNotFound; a symlink loop
         print(f"build_report: {e}", file=sys.stderr)
         return 2
     except (KeyError, TypeError, AttributeError, IndexError) as e:  # a run file with a field missing or mistyped

@@ -1,10 +1,7 @@
-"""The homework's finetuning findings, decided from the run's logs: pure functions of numbers, no files, no prose.
+"""The homework's finetuning findings (its report, sections 4.2-4.3), decided from the run's logs: pure functions of
+numbers (log.jsonl rows, lists of lengths) returning the deciding numbers plus ``reproduced`` (True / False);
+sections.py turns them into sentences, report/tests/test_findings.py checks both outcomes of each by hand.
 
-Each ``*_verdict`` function takes what the logs hold (log.jsonl rows as dicts, or lists of numbers) and returns a
-dict of the deciding numbers plus ``reproduced`` (True / False). build_report.py turns those dicts into sentences;
-report/tests/test_findings.py checks both outcomes of each on hand-made logs.
-
-Findings (the homework's report, sections 4.2-4.3):
   full_overfits   full finetuning's eval loss reaches a minimum and then rises while its train loss keeps falling
   lora_follows    every LoRA run's eval loss falls along with its train loss (no turn)
   ranks_alike     the final eval losses of ranks 1-32 differ by no more than seed-to-seed noise
@@ -31,17 +28,14 @@ def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
 def window_mean(steps: list[int], values: list[float], lo: float, hi: float) -> float:
     """Mean of the values whose step lies in [lo, hi] (the nearest value if none does)."""
     inside = [v for s, v in zip(steps, values) if lo <= s <= hi]
-    if inside:
-        return statistics.fmean(inside)
-    mid = (lo + hi) / 2
-    return values[min(range(len(steps)), key=lambda i: abs(steps[i] - mid))]
+    nearest = min(zip(steps, values), key=lambda sv: abs(sv[0] - (lo + hi) / 2))[1]
+    return statistics.fmean(inside) if inside else nearest
 
 
 def train_trend(rows: list[dict], start: int) -> dict:
     """Train loss averaged over a window at ``start`` and over the last window of the run: is it still falling?"""
     steps, loss = series(rows, "train_loss")
-    last = steps[-1]
-    width = max(1, round(TREND_WINDOW * last))
+    last, width = steps[-1], max(1, round(TREND_WINDOW * steps[-1]))
     at_start = window_mean(steps, loss, start - width / 2, start + width / 2)
     at_end = window_mean(steps, loss, last - width, last)
     return {"train_at_min": at_start, "train_final": at_end, "train_change": at_end - at_start,
@@ -84,23 +78,18 @@ def ranks_alike_verdict(final_by_rank: dict[int, float], seed_pair: tuple[float,
     """Reproduced if the spread of final eval losses across ranks is at most ALIKE_FACTOR x the spread between two
     seeds of one rank (seed-to-seed noise is the yardstick; ``relative_spread`` says how much the spread matters)."""
     finals = list(final_by_rank.values())
-    spread = max(finals) - min(finals)
-    seed_spread = abs(seed_pair[0] - seed_pair[1])
-    mean = statistics.fmean(finals)
-    bound = ALIKE_FACTOR * seed_spread
-    best = min(final_by_rank, key=final_by_rank.get)
-    worst = max(final_by_rank, key=final_by_rank.get)
-    return {"ranks": sorted(final_by_rank), "spread": spread, "seed_spread": seed_spread, "bound": bound, "mean": mean,
-            "relative_spread": spread / mean, "best_rank": best,
-            "worst_rank": worst, "ratio": spread / seed_spread if seed_spread > 0 else math.inf,
-            "reproduced": spread <= bound + 1e-9}  # 1e-9: float rounding of differences of losses
+    spread, seed_spread, mean = max(finals) - min(finals), abs(seed_pair[0] - seed_pair[1]), statistics.fmean(finals)
+    return {"ranks": sorted(final_by_rank), "spread": spread, "seed_spread": seed_spread,
+            "bound": ALIKE_FACTOR * seed_spread, "mean": mean, "relative_spread": spread / mean,
+            "best_rank": min(final_by_rank, key=final_by_rank.get),
+            "worst_rank": max(final_by_rank, key=final_by_rank.get),
+            "ratio": spread / seed_spread if seed_spread > 0 else math.inf,
+            "reproduced": spread <= ALIKE_FACTOR * seed_spread + 1e-9}  # 1e-9: float rounding of loss differences
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
     """Mean and its standard error (sample standard deviation / sqrt(n); 0 for one value)."""
-    m = statistics.fmean(values)
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return m, se
+    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
 
 def lora_longer_verdict(lengths: dict[str, list[int]], lora: str, full: str, base: str,

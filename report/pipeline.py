@@ -1,26 +1,21 @@
 """The main job: run every stage of the homework at CPU scale (or the GPU preset), then build the report.
 
-Stages (each a subprocess running a folder's own script; report/ imports nothing from the other folders, the
-stages meet only through the files they write under the run directory RUN):
+Each stage is a folder's own script, run as a child process; they meet only through the files under the run folder RUN:
+  bpe        bpe/train.py            the homework's tokenizer (manual.txt, vocabulary 1024) -> RUN/bpe/
+  corpus     finetune/partition.py   the Alpaca partition: finetuning subset, held-out instructions, and the other
+                                     records' responses as pretraining text -> RUN/corpus/
+  tokenizer  bpe/train.py            (CPU) a GPT-2-pattern BPE of the pretraining corpus -> RUN/tokenizer/
+  data       pretrain/prepare.py     that corpus (WikiText-2 + the responses) in shards -> RUN/shards/
+  pretrain   pretrain/train.py       a small GPT on it -> RUN/pretrain/ (hf/ = its export)
+  baselines  pretrain/ngram.py       the export and 1- to 5-gram count models on every val token -> RUN/baselines.json
+  sweep      finetune/sweep.py       LoRA ranks + full finetuning from the export, one rank twice -> RUN/sweep/
+  generate   finetune/generate.py    base, full and LoRA answers to the held-out instructions -> RUN/generations.json
+  report     report/build_report.py  report/README.md + report/assets/
 
-  bpe        python bpe/train.py           the homework's tokenizer: manual.txt, vocabulary 1024, compared with
-                                           GPT-2 on the homework's two paragraphs -> RUN/bpe/
-  corpus     python finetune/partition.py  the Alpaca partition: the finetuning subset (train/eval split.json),
-                                           held-out instructions, and pretrain_text.txt = responses of the records
-                                           the finetuning never sees -> RUN/corpus/
-  tokenizer  python bpe/train.py           (CPU) GPT-2-pattern BPE trained on the pretraining corpus -> RUN/tokenizer/
-  data       python pretrain/prepare.py    shards of the pretraining corpus with that tokenizer -> RUN/shards/
-  pretrain   python pretrain/train.py      a small GPT on that English prose -> RUN/pretrain/ (hf/ = its export)
-  baselines  python pretrain/ngram.py      the export and unigram / bigram counts on every val token
-                                           -> RUN/baselines.json
-  sweep      python finetune/sweep.py      LoRA ranks + full finetuning from the export, one rank twice (2 seeds)
-  generate   python finetune/generate.py   base, full and LoRA answers to the held-out instructions
-  report     python report/build_report.py report/README.md + report/assets/
-
-The pretraining corpus is WikiText-2 (valid) + the corpus stage's pretrain_text.txt; the tokenizer stage trains on
-exactly the files the data stage shards. A stage whose output marker exists is skipped unless ``--redo`` names it
-(or ``--redo all``); a redone stage gets its script's overwrite flag. The report is always rebuilt. Every stage's
-command, wall time and status go to RUN/pipeline.jsonl, which the report quotes.
+A stage whose output exists is skipped unless ``--redo`` names it (or ``--redo all``). A stage runs into a temporary
+sibling of its output, swapped in only when the stage succeeds: a failed run or redo keeps the earlier output (the
+report, always rebuilt, replaces its files atomically itself). A stage's process dies with the pipeline
+(fileio.start_child). Each stage's command, wall time and status go to RUN/pipeline.jsonl, quoted by the report.
 """
 from __future__ import annotations
 
@@ -29,7 +24,6 @@ import dataclasses
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,44 +40,37 @@ class PipelineConfig:
     """Scale of each stage. The CPU defaults fit 15 minutes of a 2-core machine, set-up included."""
     preset: str = "cpu"
     bpe_vocab_size: int = 1024
-    # corpus: one fixed Alpaca subset for every finetuning run; everything else feeds pretraining.
-    # Sized by experiment on an earlier 1.35M-parameter base and checked on the current one (report/README.md): 6
-    # epochs over 120 records at lr 1e-3 show full finetuning's eval minimum after one epoch and its rise, while
-    # LoRA's eval loss still falls; at lr 3e-3 LoRA's turned up too. Examples up to the model's 256-token context
-    # (192 cut the end-of-text of the longer answers).
+    # corpus: one fixed Alpaca subset for every finetuning run, the rest feeds pretraining. Sized by experiment
+    # (report/README.md): 6 epochs over 120 records at lr 1e-3 show full finetuning's eval minimum after one epoch and
+    # its rise while LoRA's eval loss still falls (at 3e-3 LoRA's turned up too); 256 tokens keep answers' end-of-text.
     finetune_examples: int = 160           # records the finetuning uses (train + eval)
     eval_ratio: float = 0.25
     data_seed: int = 0
     heldout: int = 24                      # instructions in no split, for the generations
-    # Cap on the Alpaca pretraining text (None: every free record, ~14 MB of responses, ~3.9M tokens with WikiText).
-    # Training reads random windows of the whole split (--data_order shuffle), so more text is more variety.
-    pretrain_bytes: int | None = None
+    pretrain_bytes: int | None = None      # cap on the Alpaca pretraining text (None: all ~14 MB, more variety)
     own_tokenizer: bool = True             # False: GPT-2's tokenizer (the GPU preset)
     tokenizer_vocab_size: int = 4096
     pretrain_preset: str = "tiny-cpu"
-    # tiny-cpu's recipe (pretrain/config.py, chosen by measurement: pretrain/README.md); the step count fills the
-    # pretraining share of the 15-minute budget at the ~11k tokens/s of one 2-thread process on an idle 2-core
-    # machine: 5.1M tokens, about 1.3 passes over the training split
-    pretrain_flags: tuple[str, ...] = (
-        "--max_steps", "2500", "--warmup_steps", "100", "--eval_interval", "500", "--val_steps", "100000",
-        "--sample_prompt", "The")
+    # tiny-cpu's recipe (chosen by measurement: pretrain/README.md); 2,500 steps fill pretraining's share of the 15
+    # minutes at ~11k tokens/s on an idle 2-core machine: 5.1M tokens, about 1.3 passes over the training split
+    pretrain_flags: tuple[str, ...] = ("--max_steps", "2500", "--warmup_steps", "100", "--eval_interval", "500",
+                                       "--val_steps", "100000", "--sample_prompt", "The")
     # ~200k val tokens, every one scored at each evaluation; each Alpaca response its own document (end-of-text at
     # its start), so the base model has seen where answers end before finetuning teaches it to end its own
     prepare_flags: tuple[str, ...] = ("--val_fraction", "0.05", "--doc_boundary", "blank_line")
     hellaswag_limit: int = 200
     nproc: int = 1                         # >1: torchrun --nproc_per_node for pretraining
     sweep_ranks: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32)
-    second_seed: tuple[int, int] = (8, 1234)   # (rank, seed): that rank again with another seed
+    second_seed: str = "8:1234"            # RANK:SEED: that rank again with another seed
     sweep_model: str | None = None         # None: the model pretrained above
-    sweep_flags: tuple[str, ...] = (
-        "--epochs", "6", "--lr", "1e-3", "--train_batch_size", "8", "--eval_batch_size", "20",
-        "--max_length", "256", "--evals_per_epoch", "2")
+    sweep_flags: tuple[str, ...] = ("--epochs", "6", "--lr", "1e-3", "--batch_size", "8", "--eval_batch_size", "20",
+                                    "--max_length", "256", "--evals_per_epoch", "2")
     gen_lora_rank: int = 8
     # 160 new tokens hold 90 % of the held-out reference answers (median 58, 90th percentile 128 tokens)
     gen_flags: tuple[str, ...] = ("--max_new_tokens", "160")
     data_flags: tuple[str, ...] = ()       # prepare.py source; empty: the corpus files
-    sweep_parallel_gpus: bool = False      # sweep.py --parallel_gpus: one rank per visible GPU at a time
-    sweep_jobs: int = 2                    # sweep.py --jobs (CPU): two 1-thread runs at a time beat one 2-thread run
+    # how sweep.py runs its runs: on CPU two 1-thread runs at a time beat one 2-thread run; --parallel_gpus: one per GPU
+    sweep_jobs: tuple[str, ...] = ("--jobs", "2")
 
 
 PRESETS = {
@@ -91,14 +78,12 @@ PRESETS = {
     # The homework at full scale (see README): build-nanogpt's GPT-2 124M on FineWeb-Edu with GPT-2's tokenizer on 8
     # GPUs, then the sweep on hub `gpt2` over Alpaca with the homework's hyper-parameters, in bf16.
     "gpu": PipelineConfig(
-        preset="gpu", finetune_examples=50000, eval_ratio=0.01, own_tokenizer=False, pretrain_bytes=None,
-        prepare_flags=(),
-        pretrain_preset="gpt2-124m", pretrain_flags=(), hellaswag_limit=-1, nproc=8, sweep_model="gpt2",
-        sweep_flags=("--epochs", "2", "--lr", "1e-4", "--train_batch_size", "8", "--eval_batch_size", "8",
+        preset="gpu", finetune_examples=50000, eval_ratio=0.01, own_tokenizer=False, pretrain_preset="gpt2-124m",
+        data_flags=("--hf_dataset", "HuggingFaceFW/fineweb-edu", "--hf_config", "sample-10BT", "--val_fraction",
+                    "0.01"), prepare_flags=(), pretrain_flags=(), hellaswag_limit=-1, nproc=8, sweep_model="gpt2",
+        sweep_flags=("--epochs", "2", "--lr", "1e-4", "--batch_size", "8", "--eval_batch_size", "8",
                      "--max_length", "512", "--eval_interval", "100", "--dtype", "bfloat16"),
-        data_flags=("--hf_dataset", "HuggingFaceFW/fineweb-edu", "--hf_config", "sample-10BT",
-                    "--val_fraction", "0.01"),
-        sweep_parallel_gpus=True),
+        sweep_jobs=("--parallel_gpus",)),
     # Every stage at toy size (about a minute on 2 cores): checks the chain and the report, not the findings.
     "smoke": PipelineConfig(
         preset="smoke", finetune_examples=48, heldout=20, pretrain_bytes=200_000, tokenizer_vocab_size=1024,
@@ -106,7 +91,7 @@ PRESETS = {
                         "64", "--batch_size", "4", "--warmup_steps", "2", "--max_steps", "6", "--eval_interval",
                         "3", "--sample_prompt", "The"),
         hellaswag_limit=20, sweep_ranks=(0, 1, 8),
-        sweep_flags=("--epochs", "1", "--lr", "1e-3", "--train_batch_size", "4", "--eval_batch_size", "4",
+        sweep_flags=("--epochs", "1", "--lr", "1e-3", "--batch_size", "4", "--eval_batch_size", "4",
                      "--max_length", "128", "--eval_interval", "3"),
         gen_flags=("--max_new_tokens", "8")),
 }
@@ -115,87 +100,51 @@ PRESETS = {
 @dataclasses.dataclass
 class Stage:
     argv: list[str]
-    marker: Path          # exists once the stage is done
-    out: Path             # the folder (or file) the stage writes
-    rerun_flags: tuple[str, ...] = ()   # what the script needs to replace an earlier output
-
-
-def corpus_files(run: Path) -> list[str]:
-    """The pretraining text, in the order the data stage reads it: WikiText-2, then the Alpaca responses."""
-    return [WIKITEXT, str(run / "corpus/pretrain_text.txt")]
-
-
-def corpus_flags(cfg: PipelineConfig) -> list[str]:
-    """The Alpaca partition, given identically to the corpus stage and to every finetuning run."""
-    return ["--max_examples", str(cfg.finetune_examples), "--eval_ratio", str(cfg.eval_ratio),
-            "--data_seed", str(cfg.data_seed)]
-
-
-def tokenizer_stages(cfg: PipelineConfig, run: Path, dd: list[str]) -> dict[str, Stage]:
-    py = [sys.executable]
-    cap = ["--pretrain_bytes", str(cfg.pretrain_bytes)] if cfg.pretrain_bytes else []
-    stages = {
-        "bpe": Stage(py + [str(ROOT / "bpe/train.py"), "--vocab_size", str(cfg.bpe_vocab_size),
-                           "--out_dir", str(run / "bpe")] + dd, run / "bpe/summary.json", run / "bpe",
-                     ("--overwrite",)),
-        "corpus": Stage(py + [str(ROOT / "finetune/partition.py"), "--out_dir", str(run / "corpus"), *corpus_flags(cfg),
-                              "--heldout", str(cfg.heldout)] + cap + dd, run / "corpus/split.json", run / "corpus",
-                        ("--overwrite",)),
-    }
-    if cfg.own_tokenizer:
-        stages["tokenizer"] = Stage(
-            py + [str(ROOT / "bpe/train.py"), "--input", *corpus_files(run), "--pattern", "gpt2",
-                  "--vocab_size", str(cfg.tokenizer_vocab_size), "--special", "<|endoftext|>",
-                  "--out_dir", str(run / "tokenizer")] + dd,
-            run / "tokenizer/summary.json", run / "tokenizer", ("--overwrite",))
-    return stages
-
-
-def pretrain_stages(cfg: PipelineConfig, run: Path, dd: list[str]) -> dict[str, Stage]:
-    py = [sys.executable]
-    source = list(cfg.data_flags) or ["--input", *corpus_files(run)]
-    tokenizer = str(run / "tokenizer/tokenizer.json") if cfg.own_tokenizer else "gpt2"
-    vocab = ["--vocab_size", str(cfg.tokenizer_vocab_size)] if cfg.own_tokenizer else []
-    launcher = py if cfg.nproc == 1 else py + ["-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc}"]
-    return {
-        "data": Stage(py + [str(ROOT / "pretrain/prepare.py"), *source, "--tokenizer", tokenizer,
-                            "--out_dir", str(run / "shards"), *cfg.prepare_flags] + dd,
-                      run / "shards/meta.json", run / "shards"),
-        "pretrain": Stage(launcher + [str(ROOT / "pretrain/train.py"), "--preset", cfg.pretrain_preset,
-                                      "--data", str(run / "shards"), "--out_dir", str(run / "pretrain"),
-                                      "--hellaswag_limit", str(cfg.hellaswag_limit), *vocab, *cfg.pretrain_flags]
-                          + dd, run / "pretrain/summary.json", run / "pretrain", ("--overwrite",)),
-        "baselines": Stage(py + [str(ROOT / "pretrain/ngram.py"), "--data", str(run / "shards"),
-                                 "--model", str(run / "pretrain/hf"), "--out", str(run / "baselines.json")] + dd,
-                           run / "baselines.json", run / "baselines.json"),
-    }
-
-
-def finetune_stages(cfg: PipelineConfig, run: Path, dd: list[str]) -> dict[str, Stage]:
-    py = [sys.executable]
-    model = cfg.sweep_model or str(run / "pretrain" / "hf")
-    rank, seed = cfg.second_seed
-    train_flags = ["--model_name_or_path", model, "--data_path", "alpaca/alpaca_data.json.xz", *corpus_flags(cfg),
-                   *cfg.sweep_flags] + dd
-    sweep = py + [str(ROOT / "finetune/sweep.py"), "--ranks", *map(str, cfg.sweep_ranks),
-                  "--seed_runs", f"{rank}:{seed}", "--output_dir", str(run / "sweep")]
-    sweep += ["--parallel_gpus"] if cfg.sweep_parallel_gpus else ["--jobs", str(cfg.sweep_jobs)]
-    sweep += ["--"] + train_flags
-    gen = py + [str(ROOT / "finetune/generate.py"), "--base", model, "--full", str(run / "sweep/r0/model"),
-                "--lora", str(run / f"sweep/r{cfg.gen_lora_rank}/adapter"),
-                "--instructions", str(run / "corpus/instructions.jsonl"), *cfg.gen_flags,
-                "--output", str(run / "generations.json")] + dd
-    return {"sweep": Stage(sweep, run / "sweep/summary.json", run / "sweep", ("--redo",)),
-            "generate": Stage(gen, run / "generations.json", run / "generations.json")}
+    out: Path             # the folder (or JSON file) the stage writes; the stage is done once it exists
 
 
 def stage_commands(cfg: PipelineConfig, run: Path, data_dir: str | None, report_dir: Path) -> dict[str, Stage]:
     """{stage: Stage}, in running order; the GPU preset has no tokenizer stage (it uses GPT-2's)."""
     dd = ["--data_dir", data_dir] if data_dir else []
-    stages = {**tokenizer_stages(cfg, run, dd), **pretrain_stages(cfg, run, dd), **finetune_stages(cfg, run, dd)}
-    stages["report"] = Stage([sys.executable, str(ROOT / "report/build_report.py"), "--run_dir", str(run),
-                              "--out_dir", str(report_dir)] + dd, report_dir / "README.md", report_dir)
-    return {name: stages[name] for name in STAGES if name in stages}
+
+    def stage(script: str, *args, out: Path, launcher=(sys.executable,)) -> Stage:
+        return Stage([*launcher, str(ROOT / script), *map(str, args), *dd], out)
+
+    # the Alpaca partition, given identically to the corpus stage and to every finetuning run
+    partition = ["--max_examples", cfg.finetune_examples, "--eval_ratio", cfg.eval_ratio, "--data_seed", cfg.data_seed]
+    # the pretraining text, in the order the data stage reads it: WikiText-2, then the Alpaca responses
+    corpus = [WIKITEXT, run / "corpus/pretrain_text.txt"]
+    tokenizer = run / "tokenizer/tokenizer.json" if cfg.own_tokenizer else "gpt2"
+    model = cfg.sweep_model or run / "pretrain/hf"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc}"]
+    stages = {
+        "bpe": stage("bpe/train.py", "--vocab_size", cfg.bpe_vocab_size, "--out_dir", run / "bpe", out=run / "bpe"),
+        "corpus": stage("finetune/partition.py", "--out_dir", run / "corpus", *partition, "--heldout", cfg.heldout,
+                        *(["--pretrain_bytes", cfg.pretrain_bytes] if cfg.pretrain_bytes else []),
+                        out=run / "corpus"),
+        "tokenizer": stage("bpe/train.py", "--input", *corpus, "--pattern", "gpt2", "--vocab_size",
+                           cfg.tokenizer_vocab_size, "--special", "<|endoftext|>", "--out_dir", run / "tokenizer",
+                           out=run / "tokenizer"),
+        "data": stage("pretrain/prepare.py", *(cfg.data_flags or ["--input", *corpus]), "--tokenizer", tokenizer,
+                      "--out_dir", run / "shards", *cfg.prepare_flags, out=run / "shards"),
+        "pretrain": stage("pretrain/train.py", "--preset", cfg.pretrain_preset, "--data", run / "shards", "--out_dir",
+                          run / "pretrain", "--hellaswag_limit", cfg.hellaswag_limit,
+                          *(["--vocab_size", cfg.tokenizer_vocab_size] if cfg.own_tokenizer else []),
+                          *cfg.pretrain_flags, out=run / "pretrain",
+                          launcher=[sys.executable] if cfg.nproc == 1 else torchrun),
+        "baselines": stage("pretrain/ngram.py", "--data", run / "shards", "--orders", 1, 2, 3, 4, 5,
+                           "--model", run / "pretrain/hf", "--out", run / "baselines.json", out=run / "baselines.json"),
+        # sweep.py passes what follows '--' (with the data directory) to every finetune/train.py run
+        "sweep": stage("finetune/sweep.py", "--ranks", *cfg.sweep_ranks, "--seed_runs", cfg.second_seed,
+                       "--out_dir", run / "sweep", *cfg.sweep_jobs, "--", "--model_name_or_path", model,
+                       "--data_path", "alpaca/alpaca_data.json.xz", *partition, *cfg.sweep_flags, out=run / "sweep"),
+        "generate": stage("finetune/generate.py", "--base", model, "--full", run / "sweep/r0/model",
+                          "--lora", run / f"sweep/r{cfg.gen_lora_rank}/adapter", "--instructions",
+                          run / "corpus/instructions.jsonl", *cfg.gen_flags, "--output", run / "generations.json",
+                          out=run / "generations.json"),
+        "report": stage("report/build_report.py", "--run_dir", run, "--out_dir", report_dir, out=report_dir),
+    }
+    return {name: stages[name] for name in STAGES if name != "tokenizer" or cfg.own_tokenizer}
 
 
 def pretty(argv: list[str]) -> str:
@@ -203,46 +152,64 @@ def pretty(argv: list[str]) -> str:
     return shlex.join(os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in argv)
 
 
-def append_record(log_path: Path, record: dict) -> None:
+def append_record(log_path: Path, preset: str, **record) -> None:
+    record.update(preset=preset, time=time.strftime("%Y-%m-%dT%H:%M:%S"), load_avg=list(os.getloadavg()))
     with open(log_path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def run_stage(name: str, stage: Stage, redo: bool, log_path: Path, preset: str) -> int:
-    """Run one stage (after its overwrite flag when it replaces an earlier output) and record it."""
+def swap_in(new: Path, out: Path, flag: str) -> None:
+    """Put a stage's complete output in place of the earlier one, which must be the same kind of output (fileio's
+    rule: its marker, or a JSON file's "kind", names the kind the new output names)."""
+    if new.is_dir():
+        kind = json.loads((new / fileio.MARKER).read_text())["kind"]
+        fileio.claim_output_dir(out, kind, ["*"], overwrite=True, flag=flag)
+        with fileio.atomic_dir(out, kind) as tmp:   # swapped in whole: the old folder stays until then
+            for p in new.iterdir():
+                os.replace(p, tmp / p.name)
+        new.rmdir()
+    else:
+        fileio.claim_output_file(out, json.loads(new.read_text()).get("kind"), overwrite=True, flag=flag)
+        for p in new.parent.iterdir():  # the JSON file and what its script writes beside it (generate's .md)
+            os.replace(p, out.parent / p.name)
+        new.parent.rmdir()
+
+
+def run_stage(name: str, stage: Stage, log_path: Path, preset: str) -> int:
+    """Run one stage into a temporary sibling of its output, swapped in only when the stage succeeds: a failed run
+    or redo leaves the earlier complete output as it was (the report stage replaces its files atomically itself)."""
     argv = stage.argv
-    rewrites = name in ("report", "generate", "baselines")  # their scripts replace a single output file themselves
-    if not rewrites and stage.out.exists() and (redo or not stage.marker.exists()):
-        # an earlier (or partial) output is there: replace it, as told (before a '--' that starts passed-on flags)
-        at = argv.index("--") if "--" in argv else len(argv)
-        argv = argv[:at] + list(stage.rerun_flags) + argv[at:]
+    tmp = stage.out.with_name(f".{stage.out.name}-new.llmhw-stage.tmp")  # fileio's temp name: the next claim of
+    new = tmp / stage.out.name if stage.out.suffix == ".json" else tmp   # the run folder removes a killed try's
+    if name != "report":
+        new.parent.mkdir(parents=True, exist_ok=True)
+        argv = [str(new) if a == str(stage.out) else a for a in argv]
     t0 = time.time()
-    rc = subprocess.call(argv, cwd=ROOT)
+    rc = fileio.start_child(argv, cwd=ROOT).wait()   # dies with the pipeline
+    if rc == 0 and name != "report":
+        try:
+            swap_in(new, stage.out, f"[stage {name}]")
+        except (OSError, ValueError, KeyError, AttributeError) as e:  # fileio's refusal; a stage that wrote no output
+            print(f"[pipeline] error: {name}'s new output {new} was not swapped in: {e}", file=sys.stderr)
+            rc = 2
     seconds = round(time.time() - t0, 1)
-    append_record(log_path, {"stage": name, "command": pretty(argv), "seconds": seconds, "returncode": rc,
-                             "preset": preset, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                             "load_avg": list(os.getloadavg())})
+    append_record(log_path, preset, stage=name, command=pretty(stage.argv), seconds=seconds, returncode=rc)
     print(f"[pipeline] {name}: {seconds} s (exit status {rc})", flush=True)
+    if rc != 0 and tmp.exists():
+        print(f"[pipeline] {name}'s unfinished output stays in {tmp} until the next run", file=sys.stderr)
     return rc
-
-
-# The run folder holds the stages' outputs (each stage's script applies fileio's rule to its own folder); the
-# pipeline only appends to pipeline.jsonl, so any content is accepted, but not a folder of another kind.
-RUN_KIND = "pipeline-run"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--run_dir", type=Path, default=None, help="where stage outputs go (default: runs/<preset>)")
-    p.add_argument("--report_dir", type=Path, default=None,
-                   help="where README.md and assets/ go (default: report/ for the cpu preset, else report/<preset>)")
+    p.add_argument("--report_dir", type=Path, help="where README.md and assets/ go (default: report/[<preset>])")
     p.add_argument("--data_dir", default=None, help="data directory (default: $LLMHW_DATA_DIR)")
     p.add_argument("--only", nargs="+", choices=STAGES, default=None, help="run only these stages")
     p.add_argument("--redo", nargs="+", choices=STAGES + ["all"], default=[], help="redo these stages even if done")
     p.add_argument("--dry_run", action="store_true", help="print the commands and stop (writes nothing)")
-    p.add_argument("--setup_seconds", type=float, default=None,
-                   help="time the environment set-up took (run_pipeline.sh passes it; recorded as stage 'setup')")
+    p.add_argument("--setup_seconds", type=float, help="the environment set-up's time (run_pipeline.sh passes it)")
     args = p.parse_args(argv)
     if args.setup_seconds is not None and args.setup_seconds < 0:
         p.error(f"--setup_seconds must be >= 0, got {args.setup_seconds}")
@@ -252,40 +219,34 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = PRESETS[args.preset]
-    try:  # a file, a symlink loop, an unwritable place or another kind of output: one line, nothing created
-        out = fileio.claim_output_dir(args.run_dir or ROOT / "runs" / cfg.preset, RUN_KIND, ["*"], resume=True,
-                                      flag="--run_dir")
-    except fileio.OutputError as e:
-        print(f"[pipeline] error: {e}", file=sys.stderr)
-        return 2
-    run = out.path
+    run = Path(os.path.abspath(args.run_dir or ROOT / "runs" / cfg.preset))
+    if not args.dry_run:
+        try:  # a file, a symlink loop, an unwritable place, another kind of output: one line, nothing created
+            run = fileio.claim_output_dir(run, "pipeline-run", ["*"], resume=True, flag="--run_dir").create()
+        except fileio.OutputError as e:
+            print(f"[pipeline] error: {e}", file=sys.stderr)
+            return 2
     report_dir = args.report_dir or (ROOT / "report" if cfg.preset == "cpu" else ROOT / "report" / cfg.preset)
-    stages = stage_commands(cfg, run, args.data_dir, report_dir.resolve())
+    report_dir = Path(os.path.abspath(report_dir))
+    stages = stage_commands(cfg, run, args.data_dir, report_dir)
     redo = set(STAGES) if "all" in args.redo else set(args.redo)
     log_path, t_all = run / "pipeline.jsonl", time.time()
-    if not args.dry_run:
-        out.create()
-        if args.setup_seconds is not None:
-            append_record(log_path, {"stage": "setup", "command": "bash report/run_pipeline.sh (environment)",
-                                     "seconds": round(args.setup_seconds, 1), "returncode": 0, "preset": cfg.preset,
-                                     "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_avg": list(os.getloadavg())})
+    if args.setup_seconds is not None and not args.dry_run:
+        append_record(log_path, cfg.preset, stage="setup", command="bash report/run_pipeline.sh (environment)",
+                      seconds=round(args.setup_seconds, 1), returncode=0)
     for name in [s for s in (args.only or STAGES) if s in stages]:
         stage = stages[name]
-        # The report is rebuilt every time (seconds): its committed README must never mark it done.
-        if stage.marker.exists() and name not in redo and name != "report":
-            print(f"[pipeline] {name}: done already ({os.path.relpath(stage.marker, ROOT)}); --redo {name} to rerun")
+        if stage.out.exists() and name not in redo and name != "report":   # the report is rebuilt every time
+            print(f"[pipeline] {name}: done already ({os.path.relpath(stage.out, ROOT)}); --redo {name} to rerun")
             continue
         print(f"\n[pipeline] ===== {name}: {pretty(stage.argv)}", flush=True)
-        if args.dry_run:
-            continue
-        rc = run_stage(name, stage, name in redo, log_path, cfg.preset)
-        if rc != 0:
+        if not args.dry_run and (rc := run_stage(name, stage, log_path, cfg.preset)) != 0:
             print(f"[pipeline] stage '{name}' failed with exit code {rc}; command: {pretty(stage.argv)}",
                   file=sys.stderr)
             return rc
     if not args.dry_run:
         print(f"\n[pipeline] finished in {time.time() - t_all:.0f} s; report: "
-              f"{os.path.relpath(stages['report'].marker, ROOT)}")
+              f"{os.path.relpath(report_dir / 'README.md', ROOT)}")
     return 0
 
 

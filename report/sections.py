@@ -67,11 +67,9 @@ def md_table(header: list[str], rows: list[list]) -> str:
 
 
 def fmt(x, nd: int = 4) -> str:
-    if x is None:
-        return "–"
     if isinstance(x, float):
         return f"{x:.{nd}f}" if math.isfinite(x) else str(x)
-    return f"{x:,}" if isinstance(x, int) and not isinstance(x, bool) else str(x)
+    return "–" if x is None else f"{x:,}" if isinstance(x, int) and not isinstance(x, bool) else str(x)
 
 
 def verdict_word(ok: bool) -> str:
@@ -95,11 +93,9 @@ def header_values(run: Path, cmds: dict, t0: float | None, root: Path) -> dict[s
     total = sum(r["seconds"] for r in cmds.values()) + report_s
     loads = [r["load_avg"][0] for r in cmds.values() if r.get("load_avg")]
     preset = next((r["preset"] for r in cmds.values() if r.get("preset")), "cpu")
-    scale = "GPU" if preset == "gpu" else "CPU"
     return {
-        "scale": scale, "run_dir": str(run.relative_to(root)) if run.is_relative_to(root) else str(run),
-        "how": ("`bash report/run_pipeline.sh` (2-core CPU scale)" if preset == "cpu"
-                else f"`python report/pipeline.py --preset {preset}` ({preset} preset, {scale} scale)"),
+        "scale": "GPU" if preset == "gpu" else "CPU", "preset": preset,
+        "run_dir": str(run.relative_to(root)) if run.is_relative_to(root) else str(run),
         "total_s": f"{total:.0f}", "total_min": f"{total / 60:.1f}",
         "load_note": (f"(1-minute, at each stage's end) {min(loads):.1f}–{max(loads):.1f} on this machine"
                       if loads else "not recorded"),
@@ -109,25 +105,10 @@ def header_values(run: Path, cmds: dict, t0: float | None, root: Path) -> dict[s
 
 # -- 1. the homework's BPE --------------------------------------------------------------------------------------------
 
-def bpe_why(s: dict) -> str:
-    """The measured reasons, from bpe's re-run of the homework's tokenizer (summary.json "homework")."""
-    h = s["homework"]
-    a, m, missing = h["alphabet"], h["merges"], h["missing_bytes"]["english"]
-    chars = ", ".join(f"`{c}` ×{n}" for c, n in missing["chars"].items()) or "none"
-    effects = "; ".join(f"{name.replace('_', ' ')} {v['english']:+d} English / {v['chinese']:+d} Chinese"
-                        for name, v in h["effects"].items())
-    return (f"Its vocabulary started from the {a['size']} byte values present in manual.txt, not all 256, so its first "
-            f"tokens are {', '.join(f'`{t}`' for t in a['first_tokens'])} (as published: "
-            f"{a['first_tokens_match_published']}), and its 1024 ids held {m['homework']} merges where ours hold "
-            f"{m['ours']} (first {m['same_leading_merges']} merges identical, {m['shared_tokens']} tokens shared). "
-            f"The English paragraph has {missing['bytes']} bytes outside that alphabet ({chars}), which its encoder "
-            f"dropped. Re-running it reproduces its published counts: **{h['reproduces_published']}**. Effect of each "
-            f"difference on the token counts: {effects}.")
-
-
 def bpe_values(s: dict, cmds: dict) -> dict[str, str]:
     show = lambda pairs: ", ".join(f"{i}:`{str(t).replace('|', '/').replace(' ', '␣')}`" for i, t in pairs)  # noqa
-    comp, published = s["comparison"], s["homework"]["published"]
+    comp, h = s["comparison"], s["homework"]
+    published, missing = h["published"], h["missing_bytes"]["english"]
     counts = [[lang.capitalize(), comp[lang]["chars"], comp[lang]["ours"], comp[lang]["gpt2"],
                published["ours"][lang], published["gpt2"][lang]] for lang in ("english", "chinese")]
     return {
@@ -135,7 +116,14 @@ def bpe_values(s: dict, cmds: dict) -> dict[str, str]:
         "bpe_bytes": fmt(s["corpus_bytes"]), "bpe_train_s": f"{s['train_seconds']:.2f}",
         "bpe_roundtrip": "exact" if s["roundtrip_ok"] else "FAILED", "bpe_tokens": fmt(s["n_tokens"]),
         "bpe_bpt": f"{s['bytes_per_token']:.2f}", "bpe_first": show(s["first_tokens"]),
-        "bpe_last": show(s["last_tokens"]), "bpe_why": bpe_why(s),
+        "bpe_last": show(s["last_tokens"]), "hw_alphabet": str(h["alphabet"]["size"]),
+        "hw_first": ", ".join(f"`{t}`" for t in h["alphabet"]["first_tokens"]),
+        "hw_first_match": str(h["alphabet"]["first_tokens_match_published"]),
+        "hw_reproduces": str(h["reproduces_published"]),
+        **{f"hw_{k}": str(v) for k, v in h["merges"].items()}, "hw_missing_bytes": str(missing["bytes"]),
+        "hw_missing_chars": ", ".join(f"`{c}` ×{n}" for c, n in missing["chars"].items()) or "none",
+        "hw_effects": "; ".join(f"{name.replace('_', ' ')} {v['english']:+d} English / {v['chinese']:+d} Chinese"
+                                for name, v in h["effects"].items()),
         "bpe_table": md_table(["paragraph", "chars", "ours", "GPT-2 (tiktoken)", "homework: its tokenizer",
                                "homework: GPT-2"], counts),
         "bpe_variants": md_table(["variant", "English", "Chinese", "what"],
@@ -166,16 +154,12 @@ def source_rows(meta: dict, split: dict) -> list[list]:
 def corpus_values(f: dict) -> dict[str, str]:
     """The pretraining corpus: where its text comes from, how it is split, and how training reads it."""
     split, meta, summary = f["split"], f["meta"], f["pretrain"]
-    c, left = split["counts"], split["pretrain"]["left_out"]
-    seen = summary["tokens"]
-    story = (f"Pretraining reads English prose: WikiText-2's validation split (the tokenized variant, rare words as "
-             f"`<unk>`) and the responses of the Alpaca records that the finetuning never sees. The corpus stage "
-             f"partitions Alpaca's {split['data']['records']:,} records (data seed {split['settings']['data_seed']}): "
-             f"**{c['train']} train + {c['eval']} eval** records for every finetuning run, **{c['heldout']} held-out** "
-             f"instructions for the generations, and {c['unused']:,} unused records whose responses, one paragraph "
-             f"each, make `pretrain_text.txt` ({split['pretrain']['records']:,} kept; left out: "
-             + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in left.items()) +
-             "). No eval or held-out response is in the pretraining text (tested: report/tests/test_corpus.py).")
+    seen, c = summary["tokens"], split["counts"]
+    values = {"alpaca_records": f"{split['data']['records']:,}", "data_seed": str(split["settings"]["data_seed"]),
+              "n_train": str(c["train"]), "n_eval": str(c["eval"]), "n_heldout": str(c["heldout"]),
+              "n_unused": f"{c['unused']:,}", "pretrain_records": f"{split['pretrain']['records']:,}",
+              "left_out": ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in split["pretrain"]["left_out"].items())}
+    story = ""
     if meta.get("doc_boundary") == "blank_line":
         story += (" Each Alpaca response is a document of its own (end-of-text before it), so the model sees where "
                   "answers end.")
@@ -189,7 +173,7 @@ def corpus_values(f: dict) -> dict[str, str]:
     rows = source_rows(meta, split) + [["**tokens** (this run's tokenizer)", f"train {meta['train']['tokens']:,}",
                                         f"validation {meta['val']['tokens']:,} (last {meta['val_fraction']:.0%} of "
                                         "each file)"]]
-    return {"corpus_story": story, "corpus_table": md_table(["source", "bytes", "records"], rows)}
+    return {**values, "corpus_story": story.strip(), "corpus_table": md_table(["source", "bytes", "records"], rows)}
 
 
 HELLASWAG = {"hellaswag_acc_norm": "acc_norm per token (build-nanogpt)",
@@ -235,13 +219,9 @@ def against_counts(base: dict) -> str:
             f"model, the {best}**")
 
 
-def can_do(final_val: float, vocab: int, figs: list, stats: dict, base: dict) -> str:
-    """What the model can and cannot do, each line decided by a number."""
-    m = base["baselines"]["model"]
-    lines = [f"- Next-token prediction: validation perplexity **{math.exp(final_val):.0f}** (loss {final_val:.3f} "
-             f"nats) where a uniform guess over its {vocab:,} tokens scores {vocab:,}; on every validation token it "
-             f"scores {m['nats_per_token']:.3f} nats ({m['bits_per_byte']:.3f} bits per byte) against the Kneser-Ney "
-             f"count models fitted on the same training tokens: {against_counts(base)}."]
+def can_do(figs: list, stats: dict) -> str:
+    """The lines of what the model can and cannot do that depend on a number: HellaSwag, spelling, repetition."""
+    lines = []
     if figs:
         _, acc, se, n = figs[0]
         lines.append(f"- Commonsense completion (HellaSwag): {acc:.3f} ± {se:.3f} on {n} items is "
@@ -252,27 +232,23 @@ def can_do(final_val: float, vocab: int, figs: list, stats: dict, base: dict) ->
                      "corpus" + (" (it writes real words)" if stats["known"] >= 0.9 else " (it often invents words)")
                      + f"; {stats['distinct_pairs']:.0%} of adjacent word pairs are distinct"
                      + (" (little repetition)." if stats["distinct_pairs"] >= 0.8 else " (it repeats itself)."))
-    lines.append("- Instructions: before finetuning it has never seen the instruction template; section 4 shows its "
-                 "answers beside the finetuned models'.")
     return "\n".join(lines)
 
 
-def pretrain_table(s: dict, rows: list[dict]) -> str:
+def pretrain_figures(s: dict, rows: list[dict]) -> dict[str, str]:
+    """The ``pt_*`` slots of the run's table."""
     tc = s["train_config"]
     optimizer = {"muon": "Muon (blocks' matrices) + AdamW (the rest)"}.get(tc.get("optimizer"), "AdamW")
     recipe = (f"{optimizer}, peak lr {tc.get('lr')} after {tc.get('warmup_steps')} warm-up steps, cosine to "
               f"{tc.get('min_lr_ratio', 0.1):.0%}; {fmt(tc.get('total_batch_size'))} tokens a step")
-    items = [("parameters", fmt(s.get("params"))), ("optimizer and schedule", recipe), ("steps", fmt(s.get("steps"))),
-             ("tokens seen", fmt(s.get("tokens"))), ("tokens per second (steady state)", fmt(s.get("tokens_per_s"), 0)),
-             ("train time s", fmt(s.get("train_time_s"), 1)), ("wall time s", fmt(s.get("wall_time_s"), 1)),
-             ("first train loss", fmt(next((r["loss"] for r in rows if "loss" in r), None))),
-             ("final train loss", fmt(s.get("final_train_loss"))),
-             ("final validation loss", fmt(s.get("final_val_loss"))), ("device", fmt(s.get("device"))),
-             ("processes", fmt(s.get("world_size")))]
-    return md_table(["measure", "value"], [[k, v] for k, v in items])
+    keys = ("params", "steps", "tokens", "tokens_per_s", "train_time_s", "wall_time_s", "final_train_loss",
+            "final_val_loss", "device", "world_size")
+    decimals = {"tokens_per_s": 0, "train_time_s": 1, "wall_time_s": 1}   # 4 for the losses
+    return {"pt_recipe": recipe, "pt_first_loss": fmt(next((r["loss"] for r in rows if "loss" in r), None)),
+            **{f"pt_{k}": fmt(s.get(k), decimals.get(k, 4)) for k in keys}}
 
 
-def baseline_table(base: dict, vocab: int, cmds: dict) -> str:
+def baseline_table(base: dict, vocab: int) -> str:
     """The model beside what counting gives on the same val tokens (orders 1-5), in nats per token and bits per byte."""
     per_byte = base["val_tokens"] / base["val_bytes"] / math.log(2)  # nats per token -> bits per byte
     best, _ = best_count_model(base)
@@ -283,11 +259,7 @@ def baseline_table(base: dict, vocab: int, cmds: dict) -> str:
     named.append(("**this GPT** (exported, scored by transformers)", b["model"]))
     rows = [[name, f"{v['nats_per_token']:.3f}", f"{v['bits_per_byte']:.3f}",
              f"{v['nats_per_token'] - b[best]['nats_per_token']:+.3f}"] for name, v in named]
-    return (md_table(["model", "val nats / token", "val bits / byte", f"vs the {best} (nats)"], rows)
-            + f"\n\nEvery one of the {base['val_tokens']:,} validation tokens ({base['val_bytes']:,} bytes of text) "
-            f"scored once; the counts are fitted on the {base['train_tokens']:,} training tokens of the same shards "
-            f"(orders 2 and up: interpolated Kneser-Ney, discount {base['discount']}), by "
-            f"{cmd_note(cmds, 'baselines')}.")
+    return md_table(["model", "val nats / token", "val bits / byte", f"vs the {best} (nats)"], rows)
 
 
 def pretrain_values(f: dict, cmds: dict) -> dict[str, str]:
@@ -303,12 +275,16 @@ def pretrain_values(f: dict, cmds: dict) -> dict[str, str]:
         "pretrain_cmd": cmd_note(cmds, "pretrain"), "data_cmd": cmd_note(cmds, "data"),
         "tokenizer_cmd": cmd_note(cmds, "tokenizer") if tok else "GPT-2's (tiktoken)",
         "tok_vocab": fmt((tok or meta)["vocab_size"]), "tok_bpt": fmt((tok or {}).get("bytes_per_token"), 2),
-        "pretrain_table": pretrain_table(s, rows),
+        **pretrain_figures(s, rows),
         "hellaswag_line": ("; ".join(f"{name} **{acc:.4f} ± {se:.4f}** ({(acc - 0.25) / se:+.1f} standard errors "
                                      f"from chance)" for name, acc, se, _ in figs) + f", on {figs[0][3]} examples."
                            if figs else "not measured in this run."),
-        "can_do": can_do(s["final_val_loss"], meta["vocab_size"], figs, sample_stats(last, meta), f["baselines"]),
-        "baseline_table": baseline_table(f["baselines"], meta["vocab_size"], cmds),
+        "can_do": can_do(figs, sample_stats(last, meta)), "against_counts": against_counts(f["baselines"]),
+        "ppl": f"{math.exp(s['final_val_loss']):.0f}", "final_val": f"{s['final_val_loss']:.3f}",
+        **{f"model_{k}": f"{v:.3f}" for k, v in f["baselines"]["baselines"]["model"].items()},
+        "baseline_table": baseline_table(f["baselines"], meta["vocab_size"]),
+        "baselines_cmd": cmd_note(cmds, "baselines"),
+        **{k: f"{f['baselines'][k]:,}" for k in ("val_tokens", "val_bytes", "train_tokens", "discount")},
         "samples": "\n\n".join(f"```text\n{x.strip()[:600]}\n```" for x in last) or "(no samples logged)",
     }
 
@@ -317,10 +293,9 @@ def pretrain_values(f: dict, cmds: dict) -> dict[str, str]:
 
 @dataclass
 class Run:
-    """One finetuning run folder: its label, LoRA rank (0 = full), seed, log rows, summary and config."""
+    """One finetuning run folder: its label, LoRA rank (0 = full), log rows, summary and config."""
     label: str
     rank: int
-    seed: int
     rows: list[dict]
     summary: dict
     config: dict
@@ -337,14 +312,10 @@ def load_sweep(run: Path) -> dict[str, Run]:
     for s, c, d in sorted(raw, key=lambda t: (t[1]["seed"] != main_seed, t[0]["lora_dim"], t[1]["seed"])):
         label = "full finetuning" if s["lora_dim"] == 0 else f"LoRA r={s['lora_dim']}"
         label += "" if c["seed"] == main_seed else f", seed {c['seed']}"
-        runs.append(Run(label, s["lora_dim"], c["seed"], read_jsonl(d / "log.jsonl", "sweep", "eval_loss"), s, c))
-    if not any(r.rank == 0 for r in runs):
-        raise ReportInputError("the sweep has no full-finetuning run (rank 0)")
+        runs.append(Run(label, s["lora_dim"], read_jsonl(d / "log.jsonl", "sweep", "eval_loss"), s, c))
+    if "full finetuning" not in (r.label for r in runs):
+        raise ReportInputError(f"{run / 'sweep'} holds no full-finetuning run (rank 0, the sweep's seed)")
     return {r.label: r for r in runs}
-
-
-def full_run(sweep: dict[str, Run]) -> Run:
-    return next(r for r in sweep.values() if r.rank == 0)
 
 
 PROTOCOL = ("max_examples", "eval_ratio", "data_seed", "epochs", "lr", "lr_warmup_ratio", "batch_size",
@@ -352,26 +323,19 @@ PROTOCOL = ("max_examples", "eval_ratio", "data_seed", "epochs", "lr", "lr_warmu
 SUMMED = ("train_examples", "eval_examples", "steps", "steps_per_epoch", "epochs")
 
 
-def protocol_story(sweep: dict[str, Run]) -> str:
-    """The settings every run shares, and whether they really are the same in all runs."""
+def protocol_values(sweep: dict[str, Run]) -> dict[str, str]:
+    """The ``ft_*`` slots: the settings every run shares, and whether they really are the same in all runs."""
     def settings(r: Run) -> list:
         return [r.config[k] for k in PROTOCOL] + [r.summary[k] for k in SUMMED] + fd.series(r.rows, "eval_loss")[0]
 
     first = next(iter(sweep.values()))
-    p = {**{k: first.config[k] for k in PROTOCOL}, **{k: first.summary[k] for k in SUMMED}}
-    same = all(settings(r) == settings(first) for r in sweep.values())
     steps = fd.series(first.rows, "eval_loss")[0]
-    return (f"The homework's protocol at CPU scale. All {len(sweep)} runs train on the same **{p['train_examples']} "
-            f"records** and evaluate on the same **{p['eval_examples']}** (Alpaca subset of {p['max_examples']}, eval "
-            f"ratio {p['eval_ratio']}, data seed {p['data_seed']}) for **{p['epochs']:g} whole epochs** "
-            f"({p['steps_per_epoch']} steps of {p['batch_size']} × {p['gradient_accumulation_steps']} "
-            f"examples per epoch, {p['steps']} steps), AdamW at peak lr {p['lr']} with {p['lr_warmup_ratio']:.0%} "
-            f"linear warm-up then cosine decay to 0, weight decay {p['weight_decay']}, examples cut at "
-            f"{p['max_length']} tokens{' (batches grouped by length)' if p['group_by_length'] else ''}, "
-            f"`{p['template']}` template, LoRA alpha {p['lora_alpha']} (scaling = alpha / rank); eval loss on the "
-            f"whole eval split at step 0 and every {steps[1] - steps[0] if len(steps) > 1 else '–'} steps "
-            f"({len(steps)} evaluations). Settings and evaluation steps identical in every run (checked from each "
-            f"run's config.json, summary.json and log.jsonl): **{'yes' if same else 'NO'}**.")
+    p = {**{k: first.config[k] for k in PROTOCOL}, **{k: first.summary[k] for k in SUMMED}}
+    p.update(epochs=f"{p['epochs']:g}", lr_warmup_ratio=f"{p['lr_warmup_ratio']:.0%}", n_runs=len(sweep),
+             group_by_length=" (batches grouped by length)" if p["group_by_length"] else "",
+             eval_every=steps[1] - steps[0] if len(steps) > 1 else "–", n_evals=len(steps),
+             same="yes" if all(settings(r) == settings(first) for r in sweep.values()) else "NO")
+    return {f"ft_{k}": str(v) for k, v in p.items()}
 
 
 def sweep_table(sweep: dict[str, Run]) -> str:
@@ -457,23 +421,21 @@ def finetune_values(sweep: dict[str, Run], gens: dict, cmds: dict) -> tuple[dict
     for r in sweep.values():   # rank -> its LoRA run with the sweep's seed (listed first)
         if r.rank > 0:
             lora.setdefault(r.rank, r)
-    v_full = fd.full_overfits_verdict(full_run(sweep).rows)
+    v_full = fd.full_overfits_verdict(sweep["full finetuning"].rows)
     v_lora = fd.lora_follows_verdict({r.label: r.rows for r in lora.values()})
     pair = next((r for r in sweep.values() if r.rank and lora[r.rank] is not r), None)   # a second-seed run
     final = {rank: fd.eval_shape(r.rows)["final_eval"] for rank, r in lora.items()}
     v_alike = pair and fd.ranks_alike_verdict(final, (final[pair.rank], fd.eval_shape(pair.rows)["final_eval"]))
-    lengths, unit = response_lengths(gens)
-    names = list(lengths)
-    lora_name = next(n for n in names if "lora" in n.lower())
-    full_name = next(n for n in names if "full" in n.lower())
-    base = next(n for n in names if n not in (lora_name, full_name))
+    lengths, unit = response_lengths(gens)   # the models by what each is, from their names in generations.json
+    lora_name, full_name = (next(n for n in lengths if what in n.lower()) for what in ("lora", "full"))
+    base = next(n for n in lengths if n not in (lora_name, full_name))
     v_long = fd.lora_longer_verdict(lengths, lora=lora_name, full=full_name, base=base, ended=ended_answers(gens))
     verdicts = {"full_overfits": v_full, "lora_follows": v_lora, "ranks_alike": v_alike, "lora_longer": v_long,
                 "length_unit": unit}
     text = "\n".join([full_finding(v_full), lora_finding(v_lora), alike_finding(v_alike, pair and pair.rank),
                       longer_finding(v_long, unit)])
-    return {"protocol_story": protocol_story(sweep), "sweep_cmd": cmd_note(cmds, "sweep"),
-            "sweep_table": sweep_table(sweep), "findings": text}, verdicts
+    return {**protocol_values(sweep), "sweep_cmd": cmd_note(cmds, "sweep"), "sweep_table": sweep_table(sweep),
+            "findings": text}, verdicts
 
 
 # -- 4. generations ---------------------------------------------------------------------------------------------------
@@ -494,8 +456,7 @@ def generation_values(gens: dict, cmds: dict) -> dict[str, str]:
             "length_line": "; ".join(f"{name} {m:.1f} ± {se:.1f}" for name, (m, se) in
                                      ((n, fd.mean_se(v)) for n, v in lengths.items())),
             "generations": "\n".join(shown),
-            "gen_settings": (f"{how}; at most {c.get('max_new_tokens')} new tokens per answer; an answer ends at the "
-                             f"model's end-of-text token; the prompt is the `{c.get('template')}` template (as in "
-                             "finetuning)"),
+            "gen_settings": f"{how}; at most {c.get('max_new_tokens')} new tokens per answer",
+            "gen_template": str(c.get("template")),
             "ended_line": "; ".join(f"{name} {sum(v)}/{len(v)}" for name, v in ended.items()) if ended
             else "not recorded"}

@@ -18,7 +18,8 @@ if [ "$(cat "$oldvenv/.llmhw-spec" 2>/dev/null)" != "$oldest" ]; then
         echo "[setup] $oldvenv exists but was not built here; not touching it (set LLMHW_OLDEST_VENV elsewhere)"
     else
         echo "[setup] building $oldvenv with $oldest (the oldest transformers requirements.txt allows)"
-        rm -rf "$oldvenv" && "${PYTHON:-python3}" -m venv "$oldvenv" && "$oldvenv/bin/python" -m pip install -q "$oldest" \
+        rm -rf "$oldvenv" && "${PYTHON:-python3}" -m venv "$oldvenv" \
+            && "$oldvenv/bin/python" -m pip install -q "$oldest" \
             && echo "$oldest" > "$oldvenv/.llmhw-spec" || echo "[setup] could not build $oldvenv"
     fi
 fi
@@ -29,7 +30,8 @@ for suite in tests bpe/tests pretrain/tests finetune/tests report/tests; do
     [ -d "$suite" ] || continue
     echo "===== $suite"
     log="$(mktemp)"
-    python -m pytest "$suite" -q -p no:cacheprovider --import-mode=importlib --rootdir "$suite" -n "$workers" "$@" 2>&1 | tee "$log"
+    python -m pytest "$suite" -q -p no:cacheprovider --import-mode=importlib --rootdir "$suite" -n "$workers" "$@" \
+        2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     p=$(tail -n 3 "$log" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
     f=$(tail -n 3 "$log" | grep -oE '[0-9]+ (failed|error)' | grep -oE '[0-9]+' | paste -sd+ | bc 2>/dev/null || echo 0)

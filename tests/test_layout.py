@@ -16,7 +16,7 @@ FOLDERS = ["bpe", "pretrain", "finetune", "report"]
 # Helpers several folders need: one canonical file, copied identically (folders share no code).
 SHARED_COPIES = {
     "fileio.py": ["bpe", "pretrain", "finetune", "report"],
-    "gpt2files.py": ["bpe", "pretrain", "report"],
+    "gpt2files.py": ["bpe", "pretrain"],
     "ddp.py": ["pretrain", "finetune"],
     "flags.py": ["pretrain", "finetune"],
     "runlog.py": ["pretrain", "finetune"],
@@ -86,15 +86,15 @@ def test_shared_helper_copies_identical(name):
     assert "identical copy" in next(iter(texts.values()))[:600], f"{name} must say in its docstring that it is copied"
 
 
-def load_datadir(folder="bpe"):
+def load_fileio(folder="bpe"):
     spec = importlib.util.spec_from_file_location(f"fileio_{folder}", ROOT / folder / "fileio.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def test_datadir_lookup_order(tmp_path, monkeypatch):
-    dd = load_datadir()
+def test_data_file_lookup_order(tmp_path, monkeypatch):
+    dd = load_fileio()
     flag_dir, env_dir, cache = tmp_path / "flag", tmp_path / "env", tmp_path / "cache"
     for d in (flag_dir, env_dir, cache):
         (d / "bpe").mkdir(parents=True)
@@ -107,8 +107,8 @@ def test_datadir_lookup_order(tmp_path, monkeypatch):
     assert dd.find("bpe/manual.txt").read_text() == "cache"
 
 
-def test_datadir_offline_error_names_file_folder_and_setting(tmp_path, monkeypatch):
-    dd = load_datadir()
+def test_data_file_offline_error_names_file_folder_and_setting(tmp_path, monkeypatch):
+    dd = load_fileio()
     monkeypatch.setenv("LLMHW_DATA_DIR", str(tmp_path / "nowhere"))
     monkeypatch.setenv("LLMHW_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("LLMHW_OFFLINE", "1")
@@ -119,8 +119,8 @@ def test_datadir_offline_error_names_file_folder_and_setting(tmp_path, monkeypat
     assert "\n" not in msg
 
 
-def test_datadir_failed_download_leaves_nothing(tmp_path, monkeypatch):
-    dd = load_datadir()
+def test_data_file_failed_download_leaves_nothing(tmp_path, monkeypatch):
+    dd = load_fileio()
     monkeypatch.delenv("LLMHW_DATA_DIR", raising=False)
     monkeypatch.delenv("LLMHW_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -133,7 +133,7 @@ def test_datadir_failed_download_leaves_nothing(tmp_path, monkeypatch):
 
 def test_ci_data_directory_is_set_and_complete():
     # CI must see the offline data; a missing file fails loudly here rather than skipping elsewhere.
-    dd = load_datadir()
+    dd = load_fileio()
     d = dd.data_dir()
     assert d is not None, "LLMHW_DATA_DIR is not set (tests/run.sh sets it from ../shared/data)"
     for name in ["gpt2/encoder.json", "gpt2/vocab.bpe", "tinyshakespeare.txt", "alpaca/alpaca_data.json.xz",

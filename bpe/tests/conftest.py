@@ -11,7 +11,7 @@ settings.load_profile("deterministic")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import datadir  # noqa: E402
+import fileio  # noqa: E402
 from gpt2files import gpt2_encoding  # noqa: E402
 from tokenizer import Tokenizer  # noqa: E402
 
@@ -19,7 +19,7 @@ from tokenizer import Tokenizer  # noqa: E402
 @pytest.fixture(scope="session")
 def gpt2_tok():
     """Our Tokenizer loaded from OpenAI's GPT-2 files in the data directory (fails if they are missing)."""
-    return Tokenizer.from_gpt2_files(datadir.find("gpt2/encoder.json"), datadir.find("gpt2/vocab.bpe"))
+    return Tokenizer.from_gpt2_files(fileio.find("gpt2/encoder.json"), fileio.find("gpt2/vocab.bpe"))
 
 
 @pytest.fixture(scope="session")
@@ -30,13 +30,31 @@ def tiktoken_gpt2():
 
 @pytest.fixture(scope="session")
 def manual_text():
-    return datadir.find("bpe/manual.txt").read_text(encoding="utf-8")
+    return fileio.find("bpe/manual.txt").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")
 def small_trained():
     """One small trained tokenizer per pattern, with two special tokens (shared by the export tests)."""
-    text = datadir.find("bpe/manual.txt").read_text(encoding="utf-8")[:40000] + \
-        datadir.find("tinyshakespeare.txt").read_text(encoding="utf-8")[:40000]
+    text = fileio.find("bpe/manual.txt").read_text(encoding="utf-8")[:40000] + \
+        fileio.find("tinyshakespeare.txt").read_text(encoding="utf-8")[:40000]
     return {p: Tokenizer(p).train(text, 700, special_tokens=["<|endoftext|>", "<|pad|>"])
             for p in ("none", "gpt2", "gpt4")}
+
+
+@pytest.fixture
+def user_error(capsys):
+    """``user_error(argv, words)``: train.py refuses ``argv`` as a user error: exit status 2 and one line on stderr
+    naming ``words`` (the last line: progress bars come first where the refusal follows training). Returns stderr."""
+    import train
+
+    def check(argv, words=""):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            train.main(argv)
+        err = capsys.readouterr().err
+        line = err.rstrip("\n").split("\n")[-1]
+        assert e.value.code == 2 and line.startswith("error: ") and words in line, (e.value.code, err)
+        assert err.count("error: ") == 1, err
+        return err
+    return check

@@ -3,8 +3,11 @@
 Each case starts from a finished run's folder and asserts that the earlier set survives byte for byte (never files
 of two tokenizers side by side), no temp file or folder is left, and the next start gives one line.
 """
+import contextlib
 import errno
+import itertools
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,8 +15,6 @@ import pytest
 import fileio
 import train
 from tokenizer import Tokenizer
-
-N_FILE_WRITES = len(train.outputs.FILES) + 1  # each file and the kind marker: temp file + os.replace
 
 
 class Killed(BaseException):
@@ -33,12 +34,13 @@ def run(corpus, out, *extra):
 
 
 def snapshot(folder: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """Every entry of the folder and its bytes (not the one-writer lock, which names the process holding it)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != fileio.LOCK}
 
 
 def leftovers(folder: Path) -> list:
     return [p.name for p in folder.parent.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp")] + \
-        [p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != fileio.MARKER]
+        [p.name for p in folder.iterdir() if p.name.startswith(".") and p.name not in (fileio.MARKER, fileio.LOCK)]
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def earlier(corpus, tmp_path):
 
 
 def fail_at(monkeypatch, k: int, error: BaseException):
-    """Make the k-th os.replace (1-based) raise ``error``; the others work."""
+    """Make the k-th rename (os.replace, 1-based) raise ``error``; the others work."""
     real, calls = os.replace, []
 
     def replace(src, dst):
@@ -61,53 +63,32 @@ def fail_at(monkeypatch, k: int, error: BaseException):
     return calls
 
 
-@pytest.mark.parametrize("k", range(1, N_FILE_WRITES + 1))
-def test_kill_at_each_file_write_keeps_the_earlier_set(monkeypatch, corpus, earlier, k):
+def test_a_kill_at_any_rename_keeps_the_earlier_set(monkeypatch, corpus, earlier, user_error):
+    # a kill at each rename of the run: each file of the set written aside, then the swap's renames (the old set
+    # moved aside, the new one moved in). The earlier set survives byte for byte, or, if the kill fell between the
+    # swap's renames, the next start puts it back; that start is one line, and no temp file is left.
     out, before = earlier
-    fail_at(monkeypatch, k, Killed())
-    with pytest.raises(Killed):
-        run(corpus, out, "--vocab_size", "280", "--overwrite")
-    monkeypatch.undo()
-    assert snapshot(out) == before and not leftovers(out)
-    with pytest.raises(SystemExit, match="earlier run's bpe-tokenizer output.*--overwrite"):  # the next start: one line
-        run(corpus, out)
+    for k in itertools.count(1):
+        calls = fail_at(monkeypatch, k, Killed())
+        with contextlib.suppress(Killed):
+            run(corpus, out, "--vocab_size", "280", "--overwrite")
+        monkeypatch.undo()
+        if len(calls) < k:  # no k-th rename: the run went through
+            break
+        assert not out.exists() or snapshot(out) == before, k
+        user_error(["--input", str(corpus), "--vocab_size", "300", "--out_dir", str(out)],
+                   "earlier run's bpe-tokenizer output")
+        assert snapshot(out) == before and not leftovers(out), k
+    assert k > len(train.FILES) + 2  # every file and both renames of the swap were hit
+    assert Tokenizer.load(out / "tokenizer.model").vocab_size == 280
 
 
-def test_kill_at_the_swap_keeps_the_earlier_set(monkeypatch, corpus, earlier):
-    out, before = earlier
-
-    def exchange(a, b):
-        raise Killed()
-    monkeypatch.setattr(fileio, "_exchange", exchange)
-    with pytest.raises(Killed):
-        run(corpus, out, "--vocab_size", "280", "--overwrite")
-    monkeypatch.undo()
-    assert snapshot(out) == before and not leftovers(out)
-
-
-def test_kill_between_the_two_renames_is_recovered(monkeypatch, corpus, earlier):
-    # where renameat2 is missing the swap is two renames; a kill between them leaves the old set aside, and the
-    # next start puts it back before anything else
-    out, before = earlier
-    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
-    fail_at(monkeypatch, N_FILE_WRITES + 2, Killed())  # 1: old set moved aside; 2: new set moved in
-    with pytest.raises(Killed):
-        run(corpus, out, "--vocab_size", "280", "--overwrite")
-    monkeypatch.undo()
-    assert not out.exists()
-    with pytest.raises(SystemExit, match="--overwrite"):
-        run(corpus, out)
-    assert snapshot(out) == before
-
-
-@pytest.mark.parametrize("k", [1, N_FILE_WRITES])
-def test_disk_full_is_one_line_and_removes_temp_files(monkeypatch, corpus, earlier, k):
+@pytest.mark.parametrize("k", [1, len(train.FILES)])
+def test_disk_full_is_one_line_and_removes_temp_files(monkeypatch, corpus, earlier, k, user_error):
     out, before = earlier
     fail_at(monkeypatch, k, OSError(errno.ENOSPC, "No space left on device"))
-    with pytest.raises(SystemExit) as e:
-        run(corpus, out, "--vocab_size", "280", "--overwrite")
+    user_error(["--input", str(corpus), "--vocab_size", "280", "--out_dir", str(out), "--overwrite"], "no space left")
     monkeypatch.undo()
-    assert "no space left" in str(e.value) and "\n" not in str(e.value)
     assert snapshot(out) == before and not leftovers(out)
 
 
@@ -120,74 +101,74 @@ def test_overwrite_replaces_the_whole_set(corpus, earlier):
 
 
 @pytest.mark.parametrize("damage", [b"", b'{"format": "llmhw-bpe", "vers', b"\x80\x81 binary", b'{"format": "other"}'])
-def test_corrupt_or_foreign_model_file(corpus, earlier, damage):
+def test_corrupt_or_foreign_model_file(corpus, earlier, damage, user_error):
     out, _ = earlier
     (out / "tokenizer.model").write_bytes(damage)
     with pytest.raises(ValueError) as e:
         Tokenizer.load(out / "tokenizer.model")
     assert str(out / "tokenizer.model") in str(e.value) and "\n" not in str(e.value)
-    with pytest.raises(SystemExit, match="--overwrite"):  # the next start refuses in one line ...
-        run(corpus, out)
+    # the next start refuses in one line ...
+    user_error(["--input", str(corpus), "--out_dir", str(out)], "--overwrite")
     run(corpus, out, "--overwrite")  # ... and replaces the damaged set when told
     Tokenizer.load(out / "tokenizer.model")
 
 
-def one_line_exit(argv, words):
-    with pytest.raises(SystemExit) as e:
-        train.main(argv)
-    msg = str(e.value)
-    assert words in msg and "\n" not in msg.strip(), msg
-    return msg
+def test_bad_outputs_refused_before_training(corpus, tmp_path, user_error):
+    def refused(out, words, *flags):
+        assert "bpe merges" not in user_error(["--input", str(corpus), "--out_dir", str(out), *flags], words)
 
-
-def test_bad_outputs_refused_before_training(corpus, tmp_path, capsys):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    one_line_exit(["--input", str(corpus), "--out_dir", str(a_file)], "is a file")
-    one_line_exit(["--input", str(corpus), "--out_dir", str(corpus.parent)], "holds (or is inside) the input")
+    refused(a_file, "is a file")
+    refused(corpus.parent, "holds (or is inside) the input")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.md").write_text("mine")
-    one_line_exit(["--input", str(corpus), "--out_dir", str(foreign), "--overwrite"], "not a bpe-tokenizer's output")
+    refused(foreign, "not a bpe-tokenizer's output", "--overwrite")
     assert (foreign / "notes.md").read_text() == "mine"
+    unmarked = tmp_path / "unmarked"  # a tokenizer set's names without the marker (a copy, say): never ours
+    unmarked.mkdir()
+    for name in train.FILES.values():
+        (unmarked / name).write_text("mine")
+    refused(unmarked, "not a bpe-tokenizer's output", "--overwrite")
+    assert sorted(p.name for p in unmarked.iterdir()) == sorted(train.FILES.values())
+    assert all((unmarked / name).read_text() == "mine" for name in train.FILES.values())
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        one_line_exit(["--input", str(corpus), "--out_dir", str(locked / "out")], "cannot write")
-    assert "bpe merges" not in capsys.readouterr().err  # all refused before training
+        refused(locked / "out", "cannot write")
 
 
-def test_bad_inputs_are_one_line_naming_them(tmp_path):
+def test_bad_inputs_are_one_line_naming_them(tmp_path, user_error):
     out = str(tmp_path / "out")
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
-    one_line_exit(["--input", str(empty), "--out_dir", out], f"{empty} is empty")
+    user_error(["--input", str(empty), "--out_dir", out], f"{empty} is empty")
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("café".encode("latin-1"))
-    one_line_exit(["--input", str(latin1), "--out_dir", out], f"{latin1} is not UTF-8 text (byte 3")
-    one_line_exit(["--input", str(tmp_path), "--out_dir", out], "is a folder")
-    one_line_exit(["--input", "no/such.txt", "--out_dir", out], "no/such.txt")
-    one_line_exit(["--input", str(latin1), "--chinese", str(empty), "--out_dir", out], "is not UTF-8")
-    for argv in (["--vocab_size", "255"], ["--vocab_size", str(1 << 25)], ["--special", "<s>", "<s>"],
-                 ["--special", " "], ["--model_max_length", "0"]):
-        with pytest.raises(SystemExit):
-            train.main(argv + ["--out_dir", out])
+    user_error(["--input", str(latin1), "--out_dir", out], f"{latin1} is not UTF-8 text (byte 3")
+    user_error(["--input", str(tmp_path), "--out_dir", out], "is a folder")
+    user_error(["--input", "no/such.txt", "--out_dir", out], "no/such.txt")
+    user_error(["--input", str(latin1), "--chinese", str(empty), "--out_dir", out], "is not UTF-8")
+    for argv, words in ((["--vocab_size", "255"], "--vocab_size"), (["--vocab_size", str(1 << 25)], "--vocab_size"),
+                        (["--special", "<s>", "<s>"], "--special"), (["--special", " "], "--special"),
+                        (["--model_max_length", "0"], "--model_max_length")):
+        user_error(argv + ["--out_dir", out], words)
     assert not Path(out).exists()
 
 
-def test_missing_gpt2_files_are_one_line_before_training(corpus, tmp_path, monkeypatch, capsys):
+def test_missing_gpt2_files_are_one_line_before_training(corpus, tmp_path, monkeypatch, user_error):
     monkeypatch.setenv("LLMHW_DATA_DIR", str(tmp_path / "empty_data"))
     monkeypatch.setenv("LLMHW_OFFLINE", "1")
-    one_line_exit(["--input", str(corpus), "--english", str(corpus), "--chinese", str(corpus),
-                   "--out_dir", str(tmp_path / "out")], "not found")
-    assert "bpe merges" not in capsys.readouterr().err and not (tmp_path / "out").exists()
+    err = user_error(["--input", str(corpus), "--english", str(corpus), "--chinese", str(corpus),
+                      "--out_dir", str(tmp_path / "out")], "not found")
+    assert "bpe merges" not in err and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("which", ["encoder.json", "vocab.bpe"])
 @pytest.mark.parametrize("damage", [b"", b"\xff\xfe\x00 binary", b'{"a": 1', b"[1, 2]"])
 def test_corrupt_gpt2_files_are_one_line_naming_them(tmp_path, which, damage):
-    import datadir
-    files = {"encoder.json": datadir.find("gpt2/encoder.json"), "vocab.bpe": datadir.find("gpt2/vocab.bpe")}
+    files = {"encoder.json": fileio.find("gpt2/encoder.json"), "vocab.bpe": fileio.find("gpt2/vocab.bpe")}
     files[which] = tmp_path / which
     files[which].write_bytes(damage)
     with pytest.raises(ValueError) as e:
@@ -195,7 +176,7 @@ def test_corrupt_gpt2_files_are_one_line_naming_them(tmp_path, which, damage):
     assert str(files[which]) in str(e.value) and "\n" not in str(e.value)
 
 
-def test_unreadable_input_is_one_line(corpus, tmp_path, monkeypatch):
+def test_unreadable_input_is_one_line(corpus, tmp_path, monkeypatch, user_error):
     real = Path.read_bytes
 
     def read_bytes(self):
@@ -203,7 +184,7 @@ def test_unreadable_input_is_one_line(corpus, tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(self))
         return real(self)
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
-    one_line_exit(["--input", str(corpus), "--out_dir", str(tmp_path / "out")], f"{corpus}: cannot read it")
+    user_error(["--input", str(corpus), "--out_dir", str(tmp_path / "out")], f"{corpus}: cannot read it")
 
 
 def model_dict(tmp_path):
@@ -246,8 +227,7 @@ def test_inconsistent_model_files_are_one_line(tmp_path, name):
 
 
 def test_gpt2_model_saved_and_loaded_passes_the_consistency_check(tmp_path):
-    import datadir
-    gpt2 = Tokenizer.from_gpt2_files(datadir.find("gpt2/encoder.json"), datadir.find("gpt2/vocab.bpe"))
+    gpt2 = Tokenizer.from_gpt2_files(fileio.find("gpt2/encoder.json"), fileio.find("gpt2/vocab.bpe"))
     gpt2.save(tmp_path / "gpt2.model")
     assert Tokenizer.load(tmp_path / "gpt2.model").merges == gpt2.merges
 
@@ -255,53 +235,54 @@ def test_gpt2_model_saved_and_loaded_passes_the_consistency_check(tmp_path):
 @pytest.mark.parametrize("damage", [b"", b"\xff\xfe binary", b'{"a": 1', b"[1, 2]", b'{"!": 0}'])
 def test_a_data_sets_corrupt_encoder_json_is_one_line(tmp_path, damage):
     # a data set's tokenizer/ folder holds encoder.json + vocab.bpe; gpt2_encoding is what reads them
-    import datadir
     from gpt2files import gpt2_encoding
     tok = tmp_path / "data" / "tokenizer"
     tok.mkdir(parents=True)
     (tok / "encoder.json").write_bytes(damage)
-    (tok / "vocab.bpe").write_bytes(datadir.find("gpt2/vocab.bpe").read_bytes())
+    (tok / "vocab.bpe").write_bytes(fileio.find("gpt2/vocab.bpe").read_bytes())
     with pytest.raises(ValueError) as e:
         gpt2_encoding(files={"encoder.json": tok / "encoder.json", "vocab.bpe": tok / "vocab.bpe"})
     msg = str(e.value)
     assert msg.startswith(f"{tok / 'encoder.json'} + {tok / 'vocab.bpe'}: not GPT-2's") and "\n" not in msg, msg
 
 
-def test_out_dir_that_is_a_symlink_loop_is_one_line(corpus, tmp_path):
+def test_out_dir_that_is_a_symlink_loop_is_one_line(corpus, tmp_path, user_error):
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
     for out in (tmp_path / "a", tmp_path / "a" / "out"):
-        one_line_exit(["--input", str(corpus), "--out_dir", str(out)], "a symlink loop?")
+        user_error(["--input", str(corpus), "--out_dir", str(out)], "a symlink loop?")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "in"]
 
 
-def test_another_kind_of_output_is_refused_even_with_overwrite(corpus, tmp_path):
+def test_another_kind_of_output_is_refused_even_with_overwrite(corpus, tmp_path, user_error):
     data = tmp_path / "data"
     data.mkdir()
     (data / "summary.json").write_text("{}")  # a name a tokenizer set has too: the marker tells them apart
-    fileio.write_marker(data, "pretrain-dataset")
-    one_line_exit(["--input", str(corpus), "--out_dir", str(data), "--overwrite"], "holds a pretrain-dataset")
+    (data / fileio.MARKER).write_text('{"kind": "pretrain-dataset"}')
+    user_error(["--input", str(corpus), "--out_dir", str(data), "--overwrite"], "holds a pretrain-dataset")
     assert (data / "summary.json").read_text() == "{}"
 
 
-def test_a_refused_run_leaves_no_folder(corpus, tmp_path):
+def test_a_refused_run_leaves_no_folder(corpus, tmp_path, user_error):
     out = tmp_path / "new" / "deeper" / "out"
-    one_line_exit(["--input", str(corpus), "--out_dir", str(out), "--vocab_size", "300",
+    user_error(["--input", str(corpus), "--out_dir", str(out), "--vocab_size", "300",
                    "--chinese", str(tmp_path / "missing.txt")], "missing.txt")
     assert not (tmp_path / "new").exists()
 
 
 def test_leftovers_of_a_killed_run_are_removed_by_the_next_start(monkeypatch, corpus, earlier):
     out, before = earlier
-    monkeypatch.setattr(fileio.shutil, "rmtree", lambda *a, **k: None)  # a real kill cleans nothing up
-    monkeypatch.setattr(fileio.os, "unlink", lambda *a, **k: None)
+    entries = set(out.parent.iterdir())
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)  # a real kill cleans nothing up
+    monkeypatch.setattr(os, "unlink", lambda *a, **k: None)
     fail_at(monkeypatch, 3, Killed())
     with pytest.raises(Killed):
         run(corpus, out, "--vocab_size", "280", "--overwrite")
     monkeypatch.undo()
-    left = [p for p in out.parent.iterdir() if fileio.OURS.match(p.name)]
-    assert left and snapshot(out) == before  # the killed run's temp folder (and its temp file inside)
+    left = set(out.parent.iterdir()) - entries
+    assert left and snapshot(out) == before  # the killed run's temp folder (and its temp files inside)
     (out.parent / ".out.notes.tmp").write_text("not ours")
     run(corpus, out, "--vocab_size", "280", "--overwrite")
     assert not any(p.exists() for p in left) and (out.parent / ".out.notes.tmp").exists()
-    assert not [p for p in out.iterdir() if fileio.OURS.match(p.name)]
+    assert set(out.parent.iterdir()) == entries | {out.parent / ".out.notes.tmp"}
+    assert sorted(p.name for p in out.iterdir()) == sorted([*train.FILES.values(), fileio.MARKER])

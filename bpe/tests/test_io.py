@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import fileio
 import train
 from tokenizer import FORMAT_VERSION, Tokenizer
 
@@ -65,7 +66,7 @@ def test_train_cli_writes_all_outputs(tmp_path, manual_text):
     out = tmp_path / "out"
     summary = train.main(["--input", str(corpus), "--vocab_size", "400", "--special", "<|endoftext|>",
                           "--out_dir", str(out)])
-    assert sorted(p.name for p in out.iterdir()) == sorted([*train.outputs.FILES.values(), ".llmhw-output"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*train.FILES.values(), fileio.MARKER])
     s = json.loads((out / "summary.json").read_text())
     assert s == json.loads(json.dumps(summary))
     for key in ["vocab_size", "pattern", "train_seconds", "corpus_bytes", "n_tokens", "bytes_per_token",
@@ -84,23 +85,20 @@ def test_train_cli_writes_all_outputs(tmp_path, manual_text):
     assert "round trip" in log and "OK" in log and "gpt2" in log
 
 
-def test_train_cli_bad_input_is_one_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="no/such/file.txt"):
-        train.main(["--input", "no/such/file.txt", "--out_dir", str(tmp_path)])
-    with pytest.raises(SystemExit):
-        train.main(["--vocab_size", "100", "--out_dir", str(tmp_path)])
+def test_train_cli_bad_input_is_one_clear_error(tmp_path, user_error):
+    user_error(["--input", "no/such/file.txt", "--out_dir", str(tmp_path)], "no/such/file.txt")
+    user_error(["--vocab_size", "100", "--out_dir", str(tmp_path)], "--vocab_size 100 is out of range")
+    user_error(["--vocab_size", "many", "--out_dir", str(tmp_path)], "invalid int value")  # argparse's: one line too
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe\x00abc")
-    with pytest.raises(SystemExit, match="not UTF-8"):
-        train.main(["--input", str(bad), "--out_dir", str(tmp_path)])
+    user_error(["--input", str(bad), "--out_dir", str(tmp_path)], "not UTF-8")
     good = tmp_path / "good.txt"
     good.write_text("hello world " * 20)
-    with pytest.raises(SystemExit, match="no/such/sample.txt"):  # found missing before training, not after
-        train.main(["--input", str(good), "--english", "no/such/sample.txt", "--out_dir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="same byte-level spelling"):  # "A" is byte 65's token: HF cannot hold it
-        train.main(["--input", str(good), "--vocab_size", "300", "--special", "A", "--out_dir", str(tmp_path / "o")])
-    with pytest.raises(SystemExit):
-        train.main(["--input", str(good), "--special", "", "--out_dir", str(tmp_path)])
+    # found missing before training, not after
+    user_error(["--input", str(good), "--english", "no/such/sample.txt", "--out_dir", str(tmp_path)], "no/such/sample")
+    user_error(["--input", str(good), "--vocab_size", "300", "--special", "A", "--out_dir", str(tmp_path / "o")],
+               "same byte-level spelling")  # "A" is byte 65's token: HF cannot hold it
+    user_error(["--input", str(good), "--special", "", "--out_dir", str(tmp_path)], "--special")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "good.txt"]  # nothing written
 
 
@@ -121,7 +119,7 @@ def test_default_out_dir_is_next_to_the_script():
     assert cfg.vocab_size == 1024 and cfg.pattern == "none"
 
 
-def test_default_run_compares_with_gpt2_and_the_homework(tmp_path):
+def test_default_run_compares_with_gpt2_and_the_homework(tmp_path, user_error):
     # the homework's setup on its own paragraphs: GPT-2 (tiktoken from the local files) reads 185 and 306, the
     # homework's published 938 / 113 stand beside ours, and the re-run of its tokenizer reproduces them
     out = tmp_path / "out"
@@ -149,22 +147,20 @@ def test_default_run_compares_with_gpt2_and_the_homework(tmp_path):
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(s))
     log = (out / "output.log").read_text()
     assert "homework   938" in log and "gpt2   185" in log and "effect dropped_bytes" in log
-    with pytest.raises(SystemExit, match="--overwrite"):  # a second run never replaces the first one unasked
-        train.main(["--out_dir", str(out)])
+    user_error(["--out_dir", str(out)], "--overwrite")  # a second run never replaces the first one unasked
 
 
 @pytest.fixture(scope="module")
 def pipeline_tokenizer(tmp_path_factory):
     """The pretraining tokenizer as the pipeline makes it: several inputs (a data-directory name and a path), GPT-2
     pattern, an end-of-text special, vocab 4096."""
-    import datadir
     tmp = tmp_path_factory.mktemp("pipe")
     extra = tmp / "pretrain_text.txt"
-    extra.write_text(datadir.find("tinyshakespeare.txt").read_text(encoding="utf-8")[:200000], encoding="utf-8")
+    extra.write_text(fileio.find("tinyshakespeare.txt").read_text(encoding="utf-8")[:200000], encoding="utf-8")
     out = tmp / "tok"
     s = train.main(["--input", "webtext/wikitext2_valid.txt", str(extra), "--vocab_size", "4096", "--pattern", "gpt2",
                     "--special", "<|endoftext|>", "--out_dir", str(out)])
-    text = datadir.find("webtext/wikitext2_valid.txt").read_text(encoding="utf-8") + "\n" + extra.read_text()
+    text = fileio.find("webtext/wikitext2_valid.txt").read_text(encoding="utf-8") + "\n" + extra.read_text()
     return out, s, text
 
 
@@ -192,10 +188,10 @@ def test_streamed_roundtrip_equals_whole_text(pipeline_tokenizer):
     out, _, text = pipeline_tokenizer
     tok = Tokenizer.load(out / "tokenizer.model")
     text = text[:400000]
-    check = train.outputs.roundtrip(tok, text, size=5000)
+    check = train.roundtrip(tok, text, size=5000)
     assert check["pieces"] > 50 and check["ok"] and check["bytes"] == len(text.encode())
     assert check["tokens"] == len(tok.encode_ordinary(text))
-    assert "".join(train.outputs.pieces(text, 5000)) == text
+    assert "".join(train.pieces(text, 5000)) == text
 
 
 def test_hf_folder_loads_with_auto_tokenizer(pipeline_tokenizer):

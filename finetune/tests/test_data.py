@@ -3,10 +3,11 @@ import json
 import lzma
 
 import pytest
+from conftest import user_error
 import torch
 
 import data
-import datadir
+import fileio
 import partition
 
 RECORDS = [
@@ -30,8 +31,8 @@ def test_gpt2_tokenizer_matches_tiktoken_on_local_files(gpt2_tok):
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(datadir.find("gpt2/vocab.bpe")),
-                                            encoder_json_file=str(datadir.find("gpt2/encoder.json")))
+    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(fileio.find("gpt2/vocab.bpe")),
+                                            encoder_json_file=str(fileio.find("gpt2/encoder.json")))
     enc = tiktoken.Encoding("gpt2", pat_str=r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
                             mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
     text = "Hello world! ASSISTANT: 3.14 héllo\n\n  indented 東京"
@@ -82,7 +83,7 @@ def test_split_deterministic_disjoint_and_subset():
 def test_check_split_errors():
     with pytest.raises(ValueError, match="the eval split is empty"):
         data.check_split("eval", 0, 4)
-    with pytest.raises(ValueError, match=r"train split has 3 examples, fewer than one batch \(--train_batch_size 2 x 2"):
+    with pytest.raises(ValueError, match=r"train split has 3 examples, fewer than one batch \(--batch_size 2 x 2"):
         data.check_split("train", 3, 2, world_size=2)
     data.check_split("train", 4, 2, world_size=2)
 
@@ -135,7 +136,7 @@ def test_hub_dataset_name(monkeypatch):
 
 
 def test_bad_inputs_give_one_line_errors(tmp_path, monkeypatch):
-    monkeypatch.setenv(datadir.ENV_OFFLINE, "1")
+    monkeypatch.setenv("LLMHW_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="nothing.json"):
         data.load_records(str(tmp_path / "nothing.json"))
     with pytest.raises(FileNotFoundError, match="no such file"):
@@ -205,9 +206,10 @@ def test_every_bad_alpaca_file_is_one_line_naming_file_and_record(tmp_path, name
         data.load_records(str(path))
     text = str(e.value)
     assert text.startswith(str(path)) and message in text and "\n" not in text, text
-    with pytest.raises(SystemExit) as e:  # and the partition CLI says the same in one line
-        partition.main(["--out_dir", str(tmp_path / "out"), "--data_path", str(path), "--max_examples", "1"])
-    assert str(e.value) == f"error: {text}" and not (tmp_path / "out").exists()
+    # and the partition CLI says the same in one line
+    assert user_error(partition.main, ["--out_dir", str(tmp_path / "out"), "--data_path", str(path),
+                                       "--max_examples", "1"]) == f"error: {text}"
+    assert not (tmp_path / "out").exists()
 
 
 def test_truncated_xz_and_unreadable_file_are_one_line(tmp_path, monkeypatch):

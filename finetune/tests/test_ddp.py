@@ -26,17 +26,17 @@ def free_port() -> int:
 def flags(model_dir, out, *extra):
     # 10 records -> 8 train, 2 eval; one optimizer step per epoch holds the whole train split, so the global
     # batch is the same set of examples whether 1 process takes 8 or 2 processes take 4 each
-    return ["--model_name_or_path", str(model_dir), "--output_dir", str(out), "--max_examples", "10",
+    return ["--model_name_or_path", str(model_dir), "--out_dir", str(out), "--max_examples", "10",
             "--eval_ratio", "0.2", "--max_length", "256", "--eval_batch_size", "1", "--epochs", "3",
             "--eval_interval", "1", "--lr", "1e-2", "--lora_dim", "2", "--lora_dropout", "0", "--device", "cpu",
             *extra]
 
 
 def test_two_process_gloo_equals_one_process(tiny_model_dir, tmp_path):
-    train.main(flags(tiny_model_dir, tmp_path / "one", "--train_batch_size", "4", "--gradient_accumulation_steps",
+    train.main(flags(tiny_model_dir, tmp_path / "one", "--batch_size", "4", "--gradient_accumulation_steps",
                      "2"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           str(HERE / "train.py"), *flags(tiny_model_dir, tmp_path / "two", "--train_batch_size", "4",
+           str(HERE / "train.py"), *flags(tiny_model_dir, tmp_path / "two", "--batch_size", "4",
                                           "--ddp_timeout", "120")]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
@@ -59,7 +59,7 @@ def launch_two_nodes(model_dir, out, port, *extra):
     procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node",
                                "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id",
                                f"ft{port}", str(HERE / "train.py"),
-                               *flags(model_dir, out, "--train_batch_size", "4", "--ddp_timeout", "120", *extra)],
+                               *flags(model_dir, out, "--batch_size", "4", "--ddp_timeout", "120", *extra)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
     results = [p.communicate(timeout=300) for p in procs]

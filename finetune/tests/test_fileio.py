@@ -65,7 +65,8 @@ def test_earlier_output_of_the_same_kind_needs_overwrite_or_resume(tmp_path):
     run = earlier_run(tmp_path / "run")
     with pytest.raises(fileio.OutputError) as e:
         fileio.claim_output_dir(run, KIND, NAMES, resume=False)
-    assert one_line(e).startswith(f"--out_dir {run}: holds an earlier run's test-run output (ckpt_000004.pt, log.jsonl, tokenizer)")
+    assert one_line(e).startswith(f"--out_dir {run}: holds an earlier run's test-run output "
+                                  "(ckpt_000004.pt, log.jsonl, tokenizer)")
     assert "--resume" in str(e.value) and "--overwrite" in str(e.value)
     with pytest.raises(fileio.OutputError, match="; pass --overwrite to replace it$"):
         fileio.claim_output_dir(run, KIND, NAMES)  # a command that cannot resume names only --overwrite

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import user_error
 
 import train
 
@@ -13,8 +14,8 @@ from livelogs import assert_tensorboard_holds_the_log, assert_wandb_holds_the_lo
 
 
 def run_args(model_dir, out, *extra):
-    return ["--model_name_or_path", str(model_dir), "--output_dir", str(out), "--max_examples", "48",
-            "--eval_ratio", "0.25", "--train_batch_size", "4", "--eval_batch_size", "4", "--max_length", "96",
+    return ["--model_name_or_path", str(model_dir), "--out_dir", str(out), "--max_examples", "48",
+            "--eval_ratio", "0.25", "--batch_size", "4", "--eval_batch_size", "4", "--max_length", "96",
             "--max_steps", "3", "--eval_interval", "2", "--lr", "1e-2", "--lora_dim", "2", *extra]
 
 
@@ -35,6 +36,5 @@ def test_live_logging_is_off_by_default_and_a_missing_package_is_one_line(tiny_m
     train.main(run_args(tiny_model_dir, tmp_path / "off", "--max_steps", "1"))  # would fail if it imported one
     assert not (tmp_path / "off" / "tb").exists() and not (tmp_path / "off" / "wandb").exists()
     for live in ("wandb", "tensorboard"):
-        with pytest.raises(SystemExit) as e:
-            train.main(run_args(tiny_model_dir, tmp_path / live, "--live", live))
-        assert str(e.value) == f"error: --live {live}: the {live} package is not installed (pip install {live})"
+        assert user_error(train.main, run_args(tiny_model_dir, tmp_path / live, "--live", live)) == \
+            f"error: --live {live}: the {live} package is not installed (pip install {live})"

@@ -194,8 +194,8 @@ def test_adapter_save_load_round_trip(tmp_path):
     m = randomize_left(converted(base, r=3, alpha=6.0))
     lora.save_adapter(m, tmp_path / "a", base_model_name_or_path="tiny")
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files == ["adapter_config.json", "adapter_model.safetensors", "lora_config.json",
-                     "lora_weights.safetensors"]
+    assert files == [".llmhw-output", "adapter_config.json", "adapter_model.safetensors", "lora_config.json",
+                     "lora_weights.safetensors"]  # the first: fileio's marker of the folder's kind
     conf = json.loads((tmp_path / "a" / "lora_config.json").read_text())
     assert conf["format"] == lora.ADAPTER_FORMAT and conf["lora_dim"] == 3 and conf["lora_scaling"] == 6.0
     assert conf["scaling"] == 2.0 and len(conf["target_modules"]) == 8

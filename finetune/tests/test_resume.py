@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import load_file
 
 import checkpoint
-import runfolder
 import train
 from runlog import read_log
 
@@ -22,8 +21,8 @@ HERE = Path(__file__).resolve().parents[1]
 
 def base_flags(model_dir, out, *extra):
     # 36 train examples, 4 x 2 accumulation per step -> 4 steps per epoch; 2 epochs = 8 steps
-    return ["--model_name_or_path", str(model_dir), "--output_dir", str(out), "--max_examples", "48",
-            "--eval_ratio", "0.25", "--train_batch_size", "4", "--gradient_accumulation_steps", "2",
+    return ["--model_name_or_path", str(model_dir), "--out_dir", str(out), "--max_examples", "48",
+            "--eval_ratio", "0.25", "--batch_size", "4", "--gradient_accumulation_steps", "2",
             "--eval_batch_size", "4", "--max_length", "96", "--epochs", "2", "--eval_interval", "3", "--lr", "1e-2",
             "--ckpt_interval", "3", "--group_by_length", "--device", "cpu", *extra]
 
@@ -43,7 +42,7 @@ def logged_steps(path: Path) -> set[int]:
 
 def kill_when_logged(args, step: int) -> subprocess.Popen:
     """train.py in a subprocess, SIGKILLed from outside as soon as its log shows train step ``step`` (a crash)."""
-    out = Path(args[args.index("--output_dir") + 1])
+    out = Path(args[args.index("--out_dir") + 1])
     # same thread count as this process, so results are bitwise those of an in-process run
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, str(HERE / "train.py"), *args], stdout=subprocess.DEVNULL,
@@ -66,7 +65,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path, c
     killed = kill_when_logged(args, kill_at)
     assert killed.returncode == -signal.SIGKILL and not (tmp_path / "cut" / "summary.json").exists()
     latest = checkpoint.latest(tmp_path / "cut" / "ckpt")
-    resumed_from = checkpoint.load_checkpoint(latest, runfolder.KIND)["step"]
+    resumed_from = checkpoint.load_checkpoint(latest, train.CKPT_FORMAT)["step"]
     # checkpoints every 3 steps: the last one before the kill (the run may have gone one step past the log line)
     assert resumed_from in (kill_at // 3 * 3, (kill_at + 1) // 3 * 3) and resumed_from < 8
     train.main([*args, "--resume"])
@@ -101,9 +100,11 @@ def test_checkpoints_are_step_numbered_the_last_k_kept_and_weights_only(tiny_mod
     assert len([r for r in read_log(out / "log.jsonl") if "train_loss" in r]) == 8
 
 
-def test_resume_refuses_other_settings(tiny_model_dir, tmp_path):
+def test_resume_refuses_other_settings(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "run"
     train.main(base_flags(tiny_model_dir, out, "--lora_dim", "2", "--epochs", "1"))
+    capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         train.main(base_flags(tiny_model_dir, out, "--lora_dim", "2", "--epochs", "1", "--lr", "2e-2", "--resume"))
-    assert "was made with --lr 0.01 (now 0.02)" in str(e.value) and "\n" not in str(e.value)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and err.startswith("error: ") and "was made with --lr 0.01 (now 0.02)" in err

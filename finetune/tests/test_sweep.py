@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parents[1]
 
 def flags(model_dir, *extra):
     return ["--model_name_or_path", str(model_dir), "--max_examples", "48", "--eval_ratio", "0.25",
-            "--train_batch_size", "4", "--eval_batch_size", "4", "--max_length", "96", "--max_steps", "2",
+            "--batch_size", "4", "--eval_batch_size", "4", "--max_length", "96", "--max_steps", "2",
             "--eval_interval", "1", "--lr", "1e-2", *extra]
 
 
@@ -29,7 +29,7 @@ def run_sweep(*args):
 def test_sweep_with_a_second_seed_then_generate(tiny_model_dir, tmp_path):
     sweep_dir = tmp_path / "sweep"
     # two runs at a time on the CPU (--jobs 2): each run's output beside its folder, the folders train.py's own
-    args = ["--ranks", "0", "2", "--seed_runs", "2:7", "--jobs", "2", "--output_dir", str(sweep_dir), "--",
+    args = ["--ranks", "0", "2", "--seed_runs", "2:7", "--jobs", "2", "--out_dir", str(sweep_dir), "--",
             *flags(tiny_model_dir)]
     r = run_sweep(*args)
     assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
@@ -83,7 +83,7 @@ def test_sweep_resumes_an_interrupted_run_and_redoes_with_overwrite(tmp_path):
     assert sweep.command(sweep.Run(4), out, [], redo=True)[-1] == "--overwrite"
     cmd = sweep.command(sweep.Run(8, 3), out, ["--seed", "1"], redo=False)
     assert [cmd[i + 1] for i, f in enumerate(cmd) if f == "--seed"] == ["1", "3"]  # the run's seed is last: it wins
-    assert cmd[-2:] == ["--output_dir", str(out / "r8_seed3")]
+    assert cmd[-2:] == ["--out_dir", str(out / "r8_seed3")]
     # a summary of an earlier run (another run_id than config.json's) does not count as finished
     (out / "r4" / "config.json").write_text(json.dumps({"run_id": "new"}))
     (out / "r4" / "summary.json").write_text(json.dumps({"run_id": "old"}))
@@ -93,7 +93,7 @@ def test_sweep_resumes_an_interrupted_run_and_redoes_with_overwrite(tmp_path):
 def test_sweep_refuses_flags_it_sets_and_bad_seed_runs(tmp_path):
     for args, message in ((["--", "--lora_dim", "3"], "set by sweep.py"), (["--", "--resume"], "set by sweep.py"),
                           (["--seed_runs", "8"], "expected RANK:SEED")):
-        r = run_sweep("--output_dir", str(tmp_path), *args)
+        r = run_sweep("--out_dir", str(tmp_path), *args)
         assert r.returncode == 2 and message in r.stderr, r.stderr
 
 
@@ -113,7 +113,7 @@ def test_parallel_gpus_maps_through_the_parents_visible_devices(tmp_path, monkey
             return self.returncode
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(sweep.subprocess, "Popen", FakeRun)
+    monkeypatch.setattr(sweep, "start_child", FakeRun)
     monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
     runs = [sweep.Run(0), sweep.Run(2), sweep.Run(4)]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4, 6,7")  # 3 listed, 2 usable: CUDA counts only those
@@ -121,22 +121,23 @@ def test_parallel_gpus_maps_through_the_parents_visible_devices(tmp_path, monkey
     assert started[:2] == ["4", "6"] and set(started) == {"4", "6"}
     started.clear()
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    (tmp_path / "b").mkdir()
     sweep.run_parallel_gpus(runs, tmp_path / "b", [], False)
     assert started[:2] == ["0", "1"] and set(started) == {"0", "1"}
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    with pytest.raises(SystemExit, match="needs CUDA devices"):
+    with pytest.raises(ValueError, match="needs CUDA devices"):
         sweep.run_parallel_gpus(runs, tmp_path / "c", [], False)
 
 
 def test_cpu_jobs_run_side_by_side_with_the_cores_shared_out(tmp_path, monkeypatch):
     """--jobs 2 on 2 cores: never more than 2 runs at once, each child with OMP_NUM_THREADS=1; every run done once."""
-    r = run_sweep("--jobs", "0", "--output_dir", str(tmp_path / "s"))
+    r = run_sweep("--jobs", "0", "--out_dir", str(tmp_path / "s"))
     assert r.returncode == 2 and "--jobs must be >= 1" in r.stderr
     live, most, started = set(), [0], []
 
     class FakeRun:
         def __init__(self, cmd, env, **kwargs):
-            self.name = cmd[cmd.index("--output_dir") + 1]
+            self.name = cmd[cmd.index("--out_dir") + 1]
             started.append((self.name, env["OMP_NUM_THREADS"]))
             live.add(self.name)
             most[0] = max(most[0], len(live))
@@ -150,7 +151,7 @@ def test_cpu_jobs_run_side_by_side_with_the_cores_shared_out(tmp_path, monkeypat
             return self.returncode
 
     monkeypatch.setattr(sweep.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(sweep.subprocess, "Popen", FakeRun)
+    monkeypatch.setattr(sweep, "start_child", FakeRun)
     monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
     runs = [sweep.Run(r) for r in (0, 1, 2, 4, 8)]
     assert sweep.run_parallel_cpu(runs, tmp_path, [], False, jobs=2) == {r: 0 for r in runs}
@@ -159,7 +160,7 @@ def test_cpu_jobs_run_side_by_side_with_the_cores_shared_out(tmp_path, monkeypat
 
 
 def test_a_device_every_run_would_refuse_is_one_line_before_any_run(tmp_path):
-    r = run_sweep("--ranks", "2", "--output_dir", str(tmp_path / "s"), "--", "--device", "cuda:99")
+    r = run_sweep("--ranks", "2", "--out_dir", str(tmp_path / "s"), "--", "--device", "cuda:99")
     assert r.returncode == 2 and "--device cuda:99: " in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()[-1]) and not (tmp_path / "s").exists()
 
@@ -167,6 +168,6 @@ def test_a_device_every_run_would_refuse_is_one_line_before_any_run(tmp_path):
 def test_a_folder_with_a_users_file_is_refused_and_kept(tmp_path):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "notes.txt").write_text("mine")
-    r = run_sweep("--ranks", "2", "--output_dir", str(tmp_path / "s"), "--", "--device", "cpu")
-    assert r.returncode == 1 and "not a rank sweep's output (notes.txt)" in r.stderr and "Traceback" not in r.stderr
+    r = run_sweep("--ranks", "2", "--out_dir", str(tmp_path / "s"), "--", "--device", "cpu")
+    assert r.returncode == 2 and "not a rank sweep's output (notes.txt)" in r.stderr and "Traceback" not in r.stderr
     assert [p.name for p in (tmp_path / "s").iterdir()] == ["notes.txt"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_gpt2
+from conftest import tiny_gpt2, user_error
 
 import data
 import generate
@@ -21,9 +21,9 @@ HERE = Path(__file__).resolve().parents[1]
 
 
 def flags(model_dir, out, *extra):
-    return ["--model_name_or_path", str(model_dir)] + (["--output_dir", str(out)] if out else []) + [
+    return ["--model_name_or_path", str(model_dir)] + (["--out_dir", str(out)] if out else []) + [
             "--max_examples", "48",
-            "--eval_ratio", "0.25", "--train_batch_size", "4", "--eval_batch_size", "4", "--max_length", "96",
+            "--eval_ratio", "0.25", "--batch_size", "4", "--eval_batch_size", "4", "--max_length", "96",
             "--max_steps", "8", "--eval_interval", "4", "--lr", "1e-2", *extra]
 
 
@@ -64,10 +64,11 @@ def lora_run(tiny_model_dir, tmp_path_factory):
 
 def test_lora_run_loss_falls_and_files_appear(lora_run):
     out, summary = lora_run
-    assert sorted(p.name for p in out.iterdir()) == [".llmhw-output", "adapter", "ckpt", "config.json", "curve.png",
-                                                     "log.jsonl", "summary.json"]  # the first: fileio's kind marker
-    assert sorted(p.name for p in (out / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
-                                                                  "lora_config.json", "lora_weights.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [".llmhw-lock", ".llmhw-output", "adapter", "ckpt", "config.json",
+                                                     "curve.png", "log.jsonl", "summary.json"]  # fileio's lock, marker
+    assert sorted(p.name for p in (out / "adapter").iterdir()) == [".llmhw-output", "adapter_config.json",
+                                                                  "adapter_model.safetensors", "lora_config.json",
+                                                                  "lora_weights.safetensors"]
     s = json.loads((out / "summary.json").read_text())
     for key in ("lora_dim", "final_eval_loss", "best_eval_loss", "trainable_params", "total_params", "wall_seconds",
                 "peak_memory_mb", "steps"):
@@ -91,7 +92,7 @@ def test_saved_adapter_reproduces_the_final_eval_loss(lora_run, tiny_model_dir):
     tc, rc = train.parse_args(flags(tiny_model_dir, out, "--lora_dim", "4"))
     info = setup_ddp("cpu")
     tok = data.load_tokenizer(str(tiny_model_dir))
-    _, eval_ex, *_ = train.prepare_data(tc, rc, tok, info)
+    _, eval_ex, *_ = data.prepare_data(tc, rc, tok)
     for folder in ("ours", "peft"):
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
         if folder == "peft":
@@ -119,14 +120,12 @@ def test_full_finetuning_saves_a_complete_hf_model(tiny_model_dir, tmp_path):
     (["--data_path", "/no/such/file.json"], "/no/such/file.json"),
     (["--lora_module_name", "nothing_here"], "module filter 'nothing_here' matches no"),
     (["--eval_ratio", "0.01"], "the eval split is empty"),
-    (["--train_batch_size", "64"], "examples, fewer than one batch (--train_batch_size 64 = 64)"),
+    (["--batch_size", "64"], "examples, fewer than one batch (--batch_size 64 = 64)"),
     (["--model_name_or_path", "/no/such/model_dir"], "cannot load model '/no/such/model_dir'"),
     (["--model_name_or_path", "no-such-hub-model"], "--model_name_or_path pretrain/output/tiny-cpu/hf"),
 ])
 def test_bad_inputs_clear_errors(tiny_model_dir, tmp_path, extra, message):
-    with pytest.raises(SystemExit) as e:
-        train.main(flags(tiny_model_dir, tmp_path / "x", "--lora_dim", "4", *extra))
-    assert message in str(e.value) and "\n" not in str(e.value)
+    assert message in user_error(train.main, flags(tiny_model_dir, tmp_path / "x", "--lora_dim", "4", *extra))
 
 
 @pytest.mark.parametrize("extra", [["--lora_dim", "-1"], ["--lora_dim", "4", "--lora_dropout", "1.5"],
@@ -148,9 +147,9 @@ def test_generate_instructions_file_and_bad_file(tmp_path, tiny_model_dir):
     j.write_text(json.dumps([{"nope": 1}]))
     with pytest.raises(ValueError, match="item 0"):
         generate.read_instructions(str(j))
-    with pytest.raises(SystemExit, match="does not exist"):
-        generate.main(["--base", str(tiny_model_dir), "--instructions", str(tmp_path / "missing.txt"),
-                       "--output", str(tmp_path / "g.json")])
+    assert "does not exist" in user_error(generate.main, ["--base", str(tiny_model_dir), "--instructions",
+                                                           str(tmp_path / "missing.txt"), "--output",
+                                                           str(tmp_path / "g.json")])
 
 
 def test_resume_from_saved_adapter_starts_where_the_run_ended(lora_run, tiny_model_dir, tmp_path):
@@ -193,13 +192,13 @@ def test_adapter_rank_must_match_lora_dim(lora_run, tiny_model_dir, tmp_path):
 
 def test_generate_checks_folders_first_and_names_same_rank_adapters_apart(lora_run, tiny_model_dir, tmp_path):
     out, _ = lora_run
-    with pytest.raises(SystemExit, match="no such model folder"):
-        generate.main(["--base", str(tiny_model_dir), "--full", str(tmp_path / "nope"), "--output",
-                       str(tmp_path / "g.json")])
+    assert "no such model folder" in user_error(generate.main, ["--base", str(tiny_model_dir), "--full",
+                                                                str(tmp_path / "nope"), "--output",
+                                                                str(tmp_path / "g.json")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="not an adapter folder"):
-        generate.main(["--base", str(tiny_model_dir), "--lora", str(tmp_path / "empty"), "--output",
-                       str(tmp_path / "g.json")])
+    assert "not an adapter folder" in user_error(generate.main, ["--base", str(tiny_model_dir), "--lora",
+                                                                 str(tmp_path / "empty"), "--output",
+                                                                 str(tmp_path / "g.json")])
     import shutil
     shutil.copytree(out / "adapter", tmp_path / "copy")
     res = generate.main(["--base", str(tiny_model_dir), "--lora", str(out / "adapter"), "--lora",

@@ -11,7 +11,7 @@ sys.path.insert(0, str(HERE))
 # A model small enough for CPU tests that still uses the GPT-2 vocabulary (so real tokenizers and data work).
 TINY_ARGS = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32", "--block_size", "32", "--vocab_size", "50304",
              "--seq_len", "32", "--batch_size", "4", "--total_batch_size", "256", "--warmup_steps", "2",
-             "--max_lr", "1e-3", "--val_steps", "2", "--hellaswag_limit", "8", "--sample_tokens", "8",
+             "--lr", "1e-3", "--val_steps", "2", "--hellaswag_limit", "8", "--sample_tokens", "8",
              "--num_samples", "1", "--eval_interval", "3", "--hellaswag_interval", "0"]
 
 
@@ -40,20 +40,21 @@ def shakespeare(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, shakespeare):
-    """One 6-step run of train.py (in-process) with evaluations at steps 0, 3, 6; returns its out_dir."""
+    """One 6-step run of train.py (in-process) with evaluations and checkpoints at steps 0, 3, 6; its out_dir."""
     import train
 
     out = tmp_path_factory.mktemp("tiny_run")
-    train.main(["--data", str(shakespeare), "--out_dir", str(out), "--max_steps", "6", *TINY_ARGS])
+    train.main(["--data", str(shakespeare), "--out_dir", str(out), "--max_steps", "6", *TINY_ARGS,
+                "--ckpt_interval", "3"])
     return out
 
 
 def load_checkpoint(path):
     """A pretraining checkpoint (run folder, pointer or file), loaded as every script loads it."""
     from checkpoint import load_checkpoint as load
-    from models import KIND
+    from config import CKPT_FORMAT
 
-    return load(path, KIND)
+    return load(path, CKPT_FORMAT)
 
 
 def kill_after_step(cmd, log_path, step, timeout=300):

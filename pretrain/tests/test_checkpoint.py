@@ -7,7 +7,8 @@ import torch
 import checkpoint
 from checkpoint import CheckpointError, resolve_checkpoint
 from conftest import load_checkpoint
-from models import KIND, load_model
+from config import CKPT_FORMAT
+from export import load_model
 
 
 def test_run_folder_pointer_and_step_file_name_the_same_checkpoint(tiny_run):
@@ -17,7 +18,7 @@ def test_run_folder_pointer_and_step_file_name_the_same_checkpoint(tiny_run):
     from_ckpt, from_hf = load_model(tiny_run), load_model(tiny_run / "hf")  # the final export = the last checkpoint
     for k, v in from_ckpt.state_dict().items():
         assert torch.equal(v, from_hf.state_dict()[k]), k
-    older = checkpoint.step_checkpoints(tiny_run)  # eval_interval 3: checkpoints at 3 and 6 (keep 2)
+    older = checkpoint.step_checkpoints(tiny_run)  # ckpt_interval 3: checkpoints at 3 and 6 (keep 2)
     assert [p.name for p in older] == ["ckpt_000003.pt", "ckpt_000006.pt"]
     assert load_checkpoint(older[0])["step"] == 3
 
@@ -25,7 +26,8 @@ def test_run_folder_pointer_and_step_file_name_the_same_checkpoint(tiny_run):
 def test_keeps_the_last_k_and_never_unpickles(tmp_path):
     model = torch.nn.Linear(2, 2)
     for step in range(1, 6):
-        checkpoint.save_checkpoint(tmp_path, {"step": step, "model": model.state_dict()}, KIND, keep=2)
+        checkpoint.save_checkpoint(tmp_path, {"step": step, "model": model.state_dict()}, CKPT_FORMAT,
+                                   keep=2)
     assert [p.name for p in checkpoint.step_checkpoints(tmp_path)] == ["ckpt_000004.pt", "ckpt_000005.pt"]
     assert not list(tmp_path.glob(".*tmp"))  # no temp files left
     # a pickle that would run code when unpickled: refused by the safe loader, and the code never runs
@@ -33,18 +35,18 @@ def test_keeps_the_last_k_and_never_unpickles(tmp_path):
         def __reduce__(self):
             return (exec, ("open(%r, 'w').write('ran')" % str(tmp_path / "pwned"),))
     with open(tmp_path / "evil.pt", "wb") as f:
-        pickle.dump({"format": KIND.format, "model": Evil()}, f)
+        pickle.dump({"format": CKPT_FORMAT, "model": Evil()}, f)
     with pytest.raises(CheckpointError, match="refused: holds Python objects"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not (tmp_path / "pwned").exists()
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_bytes(b""), "empty file"),
-    (lambda p: p.write_text("hello"), "not a PyTorch checkpoint file"),
-    (lambda p: torch.save({"x": 1}, p), "expected 'llmhw-pretrain-checkpoint'"),
-    (lambda p: torch.save({"format": KIND.format, "format_version": 1}, p), "format_version 1"),
-    (lambda p: torch.save({"format": KIND.format, "format_version": 2, "step": 1}, p), "misses field"),
+    (lambda p: p.write_bytes(b""), r"truncated or not a PyTorch checkpoint \(0 bytes\)"),
+    (lambda p: p.write_text("hello"), r"truncated or not a PyTorch checkpoint \(5 bytes\)"),
+    (lambda p: torch.save({"x": 1}, p), "expected 'llmhw-pretrain-checkpoint/3'"),
+    (lambda p: torch.save({"format": "llmhw-pretrain-checkpoint", "format_version": 2, "step": 1}, p),
+     "format 'llmhw-pretrain-checkpoint', expected 'llmhw-pretrain-checkpoint/3'"),
 ])
 def test_foreign_files_give_one_line(tmp_path, make, message):
     make(tmp_path / "x.pt")
@@ -56,16 +58,16 @@ def test_foreign_files_give_one_line(tmp_path, make, message):
 def test_truncated_checkpoint_and_bad_pointers(tiny_run, tmp_path):
     data = resolve_checkpoint(tiny_run).read_bytes()
     (tmp_path / "ckpt_000001.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="truncated or corrupt checkpoint"):
+    with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint"):
         load_checkpoint(tmp_path / "ckpt_000001.pt")
     (tmp_path / "latest").write_text("ckpt_000009.pt\n")
-    with pytest.raises(CheckpointError, match="points to ckpt_000009.pt, which is missing"):
+    with pytest.raises(CheckpointError, match="not a pointer to a checkpoint here \\('ckpt_000009.pt'\\)"):
         load_checkpoint(tmp_path)
     (tmp_path / "latest").write_text("../../etc/passwd\n")
-    with pytest.raises(CheckpointError, match="not a checkpoint pointer"):
+    with pytest.raises(CheckpointError, match="not a pointer to a checkpoint here"):
         load_checkpoint(tmp_path)
     (tmp_path / "empty_run").mkdir()
-    with pytest.raises(CheckpointError, match="no checkpoint here"):
+    with pytest.raises(CheckpointError, match="no such checkpoint \\(no 'latest' pointer file\\)"):
         load_checkpoint(tmp_path / "empty_run")
 
 

@@ -1,15 +1,13 @@
-"""prepare.py (exact tokenization, streaming, split, shard format) and dataloader.py (ranks, shift, resume, errors)."""
+"""prepare.py: exact tokenization, streaming, split, shard format; the loaders (ranks, shift, resume, errors)."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-import datadir
+import fileio
 import prepare
-import text_tokenizer
-from dataloader import ShardLoader
-from shards import DataError, make_header, read_meta, read_shard
+from prepare import DataError, ShardLoader, load_tokenizer, make_header, read_meta, read_shard
 
 
 def all_tokens(folder, split):
@@ -22,10 +20,10 @@ def test_prepared_tokens_equal_tiktoken_on_the_whole_text(shakespeare, tmp_path)
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
     # The reference is tiktoken's gpt2 as its 0.7 registry builds it (ranks from the files, r50k pattern, eot 50256).
-    ranks = data_gym_to_mergeable_bpe_ranks(str(datadir.find("gpt2/vocab.bpe")), str(datadir.find("gpt2/encoder.json")))
+    ranks = data_gym_to_mergeable_bpe_ranks(str(fileio.find("gpt2/vocab.bpe")), str(fileio.find("gpt2/encoder.json")))
     enc = tiktoken.Encoding("gpt2", pat_str=r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
                             mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
-    text = datadir.find("tinyshakespeare.txt").read_text()
+    text = fileio.find("tinyshakespeare.txt").read_text()
     want = enc.encode_ordinary(text)
     assert len(want) == 338_025  # the figure in the data README
     # small pieces in worker processes and small shards: the same ids, in order, split 90/10
@@ -37,7 +35,7 @@ def test_prepared_tokens_equal_tiktoken_on_the_whole_text(shakespeare, tmp_path)
         assert np.array_equal(np.concatenate([train[1:], val]), want)
         assert 0.09 < len(val) / len(want) < 0.12
     assert read_meta(tmp_path)["train"]["tokens"] == len(all_tokens(tmp_path, "train"))
-    assert text_tokenizer.load(tmp_path / "tokenizer").encode("Hello world") == [15496, 995]
+    assert load_tokenizer(tmp_path / "tokenizer").encode("Hello world") == [15496, 995]
 
 
 def test_blank_lines_end_documents_when_asked(tmp_path):
@@ -46,7 +44,7 @@ def test_blank_lines_end_documents_when_asked(tmp_path):
     one document per file."""
     paras = [f"Answer {i}: the quick brown fox\njumps over {i} lazy dogs." for i in range(300)]
     (tmp_path / "r.txt").write_text("\n\n".join(paras) + "\n")
-    ref = text_tokenizer.load("gpt2")  # GPT-2's files, tiktoken's encoding
+    ref = load_tokenizer("gpt2")  # GPT-2's files, tiktoken's encoding
     want = np.concatenate([[50256] + ref.encode(p + ("\n" if i == len(paras) - 1 else "\n\n"))
                            for i, p in enumerate(paras)])
     for piece_bytes in (1 << 20, 700):  # one piece, and many pieces cut inside the file
@@ -91,12 +89,12 @@ def test_tokenizer_json_and_hf_dataset_source(tmp_path):
     assert (out / "tokenizer" / "tokenizer.json").is_file()
     # a re-run into the same folder with another tokenizer leaves only the new one's files
     prepare.prepare(out, [str(tmp_path / "docs.jsonl")], workers=0)
-    assert sorted(p.name for p in (out / "tokenizer").iterdir()) == ["encoder.json", "vocab.bpe"]
-    assert text_tokenizer.load(out / "tokenizer").kind == "gpt2"
+    assert sorted(p.name for p in (out / "tokenizer").glob("[!.]*")) == ["encoder.json", "vocab.bpe"]
+    assert load_tokenizer(out / "tokenizer").kind == "gpt2"
     hf_files = tmp_path / "hf_tok"
-    text_tokenizer.load(str(tmp_path / "tokenizer.json")).write_hf_files(hf_files, 64)
-    text_tokenizer.load("gpt2").write_hf_files(hf_files, 64)
-    assert sorted(p.name for p in hf_files.iterdir()) == ["merges.txt", "tokenizer_config.json", "vocab.json"]
+    load_tokenizer(str(tmp_path / "tokenizer.json")).write_files(hf_files, hf=True, model_max_length=64)
+    load_tokenizer("gpt2").write_files(hf_files, hf=True, model_max_length=64)
+    assert sorted(p.name for p in hf_files.glob("[!.]*")) == ["merges.txt", "tokenizer_config.json", "vocab.json"]
     # a row without the text field
     (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "ok"}) + "\n" + json.dumps({"body": "x"}) + "\n")
     with pytest.raises(ValueError, match="row 1 has no text in field 'text'"):
@@ -117,7 +115,7 @@ def make_dataset(folder, n_tokens, shard_tokens):
     w.write(np.arange(n_tokens) % 50000)
     w.close()
     (folder / "meta.json").write_text(json.dumps({
-        "format_version": 1, "vocab_size": 50257, "eot_id": 50256, "tokenizer": {"dir": "tokenizer"},
+        "format_version": 2, "vocab_size": 50257, "eot_id": 50256, "tokenizer": {"dir": "tokenizer"},
         "train": {"shards": w.names, "tokens": w.total}, "val": {"shards": [], "tokens": 0}}))
 
 
@@ -190,13 +188,13 @@ def test_bad_shards_give_clear_errors(tmp_path):
 def test_prepare_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="val_fraction"):
         prepare.prepare(tmp_path, ["tinyshakespeare.txt"], val_fraction=1.0)
-    with pytest.raises(datadir.DataFileNotFound, match="no-such-file.txt"):
+    with pytest.raises(fileio.DataFileNotFound, match="no-such-file.txt"):
         prepare.prepare(tmp_path, ["no-such-file.txt"])
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
     with pytest.raises(ValueError, match="latin1.txt: not UTF-8 text near byte 3"):
         prepare.prepare(tmp_path / "out", [str(tmp_path / "latin1.txt")], workers=0)
     with pytest.raises(FileNotFoundError, match="no tokenizer files"):
-        text_tokenizer.load(tmp_path)
+        load_tokenizer(tmp_path)
     for flag, value in (("shard_tokens", 0), ("piece_bytes", 0), ("workers", -1)):
         with pytest.raises(ValueError, match=f"--{flag} must be >="):
             prepare.prepare(tmp_path / "out", ["tinyshakespeare.txt"], **{flag: value})
@@ -219,7 +217,7 @@ def test_texts_without_clean_newlines_still_get_validation_tokens(text, tmp_path
     meta = prepare.prepare(tmp_path / "d", [str(tmp_path / "t.txt")], workers=0, piece_bytes=256)
     assert 0.05 < meta["val"]["tokens"] / (meta["train"]["tokens"] + meta["val"]["tokens"]) < 0.2
     ids = np.concatenate([all_tokens(tmp_path / "d", "train")[1:], all_tokens(tmp_path / "d", "val")])
-    assert ids.tolist() == text_tokenizer.load("gpt2").encode(text)
+    assert ids.tolist() == load_tokenizer("gpt2").encode(text)
     assert meta["train"]["max_id"] == int(all_tokens(tmp_path / "d", "train").max())
 
 
@@ -234,7 +232,7 @@ def test_several_english_files_with_detokenize(tmp_path):
     (tmp_path / "b.txt").write_text("Response one.\n\nResponse two.\n" * 30)
     meta = prepare.prepare(tmp_path / "d", [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")], workers=0,
                            detokenize="wikitext")
-    tok = text_tokenizer.load("gpt2")
+    tok = load_tokenizer("gpt2")
     train = all_tokens(tmp_path / "d", "train").tolist()
     assert train.count(50256) == 2  # one document per file
     assert tok.decode(train).startswith("<|endoftext|>= A =\nThe cat-like animal, he said.\n")
@@ -244,8 +242,8 @@ def test_several_english_files_with_detokenize(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("{not json", "meta.json is corrupt"),
     ("[1, 2]", "holds a list, not an object"),
-    ('{"format_version": 1}', "field 'vocab_size' is None, expected int"),
-    ('{"format_version": 7}', "format_version 7, expected 1"),
+    ('{"format_version": 2}', "field 'vocab_size' is None, expected int"),
+    ('{"format_version": 1}', r"format_version 1, expected 2 \(prepare the data again\)"),
 ])
 def test_malformed_meta_is_one_line(content, message, tmp_path):
     (tmp_path / "meta.json").write_text(content)

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2LMHeadModel
 
-import datadir
+import fileio
 import hellaswag
-import text_tokenizer
+from prepare import load_tokenizer
 from modeling_gpt2 import GPT
 
 
@@ -45,7 +45,7 @@ def lm_eval_pred_norm(lls, ex):
 
 
 def test_ours_equals_hf_and_naive_reference(hf_tiny_dir):
-    tok = text_tokenizer.load("gpt2")
+    tok = load_tokenizer("gpt2")
     examples = hellaswag.load_examples(hellaswag.find_data(), 12)
     hf = GPT2LMHeadModel.from_pretrained(hf_tiny_dir).eval()
     ours = GPT.from_pretrained(hf_tiny_dir).eval()
@@ -151,7 +151,7 @@ def test_data_file_preference(tmp_path):
     with pytest.raises(ValueError, match=r"hellaswag_val.jsonl:4: field 'label' is missing"):
         hellaswag.load_examples(tmp_path / "hellaswag" / "hellaswag_val.jsonl")
     # the offline subset itself: 3,243 well-formed examples
-    assert len(hellaswag.load_examples(datadir.find("hellaswag/hellaswag_val_activitynet.jsonl"))) == 3243
+    assert len(hellaswag.load_examples(fileio.find("hellaswag/hellaswag_val_activitynet.jsonl"))) == 3243
 
 
 def test_cli_on_hf_dir_and_checkpoints_agree(tiny_run, capsys, tmp_path):

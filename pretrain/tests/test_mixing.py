@@ -1,4 +1,4 @@
-"""dataloader.ShuffledLoader (--data_order shuffle): every step draws from every source in proportion, every window
+"""prepare.ShuffledLoader (--data_order shuffle): every step draws from every source in proportion, every window
 once per epoch, ranks disjoint and equal to one process, exact resume; and a killed shuffled run resumes bit-identically."""
 import json
 import signal
@@ -11,8 +11,7 @@ import torch
 
 import prepare
 from conftest import HERE, TINY_ARGS, kill_after_step
-from dataloader import ShardLoader, ShuffledLoader
-from shards import DataError
+from prepare import DataError, ShardLoader, ShuffledLoader
 
 
 def two_source_dataset(folder, n_a=3000, n_b=7000, shard_tokens=4000):
@@ -24,7 +23,7 @@ def two_source_dataset(folder, n_a=3000, n_b=7000, shard_tokens=4000):
     w.write(tokens)
     w.close()
     (folder / "meta.json").write_text(json.dumps({
-        "format_version": 1, "vocab_size": 256, "eot_id": None, "tokenizer": {"dir": "tokenizer"},
+        "format_version": 2, "vocab_size": 256, "eot_id": None, "tokenizer": {"dir": "tokenizer"},
         "train": {"shards": w.names, "tokens": w.total}, "val": {"shards": [], "tokens": 0}}))
     return tokens
 

@@ -1,9 +1,11 @@
 """modeling_gpt2: parity with transformers' GPT2LMHeadModel both ways, conversion checks, generation, optimizer."""
+import copy
 import json
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import GPT2LMHeadModel
 
 import modeling_gpt2 as mg
@@ -216,9 +218,9 @@ def test_muon_updates_the_block_matrices_as_the_paper_and_adamw_the_rest():
     # normalisation); decoupled weight decay; the step scaled to AdamW's size, 0.2 sqrt(max(rows, cols))
     update = newton_schulz(G) * 0.2 * math.sqrt(max(W.shape))
     taken = (before * (1 - 3e-3 * 0.1) - W.detach()) / 3e-3
-    # torch iterates in bfloat16, and the iteration amplifies rounding in the small singular directions: 4 % apart
-    # here (1-3 % on random matrices). Torch's default "original" scale, sqrt(rows / cols) = 2 instead of 2.26,
-    # would be 12 % off.
+    # in bfloat16 (newton_schulz_dtype: CUDA, bf16-capable CPUs) the iteration amplifies rounding in the small
+    # singular directions: 4 % apart here (1-3 % on random matrices); fp32 is far closer. Torch's default
+    # "original" scale, sqrt(rows / cols) = 2 instead of 2.26, would be 12 % off.
     assert (taken - update).norm() < 0.08 * update.norm()
     assert (taken - G * (taken.norm() / G.norm())).norm() > 0.3 * taken.norm()  # not a rescaled gradient
     # nearly orthogonal: singular values near 1 whatever G's were; the last one is G's null direction (the
@@ -240,20 +242,105 @@ def test_tiny_model_overfits_one_batch():
     assert loss.item() < 0.05  # from ln(64) = 4.16
 
 
-def test_fused_loss_equals_plain_loss_and_gradients():
+def test_chunked_loss_equals_plain_loss_and_gradients():
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=16, vocab_size=300, n_layer=2, n_head=2, n_embd=32))
-    x, y = tokens(300, B=20, T=16), tokens(300, B=20, T=16, seed=2)  # 320 rows: 2.5 chunks of 128
+    x, y = tokens(300, B=20, T=16), tokens(300, B=20, T=16, seed=2)  # 320 rows: 1.25 chunks of 256
     y[0, :5] = -1  # ignored targets
     grads = []
-    for fused in (False, True):
-        logits, loss = model(x, y, fused_loss=fused)
+    for return_logits in (True, False):
+        logits, loss = model(x, y, return_logits=return_logits)
         (loss * 0.5).backward()  # a scaled loss, as with gradient accumulation
         grads.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
         model.zero_grad()
-        assert (logits is None) == fused
+        assert (logits is None) == (not return_logits)
     assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-6)
     for n, g in grads[0][1].items():
         assert (g - grads[1][1][n]).abs().max().item() <= 1e-6, n
     with torch.no_grad():  # no gradient wanted: the plain path, logits included
-        assert model(x, y, fused_loss=True)[0] is not None
+        assert model(x, y, return_logits=False)[0] is not None
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: the plain path too
+        assert model(x, y, return_logits=False)[0] is not None
+
+
+@pytest.mark.parametrize("chunk", [7, 256, 1000])
+def test_linear_cross_entropy_equals_cross_entropy_of_the_head(chunk):
+    """value and both gradients (rows h and weight W) of mean CE(h @ W.T, y), ignored rows included, to fp32
+    rounding; chunks that divide the rows, do not, and exceed them"""
+    g = torch.Generator().manual_seed(0)
+    h, W = torch.randn(300, 24, generator=g), torch.randn(500, 24, generator=g) * 0.3
+    y = torch.randint(0, 500, (300,), generator=g)
+    y[::7] = -1
+    grads = []
+    for fused in (False, True):
+        hh, WW = h.clone().requires_grad_(), W.clone().requires_grad_()
+        loss = (mg.LinearCrossEntropy.apply(hh, WW, y, chunk) if fused
+                else F.cross_entropy(hh @ WW.t(), y, ignore_index=-1))
+        (3 * loss).backward()
+        grads.append((loss.detach(), hh.grad, WW.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_newton_schulz_dtype_follows_the_device(monkeypatch):
+    """bf16 where the hardware computes it natively, fp32 where it would be emulated (AVX2, plain AVX-512)"""
+    monkeypatch.setattr(mg, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512bw"}))
+    assert mg.newton_schulz_dtype("cpu") == torch.float32
+    for flag in ("avx512_bf16", "amx_bf16"):
+        monkeypatch.setattr(mg, "cpu_flags", lambda: frozenset({"avx2", flag}))
+        assert mg.newton_schulz_dtype("cpu") == torch.bfloat16
+    assert mg.newton_schulz_dtype("cuda") == torch.bfloat16 and mg.newton_schulz_dtype("mps") == torch.float32
+    model = GPT(GPTConfig(block_size=8, vocab_size=50, n_layer=1, n_head=1, n_embd=8))
+    assert model.configure_optimizers(0.1, 1e-3, optimizer="muon").optimizers["muon"].ns_dtype == torch.bfloat16
+
+
+def muon_steps(opt, params, grads):
+    """Step `opt` once per gradient list (the same gradients for every optimizer compared)."""
+    for gs in grads:
+        for p, g in zip(params, gs):
+            p.grad = g.clone()
+        opt.step()
+
+
+def test_muon_in_bf16_is_torch_muon_and_in_fp32_is_closer_to_exact():
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(s, generator=g) * 0.1 for s in ((96, 32), (32, 32), (32, 128))]  # tall, square, wide
+    grads = [[torch.randn(p.shape, generator=g) for p in start] for _ in range(3)]
+    runs = {}
+    for name in ("torch", "bf16", "fp32", "fp64"):
+        params = [torch.nn.Parameter(p.clone().double() if name == "fp64" else p.clone()) for p in start]
+        kw = dict(lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+        opt = (torch.optim.Muon(params, **kw) if name == "torch" else mg.Muon(params, ns_dtype={
+            "bf16": torch.bfloat16, "fp32": torch.float32, "fp64": torch.float64}[name], **kw))
+        muon_steps(opt, params, [[x.double() if name == "fp64" else x for x in gs] for gs in grads])
+        runs[name] = [(p.detach() - s.to(p.dtype)).float() for p, s in zip(params, start)]  # the steps taken
+    for t, b, f, e in zip(*runs.values()):
+        assert torch.equal(t, b)  # the same function as torch's, op for op
+        # bf16 keeps ~3 significant digits and the iteration amplifies rounding: a few % of the update
+        assert (f - b).norm() < 0.08 * b.norm()
+        assert (f - e).norm() < 1e-4 * e.norm() < (b - e).norm()  # fp32: at the exact iteration's rounding
+    for G in grads[0]:  # the iteration alone against the naive one above, in fp64
+        exact = newton_schulz(G.double())
+        assert (mg.newton_schulz(G, dtype=torch.float32) - exact).norm() < 1e-5 * exact.norm()
+        assert (mg.newton_schulz(G, dtype=torch.bfloat16) - exact).norm() < 0.05 * exact.norm()
+
+
+def test_muon_checkpoints_are_torch_muon_checkpoints_and_resume_exactly():
+    """the same state_dict layout as torch.optim.Muon (either loads the other's), and a run stopped after 2 steps
+    and resumed from its state dict ends on the same weights as one run straight through"""
+    g = torch.Generator().manual_seed(1)
+    start = [torch.randn(s, generator=g) for s in ((24, 8), (8, 24))]
+    grads = [[torch.randn(p.shape, generator=g) for p in start] for _ in range(4)]
+    params = [torch.nn.Parameter(p.clone()) for p in start]
+    ours, theirs = mg.Muon(params, ns_dtype=torch.float32, lr=0.01), torch.optim.Muon(params, lr=0.01)
+    muon_steps(ours, params, grads[:2])
+    state = copy.deepcopy(ours.state_dict())  # as saved: a state dict's tensors are the live buffers
+    theirs.load_state_dict(copy.deepcopy(state))
+    assert state.keys() == theirs.state_dict().keys() and state["param_groups"] == theirs.state_dict()["param_groups"]
+    assert state["state"][0].keys() == {"momentum_buffer"}
+    resumed_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    resumed = mg.Muon(resumed_params, ns_dtype=torch.float32, lr=0.01)
+    resumed.load_state_dict(state)
+    muon_steps(ours, params, grads[2:])
+    muon_steps(resumed, resumed_params, grads[2:])
+    assert all(torch.equal(a, b) for a, b in zip(params, resumed_params))

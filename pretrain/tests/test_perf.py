@@ -1,5 +1,5 @@
-"""modeling_gpt2's MFU peaks: GPU names as torch.cuda.get_device_name() reports them map to exactly one datasheet entry (or none),
-the peak follows the run's dtype, and the CPU peak is a measured figure."""
+"""modeling_gpt2's MFU peaks: GPU names as torch.cuda.get_device_name() reports them map to exactly one datasheet
+entry (or none), the peak follows the run's dtype, and the CPU peak is a measured figure."""
 import pytest
 import torch
 
@@ -84,3 +84,15 @@ def test_cpu_peak_is_the_best_timed_matmul(monkeypatch):
     monkeypatch.undo()
     assert perf.peak_flops("cpu") > 0 and perf.peak_flops("cpu") == perf.measured_cpu_peak_flops()  # cached
     assert perf.mfu(6e6, 100.0, 6e8 * 2) == pytest.approx(0.5)
+
+
+def test_bench_parts_times_ours_and_the_anchor_on_every_part(capsys):
+    import bench
+
+    r = bench.main(["--parts", "--n_layer", "1", "--n_head", "1", "--n_embd", "32", "--vocab_size", "256",
+                    "--seq_len", "16", "--batch_size", "2", "--steps", "2"])
+    assert list(r["parts"]) == ["blocks fwd+bwd", "head+loss ours", "head+loss anchor", "optimizer ours",
+                                "optimizer anchor", "step ours", "step anchor"]
+    assert all(len(p["step_s"]) == 2 and p["ms"] > 0 and 0 < p["peak_fraction"] for p in r["parts"].values())
+    out = capsys.readouterr().out
+    assert "machine: " in out and "threads, load average" in out and "Newton-Schulz in" in out

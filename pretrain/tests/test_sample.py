@@ -8,9 +8,9 @@ from transformers import GPT2LMHeadModel
 
 import checkpoint
 import sample
-import text_tokenizer
 from modeling_gpt2 import GPT, GPTConfig
-from models import KIND
+from config import CKPT_FORMAT
+from prepare import load_tokenizer
 
 PROMPTS = ["Hello, I'm a language model,", "The capital of France is"]
 
@@ -22,19 +22,19 @@ def run_dir(tmp_path_factory):
     torch.manual_seed(0)
     config = GPTConfig(block_size=64, vocab_size=50257, n_layer=2, n_head=2, n_embd=32)
     model = GPT(config)
-    tok = text_tokenizer.load("gpt2")
-    files = tok.write_hf_files(run / "tokenizer", model_max_length=config.block_size)
+    tok = load_tokenizer("gpt2")
+    files = sorted(tok.write_files(run / "tokenizer", hf=True, model_max_length=config.block_size).glob("[!.]*"))
     for step in (500, 1000):
         state = {"model": model.state_dict(), "model_config": vars(config), "step": step, "optimizer": {},
                  "data_position": {}, "rng": {}, "train_config": {}, "tokenizer": tok.describe()}
-        checkpoint.save_checkpoint(run, state, KIND, keep=2)
+        checkpoint.save_checkpoint(run, state, CKPT_FORMAT, keep=2)
     model.save_hf(run / "hf", eos_token_id=tok.eot_id, extra_files=files)
     return run
 
 
 def reference_greedy(hf_dir, prompt: str, n: int) -> str:
     """transformers' own greedy generate on the HF export, decoded with the GPT-2 tokenizer, cut at end-of-text."""
-    tok = text_tokenizer.load("gpt2")
+    tok = load_tokenizer("gpt2")
     model = GPT2LMHeadModel.from_pretrained(hf_dir).eval()
     x = torch.tensor([tok.encode(prompt)])
     out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=n,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import text_tokenizer
 import train
 from conftest import HERE, TINY_ARGS, kill_after_step, load_checkpoint
+from prepare import load_tokenizer
 
 
 def read_log(out):
@@ -33,7 +33,7 @@ def run_script(args, nproc=None, check=True):
 
 
 def test_lr_schedule_endpoints():
-    tc = train.TrainConfig(max_lr=1.0, min_lr_ratio=0.1, warmup_steps=10, max_steps=110)
+    tc = train.TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_steps=10, max_steps=110)
     lrs = [train.get_lr(s, tc) for s in range(120)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warmup, (step+1)/warmup
     assert lrs[10] == pytest.approx(1.0) and lrs[60] == pytest.approx(0.55)  # cosine: half way = mean
@@ -67,13 +67,13 @@ def test_run_outputs_and_schemas(tiny_run):
 def test_hf_export_loads_with_auto_classes(tiny_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from models import load_model
+    from export import load_model
 
     tok = AutoTokenizer.from_pretrained(tiny_run / "hf")
     hf = AutoModelForCausalLM.from_pretrained(tiny_run / "hf").eval()
     text = "ROMEO: what light through yonder window breaks?\n\n  It is the east <|endoftext|>"
     ids = tok(text, return_tensors="pt")["input_ids"]
-    reference = text_tokenizer.load("gpt2")  # tiktoken on OpenAI's files
+    reference = load_tokenizer("gpt2")  # tiktoken on OpenAI's files
     assert ids[0].tolist() == reference.encode(text.removesuffix("<|endoftext|>")) + [50256]
     assert tok.eos_token_id == 50256
     ours = load_model(tiny_run).eval()
@@ -174,7 +174,7 @@ def test_resume_refuses_other_batch_tokenizer_or_an_earlier_end(tiny_run, shakes
         assert message in capsys.readouterr().err
     other = tmp_path / "other"  # the same text under another tokenizer
     (tmp_path / "tok").mkdir()
-    text_tokenizer.load("gpt2").write_hf_files(tmp_path / "tok", 32)
+    load_tokenizer("gpt2").write_files(tmp_path / "tok", hf=True, model_max_length=32)
     from transformers import AutoTokenizer
     AutoTokenizer.from_pretrained(tmp_path / "tok").backend_tokenizer.save(str(tmp_path / "tokenizer.json"))
     import prepare
@@ -185,7 +185,7 @@ def test_resume_refuses_other_batch_tokenizer_or_an_earlier_end(tiny_run, shakes
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--max_lr", "nan"], "--max_lr must be a finite number, got nan"),
+    (["--lr", "nan"], "--lr must be a finite number, got nan"),
     (["--grad_clip", "inf"], "--grad_clip must be a finite number, got inf"),
     (["--ddp_timeout", "0"], "--ddp_timeout must be > 0"),
     (["--keep_checkpoints", "0"], "--keep_checkpoints must be positive"),
@@ -223,8 +223,8 @@ def test_micro_batch_fits_the_world_size():
 def test_mfu_is_never_above_one():
     from types import SimpleNamespace
     t = SimpleNamespace(flops_per_token=1e6, ddp=SimpleNamespace(world_size=2), peak=1e9)
-    assert train.Trainer.mfu_or_none(t, 1000.0) == pytest.approx(0.5)  # 1e6 * 1000 / 2 / 1e9
-    assert train.Trainer.mfu_or_none(t, 4000.0) is None and t.peak is None  # a "peak" below the achieved FLOP/s
+    assert train.mfu_or_none(t, 1000.0) == pytest.approx(0.5)  # 1e6 * 1000 / 2 / 1e9
+    assert train.mfu_or_none(t, 4000.0) is None and t.peak is None  # a "peak" below the achieved FLOP/s
 
 
 def run_in(out, shakespeare, *flags, steps="2"):
@@ -284,7 +284,7 @@ def test_a_small_bpe_tokenizer_drives_the_model_the_export_and_hellaswag(tmp_pat
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import prepare
-    from models import load_model
+    from export import load_model
 
     text = "The quick brown fox jumps over the lazy dog. A stitch in time saves nine.\n" * 300
     (tmp_path / "english.txt").write_text(text)
@@ -311,12 +311,12 @@ def test_a_small_bpe_tokenizer_drives_the_model_the_export_and_hellaswag(tmp_pat
 
 
 def test_torchrun_without_prepared_data_stops_at_start_up(tmp_path, monkeypatch):
-    import runfolder
-    monkeypatch.setattr(runfolder, "HERE", tmp_path)  # no prepared data set of the preset there
+    import config
+    monkeypatch.setattr(config, "HERE", tmp_path)  # no prepared data set of the preset there
     with pytest.raises(train.ConfigError, match="is not prepared: prepare it first, once, without torchrun "
                        r"\(python pretrain/prepare.py --input tinyshakespeare.txt --val_fraction 0.1 --out_dir "):
-        runfolder.data_folder("tiny-cpu", train.TrainConfig(), distributed=True)
-    assert runfolder.data_folder("tiny-cpu", train.TrainConfig(data="D"), distributed=True) == Path("D")
+        config.data_folder("tiny-cpu", train.TrainConfig(), distributed=True)
+    assert config.data_folder("tiny-cpu", train.TrainConfig(data="D"), distributed=True) == Path("D")
     assert not (tmp_path / "output").exists()  # nothing prepared, nothing hidden left behind
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import build_report as br
+import fileio
 from handmade import log
-import gpt2files
 import questions
 import sections
 
@@ -66,9 +66,13 @@ def sweep_run(run: Path, name: str, rank: int, seed: int, evals: list[float]):
                                     "eval_examples": 16, "steps": 20, "steps_per_epoch": 5, "epochs": 4.0})
     write_json(d / "config.json", {"seed": seed, "lora_dim": rank, "max_examples": 64, "eval_ratio": 0.25,
                                    "data_seed": 0, "epochs": 4, "lr": 1e-3, "lr_warmup_ratio": 0.1,
-                                   "train_batch_size": 8, "gradient_accumulation_steps": 1, "max_length": 128,
-                                   "eval_interval": 5, "template": "homework", "lora_scaling": 32.0, "group_by_length": True,
-                                   "weight_decay": 0.0})
+                                   "batch_size": 8, "gradient_accumulation_steps": 1, "max_length": 128,
+                                   "eval_interval": 5, "template": "homework", "lora_alpha": 32.0,
+                                   "group_by_length": True, "weight_decay": 0.0})
+
+
+# val nats per token of the count models and the GPT: the GPT lies between the 3-gram and the 4-gram
+BASELINES = {"1-gram": 6.8, "2-gram": 5.5, "3-gram": 5.2, "4-gram": 5.0, "5-gram": 4.9, "model": 5.1}
 
 
 def fake_run(run: Path, full_overfits: bool, corpus_file: Path):
@@ -89,7 +93,7 @@ def fake_run(run: Path, full_overfits: bool, corpus_file: Path):
         "final_val_loss": 5.2, "final_train_loss": 5.0, "steps": 10, "tokens": 40960, "wall_time_s": 123.4,
         "train_time_s": 100.0, "tokens_per_s": 409.6, "params": 4273664, "world_size": 1, "device": "cpu",
         "model_config": {"n_layer": 4, "n_head": 4, "n_embd": 256, "block_size": 256, "vocab_size": 4096},
-        "train_config": {"optimizer": "muon", "max_lr": 0.004, "warmup_steps": 100, "min_lr_ratio": 0.1,
+        "train_config": {"optimizer": "muon", "lr": 0.004, "warmup_steps": 100, "min_lr_ratio": 0.1,
                          "total_batch_size": 2048}})
     full = [3.0, 2.6, 2.4, 2.5, 2.7] if full_overfits else [3.0, 2.8, 2.6, 2.5, 2.45]
     sweep_run(run, "r0", 0, 42, full)
@@ -104,9 +108,9 @@ def fake_run(run: Path, full_overfits: bool, corpus_file: Path):
     # nats per token -> bits per byte: x * 1000 tokens / 3600 bytes / ln 2
     per_byte = lambda nats: nats * 1000 / 3600 / 0.6931471805599453  # noqa: E731
     write_json(run / "baselines.json", {
-        "val_tokens": 1000, "val_bytes": 3600, "train_tokens": 9000, "vocab_size": 4096, "bigram_discount": 0.75,
-        "baselines": {name: {"nats_per_token": x, "bits_per_byte": per_byte(x)}
-                      for name, x in (("unigram", 6.8), ("bigram", 5.5), ("model", 5.1))}})
+        "kind": "llmhw-ngram-baselines", "data": str(run / "shards"), "val_tokens": 1000, "val_bytes": 3600,
+        "train_tokens": 9000, "vocab_size": 4096, "discount": 0.75,
+        "baselines": {name: {"nats_per_token": x, "bits_per_byte": per_byte(x)} for name, x in BASELINES.items()}})
     write_jsonl(run / "pipeline.jsonl", [{"stage": "bpe", "command": "python bpe/train.py", "seconds": 1.0,
                                           "returncode": 0, "preset": "cpu", "load_avg": [0.5, 0.4, 0.3]}])
 
@@ -142,11 +146,14 @@ def test_every_slot_filled_from_the_files(built):
             "steps, cosine to 10%; 2,048 tokens a step |") in text
     assert "0.2600 ± 0.0439" in text and "`python bpe/train.py` (1 s)" in text
     assert "perplexity **181**" in text and "92% of the 13 words in its samples occur in its corpus" in text
-    # the count baselines: uniform = 12 bits per token = 3.333 bits per byte at 1000 tokens / 3600 bytes
-    assert "| uniform over the 4,096 tokens | 8.318 | 3.333 | +2.818 |" in text
-    assert "| bigram counts (Kneser-Ney, D = 0.75) | 5.500 | 2.204 | +0.000 |" in text
-    assert "| **this GPT** (exported, scored by transformers) | 5.100 | 2.044 | -0.400 |" in text
-    assert "**0.40 nats per token better than counting pairs**" in text
+    # the count baselines, orders 1-5 beside the GPT, against the best (the 5-gram, 4.9 nats): uniform = 12 bits
+    # per token = 3.333 bits per byte at 1000 tokens / 3600 bytes
+    assert "| model | val nats / token | val bits / byte | vs the 5-gram (nats) |" in text
+    assert "| uniform over the 4,096 tokens | 8.318 | 3.333 | +3.418 |" in text
+    assert "| 1-gram counts | 6.800 | 2.725 | +1.900 |" in text and "| 5-gram counts | 4.900 | 1.964 | +0.000 |" in text
+    assert "| **this GPT** (exported, scored by transformers) | 5.100 | 2.044 | +0.200 |" in text
+    assert ("**between the 3-gram and the 4-gram: 0.20 nats per token worse than the best count model, the "
+            "5-gram**") in text and "interpolated Kneser-Ney, discount 0.75" in text
     assert "(checked from each run's config.json, summary.json and log.jsonl): **yes**" in text
 
 
@@ -156,7 +163,8 @@ def test_verdicts_in_the_report_follow_the_numbers(built, tmp_path, corpus_file)
     assert "**LoRA's eval loss falls along with its train loss**: **Reproduced**" in text
     # ranks end at 2.62 / 2.61 / 2.60 (spread 0.02), r=8 with two seeds at 2.61 / 2.60 (0.01): ratio 2.0 -> alike
     assert "**Ranks look alike**: **Reproduced**" in text and "2.0× the seed spread" in text
-    assert "**LoRA answers are longer**: **Reproduced**" in text and "LoRA r=8 **10.0** vs full finetune **3.5**" in text
+    assert "**LoRA answers are longer**: **Reproduced**" in text
+    assert "LoRA r=8 **10.0** vs full finetune **3.5**" in text
     run = tmp_path / "run"
     fake_run(run, full_overfits=False, corpus_file=corpus_file)
     values, _ = br.report_values(run)
@@ -180,14 +188,16 @@ def test_failed_build_leaves_the_old_report_whole(built, tmp_path, corpus_file, 
     _, out, _ = built
     run = tmp_path / "run"
     fake_run(run, full_overfits=False, corpus_file=corpus_file)   # a report that would read differently
-    before = {p.name: p.read_bytes() for p in [out / "README.md", *sorted((out / "assets").iterdir())]}
+    before = {p.name: p.read_bytes() for p in [out / "README.md", *sorted((out / "assets").iterdir())]
+              if p.name != fileio.LOCK}
 
     def boom(*a, **k):
         raise RuntimeError("killed while drawing")
-    monkeypatch.setattr(br.figures, "plot_full", boom)
+    monkeypatch.setattr(br, "plot_full", boom)
     with pytest.raises(RuntimeError):
         br.build(run, out)
-    after = {p.name: p.read_bytes() for p in [out / "README.md", *sorted((out / "assets").iterdir())]}
+    after = {p.name: p.read_bytes() for p in [out / "README.md", *sorted((out / "assets").iterdir())]
+             if p.name != fileio.LOCK}
     assert after == before and sorted(p.name for p in out.iterdir()) == ["README.md", "assets"]
 
 
@@ -195,19 +205,36 @@ def test_missing_input_is_one_clear_error(tmp_path, corpus_file):
     run = tmp_path / "run"
     fake_run(run, full_overfits=True, corpus_file=corpus_file)
     (run / "pretrain/summary.json").unlink()
-    with pytest.raises(sections.ReportInputError, match=r"pretrain/summary.json \(written by pipeline stage 'pretrain'"):
+    with pytest.raises(sections.ReportInputError,
+                       match=r"pretrain/summary.json \(written by pipeline stage 'pretrain'"):
         br.report_values(run)
     assert br.main(["--run_dir", str(run), "--out_dir", str(tmp_path / "out")]) == 2
 
 
-def test_tokenizer_questions_computed_with_gpt2():
-    gpt2 = questions.TiktokenGPT2()
-    assert gpt2.encode(" SolidGoldMagikarp") == [43453] and gpt2.encode("Hello world") == [15496, 995]
-    m = gpt2files.bytes_to_unicode()
-    assert sorted(m) == list(range(256)) and len(set(m.values())) == 256 and m[ord(" ")] == "Ġ"
-    v = questions.code_questions(gpt2, gpt2)
+def test_where_the_model_stands_among_the_count_models():
+    def base(model):
+        return {"baselines": {**{k: {"nats_per_token": v} for k, v in BASELINES.items() if k != "model"},
+                              "model": {"nats_per_token": model}}}
+    assert sections.against_counts(base(4.5)) == ("**better than every count model: 0.40 nats per token below the "
+                                                  "best, the 5-gram**, so it uses what n-gram counts of the same text "
+                                                  "cannot")
+    assert sections.against_counts(base(6.0)).startswith("**between the 1-gram and the 2-gram: 1.10 nats")
+    assert sections.against_counts(base(7.0)) == ("**worse than every count model** (2.10 nats per token above the "
+                                                  "5-gram)")
+
+
+def test_tokenizer_questions_computed_with_gpt2(tmp_path):
+    gpt2 = questions.gpt2_encoding()
+    assert gpt2.encode_ordinary(" SolidGoldMagikarp") == [43453] and gpt2.encode_ordinary("Hello world") == [15496, 995]
+    tiny_tokenizer_json(tmp_path / "tokenizer.json")
+    m = questions.FileTokenizer(tmp_path / "tokenizer.json").byte_of   # byte-level character -> byte
+    assert sorted(m.values()) == list(range(256)) and len(m) == 256 and m["Ġ"] == ord(" ")
+    # the same map as GPT-2's own files: encoder.json's single-byte tokens are these characters
+    encoder = json.loads(fileio.find("gpt2/encoder.json").read_text())
+    assert all(gpt2.decode_single_token_bytes(encoder[c]) == bytes([b]) for c, b in m.items())
+    v = questions.examples(gpt2, gpt2)
     assert v["q_magikarp"] == "1 token: `␣SolidGoldMagikarp`" and v["q_eot_id"] == "[50256]"
-    assert questions.text_questions(gpt2, gpt2)["q_ord_bei"] == "21271"
+    assert v["q_ord_bei"] == "21271"
 
 
 def test_length_finding_compares_answers_that_end_and_says_how_many_do():
@@ -239,7 +266,7 @@ def test_corpus_story_says_how_training_reads_the_shards(built):
     summary = json.loads((run / "pretrain/summary.json").read_text())
     try:
         write_json(run / "pretrain/summary.json", {**summary, "train_config": {"data_order": "shuffle"}})
-        story = sections.corpus_values(run)["corpus_story"]
+        story = sections.corpus_values(br.read_run(run))["corpus_story"]
     finally:
         write_json(run / "pretrain/summary.json", summary)
     assert "random order" in story and "the run's 40,960 tokens are 4.55 passes over the training tokens" in story

@@ -1,14 +1,23 @@
 """Faults while the report is written: a full disk, a failure while drawing, a kill at the folder swap. The earlier
 report (README.md + assets/) must survive whole, no temp file may stay behind, and the next start gives one line or
-recovers."""
+recovers. Faults of the pipeline: a failed redo keeps the earlier output, an output that is not ours is never
+replaced, a killed pipeline takes its running stage with it."""
 import errno
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 import build_report as br
 import fileio
+import pipeline
 from test_build_report import fake_run
+from test_pipeline import fake_stages
 
 
 @pytest.fixture
@@ -23,8 +32,9 @@ def old_report(tmp_path):
 
 
 def snapshot(out):
-    """Every file under the report folder (hidden temp files included) with its bytes."""
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    """Every file under the folder (hidden temp files included) with its bytes; not the lock naming its writer."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != fileio.LOCK}
 
 
 def disk_full(*args, **kwargs):
@@ -35,7 +45,7 @@ def disk_full(*args, **kwargs):
 def test_full_disk_is_one_line_and_keeps_the_old_report(old_report, monkeypatch, capsys, where):
     new_run, out, before = old_report
     if where == "drawing":
-        monkeypatch.setattr(br.figures, "plot_sweep", disk_full)
+        monkeypatch.setattr(br, "plot_sweep", disk_full)
     else:
         monkeypatch.setattr(br.os, "fsync", disk_full)
     assert br.main(["--run_dir", str(new_run), "--out_dir", str(out)]) == 2
@@ -44,35 +54,36 @@ def test_full_disk_is_one_line_and_keeps_the_old_report(old_report, monkeypatch,
     assert snapshot(out) == before
 
 
+def kill_at_rename(monkeypatch, moves_first: bool):
+    """A kill (KeyboardInterrupt, as a Ctrl-C inside Python) at the rename that moves the old assets/ aside: before
+    it, or right after it (then no assets/ is at the path until the next start puts the old one back)."""
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith(".assets.llmhw-old"):
+            if moves_first:
+                real_replace(src, dst)
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+    monkeypatch.setattr(fileio.os, "replace", replace)
+
+
 def test_kill_at_the_swap_keeps_the_old_report(old_report, monkeypatch):
     new_run, out, before = old_report
-
-    def killed(a, b):
-        raise KeyboardInterrupt  # what a Ctrl-C or a kill looks like inside Python
-    monkeypatch.setattr(fileio, "_exchange", killed)
+    kill_at_rename(monkeypatch, moves_first=False)
     with pytest.raises(KeyboardInterrupt):
         br.build(new_run, out)
     assert snapshot(out) == before
 
 
 def test_kill_between_the_two_renames_is_recovered_at_the_next_start(old_report, monkeypatch):
-    # Where the one-step exchange is missing, the old folder is moved aside first: a kill right after that leaves
-    # no assets/ at the path, and the next start must put the old one back before doing anything else.
     new_run, out, before = old_report
-    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
-    real_replace = os.replace
-
-    def replace(src, dst):
-        if str(dst).endswith(".assets.old"):
-            real_replace(src, dst)
-            raise KeyboardInterrupt
-        return real_replace(src, dst)
-    monkeypatch.setattr(fileio.os, "replace", replace)
+    kill_at_rename(monkeypatch, moves_first=True)
     with pytest.raises(KeyboardInterrupt):
         br.build(new_run, out)
-    assert not (out / "assets").exists() and (out / ".assets.old").is_dir()
-    monkeypatch.setattr(fileio.os, "replace", real_replace)
-    fileio.recover(out / "assets")
+    assert not (out / "assets").exists() and (out / ".assets.llmhw-old").is_dir()
+    monkeypatch.undo()
+    br.claim_report_dir(out)   # what the next build does first
     assert snapshot(out) == before
     br.build(new_run, out)   # and the next build replaces the whole set
     after = snapshot(out)
@@ -135,17 +146,15 @@ def test_run_dir_that_is_a_file_or_a_loop_is_one_line(old_report, tmp_path, caps
 
 
 def test_pipeline_run_dir_refusals_are_one_line_and_create_nothing(tmp_path, capsys):
-    import pipeline
-
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "l1").symlink_to(tmp_path / "l2")
     (tmp_path / "l2").symlink_to(tmp_path / "l1")
     other = tmp_path / "pretrain_run"
     other.mkdir()
-    fileio.write_marker(other, "pretrain-run")
+    (other / fileio.MARKER).write_text(json.dumps({"kind": "pretrain-run"}))
     before = sorted(p.name for p in tmp_path.rglob("*"))
     for run_dir, words in ((tmp_path / "a_file", "is a file"), (tmp_path / "a_file" / "run", "cannot write in"),
-                           (tmp_path / "l1", "a symlink loop?"), (other, "holds a pretrain-run")):
+                           (tmp_path / "l1", "cannot be resolved"), (other, "holds a pretrain-run")):
         assert pipeline.main(["--run_dir", str(run_dir), "--only", "bpe"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("[pipeline] error: --run_dir ") and words in err and "\n" not in err, err
@@ -163,6 +172,18 @@ def test_a_users_readme_or_assets_are_never_replaced(old_report, tmp_path, capsy
     assert (mine / "README.md").read_text() == "my notes" and (mine / "assets" / "diagram.svg").exists()
 
 
+def test_a_report_folder_is_recognized_by_its_marker_alone(old_report, tmp_path, capsys):
+    # a user's README.md and figures, named as a report's are, but without the marker: not ours
+    new_run, _, _ = old_report
+    mine = tmp_path / "mine"
+    (mine / "assets").mkdir(parents=True)
+    (mine / "README.md").write_text("my notes")
+    (mine / "assets" / "pretrain_loss.png").write_bytes(b"\x89PNG mine")
+    mine_before = snapshot(mine)
+    assert "holds files that are not a report-assets's output (pretrain_loss.png)" in refused(new_run, mine, capsys)
+    assert snapshot(mine) == mine_before and sorted(os.listdir(mine / "assets")) == ["pretrain_loss.png"]
+
+
 def test_a_refused_build_creates_no_folder(old_report, tmp_path, capsys):
     new_run, _, _ = old_report
     (new_run / "generations.json").unlink()
@@ -172,9 +193,72 @@ def test_a_refused_build_creates_no_folder(old_report, tmp_path, capsys):
 
 def test_the_report_set_carries_its_marker_and_leftovers_go(old_report):
     new_run, out, _ = old_report
-    assert fileio.read_marker(out / "assets") == "report-assets"
+    assert json.loads((out / "assets" / fileio.MARKER).read_text())["kind"] == "report-assets"
     killed = out / ".assets.llmhw-k1ll3d.tmp"  # what a killed build leaves beside assets/
     killed.mkdir()
     (killed / "half.png").write_bytes(b"\x89PNG")
     br.build(new_run, out)
     assert not killed.exists()
+
+
+FAILING_SWEEP = ("import pathlib, sys; out = pathlib.Path(sys.argv[1]); out.mkdir(); "
+                 "(out / 'r0.log').write_text('the failed run'); sys.exit(1)")
+
+
+def test_a_failed_redo_keeps_the_earlier_output(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    monkeypatch.setattr(pipeline, "stage_commands", fake_stages(run, {}))
+    assert pipeline.main(["--run_dir", str(run)]) == 0
+    before = snapshot(run / "sweep")
+    assert set(before) == {".llmhw-output", "summary.json", "r0.log"}
+    monkeypatch.setattr(pipeline, "stage_commands", fake_stages(run, {"sweep": FAILING_SWEEP}))
+    assert pipeline.main(["--run_dir", str(run), "--only", "sweep", "--redo", "sweep"]) == 1
+    assert snapshot(run / "sweep") == before   # summary.json kept, r0.log not overwritten
+    assert "unfinished output stays in" in capsys.readouterr().err
+    monkeypatch.setattr(pipeline, "stage_commands", fake_stages(run, {}))
+    assert pipeline.main(["--run_dir", str(run), "--only", "sweep"]) == 0   # the next start removes the leftover
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")] and snapshot(run / "sweep") == before
+
+
+def test_a_stage_output_that_is_not_ours_is_never_replaced(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    monkeypatch.setattr(pipeline, "stage_commands", fake_stages(run, {}))
+    assert pipeline.main(["--run_dir", str(run)]) == 0
+    (run / "baselines.json").write_text('{"mine": 1}')   # a user's file and folder where the stages write
+    (run / "sweep" / fileio.MARKER).unlink()
+    sweep = snapshot(run / "sweep")
+    for stage, words in (("baselines", "is a file this command did not write"),
+                         ("sweep", "holds files that are not a fake's output")):
+        assert pipeline.main(["--run_dir", str(run), "--only", stage, "--redo", stage]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert words in err[0] and "[pipeline] error: " in err[0], err
+        assert (run / "baselines.json").read_text() == '{"mine": 1}' and snapshot(run / "sweep") == sweep
+
+
+def test_a_killed_pipeline_takes_its_running_stage_with_it(tmp_path):
+    run, here, pid_file = tmp_path / "run", Path(__file__).resolve().parent, tmp_path / "stage.pid"
+    sleeper = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    driver = (f"import sys; sys.path[:0] = [{str(here.parent)!r}, {str(here)!r}]\n"
+              "import pipeline, test_pipeline\n"
+              f"pipeline.stage_commands = test_pipeline.fake_stages(pipeline.Path({str(run)!r}),\n"
+              f"                                                    {{'bpe': {sleeper!r}}})\n"
+              f"pipeline.main(['--run_dir', {str(run)!r}, '--only', 'bpe'])\n")
+    parent = subprocess.Popen([sys.executable, "-c", driver])
+    deadline = time.time() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while alive(child) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(child)
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] not in "ZX"
+    except FileNotFoundError:
+        return False

@@ -1,6 +1,6 @@
 """pipeline.py: the stages are chained through their files (the corpus feeds the tokenizer and the shards, the
 tokenizer feeds the shards, the partition flags reach every finetuning run), stages skip when done, --redo reruns
-them with their overwrite flag, a failing stage stops the run, and --dry_run writes nothing."""
+them into a temporary sibling swapped in when they succeed, a failing stage stops the run, --dry_run writes nothing."""
 import json
 import sys
 from pathlib import Path
@@ -42,7 +42,9 @@ def test_cpu_stages_are_chained_through_their_files(tmp_path):
     assert flag(sweep, "--ranks") == ["0", "1", "2", "4", "8", "16", "32"] and flag(sweep, "--seed_runs") == ["8:1234"]
     assert flag(gen, "--instructions") == [str(Path(flag(corpus, "--out_dir")[0]) / "instructions.jsonl")]
     assert flag(gen, "--base") == flag(sweep, "--model_name_or_path")
-    assert flag(gen, "--lora") == [str(Path(flag(sweep, "--output_dir")[0]) / "r8/adapter")]
+    assert flag(gen, "--lora") == [str(Path(flag(sweep, "--out_dir")[0]) / "r8/adapter")]
+    assert flag(stages["baselines"].argv, "--orders") == ["1", "2", "3", "4", "5"]
+    assert "--batch_size" in sweep and "--train_batch_size" not in sweep
     assert int(flag(corpus, "--heldout")[0]) >= 20
     for name, stage in stages.items():
         assert "/data" in stage.argv, name
@@ -57,32 +59,44 @@ def test_gpu_preset_keeps_build_nanogpt_setup(tmp_path):
     assert flag(stages["sweep"].argv, "--dtype") == ["bfloat16"]
 
 
-def fake_stages(run, scripts):
+# Stand-ins for the stages' scripts: argv[1] is the output (a folder with its marker, or a JSON file with its kind)
+FOLDER_STAGE = ("import json, pathlib, sys, time; out = pathlib.Path(sys.argv[1]); out.mkdir(exist_ok=True); "
+                "(out / '.llmhw-output').write_text(json.dumps({'kind': 'fake'})); "
+                "(out / 'summary.json').write_text(str(time.time_ns())); (out / 'r0.log').write_text(sys.argv[2])")
+FILE_STAGE = "import json, sys, time; open(sys.argv[1], 'w').write(json.dumps({'kind': 'fake', 't': time.time_ns()}))"
+
+
+def fake_stages(run: Path, scripts: dict[str, str]):
+    """stage_commands for stages that run ``scripts[stage]`` (default: write a folder, or baselines.json)."""
     def commands(cfg, run_, data_dir, report_dir):
         out = {}
         for s in pipeline.STAGES:
-            code = scripts.get(s, f"import sys; open(r'{run}/{s}.done','w').write(' '.join(sys.argv[1:]))")
-            out[s] = pipeline.Stage([sys.executable, "-c", code, "--", "x"], run / f"{s}.done", run / f"{s}.done",
-                                    ("--overwrite",))
+            path = run / ("baselines.json" if s == "baselines" else s)
+            code = scripts.get(s, FILE_STAGE if path.suffix else FOLDER_STAGE)
+            out[s] = pipeline.Stage([sys.executable, "-c", code, str(path), "x"], path)
         return out
     return commands
 
 
-def test_stages_run_once_then_skip_then_redo_with_overwrite(tmp_path, monkeypatch, capsys):
+def test_stages_run_once_then_skip_then_redo_into_a_swapped_in_folder(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     monkeypatch.setattr(pipeline, "stage_commands", fake_stages(run, {}))
     assert pipeline.main(["--run_dir", str(run), "--setup_seconds", "95"]) == 0
     rows = [json.loads(line) for line in (run / "pipeline.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rows] == ["setup"] + pipeline.STAGES and rows[0]["seconds"] == 95
     assert all(r["returncode"] == 0 and len(r["load_avg"]) == 3 for r in rows)
-    assert (run / "sweep.done").read_text() == "-- x"       # a first run gets no overwrite flag
+    # each stage ran into a temporary sibling that replaced its output; the record names the real output
+    assert rows[7]["command"].endswith(f"{run / 'sweep'} x") and (run / "sweep/r0.log").read_text() == "x"
+    assert json.loads((run / "baselines.json").read_text())["kind"] == "fake"
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     assert pipeline.main(["--run_dir", str(run)]) == 0
     assert capsys.readouterr().out.count("done already") == len(pipeline.STAGES) - 1  # the report always rebuilds
-    assert pipeline.main(["--run_dir", str(run), "--redo", "sweep"]) == 0
+    before = {name: (run / name).read_text() for name in ("sweep/summary.json", "baselines.json")}
+    assert pipeline.main(["--run_dir", str(run), "--redo", "sweep", "baselines"]) == 0
     rows = [json.loads(line) for line in (run / "pipeline.jsonl").read_text().splitlines()]
-    assert [r["stage"] for r in rows[len(pipeline.STAGES) + 1:]] == ["report", "sweep", "report"]
-    # the redone stage replaces its output, as told; its flag goes before the '--' of passed-on flags
-    assert (run / "sweep.done").read_text() == "--overwrite -- x"
+    assert [r["stage"] for r in rows[len(pipeline.STAGES) + 1:]] == ["report", "baselines", "sweep", "report"]
+    assert all((run / name).read_text() != text for name, text in before.items())   # replaced by the new outputs
+    assert sorted(p.name for p in (run / "sweep").iterdir()) == [".llmhw-output", "r0.log", "summary.json"]
 
 
 def test_failing_stage_stops_the_run(tmp_path, monkeypatch):
@@ -91,7 +105,7 @@ def test_failing_stage_stops_the_run(tmp_path, monkeypatch):
     assert pipeline.main(["--run_dir", str(run)]) == 3
     rows = [json.loads(line) for line in (run / "pipeline.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rows] == ["bpe", "corpus", "tokenizer", "data", "pretrain"]
-    assert rows[-1]["returncode"] == 3
+    assert rows[-1]["returncode"] == 3 and not (run / "pretrain").exists()
 
 
 def test_dry_run_writes_nothing_and_prints_every_stage(tmp_path, capsys):
