@@ -1,10 +1,8 @@
 """train.py's settings and start-up decisions: TrainConfig, the presets, the command line, the run folder, the data.
 
-The command line is read in two passes: ``--preset`` first, then every GPTConfig / TrainConfig field as a flag
-(flags.py) whose ``--help`` shows the value the chosen preset will use. Every setting is checked here, once, before
-any work (one line naming the flag and value). The run folder (--out_dir) follows fileio's rule (``RUN_NAMES``: a
-new or empty folder, or an earlier run only with --resume or --overwrite; anything else is refused, nothing deleted);
-a preset's data set is prepared on first use by a single process, never inside a process group.
+Every GPTConfig / TrainConfig field is a flag (flags.py; ``--preset`` is read first, so ``--help`` shows the preset's
+values), checked here once, before any work, in one line naming the flag. The run folder follows fileio's rule
+(``RUN_NAMES``); a preset's data set is prepared on first use by a single process, never inside a process group.
 """
 from __future__ import annotations
 
@@ -16,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import CheckpointError, load_checkpoint
+import prepare
+from checkpoint import load_checkpoint
 from ddp import DDP, DEFAULT_TIMEOUT_S, barrier, device_problem, from_rank0, gather, print0
 from fileio import OutputError, claim_output_dir
 from flags import add_flags, typed_flags
-import prepare
 from modeling_gpt2 import GPTConfig
 from runlog import LIVE_CHOICES, LiveLogError
 
@@ -39,8 +37,9 @@ class ConfigError(ValueError):
     """A run setting that cannot work (e.g. a batch that does not divide); the message names it."""
 
 
-# bad input or settings: one line ("error: ...") on every rank, exit status 2, never a traceback
-USER_ERRORS = (prepare.DataError, ConfigError, CheckpointError, OutputError, LiveLogError, FileNotFoundError, ValueError)
+# bad input or settings: one line ("error: ...") on every rank, exit status 2, never a traceback (ValueError covers
+# ConfigError, prepare.DataError and checkpoint.CheckpointError)
+USER_ERRORS = (ValueError, OutputError, FileNotFoundError, LiveLogError)
 
 
 def option(default, text):
@@ -50,8 +49,7 @@ def option(default, text):
 @dataclass
 class TrainConfig:
     """Everything about a run that is not architecture. Defaults: build-nanogpt's GPT-2 124M run."""
-    data: str | None = option(None, "prepared shard folder (prepare.py --out_dir); default: the preset's, prepared on "
-                                "first use")
+    data: str | None = option(None, "prepared shards (prepare.py --out_dir); default: the preset's, made on first use")
     out_dir: str | None = option(None, "run folder; default pretrain/output/<preset>")
     data_order: str = option("sequential", "sequential: the shards in file order (build-nanogpt); shuffle: random "
                                            "windows of the whole split, a new order each epoch (prepare.py)")
@@ -83,12 +81,9 @@ class TrainConfig:
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     seed: int = option(1337, "seed of the initial weights and the samples")
     resume: bool = option(False, "continue the run in out_dir from its latest checkpoint (fresh start if none)")
-    overwrite: bool = option(False, "start a fresh run in an out_dir that holds an earlier run (its files are "
-                                    "replaced)")
-    data_dir: str | None = option(None, "data directory (raw text, tokenizer files, HellaSwag); default "
-                                        "$LLMHW_DATA_DIR")
-    ddp_timeout: float = option(float(DEFAULT_TIMEOUT_S), "seconds a collective may wait for the other ranks before "
-                                                          "all of them stop")
+    overwrite: bool = option(False, "start afresh in an out_dir that holds an earlier run (its files are replaced)")
+    data_dir: str | None = option(None, "data directory (text, tokenizer files, HellaSwag); default $LLMHW_DATA_DIR")
+    ddp_timeout: float = option(float(DEFAULT_TIMEOUT_S), "seconds a collective waits for the other ranks at most")
     live: str = option("none", f"live logging: {', '.join(LIVE_CHOICES)} (the package is imported only when asked)")
     allow_new_data: bool = option(False, "--resume on data other than the checkpoint's (same tokenizer): continue "
                                          "on the new data from its start instead of refusing")
@@ -103,11 +98,9 @@ PRESETS = {
         "prepare": dict(hf_dataset="HuggingFaceFW/fineweb-edu", hf_config="sample-10BT", val_fraction=0.01),
         "data_name": "fineweb-edu-10BT",
     },
-    # The CPU recipe chosen by measurement (scan.py, pretrain/README.md "Choosing the CPU recipe"): on 2 cores the
-    # 96-wide model beats wider ones at equal CPU seconds, and Muon beats AdamW at equal tokens by ~0.25 nats; with
-    # Muon, 2,048-token steps learn more per token than 1,024-token ones. Context 256 (the finetuning prompts need
-    # it), lr 6e-3 after 50 warm-up steps (the pipeline: 100), shuffled windows of the whole split. Its default run
-    # is 150 steps of Tiny Shakespeare with GPT-2's vocabulary; the CPU pipeline runs 2,500 steps on its own corpus.
+    # The CPU recipe chosen by measurement (scan.py, README.md "Choosing the CPU recipe"): the 96-wide model, Muon,
+    # 2,048-token steps of shuffled windows; context 256 (the finetuning prompts need it). Its default run is 150
+    # steps of Tiny Shakespeare with GPT-2's vocabulary; the CPU pipeline runs 2,500 steps on its own corpus.
     "tiny-cpu": {
         "model": dict(block_size=256, n_layer=4, n_head=3, n_embd=96),
         "train": dict(total_batch_size=2048, batch_size=8, seq_len=256, lr=6e-3, warmup_steps=50, optimizer="muon",

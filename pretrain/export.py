@@ -5,9 +5,8 @@ Hugging Face export: a checkpoint (run folder, ``latest`` or any ``ckpt_NNNNNN.p
     python pretrain/export.py pretrain/output/tiny-cpu --out DIR                  # the latest checkpoint
     python pretrain/export.py pretrain/output/tiny-cpu/ckpt_000200.pt --out DIR   # an intermediate step
 
---out is new, empty, or an earlier export (replaced only with --overwrite); a run folder, a data set or any folder
-holding a user's file is refused in one line, and nothing is deleted. train.py exports its final model the same way
-into <out_dir>/hf. Checkpoints are read only through checkpoint.py (weights_only: no code runs from the file).
+--out is new, empty, or an earlier export (replaced only with --overwrite); anything else is refused in one line and
+nothing is deleted. Checkpoints are read only through checkpoint.py (weights_only: no code runs from the file).
 """
 from __future__ import annotations
 

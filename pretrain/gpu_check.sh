@@ -8,7 +8,8 @@
 #   bench64  bench.py again at the preset's micro-batch of 64 rows, ours only: does a bigger batch raise MFU?
 # What it does NOT cover: DDP. One GPU runs train.py with world size 1, which takes the same code path without a
 # process group, so the nccl all-reduce, DistributedSampler-style striding and rank-0 decisions are not exercised.
-# Check those on a machine with 2+ GPUs:  torchrun --standalone --nproc_per_node=2 pretrain/train.py --preset gpt2-124m ...
+# Check those on a machine with 2+ GPUs:
+#   torchrun --standalone --nproc_per_node=2 pretrain/train.py --preset gpt2-124m ...
 #
 # Usage (repo root):  bash pretrain/gpu_check.sh [bench] [train] [bench64]      (no part named: all three)
 # Time: every command runs under `timeout -k 5 LIMIT` (SIGTERM at the limit, SIGKILL 5 s later). The limits are
@@ -68,7 +69,8 @@ train() {
     # --overwrite: a fresh run each time (an earlier check's run folder is replaced, not resumed)
     timeout -k 5 ${limits[4]} python pretrain/train.py --preset gpt2-124m --device $device "${model[@]}" \
         --data "$data" --out_dir "$train_out" --overwrite --max_steps 12 --warmup_steps 2 --seq_len $T \
-        --total_batch_size 0 --batch_size $B --eval_interval 0 --val_steps 1 --hellaswag_limit 0 --sample_tokens 16 2>&1 || return 1
+        --total_batch_size 0 --batch_size $B --eval_interval 0 --val_steps 1 --hellaswag_limit 0 \
+        --sample_tokens 16 2>&1 || return 1
     cp "$train_out/log.jsonl" "$out/train_log.jsonl" || return 1
     cp "$train_out/summary.json" "$out/train_summary.json" || return 1
     if [ -f "$train_out/loss.png" ]; then cp "$train_out/loss.png" "$out/train_loss.png"; fi

@@ -202,28 +202,19 @@ def read_meta(data: str | Path) -> dict:
 
 
 def check_data(data: str | Path, meta: dict, model_vocab: int) -> TextTokenizer:
-    """Cheap checks before training; returns the data's tokenizer. Every shard's header against meta.json, the
-    largest token id (meta.json's per-split max_id, else a scan of the val split) against the tokenizer's and the
-    model's vocab, the tokenizer files against the ones the shards were made with."""
+    """Cheap checks before training; returns the data's tokenizer. The tokenizer's vocab fits the model's; every
+    shard's header (magic, size, its max_id below its vocab: read_shard) agrees with meta.json's tokenizer, so every
+    id fits the model (the loaders check each shard's tokens against its max_id when they open it); the tokenizer
+    files are the ones the shards were made with."""
     data, vocab, eot = Path(data), meta["vocab_size"], meta.get("eot_id")
     if vocab > model_vocab:
         raise DataError(f"{data}: tokenizer vocab {vocab} exceeds the model's vocab_size {model_vocab}")
-    for split in ("train", "val"):
-        for name in meta[split]["shards"]:
-            read_shard(data / name, scan=False)  # magic, version, size (the loaders scan the tokens)
-            header = read_header(data / name)
-            if int(header[4]) != vocab or int(header[5]) != (-1 if eot is None else eot):
-                raise DataError(f"shard {data / name}: made with another tokenizer (header vocab {int(header[4])}, "
-                                f"end-of-text {int(header[5])}; meta.json says {vocab}, {eot})")
-            if int(header[6]) - 1 >= model_vocab:
-                raise DataError(f"shard {data / name}: holds token id {int(header[6]) - 1}, outside the model's "
-                                f"vocab_size {model_vocab}")
-        top = meta[split].get("max_id")
-        if top is None and split == "val":
-            top = max((int(read_shard(data / n).max()) for n in meta[split]["shards"] if meta[split]["tokens"]),
-                      default=-1)
-        if top is not None and top >= vocab:
-            raise DataError(f"{data}: {split} shards hold token id {top}, outside the tokenizer's vocab {vocab}")
+    for name in meta["train"]["shards"] + meta["val"]["shards"]:
+        read_shard(data / name, scan=False)
+        header = read_header(data / name)
+        if int(header[4]) != vocab or int(header[5]) != (-1 if eot is None else eot):
+            raise DataError(f"shard {data / name}: made with another tokenizer (header vocab {int(header[4])}, "
+                            f"end-of-text {int(header[5])}; meta.json says {vocab}, {eot})")
     tok = load_tokenizer(data / meta["tokenizer"]["dir"])
     if tok.describe()["sha256"] != meta["tokenizer"].get("sha256"):
         raise DataError(f"{data}/{meta['tokenizer']['dir']}: tokenizer files differ from the ones the shards were "

@@ -63,10 +63,8 @@ def parse_args(argv=None) -> tuple[SampleConfig, list[str]]:
 
 def check_config(cfg: SampleConfig) -> None:
     """Settings that cannot work, found before the model is loaded."""
-    if not cfg.model:
-        raise ValueError("--model is required (a checkpoint or a HF model folder)")
-    if not Path(cfg.model).exists():
-        raise ValueError(f"--model {cfg.model}: no such file or folder")
+    if not cfg.model or not Path(cfg.model).exists():
+        raise ValueError(f"--model {cfg.model!r}: no such file or folder (a checkpoint or a HF model folder)")
     if not (math.isfinite(cfg.temperature) and cfg.temperature >= 0):
         raise ValueError(f"--temperature {cfg.temperature}: needs a finite value >= 0 (0 = greedy)")
     if cfg.top_k < 0 or not 0 <= cfg.top_p <= 1:  # `not` also catches nan

@@ -21,7 +21,8 @@ def test_prepared_tokens_equal_tiktoken_on_the_whole_text(shakespeare, tmp_path)
 
     # The reference is tiktoken's gpt2 as its 0.7 registry builds it (ranks from the files, r50k pattern, eot 50256).
     ranks = data_gym_to_mergeable_bpe_ranks(str(fileio.find("gpt2/vocab.bpe")), str(fileio.find("gpt2/encoder.json")))
-    enc = tiktoken.Encoding("gpt2", pat_str=r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+    pattern = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+    enc = tiktoken.Encoding("gpt2", pat_str=pattern,
                             mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
     text = fileio.find("tinyshakespeare.txt").read_text()
     want = enc.encode_ordinary(text)

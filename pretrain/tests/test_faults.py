@@ -197,7 +197,7 @@ def test_corrupt_checkpoint_on_resume_is_one_line(tiny_run, shakespeare, tmp_pat
     assert load_checkpoint(out)["step"] == 6
 
 
-# ---------------------------------------------------------------------------- nothing deleted that a command did not make
+# ------------------------------------------------------------------------ nothing deleted that a command did not make
 def test_export_into_a_run_or_a_users_folder_is_refused_and_deletes_nothing(tiny_run, tmp_path, capsys):
     import export
 

@@ -1,5 +1,5 @@
 """prepare.ShuffledLoader (--data_order shuffle): every step draws from every source in proportion, every window
-once per epoch, ranks disjoint and equal to one process, exact resume; and a killed shuffled run resumes bit-identically."""
+once per epoch, ranks disjoint and equal to one process, exact resume; a killed shuffled run resumes bit-identically."""
 import json
 import signal
 import subprocess

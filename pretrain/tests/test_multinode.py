@@ -107,4 +107,5 @@ def test_rank_0s_error_stops_every_rank_at_once(tiny_run, shakespeare, tmp_path)
     start = time.time()
     ((rc, _, stderr),) = torchrun([args], nproc=2)
     assert rc != 0 and time.time() - start < 120
-    assert stderr.count("ckpt_000006.pt: refused: truncated or not a PyTorch checkpoint") == 2  # the same line on both ranks
+    # the same line on both ranks
+    assert stderr.count("ckpt_000006.pt: refused: truncated or not a PyTorch checkpoint") == 2
