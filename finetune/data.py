@@ -1,15 +1,10 @@
 """Stanford Alpaca for supervised finetuning: load, validate, template, tokenize, mask, split and batch.
 
-Sources: a local ``.json`` (a list of records), ``.jsonl`` (one record a line), either one ``.xz``-compressed, a name
-under the data directory (``alpaca/alpaca_data.json.xz``, found by fileio.find) or a Hugging Face dataset name
-(``tatsu-lab/alpaca``). A record has string fields ``instruction`` and ``output`` and an optional ``input``.
-
-Each example is prompt + target + EOS; the loss sees only the target and EOS. Labels are -100 (ignored by the cross
-entropy) on every prompt token and every padding token; sequences longer than ``max_length`` are cut on the right,
-and an example whose prompt alone fills ``max_length`` is dropped (it has nothing left to learn from) and counted.
-
-Which records are finetuned on, held out or left for pretraining text is partition.py's (its split is this file's
-``split_indices``).
+Sources: a local .json (a list of records) or .jsonl, either one .xz-compressed, a name under the data directory
+(fileio.find) or a Hugging Face dataset name. A record has strings ``instruction``, ``output`` and optional ``input``.
+Each example is prompt + target + EOS; labels are -100 on every prompt and padding token, so the loss sees only the
+target and EOS; examples are cut to ``max_length`` on the right, and one whose prompt alone fills it is dropped and
+counted. Which records are finetuned on, held out or left for pretraining text is partition.py's.
 """
 from __future__ import annotations
 

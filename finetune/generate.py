@@ -19,7 +19,6 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,7 +27,6 @@ import data as alpaca
 import lora
 from ddp import device_problem, setup_ddp
 from fileio import OutputError, atomic_write_json, atomic_write_text, claim_output_file
-from flags import add_flags, typed_flags
 from lora import DTYPES, autocast_for, load_model, model_shape
 from partition import INSTRUCTIONS_FILE
 
@@ -61,66 +59,66 @@ BUILTIN_INSTRUCTIONS = [{"instruction": text, "input": inp} for text, inp in [
 ]]
 
 
-@dataclass
-class GenerateConfig:
-    """Flags of generate.py (validated once, in validate(), before any model loads)."""
-    base: str | None = field(default=None, metadata={"help": "the original model: HF folder or hub name (required)"})
-    full: str | None = field(default=None, metadata={"help": "a fully finetuned HF model folder"})
-    lora: tuple[str, ...] = field(default=(), metadata={"flag": False})  # repeatable --lora, added by hand
-    instructions: str | None = field(default=None, metadata={
-        "help": "partition folder (its instructions.jsonl) or .json/.jsonl/.txt file (default: a built-in list)"})
-    template: str = field(default="homework", metadata={"help": f"prompt template: {sorted(alpaca.TEMPLATES)}"})
-    max_new_tokens: int = field(default=128, metadata={
-        "help": "most tokens per response (128 covers 90% of Alpaca's reference answers; median 43)"})
-    greedy: bool = field(default=False, metadata={"help": "greedy decoding instead of sampling"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0 = greedy)"})
-    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling: keep the top tokens of this mass"})
-    top_k: int = field(default=50, metadata={"help": "sample among the k likeliest tokens (0 = all)"})
-    seed: int = field(default=42, metadata={"help": "random seed (batch k is sampled with seed + k * batch_size)"})
-    batch_size: int = field(default=8, metadata={"help": "instructions generated together (left-padded)"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
-    dtype: str = field(default="auto", metadata={"help": "auto (bfloat16 autocast on CUDA, as train.py's runs; "
-                                                        "float32 on CPU), float32 or bfloat16"})
-    allow_other_base: bool = field(default=False, metadata={"help": "apply an adapter that records another base "
-                                                                    "model than the one it is put on"})
-    data_dir: str | None = field(default=None, metadata={"help": "data directory (GPT-2 tokenizer for model "
-                                                                 "folders without one)"})
-    output: str = field(default=str(Path(__file__).resolve().parent / "out" / "generations.json"),
-                        metadata={"help": "the JSON file to write (and .md beside it)"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an earlier --output of generate.py"})
+def parse_args(argv=None) -> argparse.Namespace:
+    """The flags, each checked (one line naming it) before any model file is read."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", help="the original model: HF folder or hub name (required)")
+    p.add_argument("--full", help="a fully finetuned HF model folder")
+    p.add_argument("--lora", action="append", default=[], help="adapter folder (base = --base) or BASE+ADAPTER; "
+                                                                "repeatable")
+    p.add_argument("--instructions", help="partition folder (its instructions.jsonl) or .json/.jsonl/.txt file "
+                                          "(default: a built-in list)")
+    p.add_argument("--template", default="homework", help=f"prompt template: {sorted(alpaca.TEMPLATES)}")
+    p.add_argument("--max_new_tokens", type=int, default=128, help="most tokens per response (128 covers 90%% of "
+                                                                   "Alpaca's reference answers; median 43)")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
+    p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling: keep the top tokens of this mass")
+    p.add_argument("--top_k", type=int, default=50, help="sample among the k likeliest tokens (0 = all)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (the batch at position k: seed + k)")
+    p.add_argument("--batch_size", type=int, default=8, help="instructions generated together (left-padded)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--dtype", default="auto", help="auto (bfloat16 autocast on CUDA, as train.py's runs; float32 on "
+                                                   "CPU), float32 or bfloat16")
+    p.add_argument("--allow_other_base", action="store_true", help="apply an adapter that records another base")
+    p.add_argument("--data_dir", help="data directory (GPT-2 tokenizer for model folders without one)")
+    p.add_argument("--output", default=str(Path(__file__).resolve().parent / "out" / "generations.json"),
+                   help="the JSON file to write (and .md beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier --output of generate.py")
+    return p.parse_args(argv)
 
-    def validate(self) -> "GenerateConfig":
-        """Every flag checked before any model loads; one line naming the flag."""
-        if not self.base:
-            raise ValueError("--base is required")
-        for name, ok, what in (("max_new_tokens", self.max_new_tokens > 0, "> 0"), ("top_k", self.top_k >= 0, ">= 0"),
-                               ("temperature", math.isfinite(self.temperature) and self.temperature >= 0,
-                                "a finite number >= 0"), ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-                               ("batch_size", self.batch_size > 0, "> 0"),
-                               ("template", self.template in alpaca.TEMPLATES, f"one of {sorted(alpaca.TEMPLATES)}"),
-                               ("dtype", self.dtype in DTYPES, f"one of {', '.join(DTYPES)}")):
-            if not ok:
-                raise ValueError(f"--{name} must be {what}, got {getattr(self, name)!r}")
-        if device_problem(self.device):
-            raise ValueError(device_problem(self.device))
-        if self.full and not Path(self.full).is_dir():
-            raise FileNotFoundError(f"--full {self.full}: no such model folder")
-        if Path(self.output).suffix != ".json":
-            raise ValueError(f"--output {self.output} must end in .json (the .md is written beside it)")
-        return self
 
-    def claim_output(self, specs: list[tuple[str, str, str | None]]) -> Path:
-        """FILE.json by fileio's rule (never an input, nor inside a model or adapter folder, nor a file of another
-        kind; an earlier one only with --overwrite); FILE.md beside it is not the instructions file."""
-        inputs = [p for _, model, adapter in specs for p in (model, adapter) if p and Path(p).expanduser().exists()]
-        inputs += [instructions_file(self.instructions)] if self.instructions else []
-        out = claim_output_file(self.output, GENERATIONS_KIND, overwrite=self.overwrite, inputs=inputs,
-                                flag="--output")
-        if self.instructions and instructions_file(self.instructions).resolve() == out.with_suffix(".md"):
-            raise ValueError(f"--output {self.output} would write over the instructions file; choose another")
-        for tmp in out.parent.glob(f".{glob.escape(out.with_suffix('.md').name)}.llmhw-*.tmp"):  # a killed write
-            tmp.unlink()
-        return out
+def check_flags(cfg: argparse.Namespace) -> None:
+    """Every flag checked before any model file is read; one line naming the flag."""
+    if not cfg.base:
+        raise ValueError("--base is required")
+    for name, ok, what in (("max_new_tokens", cfg.max_new_tokens > 0, "> 0"), ("top_k", cfg.top_k >= 0, ">= 0"),
+                           ("temperature", math.isfinite(cfg.temperature) and cfg.temperature >= 0,
+                            "a finite number >= 0"), ("top_p", 0 < cfg.top_p <= 1, "in (0, 1]"),
+                           ("batch_size", cfg.batch_size > 0, "> 0"),
+                           ("template", cfg.template in alpaca.TEMPLATES, f"one of {sorted(alpaca.TEMPLATES)}"),
+                           ("dtype", cfg.dtype in DTYPES, f"one of {', '.join(DTYPES)}")):
+        if not ok:
+            raise ValueError(f"--{name} must be {what}, got {getattr(cfg, name)!r}")
+    if device_problem(cfg.device):
+        raise ValueError(device_problem(cfg.device))
+    if cfg.full and not Path(cfg.full).is_dir():
+        raise FileNotFoundError(f"--full {cfg.full}: no such model folder")
+    if Path(cfg.output).suffix != ".json":
+        raise ValueError(f"--output {cfg.output} must end in .json (the .md is written beside it)")
+
+
+def claim_output(cfg: argparse.Namespace, specs: list[tuple[str, str, str | None]]) -> Path:
+    """FILE.json by fileio's rule (never an input, nor inside a model or adapter folder, nor a file of another
+    kind; an earlier one only with --overwrite); FILE.md beside it is not the instructions file."""
+    inputs = [p for _, model, adapter in specs for p in (model, adapter) if p and Path(p).expanduser().exists()]
+    inputs += [instructions_file(cfg.instructions)] if cfg.instructions else []
+    out = claim_output_file(cfg.output, GENERATIONS_KIND, overwrite=cfg.overwrite, inputs=inputs, flag="--output")
+    if cfg.instructions and instructions_file(cfg.instructions).resolve() == out.with_suffix(".md"):
+        raise ValueError(f"--output {cfg.output} would write over the instructions file; choose another")
+    for tmp in out.parent.glob(f".{glob.escape(out.with_suffix('.md').name)}.llmhw-*.tmp"):  # a killed write
+        tmp.unlink()
+    return out
 
 
 def instructions_file(path: str) -> Path:
@@ -161,7 +159,7 @@ def read_instructions(path: str | None) -> list[dict]:
     return out
 
 
-def model_specs(cfg: GenerateConfig) -> list[tuple[str, str, str | None]]:
+def model_specs(cfg: argparse.Namespace) -> list[tuple[str, str, str | None]]:
     """(display name, model folder or hub name, adapter folder or None) for every model; checks each cheaply."""
     model_shape(cfg.base)  # a missing folder or unknown hub name fails here, before any generation
     specs = [("original", cfg.base, None)]
@@ -195,7 +193,7 @@ def load(name: str, adapter: str | None, device: torch.device, data_dir: str | N
 
 
 @torch.no_grad()
-def respond(model, tok, prompts: list[list[int]], cfg: GenerateConfig, seed: int) -> list[dict]:
+def respond(model, tok, prompts: list[list[int]], cfg: argparse.Namespace, seed: int) -> list[dict]:
     """Responses to a batch of tokenized prompts, each {"text", "tokens" (EOS not counted), "words", "stop"}.
 
     The batch is left-padded, so every response starts right after its prompt; generate() derives the position ids
@@ -238,7 +236,7 @@ def length_stats(details: list[dict], seconds: float) -> dict:
             "hit_context": sum(d["stop"] == "context" for d in details) / n, "seconds": round(seconds, 2)}
 
 
-def run_model(name: str, path: str, adapter: str | None, results: list[dict], cfg: GenerateConfig) -> dict:
+def run_model(name: str, path: str, adapter: str | None, results: list[dict], cfg: argparse.Namespace) -> dict:
     """Generate every response of one model into ``results``; returns its length statistics."""
     from tqdm import tqdm
 
@@ -272,9 +270,9 @@ def portable(value: str | None, root: Path) -> str | None:
     return os.path.relpath(Path(value).expanduser().resolve(), root)
 
 
-def portable_config(cfg: GenerateConfig, specs: list[tuple[str, str, str | None]], root: Path) -> dict:
+def portable_config(cfg: argparse.Namespace, specs: list[tuple[str, str, str | None]], root: Path) -> dict:
     """The flags as the output records them: every local path relative to ``root``."""
-    config = asdict(cfg)
+    config = dict(vars(cfg))
     for key in ("base", "full", "instructions", "data_dir"):
         config[key] = portable(config[key], root)
     config["output"] = Path(cfg.output).name
@@ -298,23 +296,14 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv=None) -> GenerateConfig:
-    """Flags from GenerateConfig; --lora by hand, because it may be given several times."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(p, GenerateConfig)
-    p.add_argument("--lora", action="append", default=[],
-                   help="adapter folder (base = --base) or BASE+ADAPTER; repeatable")
-    args = p.parse_args(argv)
-    return GenerateConfig(**{**typed_flags(args, GenerateConfig), "lora": tuple(args.lora)})
-
-
 def main(argv=None) -> dict:
     """Check everything, then generate model by model; writes FILE.json and FILE.md."""
     try:
-        cfg = parse_args(argv).validate()
+        cfg = parse_args(argv)
+        check_flags(cfg)
         instructions = read_instructions(cfg.instructions)
         specs = model_specs(cfg)
-        out = cfg.claim_output(specs)
+        out = claim_output(cfg, specs)
         results = [{**it, "prompt": alpaca.prompt_of(it, cfg.template), "responses": {}, "details": {}}
                    for it in instructions]
         models, stats = {}, {}

@@ -187,7 +187,8 @@ def finish_log(out: Path, run: Run, code: int, slot: str) -> None:
         (out / f"{run.name}.failed.log").unlink(missing_ok=True)
         print(f"[sweep] {run.name} finished on {slot}", flush=True)
         return
-    lines = (out / name).read_text(errors="replace").splitlines() if (out / name).is_file() else []
+    text = (out / name).read_text(errors="replace") if (out / name).is_file() else ""
+    lines = text.replace("\r", "\n").splitlines()  # (a progress bar redraws its line with \r)
     why = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "no output")
     print(f"[sweep] {run.name} FAILED (exit status {code}): {why.strip()} (log {out / name})", flush=True)
 

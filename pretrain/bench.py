@@ -13,11 +13,8 @@ CPU).
     python pretrain/bench.py --from_run RUN_DIR               # steady-state figures of a finished train.py run
     python pretrain/bench.py --parts --n_layer 4 --n_head 3 --n_embd 96 --vocab_size 4096   # one step, part by part
     python pretrain/bench.py --peak                           # which GPU key this machine matched, and its peaks
-Prints one line per model and the ratio ours / HF; --json FILE writes the figures (atomically).
---parts splits one training step (--optimizer muon or adamw) into blocks forward+backward, head+loss and optimizer
-step, ours (LinearCrossEntropy, Newton-Schulz in modeling_gpt2.newton_schulz_dtype) against the anchor (the plain
-F.cross_entropy head, torch.optim.Muon's bf16 Newton-Schulz), timed alternately, medians, in ms and as a fraction of
-the measured matmul peak, with the machine and its load.
+Prints one line per model and the ratio ours / HF; --json FILE writes the figures (atomically). --parts times the
+parts of one CPU step the same way, ours against the plain path (part_steps), with the machine and its load.
 """
 from __future__ import annotations
 
@@ -109,8 +106,10 @@ def machine() -> str:
 
 
 def part_steps(args) -> tuple[dict, dict]:
-    """Closures for one CPU training step and its parts, ours and the anchor, on one model and batch; and the
-    model FLOPs of each part (the optimizer's: Newton-Schulz matmuls only; AdamW's update is memory-bound)."""
+    """Closures for one CPU training step and its parts (blocks forward+backward, head+loss, optimizer step), ours
+    (LinearCrossEntropy, Newton-Schulz in newton_schulz_dtype) and the anchor (F.cross_entropy on the whole logits,
+    torch.optim.Muon: bf16 Newton-Schulz), on one model and batch; and the model FLOPs of each part (the optimizer's:
+    Newton-Schulz matmuls only; AdamW's update is memory-bound)."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=args.seq_len, vocab_size=args.vocab_size, n_layer=args.n_layer,
                           n_head=args.n_head, n_embd=args.n_embd))

@@ -104,7 +104,7 @@ PRESETS = {
     "tiny-cpu": {
         "model": dict(block_size=256, n_layer=4, n_head=3, n_embd=96),
         "train": dict(total_batch_size=2048, batch_size=8, seq_len=256, lr=6e-3, warmup_steps=50, optimizer="muon",
-                      max_steps=150, data_order="shuffle", eval_interval=25, val_steps=4, ckpt_interval=50,
+                      max_steps=150, data_order="shuffle", eval_interval=25, val_steps=4, ckpt_interval=100,
                       hellaswag_interval=0, hellaswag_limit=200, sample_tokens=48, sample_prompt="ROMEO:",
                       sample_temperature=0.8),
         "prepare": dict(inputs=["tinyshakespeare.txt"], val_fraction=0.1),

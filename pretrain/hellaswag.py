@@ -40,8 +40,6 @@ CONVENTIONS = {
     "acc_norm_per_token": "highest mean log-likelihood per ending token (build-nanogpt acc_norm)",
     "acc_norm_per_char": "highest log-likelihood / characters of the ending (lm-eval-harness acc_norm)",
 }
-
-
 COUNTS = {"acc": "correct", "acc_norm_per_token": "correct_norm", "acc_norm_per_char": "correct_norm_char"}
 
 

@@ -16,7 +16,7 @@ independent: a model with a larger vocabulary predicts fewer, harder tokens):
     The first tokens of the val split, with less history than n - 1 tokens, get the orders their history allows.
 Counting is numpy on exact integer keys: a k-gram is (id of its first k-1 tokens, last token), the id its rank
 among the distinct (k-1)-grams, so a key stays below (train tokens) * V, within int64 for any real corpus; np.unique
-counts, np.searchsorted looks up (5M train tokens, orders 1-5: seconds).
+counts, np.searchsorted looks up (5M train tokens, orders 1-5: under half a minute).
 ``--model`` scores a Hugging Face model folder (transformers' GPT2LMHeadModel, not this folder's model code: an
 independent implementation) on the same val tokens: windows of block_size+1 tokens at a stride of block_size, so
 every val token after the first is predicted exactly once, as by the n-gram models.
@@ -156,7 +156,7 @@ def model_problem(model: Path, vocab: int) -> str | None:
         return f"--model {model}: no model.safetensors (not a Hugging Face model folder)"
     try:
         config = json.loads((model / "config.json").read_text())
-        n_vocab, _ = int(config["vocab_size"]), int(config["n_positions"])
+        n_vocab = int(config["vocab_size"])
     except (OSError, ValueError, TypeError, KeyError) as e:
         return f"--model {model}/config.json: not a readable GPT-2 config ({type(e).__name__}: {e})"
     if n_vocab < vocab:

@@ -318,7 +318,9 @@ def test_a_preparation_stopped_by_sigterm_or_killed_leaves_nothing_hidden(tmp_pa
            "--workers", "0", "--piece_bytes", "2000"]  # small pieces: a preparation of several seconds
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while proc.poll() is None and not list(tmp_path.glob(".data.llmhw-*.tmp")) and time.monotonic() < deadline:
+    # stopped while it writes its first shard into the folder it builds aside
+    while proc.poll() is None and not list(tmp_path.glob(".data.llmhw-*.tmp/train_*.bin")) and \
+            time.monotonic() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)  # as torchrun or a scheduler stops a job
     assert proc.wait(timeout=60) == 143

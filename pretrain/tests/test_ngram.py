@@ -113,7 +113,11 @@ def test_baselines_on_prepared_shards(tmp_path):
     # bits per byte = nats per token * tokens / bytes / ln 2
     assert b["2-gram"]["bits_per_byte"] == pytest.approx(
         b["2-gram"]["nats_per_token"] * r["val_tokens"] / r["val_bytes"] / math.log(2))
-    assert list(ngram.main(["--data", str(tmp_path / "d"), "--orders", "3", "1"])["baselines"]) == ["1-gram", "3-gram"]
+    args = ["--data", str(tmp_path / "d"), "--orders", "3", "1", "--out", str(tmp_path / "b.json")]
+    with pytest.raises(SystemExit):  # an earlier output is replaced only with --overwrite
+        ngram.main(args)
+    assert list(ngram.main([*args, "--overwrite"])["baselines"]) == ["1-gram", "3-gram"]
+    assert list(json.loads((tmp_path / "b.json").read_text())["baselines"]) == ["1-gram", "3-gram"]
 
 
 def test_scan_trains_a_candidate_by_train_py_and_scores_it_beside_the_counts(shakespeare, tmp_path, capsys):
