@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -218,7 +219,8 @@ def main(argv=None):
     try:
         return run(argv)
     except (ValueError, FileNotFoundError, OutputError) as e:  # bad input (CheckpointError too): one line
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

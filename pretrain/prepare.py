@@ -604,7 +604,8 @@ def main(argv=None):
                        a.data_dir, a.hf_dataset, a.hf_config, a.hf_split, a.text_field, a.hf_data_files,
                        a.detokenize, a.doc_boundary)
     except (ValueError, FileNotFoundError, OutputError) as e:  # bad input: one line naming it, no traceback
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"{a.out_dir}: {meta['train']['tokens']:,} train tokens in {len(meta['train']['shards'])} shard(s), "
           f"{meta['val']['tokens']:,} val tokens in {len(meta['val']['shards'])} shard(s), "
           f"vocab {meta['vocab_size']} ({meta['dtype']})")

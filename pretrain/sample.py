@@ -195,7 +195,8 @@ def main(argv=None) -> dict:
         if cfg.json:
             atomic_write_json(cfg.json, doc)
     except (ValueError, FileNotFoundError, OutputError) as e:  # CheckpointError is a ValueError
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     return doc
 
 

@@ -33,8 +33,8 @@ def test_gpt2_tokenizer_matches_tiktoken_on_local_files(gpt2_tok):
 
     ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(fileio.find("gpt2/vocab.bpe")),
                                             encoder_json_file=str(fileio.find("gpt2/encoder.json")))
-    enc = tiktoken.Encoding("gpt2", pat_str=r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
-                            mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
+    pattern = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # GPT-2's
+    enc = tiktoken.Encoding("gpt2", pat_str=pattern, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
     text = "Hello world! ASSISTANT: 3.14 héllo\n\n  indented 東京"
     assert gpt2_tok(text, add_special_tokens=False)["input_ids"] == enc.encode(text)
     assert gpt2_tok.eos_token_id == 50256
@@ -193,7 +193,8 @@ def test_group_by_length_covers_the_same_examples_with_less_padding():
     ("types.json", json.dumps([{"instruction": "a", "output": ["b"]}]).encode(), "record 0 field 'output' is a list"),
     ("input.json", json.dumps([{"instruction": "a", "output": "b", "input": 3}]).encode(),
      "record 0 field 'input' is a int"),
-    ("noinstr.json", json.dumps([{"instruction": "  ", "output": "b"}]).encode(), "record 0 field 'instruction' is empty"),
+    ("noinstr.json", json.dumps([{"instruction": "  ", "output": "b"}]).encode(),
+     "record 0 field 'instruction' is empty"),
     ("list.jsonl", b'["a", "b"]\n', "record 0 is a list, not an object"),
     ("latin1.json", '[{"instruction": "caf\xe9", "output": "b"}]'.encode("latin-1"), "cannot decode"),
     ("notxz.json.xz", b"plain text, not xz", "cannot decode"),

@@ -4,7 +4,6 @@ and a missing package is one line."""
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import user_error
 
 import train

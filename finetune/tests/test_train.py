@@ -2,9 +2,6 @@
 import contextlib
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

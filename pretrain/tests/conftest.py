@@ -57,6 +57,17 @@ def load_checkpoint(path):
     return load(path, CKPT_FORMAT)
 
 
+def user_error(main, argv, capsys) -> str:
+    """What a script says about bad input: exit status 2 and one line on stderr, its last (returned; a progress
+    bar may come before it)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert e.value.code == 2 and len(errors) == 1 and err.rstrip().endswith(errors[0]) and "Traceback" not in err, err
+    return errors[0]
+
+
 def kill_after_step(cmd, log_path, step, timeout=300):
     """Start ``cmd``, watch its log.jsonl until a train line of ``step`` appears, then SIGKILL it (a crash from
     outside: no flag in the code under test). Returns the exit status (-9 when the kill landed)."""

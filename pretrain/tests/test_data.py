@@ -7,6 +7,7 @@ import torch
 
 import fileio
 import prepare
+from conftest import user_error
 from prepare import DataError, ShardLoader, load_tokenizer, make_header, read_meta, read_shard
 
 
@@ -201,10 +202,9 @@ def test_prepare_bad_inputs(tmp_path):
             prepare.prepare(tmp_path / "out", ["tinyshakespeare.txt"], **{flag: value})
 
 
-def test_cli_bad_input_is_one_line(tmp_path):
-    with pytest.raises(SystemExit, match=r"^error: data file 'no-such-file.txt' not found") as e:
-        prepare.main(["--input", "no-such-file.txt", "--out_dir", str(tmp_path)])
-    assert "\n" not in str(e.value)
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    err = user_error(prepare.main, ["--input", "no-such-file.txt", "--out_dir", str(tmp_path)], capsys)
+    assert err.startswith("error: data file 'no-such-file.txt' not found")
 
 
 @pytest.mark.parametrize("text", [

@@ -3,6 +3,7 @@ Each time the previous outputs survive (loadable, unmixed) and the next start co
 import errno
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -13,7 +14,7 @@ import prepare
 import train
 from conftest import load_checkpoint
 from export import load_model
-from conftest import TINY_ARGS
+from conftest import TINY_ARGS, user_error
 from runlog import read_log
 
 FAST = ["--hellaswag_limit", "0", "--sample_tokens", "0", "--val_steps", "1", "--eval_interval", "0"]
@@ -98,7 +99,7 @@ def test_disk_full_while_checkpointing_is_one_line_and_leaves_no_temp_file(tiny_
     assert load_checkpoint(out)["step"] == 6
 
 
-def test_disk_full_while_preparing_keeps_the_old_data_set(shakespeare, tmp_path, monkeypatch):
+def test_disk_full_while_preparing_keeps_the_old_data_set(shakespeare, tmp_path, monkeypatch, capsys):
     data = tmp_path / "data"
     shutil.copytree(shakespeare, data)
     before = files(data)
@@ -106,26 +107,26 @@ def test_disk_full_while_preparing_keeps_the_old_data_set(shakespeare, tmp_path,
     def full_disk(self, tokens):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(prepare.ShardWriter, "write", full_disk)
-    with pytest.raises(SystemExit, match=r"^error: .*data: no space left on the disk holding") as e:
-        prepare.main(["--input", "tinyshakespeare.txt", "--out_dir", str(data), "--workers", "0"])
-    assert "\n" not in str(e.value)
+    err = user_error(prepare.main, ["--input", "tinyshakespeare.txt", "--out_dir", str(data), "--workers", "0"],
+                     capsys)
+    assert re.match(r"^error: .*data: no space left on the disk holding", err)
     assert files(data) == before
     assert [p.name for p in tmp_path.iterdir()] == ["data"]  # the half-built folder is gone
 
 
-def test_a_failing_prepare_rerun_keeps_the_old_data_set_and_refuses_its_inputs(shakespeare, tmp_path):
+def test_a_failing_prepare_rerun_keeps_the_old_data_set_and_refuses_its_inputs(shakespeare, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(shakespeare, data)
     before = files(data)
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
-    with pytest.raises(SystemExit, match="latin1.txt: not UTF-8 text"):
-        prepare.main(["--input", str(tmp_path / "latin1.txt"), "--out_dir", str(data), "--workers", "0"])
+    assert "latin1.txt: not UTF-8 text" in user_error(prepare.main, ["--input", str(tmp_path / "latin1.txt"),
+                                                                     "--out_dir", str(data), "--workers", "0"], capsys)
     assert files(data) == before
     (data / "notes.txt").write_text("my notes")
-    with pytest.raises(SystemExit, match=r"holds \(or is inside\) the input .*notes.txt"):
-        prepare.main(["--input", str(data / "notes.txt"), "--out_dir", str(data)])
-    with pytest.raises(SystemExit, match=r"holds files that are not a pretrain-tokens's output \(notes.txt\)"):
-        prepare.main(["--input", "tinyshakespeare.txt", "--out_dir", str(data)])
+    err = user_error(prepare.main, ["--input", str(data / "notes.txt"), "--out_dir", str(data)], capsys)
+    assert re.search(r"holds \(or is inside\) the input .*notes.txt", err)
+    err = user_error(prepare.main, ["--input", "tinyshakespeare.txt", "--out_dir", str(data)], capsys)
+    assert "holds files that are not a pretrain-tokens's output (notes.txt)" in err
 
 
 def corrupt_shard_header(data):
@@ -291,10 +292,9 @@ def test_a_crafted_pytorch_model_bin_is_one_line_without_torchs_advice(tiny_run,
     (hf / "model.safetensors").unlink()
     (hf / "pytorch_model.bin").write_bytes(pickle.dumps({"w": Exploit()}))
     for script in (sample.main, hellaswag_main):
-        with pytest.raises(SystemExit) as e:
-            script(["--model", str(hf), "--prompt", "Hi"] if script is sample.main else ["--model", str(hf)])
-        err = capsys.readouterr().err + str(e.value) + "\n"  # sys.exit(message): Python prints it on stderr
-        assert "pytorch_model.bin: refused: holds Python objects" in err and err.count("\n") == 1, err
+        err = user_error(script, ["--model", str(hf), "--prompt", "Hi"] if script is sample.main else
+                         ["--model", str(hf)], capsys)
+        assert "pytorch_model.bin: refused: holds Python objects" in err
         assert "weights_only" not in err and "Traceback" not in err
     assert not (tmp_path / "pwned").exists()
 
@@ -332,7 +332,7 @@ def test_a_preparation_stopped_by_sigterm_or_killed_leaves_nothing_hidden(tmp_pa
 
 
 # ---------------------------------------------------------------------------- data that would fail late, found early
-def test_blank_line_documents_treat_crlf_as_lf_and_blank_only_text_is_refused(tmp_path):
+def test_blank_line_documents_treat_crlf_as_lf_and_blank_only_text_is_refused(tmp_path, capsys):
     """--doc_boundary blank_line: a CRLF text has the documents of its LF twin (each ending with its blank line, as
     text); a text of blank lines only would be a data set of end-of-text tokens: refused in one line."""
     paras = [f"Answer {i}: the quick brown fox\njumps over {i} lazy dogs." for i in range(60)]
@@ -349,10 +349,9 @@ def test_blank_line_documents_treat_crlf_as_lf_and_blank_only_text_is_refused(tm
         assert got == want and got.count(50256) == 60
     for blank in ("\n\n\n", "\r\n\r\n  \r\n\t\r\n", "  \n \n\n"):
         (tmp_path / "blank.txt").write_bytes(blank.encode())
-        with pytest.raises(SystemExit) as e:
-            prepare.main(["--input", str(tmp_path / "blank.txt"), "--out_dir", str(tmp_path / "b"), "--workers", "0",
-                          "--doc_boundary", "blank_line"])
-        assert "no text to train on" in str(e.value) and "\n" not in str(e.value)
+        assert "no text to train on" in user_error(prepare.main, [
+            "--input", str(tmp_path / "blank.txt"), "--out_dir", str(tmp_path / "b"), "--workers", "0",
+            "--doc_boundary", "blank_line"], capsys)
         assert not (tmp_path / "b").exists()
 
 

@@ -13,6 +13,7 @@ from transformers import GPT2LMHeadModel
 
 import fileio
 import hellaswag
+from conftest import user_error
 from prepare import load_tokenizer
 from modeling_gpt2 import GPT
 
@@ -120,7 +121,7 @@ ODD_ROWS = {
 
 
 @pytest.mark.parametrize("case", list(ODD_ROWS) + ["not UTF-8"])
-def test_odd_rows_end_in_one_line_naming_file_line_field(tmp_path, case, hf_tiny_dir):
+def test_odd_rows_end_in_one_line_naming_file_line_field(tmp_path, case, hf_tiny_dir, capsys):
     good = json.dumps({"ctx": "A man", "endings": ["a", "b", "c", "d"], "label": "1"})  # text label, as on the hub
     (tmp_path / "hellaswag").mkdir()
     path = tmp_path / "hellaswag" / "hellaswag_val.jsonl"
@@ -134,9 +135,10 @@ def test_odd_rows_end_in_one_line_naming_file_line_field(tmp_path, case, hf_tiny
     with pytest.raises(hellaswag.DataError, match=f"^{path}:2: ") as e:
         hellaswag.load_examples(path)
     assert words in str(e.value) and "\n" not in str(e.value)
-    with pytest.raises(SystemExit) as e:  # the command line says it in one line, before loading any model
-        hellaswag.main(["--model", str(hf_tiny_dir), "--data_dir", str(tmp_path), "--out", str(tmp_path / "o.json")])
-    assert str(e.value.code) .startswith(f"error: {path}:2: ") and "\n" not in str(e.value.code)
+    # the command line says it in one line, before loading any model
+    err = user_error(hellaswag.main, ["--model", str(hf_tiny_dir), "--data_dir", str(tmp_path), "--out",
+                                      str(tmp_path / "o.json")], capsys)
+    assert err.startswith(f"error: {path}:2: ")
     assert not (tmp_path / "o.json").exists()
 
 
@@ -190,14 +192,14 @@ class RunsCode:
         return (Path.touch, (self.marker,))
 
 
-def test_crafted_or_foreign_checkpoint_is_refused_in_one_line(tmp_path):
+def test_crafted_or_foreign_checkpoint_is_refused_in_one_line(tmp_path, capsys):
     marker = tmp_path / "code_ran"
     crafted = tmp_path / "ckpt_000001.pt"
     torch.save({"model": RunsCode(marker)}, crafted)
     text = tmp_path / "ckpt_000002.pt"
     text.write_text("hello")
     for bad in (crafted, text, tmp_path / "missing.pt"):
-        with pytest.raises(SystemExit) as e:
-            hellaswag.main(["--model", str(bad), "--limit", "1", "--out", str(tmp_path / "o.json")])
-        assert str(e.value.code).startswith(f"error: {bad}") and "\n" not in str(e.value.code)
+        err = user_error(hellaswag.main, ["--model", str(bad), "--limit", "1", "--out", str(tmp_path / "o.json")],
+                         capsys)
+        assert err.startswith(f"error: {bad}")
     assert not marker.exists() and not (tmp_path / "o.json").exists()

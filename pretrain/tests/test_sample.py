@@ -10,6 +10,7 @@ import checkpoint
 import sample
 from modeling_gpt2 import GPT, GPTConfig
 from config import CKPT_FORMAT
+from conftest import user_error
 from prepare import load_tokenizer
 
 PROMPTS = ["Hello, I'm a language model,", "The capital of France is"]
@@ -97,7 +98,4 @@ def test_bad_inputs_end_in_one_line(run_dir, tmp_path, capsys, case):
         "device": ([*ok, "--device", "cuda:0"] if not torch.cuda.is_available() else [*ok, "--device", "tpu9"],
                    "--device"),
     }[case]
-    with pytest.raises(SystemExit) as e:
-        sample.main(argv)
-    message = str(e.value.code)
-    assert message.startswith("error: ") and words in message and "\n" not in message
+    assert words in user_error(sample.main, argv, capsys)
