@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -132,15 +131,14 @@ def atomic_dir(path: str | os.PathLike, kind: str):
 
 # -- the output rule ------------------------------------------------------------------------------------------------
 
-def _resolve(path: str | os.PathLike, flag: str) -> Path:
+def _place(path: str | os.PathLike, flag: str, inputs, folder: bool) -> Path:
+    """``path`` resolved, once checked: the right type of thing, no input at/inside/around it, writable; the
+    temporaries of killed writes of this very output are removed."""
     try:
-        return Path(path).expanduser().resolve()
+        out = Path(path).expanduser().resolve()
     except (RuntimeError, OSError) as e:  # a symlink loop
         raise OutputError(f"{flag} {path}: cannot be resolved ({e}); a symlink loop?") from None
-
-
-def _check_place(out: Path, flag: str, inputs, folder: bool) -> None:
-    """Refuse the wrong type of thing at ``out``, an input at/inside/around it, a place we cannot write."""
+    _restore(out)
     if out.exists() and out.is_dir() != folder:
         have, need = ("a folder", "file") if out.is_dir() else ("a file", "folder")
         raise OutputError(f"{flag} {out}: is {have}, but an output {need} is needed here")
@@ -153,8 +151,9 @@ def _check_place(out: Path, flag: str, inputs, folder: bool) -> None:
         tempfile.TemporaryFile(dir=where).close()
     except OSError as e:
         raise OutputError(f"{flag} {out}: cannot write in {where} ({e.strerror or e})") from None
-    for tmp in out.parent.glob(f".{glob.escape(out.name)}.llmhw-*.tmp"):  # killed writes of this very output
+    for tmp in out.parent.glob(f".{glob.escape(out.name)}.llmhw-*.tmp"):
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+    return out
 
 
 def _lock(folder: Path, flag: str) -> None:
@@ -170,7 +169,7 @@ def _lock(folder: Path, flag: str) -> None:
         f.close()
         raise OutputError(f"{flag} {folder}: in use by {holder}; wait for it to end or choose another folder") from None
     f.truncate(0)
-    f.write(f"PID {os.getpid()} on {socket.gethostname()}\n")
+    f.write(f"PID {os.getpid()} on {os.uname().nodename}\n")
     f.flush()
     _locks[folder] = f
 
@@ -211,20 +210,20 @@ class OutputDir:
                     p.rmdir()
 
 
-def _kind_of(folder: Path) -> str | None:
+def _kind_of(path: Path) -> str | None:
+    """The top-level "kind" of JSON file ``path`` (a folder: its marker); None if missing, "?" if unreadable."""
+    path = path / MARKER if path.is_dir() else path
     try:
-        return json.loads((folder / MARKER).read_text(encoding="utf-8")).get("kind")
+        return json.loads(path.read_text(encoding="utf-8")).get("kind")
     except (OSError, ValueError, AttributeError):
-        return None if not (folder / MARKER).exists() else "?"
+        return None if not path.exists() else "?"
 
 
 def claim_output_dir(path: str | os.PathLike, kind: str, names, *, overwrite: bool = False,
                      resume: bool | None = None, inputs=(), flag: str = "--out_dir") -> OutputDir:
     """Check at start-up that folder ``path`` may take this command's ``kind`` of output (the rule above).
     ``names``: glob patterns of every entry this kind writes; ``resume``: None where the command cannot resume."""
-    out = _resolve(path, flag)
-    _restore(out)
-    _check_place(out, flag, inputs, folder=True)
+    out = _place(path, flag, inputs, folder=True)
     if not out.is_dir():
         return OutputDir(out, kind, [])
     for name in [n for n in os.listdir(out) if n.endswith(".llmhw-old")]:
@@ -255,14 +254,9 @@ def claim_output_dir(path: str | os.PathLike, kind: str, names, *, overwrite: bo
 def claim_output_file(path: str | os.PathLike, kind: str, *, overwrite: bool = False, inputs=(),
                       flag: str = "--out") -> Path:
     """The same rule for one JSON output file: ours when its top-level "kind" is ``kind``."""
-    out = _resolve(path, flag)
-    _check_place(out, flag, inputs, folder=False)
+    out = _place(path, flag, inputs, folder=False)
     if out.exists():
-        try:
-            ours = json.loads(out.read_text(encoding="utf-8")).get("kind") == kind
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
+        if _kind_of(out) != kind:
             raise OutputError(f"{flag} {out}: is a file this command did not write; choose another path "
                               "(nothing was replaced)")
         if not overwrite:

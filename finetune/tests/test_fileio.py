@@ -5,7 +5,6 @@ import errno
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -250,7 +249,7 @@ def test_one_writer_per_folder_and_no_stale_lock(tmp_path):
     first = claimer(tmp_path, tmp_path / "run", 60)
     assert first.stdout.readline() == "claimed\n"
     out, err = claimer(tmp_path, tmp_path / "run", 0).communicate(timeout=60)
-    assert err.strip() == f"--out_dir {tmp_path / 'run'}: in use by PID {first.pid} on {socket.gethostname()}; " \
+    assert err.strip() == f"--out_dir {tmp_path / 'run'}: in use by PID {first.pid} on {os.uname().nodename}; " \
                           "wait for it to end or choose another folder"
     first.kill()  # killed, not cleaned up: the lock goes with the process
     first.communicate()
