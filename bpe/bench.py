@@ -1,8 +1,5 @@
-"""Benchmark the tokenizer against its anchors, all measured in the same run, and print the ratios:
-training on manual.txt (ours, patterns none and gpt2, vs HF `tokenizers`' byte-level BpeTrainer); training time and
-peak memory on 1 MB and 10 MB of Alpaca text, each run in a fresh process (Linux: /proc's VmHWM); encode throughput
-with the GPT-2 vocabulary (tiktoken, our pure-Python encoder cold and warm, our tiktoken and HF exports; ids must be
-identical). Results also go to <out_dir>/bench.json.
+"""Benchmark the tokenizer against its anchors (HF tokenizers' trainer, tiktoken), all in the same run; print the ratios
+and write <out_dir>/bench.json. Scaling runs train in a fresh process each (peak memory from Linux's /proc VmHWM).
 
     python bpe/bench.py                    # everything (about 1-2 minutes on 2 cores)
     python bpe/bench.py --skip_scaling     # only training on manual.txt and encode throughput
@@ -28,8 +25,7 @@ CONTENDERS = [("ours", "none"), ("ours", "gpt2"), ("hf", "gpt2")]  # (trainer, p
 
 
 def race(fns: dict, repeat: int) -> tuple[dict, dict]:
-    """Best wall time of each function over ``repeat`` rounds, run round-robin so that load from other processes on
-    a shared machine hits every contender alike. Returns ({name: seconds}, {name: last result})."""
+    """({name: best seconds}, {name: last result}) over ``repeat`` rounds, round-robin so load hits all alike."""
     best, results = {name: float("inf") for name in fns}, {}
     for _ in range(repeat):
         for name, fn in fns.items():

@@ -1,15 +1,13 @@
 """The homework's own BPE re-run and measured: why its token counts (938 / 113) and first tokens differ from ours.
 
-The homework's tokenizer (the course's BPE assignment as solved in htlou/Alignment_hw, hw1/bpe/tokenizer.py) differs
-from ours in four ways: (1) its alphabet is the sorted bytes present in the corpus (153 for manual.txt), not all 256,
-so 1024 ids hold 871 merges, not 768; (2) among equally frequent pairs it takes the one seen first in the text
-(``Counter.most_common``), ours the smallest (left id, right id), and it stops when a merge spells an existing token;
-(3) its encode drops bytes outside its alphabet; (4) it encodes in left-to-right passes merging any known pair, where
-ours (like tiktoken and minbpe) merges the pair of lowest rank first. ``analyse`` re-runs it and a chain of variants
-that undo one difference at a time, so each difference has a measured cost (schema in README.md).
+The homework's tokenizer (htlou/Alignment_hw, hw1/bpe/tokenizer.py) differs from ours in four ways: (1) its alphabet
+is the bytes present in the corpus (153 for manual.txt), not all 256; (2) ties go to the pair seen first in the text,
+and it stops when a merge spells an existing token; (3) its encode drops bytes outside its alphabet; (4) it encodes in
+left-to-right passes, not lowest rank first. ``analyse`` measures a chain of variants undoing one at a time.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +41,7 @@ def corpus_alphabet(data: bytes) -> list[int]:
 
 
 def train_first_seen(data: bytes, vocab_size: int) -> list[tuple[bytes, bytes]]:
-    """The homework's trainer (numpy, same algorithm): alphabet = bytes present, recount all pairs after every merge,
-    ties to the pair seen first in the text, stop when a merge spells an existing token. Returns the merges."""
+    """The homework's trainer in numpy (see the module docstring): recount every pair after every merge."""
     alphabet = corpus_alphabet(data)
     byte_to_id = np.zeros(256, np.int64)
     byte_to_id[alphabet] = np.arange(len(alphabet))
@@ -69,8 +66,7 @@ def train_first_seen(data: bytes, vocab_size: int) -> list[tuple[bytes, bytes]]:
 
 
 def encode_passes(ids: list[int], pairs: dict[tuple[int, int], int]) -> list[int]:
-    """The homework's encode: left-to-right passes merging any known adjacent pair (its rank never consulted), until
-    a pass changes nothing."""
+    """The homework's encode: left-to-right passes merging any known pair (rank ignored) until nothing changes."""
     while True:
         out, i = [], 0
         while i < len(ids):
@@ -110,11 +106,8 @@ def count_variants(text: str, homework: Tokenizer, alphabet: set[int], ours: Tok
 
 def missing_bytes(text: str, alphabet: set[int]) -> dict:
     """Bytes of ``text`` outside the alphabet: how many, and the characters they belong to (with counts)."""
-    chars: dict[str, int] = {}
-    for ch in text:
-        if any(b not in alphabet for b in ch.encode("utf-8")):
-            chars[ch] = chars.get(ch, 0) + 1
-    return {"bytes": sum(b not in alphabet for b in text.encode("utf-8")), "chars": chars}
+    chars = Counter(ch for ch in text if any(b not in alphabet for b in ch.encode("utf-8")))
+    return {"bytes": sum(b not in alphabet for b in text.encode("utf-8")), "chars": dict(chars)}
 
 
 def analyse(data: bytes, vocab_size: int, ours: Tokenizer, paragraphs: dict[str, str], published: bool) -> dict:

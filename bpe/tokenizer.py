@@ -1,11 +1,8 @@
 """Byte-level BPE tokenizer (minbpe's API, tiktoken's semantics): train, encode, decode, save/load, OpenAI's GPT-2
-files, and exports to tiktoken and Hugging Face that give the same ids (how the other folders use a tokenizer trained
-here, without importing this code).
+files, and exports to tiktoken and Hugging Face that give the same ids.
 
-Training counts the unique pre-split chunks once and merges them with trainer.py. Encoding is tiktoken's: repeatedly
-merge the adjacent pair whose concatenation has the lowest rank (leftmost on ties); a chunk that is a token stays
-whole. Token ids are ranks: byte b is id b, merged tokens 256, 257, ... in creation order, then the special tokens.
-The library trusts its arguments; user input is checked where it enters (train.py, ``load``, ``from_gpt2_files``).
+Encoding merges the adjacent pair of lowest rank first (leftmost on ties). Ids are ranks: byte b is id b, merges 256,
+257, ... in creation order, then the special tokens. User input is checked where it enters (train.py, ``load``).
 """
 from __future__ import annotations
 
@@ -52,8 +49,7 @@ def _is_id(x) -> bool:
 
 
 def model_fields(d: dict) -> tuple[dict[int, bytes], dict[str, int], list[tuple[int, int, int]]]:
-    """vocab, special tokens and merges of a saved model, checked: every merge joins two ids known by then (bytes or
-    earlier merges) into the token made of their bytes, and every token longer than one byte is made by a merge."""
+    """vocab, special tokens and merges of a saved model, checked: each merge joins earlier ids into its token."""
     vocab, specials = {}, d["special_tokens"]
     for entry in d["vocab"]:
         if not (isinstance(entry, list) and len(entry) == 2 and _is_id(entry[0]) and isinstance(entry[1], str)):
@@ -116,8 +112,7 @@ class Tokenizer:
 
     # -- training ----------------------------------------------------------------------------------------------------
     def train(self, text: str | bytes, vocab_size: int, special_tokens=(), verbose: bool = False) -> Tokenizer:
-        """Learn ``vocab_size - 256 - len(special_tokens)`` merges, then add the special tokens (ids after them).
-        Special tokens in the text are chunk boundaries, never learned. Bytes must be UTF-8 unless pattern is none."""
+        """Learn ``vocab_size - 256 - len(special_tokens)`` merges; special tokens (ids after) cut the text."""
         specials = list(dict.fromkeys(special_tokens))
         if isinstance(text, bytes) and (self._split or specials):
             try:
@@ -145,8 +140,7 @@ class Tokenizer:
 
     # -- encoding ----------------------------------------------------------------------------------------------------
     def encode_piece(self, piece: bytes) -> list[int]:
-        """One byte string as a single piece (no pre-split, no special tokens), merged as tiktoken does: the adjacent
-        pair of lowest rank first (leftmost on ties), until no pair is a token."""
+        """One byte string as a single piece (no pre-split, no special tokens), merged as tiktoken does."""
         ranks = self.ranks
         if piece in ranks:  # tiktoken returns a piece that is itself a token whole
             return [ranks[piece]]
@@ -166,8 +160,7 @@ class Tokenizer:
         return [ranks[p] for p in parts]
 
     def _bpe_long(self, piece: bytes) -> list[int]:
-        """The same merge in O(n log n) for long pieces: a heap of (rank, start), parts as a linked list of starts,
-        entries validated lazily (an entry is stale when a neighbour merged since it was pushed)."""
+        """The same merge in O(n log n): a heap of (rank, start), parts linked by starts, stale entries skipped."""
         get, n = self.ranks.get, len(piece)
         nxt, prv, alive = list(range(1, n + 1)), list(range(-1, n - 1)), [True] * n
         heap = [(r, i) for i in range(n - 1) if (r := get(piece[i:i + 2])) is not None]
@@ -206,9 +199,7 @@ class Tokenizer:
         return out
 
     def encode(self, text: str, allowed_special="none_raise", disallowed_special="all") -> list[int]:
-        """Encode with tiktoken's special-token policy: ``allowed_special`` (a set, or "all") are encoded as their ids;
-        any other special token in the text raises ValueError unless ``disallowed_special`` leaves it out
-        (``()``: every special that is not allowed is plain text)."""
+        """Encode with tiktoken's special-token policy (allowed_special / disallowed_special, same defaults)."""
         specials = set(self.special_tokens)
         if allowed_special == "all":
             allowed = specials
@@ -287,8 +278,7 @@ class Tokenizer:
 
     @classmethod
     def from_gpt2_files(cls, encoder_json, vocab_bpe) -> Tokenizer:
-        """OpenAI's GPT-2 ``encoder.json`` + ``vocab.bpe`` (pattern gpt2, ``<|endoftext|>`` special). Files that
-        tiktoken cannot read, or that disagree: one ValueError line naming them (gpt2files.gpt2_encoding)."""
+        """OpenAI's GPT-2 ``encoder.json`` + ``vocab.bpe``; bad files: one ValueError line naming them."""
         enc = gpt2_encoding(files={"encoder.json": Path(encoder_json), "vocab.bpe": Path(vocab_bpe)})
         vocab = {i: enc.decode_single_token_bytes(i) for i in range(enc.eot_token)}
         ranks, byte_of = {b: i for i, b in vocab.items()}, {c: b for b, c in bytes_to_unicode().items()}
@@ -309,9 +299,7 @@ class Tokenizer:
 
     def hf_merges(self) -> list[tuple[bytes, bytes]]:
         """Every pair (x, y) of tokens whose concatenation is a token, ordered by that token's rank: tiktoken merges
-        any adjacent pair that makes a token, by the token's rank, so HF's BPE (with ``ignore_merges``, tiktoken's
-        whole-piece rule) applies the same merges in the same order. (Not seen in practice: two different pairs
-        making the same token inside one word are ordered by list position in HF, by text position in tiktoken.)"""
+        any adjacent pair that makes a token, so HF's BPE (with ``ignore_merges``) applies the same merges."""
         ranks, out = self.ranks, []
         for t, r in sorted(ranks.items(), key=lambda kv: kv[1]):
             out += sorted((r, ranks[t[:k]], ranks[t[k:]], t[:k], t[k:]) for k in range(1, len(t))
@@ -341,8 +329,7 @@ class Tokenizer:
         return hf
 
     def hf_config(self, model_max_length: int = 1024) -> dict:
-        """tokenizer_config.json, what transformers' AutoTokenizer needs besides tokenizer.json. Special-token roles as
-        GPT-2's: bos = eos = unk = <|endoftext|> (or the first special); pad is a special named pad, else eos."""
+        """tokenizer_config.json with GPT-2's roles: bos = eos = unk = <|endoftext|>; pad a special named pad."""
         names = sorted(self.special_tokens, key=self.special_tokens.get)
         eos = "<|endoftext|>" if "<|endoftext|>" in names else names[0] if names else None
         pad = next((s for s in names if "pad" in s.lower()), eos)
@@ -353,8 +340,7 @@ class Tokenizer:
                 "add_prefix_space": False, **roles, **({"additional_special_tokens": extra} if extra else {})}
 
     def save_hf(self, folder, model_max_length: int = 1024) -> None:
-        """A transformers tokenizer folder (``AutoTokenizer.from_pretrained``): tokenizer.json (also for
-        ``tokenizers.Tokenizer.from_file``), tokenizer_config.json and special_tokens_map.json, each atomically."""
+        """A transformers tokenizer folder (``AutoTokenizer.from_pretrained``), each file written atomically."""
         config = self.hf_config(model_max_length)
         atomic_write_text(Path(folder) / "tokenizer.json", self.to_hf().to_str(pretty=False))
         atomic_write_json(Path(folder) / "tokenizer_config.json", config)

@@ -4,9 +4,7 @@
     python bpe/train.py --input webtext/wikitext2_valid.txt more.txt --vocab_size 4096 --pattern gpt2 \\
         --special '<|endoftext|>' --out_dir runs/tok          # a tokenizer for pretraining (pretrain/prepare.py)
 
-One output set in --out_dir (default bpe/output/), built aside and swapped in whole: tokenizer.model (our format),
-vocab.txt (readable), tokenizer.json + tokenizer_config.json + special_tokens_map.json (a transformers tokenizer
-folder, same ids as ours), output.log (the homework's log) and summary.json (the same figures; schema in README.md).
+One output set in --out_dir (default bpe/output/; files and schema in README.md), built aside and swapped in whole.
 Bad input (a file, a flag, a refused --out_dir) is one line on stderr and exit status 2, found before training.
 """
 from __future__ import annotations
@@ -80,8 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def read_text(name: str, data_dir: str | None) -> tuple[Path, str]:
-    """A file path as given, else a name under the data directory, and its exact text (decoded strictly, CRLF kept:
-    a tokenizer must see the real bytes). A folder, an empty file, one that is not UTF-8: one line."""
+    """A file path, else a name under the data directory, and its exact text (strict UTF-8, CRLF kept)."""
     path = Path(name).expanduser()
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give a text file")
@@ -109,8 +106,7 @@ def pieces(text: str, size: int = PIECE_CHARS):
 
 
 def roundtrip(tok: Tokenizer, text: str, size: int = PIECE_CHARS) -> dict:
-    """Encode the corpus piece by piece (special-token strings as text) and check that decoding gives each piece's
-    exact bytes back; memory is one piece's ids, not the corpus's."""
+    """Encode the corpus piece by piece (specials as text); decoding must give each piece's exact bytes back."""
     from tqdm import tqdm
 
     t0, ok, n_tokens, n_pieces, n_bytes = time.perf_counter(), True, 0, 0, 0
@@ -144,8 +140,7 @@ def render_log(s: dict, requested_vocab: int) -> str:
 
 
 def write_set(out: Path, tok: Tokenizer, summary: dict, log: str, model_max_length: int) -> None:
-    """All files written into a folder beside ``out`` and swapped in whole: a kill or a full disk leaves the earlier
-    set intact (never files of two tokenizers side by side)."""
+    """All files written into a folder beside ``out`` and swapped in whole (a kill leaves the earlier set)."""
     with fileio.atomic_dir(out, KIND) as tmp:
         tok.save(tmp / FILES["model"], tmp / FILES["vocab"])
         tok.save_hf(tmp, model_max_length)  # tokenizer.json, tokenizer_config.json, special_tokens_map.json

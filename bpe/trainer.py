@@ -1,10 +1,8 @@
 """BPE training, minbpe-style: ``naive_train_merges`` (the readable reference) and ``train_merges`` (the fast one).
 
-Both take the unique pre-split chunks with their counts and extend ``vocab`` (the 256 bytes at 0..255) in place, and
-give the same merges, (left id, right id, result id) in order (tested on real text, random corpora, raw bytes):
-the pair with the highest weighted count wins, among equal counts the smallest (left id, right id); occurrences are
-merged left to right (``aaa`` with (a, a) -> ``[aa, a]``); a merge whose bytes already are a token reuses its id (a
-byte string with two ranks cannot exist in tiktoken's semantics), and only new tokens count towards ``n_new``.
+Both extend ``vocab`` in place from the unique chunks' counts and give the same merges (left id, right id, result id):
+the highest weighted count wins, ties to the smallest (left, right); occurrences merge left to right (``aaa`` ->
+``[aa, a]``); a merge whose bytes already are a token reuses its id (tiktoken gives a byte string one rank).
 """
 from __future__ import annotations
 
@@ -17,8 +15,7 @@ KEY = 1 << 24  # pair code = left * KEY + right: one int64 that orders like the 
 
 
 def naive_train_merges(chunks: dict[bytes, int], vocab: list[bytes], n_new: int) -> list[tuple[int, int, int]]:
-    """minbpe's train (with weights and id reuse): recount every pair after every merge. O(merges x corpus): easy to
-    check by eye, too slow for real corpora (manual.txt: about a minute)."""
+    """minbpe's train (with weights and id reuse): recount every pair after every merge. O(merges x corpus)."""
     words = [(list(chunk), count) for chunk, count in chunks.items()]
     ranks, merges, n_vocab = {token: i for i, token in enumerate(vocab)}, [], len(vocab)
     while len(vocab) < n_vocab + n_new:
@@ -61,8 +58,7 @@ def group_starts(a: np.ndarray) -> np.ndarray:
 
 
 def left_to_right(chained: np.ndarray) -> np.ndarray:
-    """Which occurrences of a pair (a, a) to merge when ``chained[k]`` says occurrence k starts where k-1 ends (runs
-    like 'aaaa'): every other one from the start of each run, as merging left to right does."""
+    """Occurrences of a pair (a, a) to merge (``chained[k]``: k starts where k-1 ends): every other one per run."""
     k = np.arange(len(chained))
     run_start = np.maximum.accumulate(np.where(chained, 0, k))
     return (k - run_start) % 2 == 0
@@ -108,8 +104,7 @@ class MergeState:
         heapq.heapify(self.heap)
 
     def count_byte_pairs(self, block: int = 1 << 22) -> tuple[dict[int, int], dict[int, list[np.ndarray]]]:
-        """Weighted counts and ascending slot arrays of every initial byte pair. Done in blocks of slots (one radix
-        sort of 16-bit codes each), so the temporaries stay small however large the corpus (a 50 MB text)."""
+        """Weighted counts and ascending slot arrays of every initial byte pair, in blocks to bound the memory."""
         token, weight = self.token, self.weight
         counts: dict[int, int] = {}
         where: dict[int, list[np.ndarray]] = {}
@@ -132,9 +127,8 @@ class MergeState:
         return counts, where
 
     def pop_best_pair(self) -> int | None:
-        """The pair with the highest count (smallest code on ties), or None. A popped entry whose count changed is
-        stale: dropped, or pushed back with its true count (a count only falls between pushes, so the first valid
-        entry is the best)."""
+        """The pair with the highest count (smallest code on ties), or None. A stale entry is dropped or pushed back
+        with its true count (a count only falls between pushes, so the first valid entry is the best)."""
         while self.heap:
             neg_count, code = heapq.heappop(self.heap)
             count = self.counts.get(code, 0)
@@ -183,8 +177,7 @@ class MergeState:
         self.counts.pop(code, None)
 
     def update_counts(self, removed, removed_codes, created, created_codes) -> None:
-        """Subtract the removed edges' weights and add the created ones' per pair code (one sort for both); push
-        pairs whose counts rose and index the slots where pairs were created."""
+        """Apply the removed and created edges' weights per pair code; push risen counts, index created slots."""
         all_codes = np.concatenate((removed_codes, created_codes))
         order = np.argsort(all_codes, kind="stable")
         sorted_codes = all_codes[order]

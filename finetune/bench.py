@@ -3,13 +3,8 @@
     python finetune/bench.py                      # GPT-2 124M shape (random weights), batch 4 x 256, r=8, CPU
     python finetune/bench.py --layers 2 --dim 128 --steps 2   # quick look
 
-Prints and writes (--out, default finetune/out/bench.json):
-  train step time   ours / PEFT   median of --steps interleaved steps (forward, backward, AdamW), same process,
-                                  same weights, same batch, HF's loss on full logits for both (only LoRA differs)
-  train peak memory ours / PEFT   each in a fresh subprocess: peak RSS (VmHWM, reset after building the model)
-                                  during --mem_steps training steps, minus the RSS before them
-  merged inference  ours / base   forward of the batch under inference_mode, our LoRA layers merge()d vs the plain
-                                  model; also merge_and_unload() vs base
+Writes --out (default finetune/out/bench.json): train step time (median of interleaved steps, same weights and
+batch), train peak memory (peak RSS in a fresh process each) ours / PEFT, merged inference ours / base.
 Targets: step <= 1.0x PEFT, peak memory <= 1.0x PEFT, merged inference <= 1.02x base.
 """
 from __future__ import annotations
@@ -42,7 +37,7 @@ def build_base(args):
 
 
 def with_lora(base, which: str, r: int):
-    """Our LoRA or PEFT's on (a copy of) base, same targets (every Conv1D in the blocks), same alpha 32."""
+    """Our LoRA or PEFT's on (a copy of) base, same targets, same alpha 32."""
     m = copy.deepcopy(base) if which != "base" else base
     if which == "ours":
         lora.convert_linear_layer_to_lora(m, "h.", r, 32.0)
@@ -75,7 +70,6 @@ def proc_mb(field: str) -> float:
 
 
 def memory_worker(args) -> dict:
-    """In a fresh process: build one variant, reset the peak-RSS counter, train, report the peak."""
     model = with_lora(build_base(args), args.worker, args.rank)
     opt, x = optimizer(model), make_batch(args)
     before = proc_mb("VmRSS")
@@ -96,7 +90,7 @@ def measure_memory(args, which: str) -> dict:
 
 
 def interleaved(fns: dict, n: int, warmup: int) -> dict[str, float]:
-    """Median seconds of each fn, run in alternating order so machine load hits all alike."""
+    """Median seconds of each fn, in alternating order so machine load hits all alike."""
     times = {k: [] for k in fns}
     names = list(fns)
     for i in range(warmup + n):

@@ -1,6 +1,5 @@
-"""train.py's settings: TrainConfig (what is trained: a --resume must match it), RunConfig (where and how a run goes),
-the command line (one flag per field, flags.py), and the checks at start-up: every value (one line naming the flag),
-the run folder (fileio's rule), and whether a checkpoint may be resumed with these settings.
+"""train.py's settings (TrainConfig: a --resume must match it; RunConfig: where and how a run goes), their flags
+(flags.py), and the checks at start-up: every value, the run folder, whether a checkpoint may be resumed.
 """
 from __future__ import annotations
 
@@ -95,7 +94,7 @@ RULES = [
 
 
 def validate(tc: TrainConfig, rc: RunConfig) -> None:
-    """Every setting that cannot work -> ValueError naming the flag and value (adapter configs are read here too)."""
+    """Every setting that cannot work -> ValueError naming the flag and value."""
     values = {f.name: getattr(cfg, f.name) for cfg in (tc, rc) for f in fields(cfg)}
     for name, value in values.items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -133,8 +132,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, RunConfig]:
 
 
 def check_resume(state: dict, tc: TrainConfig, rc: RunConfig, world_size: int, data_sha256: str) -> bool:
-    """A resume continues the very run of the checkpoint: same training settings, same number of processes, the
-    same examples (unless --allow_new_data). Returns whether the data differ (then allowed)."""
+    """A resume continues the very run of the checkpoint: same settings, processes and examples (unless
+    --allow_new_data). Returns whether the data differ."""
     saved, skip = state["train_config"], {"data_dir"} | ({"data_path"} if rc.allow_new_data else set())
     diff = [f"--{k} {saved.get(k)} (now {v})" for k, v in vars(tc).items() if k not in skip and saved.get(k) != v]
     if state["world_size"] != world_size:
@@ -151,8 +150,8 @@ def check_resume(state: dict, tc: TrainConfig, rc: RunConfig, world_size: int, d
 
 
 def claim_run_folder(tc, rc, ddp):
-    """Global rank 0 claims the run folder (fileio's rule) and picks the checkpoint to resume from; every rank
-    follows. Returns (the claimed folder on rank 0, else None; the checkpoint or None)."""
+    """Rank 0 claims the run folder (fileio's rule) and picks the checkpoint to resume from; every rank follows.
+    Returns (the claimed folder on rank 0, else None; the checkpoint or None)."""
     def folder_and_checkpoint():
         data = resolve_data_path(tc.data_path, tc.data_dir)
         inputs = [p for p in (tc.model_name_or_path, tc.lora_load_path, data) if p and Path(p).expanduser().exists()]

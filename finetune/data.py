@@ -1,10 +1,7 @@
 """Stanford Alpaca for supervised finetuning: load, validate, template, tokenize, mask, split and batch.
 
-Sources: a local .json (a list of records) or .jsonl, either one .xz-compressed, a name under the data directory
-(fileio.find) or a Hugging Face dataset name. A record has strings ``instruction``, ``output`` and optional ``input``.
-Each example is prompt + target + EOS; labels are -100 on every prompt and padding token, so the loss sees only the
-target and EOS; examples are cut to ``max_length`` on the right, and one whose prompt alone fills it is dropped and
-counted. Which records are finetuned on, held out or left for pretraining text is partition.py's.
+Sources and record format: finetune/README.md. Each example is prompt + target + EOS with labels -100 on the prompt
+and padding; one whose prompt alone fills ``max_length`` is dropped and counted.
 """
 from __future__ import annotations
 
@@ -24,11 +21,9 @@ IGNORE_INDEX = -100  # label of tokens outside the loss (F.cross_entropy's defau
 DEFAULT_DATA = "alpaca/alpaca_data.json.xz"
 HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+")
 
-# Templates: (prompt with an input, prompt without one, target). The target's EOS is appended as a token id,
-# not as text, so it is the model's own EOS whatever its tokenizer calls it.
+# Templates: (prompt with an input, prompt without one, target). The EOS is appended as a token id, not as text.
 TEMPLATES = {
-    # The homework's: `BEGINNING OF CONVERSATION: USER: {instruction} {input} ASSISTANT:` + ` {output}<|endoftext|>`
-    # (with no input, the instruction alone: no double space).
+    # The homework's (with no input, the instruction alone: no double space).
     "homework": ("BEGINNING OF CONVERSATION: USER: {instruction} {input} ASSISTANT:",
                  "BEGINNING OF CONVERSATION: USER: {instruction} ASSISTANT:",
                  " {output}"),
@@ -44,14 +39,13 @@ TEMPLATES = {
 
 
 def prompt_of(record: dict, template: str = "homework") -> str:
-    """The prompt text of a record (what the loss does not see)."""
     with_input, without_input, _ = TEMPLATES[template]
     inp = (record.get("input") or "").strip()
     return (with_input if inp else without_input).format(instruction=record["instruction"].strip(), input=inp)
 
 
 def target_of(record: dict, template: str = "homework") -> str:
-    """The target text of a record (what the loss sees), without EOS: tokenize() appends the EOS id."""
+    """The target text of a record, without EOS: tokenize() appends the EOS id."""
     return TEMPLATES[template][2].format(output=record["output"])
 
 
@@ -83,11 +77,10 @@ def resolve_data_path(data_path: str, data_dir: str | None = None) -> Path | str
 
 def read_records(path: Path) -> list:
     """Parse a .json / .jsonl file (optionally .xz-compressed); errors name the file and the line or position."""
-    opener = (lambda: lzma.open(path, "rt", encoding="utf-8")) if path.suffix == ".xz" else \
-        (lambda: open(path, encoding="utf-8"))
-    kind = Path(path.stem).suffix if path.suffix == ".xz" else path.suffix
+    xz = path.suffix == ".xz"
+    kind = Path(path.stem).suffix if xz else path.suffix
     try:
-        with opener() as f:
+        with (lzma.open(path, "rt", encoding="utf-8") if xz else open(path, encoding="utf-8")) as f:
             if kind == ".jsonl":
                 records = []
                 for i, line in enumerate(f, 1):
@@ -113,7 +106,6 @@ def read_records(path: Path) -> list:
 
 
 def check_records(records: list, source) -> list[dict]:
-    """Every record must have string 'instruction' and 'output' and an optional string 'input'."""
     bad = []
     for i, r in enumerate(records):
         if not isinstance(r, dict):
@@ -121,11 +113,9 @@ def check_records(records: list, source) -> list[dict]:
             continue
         for key, required in (("instruction", True), ("output", True), ("input", False)):
             v = r.get(key)
-            if v is None and not required:
-                continue
-            if v is None:
+            if v is None and required:
                 bad.append(f"record {i} has no '{key}'")
-            elif not isinstance(v, str):
+            elif v is not None and not isinstance(v, str):
                 bad.append(f"record {i} field '{key}' is a {type(v).__name__}, not a string")
             elif key == "instruction" and not v.strip():  # a prompt with nothing to do (an empty output is fine)
                 bad.append(f"record {i} field 'instruction' is empty")
@@ -155,7 +145,6 @@ def load_records(data_path: str = DEFAULT_DATA, data_dir: str | None = None) -> 
 
 @dataclass
 class Example:
-    """One tokenized example: prompt + target + EOS ids, and labels with -100 on the prompt."""
     input_ids: list[int]
     labels: list[int]
 
@@ -188,7 +177,7 @@ def tokenize(records: list[dict], tokenizer, template: str = "homework", max_len
 
 def split_indices(n: int, eval_ratio: float, seed: int, max_examples: int | None = None
                   ) -> tuple[list[int], list[int]]:
-    """Deterministic (train, eval) record indices: one seeded shuffle, then an optional subset, then the split."""
+    """Deterministic (train, eval) record indices: one seeded shuffle, an optional subset, the split."""
     if not 0.0 <= eval_ratio < 1.0:
         raise ValueError(f"eval_ratio must be in [0, 1), got {eval_ratio}")
     if max_examples is not None and max_examples <= 0:
@@ -213,9 +202,8 @@ def check_split(name: str, n: int, batch_size: int, world_size: int = 1, flag: s
 
 
 def prepare_data(tc, rc, tokenizer, world_size: int = 1, say=print):
-    """train.py's data (settings ``tc``, ``rc``): tokenized (train, eval) examples, the data's name, and a SHA-256 of
-    the records they come from (a resume compares it: the same file name may hold other data); checks that both
-    splits hold at least one batch per rank. ``say``: where the counts are printed (train.py: rank 0 only)."""
+    """train.py's data: tokenized (train, eval) examples, the data's name, and a SHA-256 of the records used (a
+    resume compares it: the same file name may hold other data)."""
     records, source = load_records(tc.data_path, tc.data_dir)
     train_idx, eval_idx = split_indices(len(records), tc.eval_ratio, tc.data_seed, tc.max_examples)
     out = []
@@ -235,25 +223,19 @@ def prepare_data(tc, rc, tokenizer, world_size: int = 1, say=print):
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest example: input_ids/attention_mask/labels (B, T); padding labels are -100."""
     T = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), T), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(examples), T), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[i, :n] = torch.tensor(e.input_ids)
-        labels[i, :n] = torch.tensor(e.labels)
-        mask[i, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def padded(rows, value):  # (B, T)
+        return torch.tensor([row + [value] * (T - len(row)) for row in rows], dtype=torch.long)
+    return {"input_ids": padded([e.input_ids for e in examples], pad_id),
+            "attention_mask": padded([[1] * len(e.input_ids) for e in examples], 0),
+            "labels": padded([e.labels for e in examples], IGNORE_INDEX)}
 
 
 def train_batches(examples: list[Example], batch_size: int, epoch: int, seed: int, rank: int = 0,
                   world_size: int = 1, pad_id: int = 0, group_by_length: bool = False):
     """One epoch of full batches for this rank: a seeded shuffle per epoch, ranks take disjoint equal shares.
-
-    group_by_length: within each run of 64 batches of the shuffled order, batch examples of similar length together
-    (then shuffle the batches), as transformers' LengthGroupedSampler does. On Alpaca this halves the padded tokens
-    the model has to process (random batches of 8 at max_length 256: 2.0x the real tokens; grouped: about 1.0x).
-    """
+    group_by_length: within each 64 batches, examples of similar length together (transformers' LengthGroupedSampler);
+    on Alpaca this halves the padded tokens."""
     g = torch.Generator().manual_seed(seed * 1000003 + epoch)
     order = torch.randperm(len(examples), generator=g).tolist()
     per_rank = len(order) // world_size
@@ -273,8 +255,7 @@ def train_batches(examples: list[Example], batch_size: int, epoch: int, seed: in
 
 
 def eval_batches(examples: list[Example], batch_size: int, rank: int = 0, world_size: int = 1, pad_id: int = 0):
-    """All eval examples, each rank a strided share; sorted by length, so batches carry little padding (the loss
-    is a sum over tokens, which order does not change)."""
+    """All eval examples, each rank a strided share, sorted by length (little padding; the loss is a sum)."""
     mine = sorted(examples, key=lambda e: len(e.input_ids))[rank::world_size]
     for b in range(0, len(mine), batch_size):
         yield collate(mine[b:b + batch_size], pad_id)

@@ -4,10 +4,7 @@
         --instructions PART --output generations.json       # PART: a partition folder (partition.py)
     python finetune/generate.py --base gpt2 --lora gpt2+path/to/adapter --greedy --output out.json
 
---instructions: a partition folder (its instructions.jsonl: records in no training split) or a .json/.jsonl/.txt
-file; without it, 20 built-in instructions written for this project (none is Alpaca's). --lora: an adapter folder
-(ours or PEFT's; its base is --base) or BASE+ADAPTER, repeatable; LoRA models are merged (merge()) before generating.
-Instructions go in left-padded batches of similar length; every model gets the same batches and seeds (reproducible).
+LoRA models are merged (merge()) before generating. Every model gets the same left-padded batches and seeds.
 Writes FILE.json (schema in README.md, "generate.py") and FILE.md beside it (the same, readable).
 """
 from __future__ import annotations
@@ -60,7 +57,6 @@ BUILTIN_INSTRUCTIONS = [{"instruction": text, "input": inp} for text, inp in [
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """The flags, each checked (one line naming it) before any model file is read."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", help="the original model: HF folder or hub name (required)")
     p.add_argument("--full", help="a fully finetuned HF model folder")
@@ -109,8 +105,7 @@ def check_flags(cfg: argparse.Namespace) -> None:
 
 
 def claim_output(cfg: argparse.Namespace, specs: list[tuple[str, str, str | None]]) -> Path:
-    """FILE.json by fileio's rule (never an input, nor inside a model or adapter folder, nor a file of another
-    kind; an earlier one only with --overwrite); FILE.md beside it is not the instructions file."""
+    """FILE.json by fileio's rule; FILE.md beside it must not be the instructions file."""
     inputs = [p for _, model, adapter in specs for p in (model, adapter) if p and Path(p).expanduser().exists()]
     inputs += [instructions_file(cfg.instructions)] if cfg.instructions else []
     out = claim_output_file(cfg.output, GENERATIONS_KIND, overwrite=cfg.overwrite, inputs=inputs, flag="--output")
@@ -122,7 +117,6 @@ def claim_output(cfg: argparse.Namespace, specs: list[tuple[str, str, str | None
 
 
 def instructions_file(path: str) -> Path:
-    """The file behind --instructions: a partition folder's instructions.jsonl, or the file itself."""
     p = Path(path)
     return p / INSTRUCTIONS_FILE if p.is_dir() else p
 
@@ -195,11 +189,8 @@ def load(name: str, adapter: str | None, device: torch.device, data_dir: str | N
 @torch.no_grad()
 def respond(model, tok, prompts: list[list[int]], cfg: argparse.Namespace, seed: int) -> list[dict]:
     """Responses to a batch of tokenized prompts, each {"text", "tokens" (EOS not counted), "words", "stop"}.
-
-    The batch is left-padded, so every response starts right after its prompt; generate() derives the position ids
-    from the attention mask, so a padded prompt is computed as if alone (greedy output tested equal to a plain loop).
-    stop: "eos"; "max_new_tokens"; or "context" when the model's context ends first (for the batch's longest prompt).
-    """
+    Left-padded: generate() derives the position ids from the attention mask, so a padded prompt is computed as if
+    alone. stop: "eos", "max_new_tokens", or "context" (the model's context ended first)."""
     T = max(len(p) for p in prompts)
     limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
     room = min(cfg.max_new_tokens, limit - T)
@@ -227,7 +218,7 @@ def respond(model, tok, prompts: list[list[int]], cfg: argparse.Namespace, seed:
 
 
 def length_stats(details: list[dict], seconds: float) -> dict:
-    """Per-model means over all responses: the numbers that decide whether one model answers longer."""
+    """Per-model means over all responses."""
     n = len(details)
     return {"responses": n, "mean_tokens": sum(d["tokens"] for d in details) / n,
             "mean_words": sum(d["words"] for d in details) / n,
@@ -263,8 +254,7 @@ def run_model(name: str, path: str, adapter: str | None, results: list[dict], cf
 
 
 def portable(value: str | None, root: Path) -> str | None:
-    """A local path as seen from ``root`` (the output file's folder), so the file records no machine's absolute
-    paths; a hub name (or nothing) stays as it is."""
+    """A local path relative to ``root`` (no machine's absolute paths); a hub name (or nothing) stays as it is."""
     if not value or not Path(value).expanduser().exists():
         return value
     return os.path.relpath(Path(value).expanduser().resolve(), root)
@@ -297,7 +287,6 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    """Check everything, then generate model by model; writes FILE.json and FILE.md."""
     try:
         cfg = parse_args(argv)
         check_flags(cfg)

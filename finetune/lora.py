@@ -1,10 +1,7 @@
 """LoRA (Hu et al. 2021, arXiv:2106.09685) with the homework's API, numerically identical to PEFT's LoRA.
 
-The homework's four names: ``LoRALinear``, ``convert_linear_layer_to_lora``, ``only_optimize_lora_parameters`` and
-``get_lora_state_dict``; around them: explicit ``merge()``/``unmerge()``, ``merge_and_unload``,
-``load_lora_state_dict``, adapter folders (``save_adapter``/``load_adapter``, ours and PEFT's format, so that
-``peft.PeftModel.from_pretrained(base, folder)`` reproduces our logits and we reproduce PEFT's) and the loading of
-the base models they go on (``load_model``, ``model_shape``, ``autocast_for``).
+The homework's four names (``LoRALinear``, ``convert_linear_layer_to_lora``, ``only_optimize_lora_parameters``,
+``get_lora_state_dict``), merging, adapter folders that PEFT reads and writes too, and loading the base models.
 
 Math (one adapted layer, base weight W (out, in) frozen, r = lora_dim):
     y = x Wᵀ + b + s · (dropout(x) Rᵀ) Lᵀ     R = lora_right_weight (r, in), Kaiming-uniform (a=√5, as nn.Linear)
@@ -43,11 +40,8 @@ ADAPTER_KIND = "LoRA adapter"  # the folder's kind for fileio (its marker)
 
 
 class LoRALinear(nn.Module):
-    """A frozen linear layer plus a trainable low-rank update (see the module docstring for the math).
-
-    ``weight`` is (out, in) like nn.Linear's; ``fan_in_fan_out=True`` records that it is a transposed view of a
-    Conv1D weight (so ``to_plain()`` gives a Conv1D back).
-    """
+    """A frozen linear layer plus a trainable low-rank update; ``weight`` is (out, in), ``fan_in_fan_out``: a view
+    of a Conv1D weight (module docstring)."""
     # forward_fused: the same sum as forward's reference line with less memory (tests compare the two)
     fused = True
 
@@ -55,7 +49,6 @@ class LoRALinear(nn.Module):
                  lora_dropout: float = 0.0, use_rslora: bool = False, fan_in_fan_out: bool = False):
         super().__init__()  # arguments are trusted: LoRAConfig.validate checks them where they enter
         out_features, in_features = weight.shape
-        # Base weight and bias are frozen: they never receive gradients.
         self.weight = nn.Parameter(weight.detach(), requires_grad=False)
         self.bias = nn.Parameter(bias.detach(), requires_grad=False) if bias is not None else None
         self.lora_right_weight = nn.Parameter(weight.new_empty(lora_dim, in_features))   # (r, in)
@@ -71,11 +64,11 @@ class LoRALinear(nn.Module):
     def from_layer(cls, layer: nn.Module, lora_dim: int, lora_scaling: float, lora_dropout: float = 0.0,
                    use_rslora: bool = False) -> "LoRALinear":
         """Wrap an nn.Linear or a transformers Conv1D (sharing its weight storage, no copy)."""
+        lora_args = (lora_dim, lora_scaling, lora_dropout, use_rslora)
         if isinstance(layer, nn.Linear):
-            return cls(layer.weight, layer.bias, lora_dim, lora_scaling, lora_dropout, use_rslora)
-        if isinstance(layer, Conv1D):
-            w = layer.weight.detach().t()  # (in, out) storage seen as (out, in)
-            return cls(w, layer.bias, lora_dim, lora_scaling, lora_dropout, use_rslora, fan_in_fan_out=True)
+            return cls(layer.weight, layer.bias, *lora_args)
+        if isinstance(layer, Conv1D):  # (in, out) storage seen as (out, in)
+            return cls(layer.weight.detach().t(), layer.bias, *lora_args, fan_in_fan_out=True)
         raise TypeError(f"LoRA supports nn.Linear and transformers Conv1D, not {type(layer).__name__}")
 
     @torch.no_grad()
@@ -87,8 +80,10 @@ class LoRALinear(nn.Module):
         return self.scaling * (self.lora_left_weight @ self.lora_right_weight)  # (out, in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merged:  # W already holds W + s·L·R
-            self.refuse_training_while_merged()
+        if self.merged:  # W already holds W + s·L·R, so training would silently not train R and L
+            if self.training and torch.is_grad_enabled() and self.lora_right_weight.requires_grad:
+                raise RuntimeError("LoRALinear is merged, so its LoRA weights would get no gradient: "
+                                   "call unmerge() before training")
             return F.linear(x, self.weight, self.bias)
         if self.fused:
             return self.forward_fused(x)
@@ -97,9 +92,8 @@ class LoRALinear(nn.Module):
             + (self.lora_dropout(x) @ self.lora_right_weight.t() @ self.lora_left_weight.t()) * self.scaling
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        """out += s · (dropout(x) Rᵀ) Lᵀ as one GEMM that accumulates into the base output in place (beta=1,
-        alpha=s): no (..., out) temporaries, unlike ``base + lora * s``, which is where the memory saving in the
-        README comes from. Safe for autograd: F.linear's backward does not need ``out``."""
+        """out += s · (dropout(x) Rᵀ) Lᵀ as one in-place GEMM: no (..., out) temporaries, unlike ``base + lora * s``
+        (the README's memory saving). Safe for autograd: F.linear's backward does not need ``out``."""
         out = F.linear(x, self.weight, self.bias)                    # (..., out)
         h = F.linear(self.lora_dropout(x), self.lora_right_weight)   # (..., r)
         left = self.lora_left_weight                                  # (out, r)
@@ -107,12 +101,6 @@ class LoRALinear(nn.Module):
             h, left = h.to(out.dtype), left.to(out.dtype)
         out.view(-1, out.shape[-1]).addmm_(h.reshape(-1, self.lora_dim), left.t(), alpha=self.scaling)
         return out
-
-    def refuse_training_while_merged(self) -> None:
-        """A merged layer's output no longer depends on R and L, so training it would silently not train them."""
-        if self.training and torch.is_grad_enabled() and self.lora_right_weight.requires_grad:
-            raise RuntimeError("LoRALinear is merged, so its LoRA weights would get no gradient: "
-                               "call unmerge() before training")
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -131,14 +119,11 @@ class LoRALinear(nn.Module):
     @torch.no_grad()
     def to_plain(self) -> nn.Module:
         """A plain nn.Linear (or Conv1D, if that is what was wrapped) holding the merged weight."""
-        delta = 0 if self.merged else self.delta_weight()
-        w = self.weight + delta  # (out, in), a new tensor: self is left unchanged
+        w = self.weight + (0 if self.merged else self.delta_weight())  # (out, in), new: self is left unchanged
         out_features, in_features = w.shape
         with torch.device("meta"):  # skip the random init of weights we overwrite anyway
-            if self.fan_in_fan_out:
-                layer = Conv1D(out_features, in_features)
-            else:
-                layer = nn.Linear(in_features, out_features, bias=self.bias is not None)
+            layer = Conv1D(out_features, in_features) if self.fan_in_fan_out else \
+                nn.Linear(in_features, out_features, bias=self.bias is not None)
         layer.weight = nn.Parameter(w.t().contiguous() if self.fan_in_fan_out else w)
         if self.bias is not None:
             layer.bias = nn.Parameter(self.bias.detach().clone())
@@ -172,11 +157,9 @@ class LoRAConfig:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside DDP / torch.compile wrappers (their state-dict keys carry prefixes)."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
+    while isinstance(inner := getattr(model, "module", None) or getattr(model, "_orig_mod", None), nn.Module):
         model = inner
+    return model
 
 
 def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
@@ -185,18 +168,18 @@ def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
 
 def _tied_elsewhere(model: nn.Module, name: str, layer: nn.Module) -> str | None:
     """The name of another parameter sharing ``layer``'s weight storage (GPT-2's lm_head is wte), else None."""
-    ptr = layer.weight.data_ptr()
-    for other_name, other in model.named_parameters(remove_duplicate=False):
-        if other.data_ptr() == ptr and not other_name.startswith(name + "."):
-            return other_name
-    return None
+    return next((other_name for other_name, other in model.named_parameters(remove_duplicate=False)
+                 if other.data_ptr() == layer.weight.data_ptr() and not other_name.startswith(name + ".")), None)
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent_name), attr, new)  # get_submodule("") is root itself
 
 
 def _convert_modules(model: nn.Module, names: list[str], cfg: LoRAConfig) -> nn.Module:
     for name in names:
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        layer = getattr(parent, attr)
+        layer = model.get_submodule(name)
         if isinstance(layer, LoRALinear):
             raise ValueError(f"module '{name}' already has a LoRA adapter")
         if cfg.lora_dim > min(layer.weight.shape):  # else a "low-rank" update would be full-rank or bigger
@@ -206,7 +189,7 @@ def _convert_modules(model: nn.Module, names: list[str], cfg: LoRAConfig) -> nn.
         if tied:  # merge() would add the update to the shared tensor, changing the other module too
             raise ValueError(f"module '{name}' shares its weight with '{tied}' (tied weights): LoRA on it would "
                              "change both when merged; choose a module filter that leaves it out")
-        setattr(parent, attr, LoRALinear.from_layer(layer, cfg.lora_dim, cfg.lora_scaling, cfg.lora_dropout,
+        _replace(model, name, LoRALinear.from_layer(layer, cfg.lora_dim, cfg.lora_scaling, cfg.lora_dropout,
                                                     cfg.use_rslora))
     cfg.target_modules = sorted(set(cfg.target_modules) | set(names))
     return model
@@ -231,8 +214,11 @@ def lora_config_of(model: nn.Module, lora_module_name: str = "") -> LoRAConfig:
     if not mods:
         raise ValueError("model has no LoRA layers (call convert_linear_layer_to_lora first)")
     m = next(iter(mods.values()))
-    p = m.lora_dropout.p if isinstance(m.lora_dropout, nn.Dropout) else 0.0
-    return LoRAConfig(m.lora_dim, m.lora_scaling, lora_module_name, p, m.use_rslora, sorted(mods))
+    return LoRAConfig(m.lora_dim, m.lora_scaling, lora_module_name, _dropout_p(m), m.use_rslora, sorted(mods))
+
+
+def _dropout_p(m: LoRALinear) -> float:
+    return float(m.lora_dropout.p) if isinstance(m.lora_dropout, nn.Dropout) else 0.0
 
 
 def only_optimize_lora_parameters(model: nn.Module) -> nn.Module:
@@ -261,34 +247,29 @@ def load_lora_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], 
     for name, mod in lora_modules(model).items():
         if mod.merged:
             raise RuntimeError(f"LoRA layer '{name}' is merged; unmerge() before loading new LoRA weights")
-    for k, v in state_dict.items():
-        if k not in own:
-            continue
-        if params[k].shape != v.shape:
-            raise ValueError(f"LoRA tensor '{k}' has shape {tuple(v.shape)}, the model expects "
+    for k in own & set(state_dict):
+        if params[k].shape != state_dict[k].shape:
+            raise ValueError(f"LoRA tensor '{k}' has shape {tuple(state_dict[k].shape)}, the model expects "
                              f"{tuple(params[k].shape)}")
-        params[k].copy_(v)
+        params[k].copy_(state_dict[k])
     return model
 
 
-def merge_lora(model: nn.Module) -> nn.Module:
+def merge_lora(model: nn.Module, undo: bool = False) -> nn.Module:
     for m in lora_modules(model).values():
-        m.merge()
+        m.unmerge() if undo else m.merge()
     return model
 
 
 def unmerge_lora(model: nn.Module) -> nn.Module:
-    for m in lora_modules(model).values():
-        m.unmerge()
-    return model
+    return merge_lora(model, undo=True)
 
 
 def merge_and_unload(model: nn.Module) -> nn.Module:
     """Replace every LoRALinear by a plain layer holding W + s·L·R (back to the original architecture)."""
     root = unwrap(model)
     for name, m in lora_modules(root).items():
-        parent_name, _, attr = name.rpartition(".")
-        setattr(root.get_submodule(parent_name) if parent_name else root, attr, m.to_plain())
+        _replace(root, name, m.to_plain())
     return model
 
 
@@ -296,8 +277,7 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
 
 def save_adapter(model: nn.Module, path: str | Path, cfg: LoRAConfig | None = None,
                  base_model_name_or_path: str | None = None, extra: dict | None = None) -> Path:
-    """Write an adapter folder atomically: our files (lora_config.json, lora_weights.safetensors) and PEFT's
-    (adapter_config.json, adapter_model.safetensors), so either library can load it."""
+    """Write an adapter folder atomically: our files and PEFT's, so either library can load it."""
     from safetensors.torch import save_file
 
     cfg, mods = cfg or lora_config_of(model), lora_modules(model)
@@ -349,9 +329,7 @@ def _attach(model: nn.Module, cfg: LoRAConfig, state_dict: dict[str, torch.Tenso
     want = (cfg.lora_dim, float(cfg.lora_scaling), cfg.use_rslora, float(cfg.lora_dropout))
     for n in cfg.target_modules:
         if n in have:  # already converted: only the weights are loaded, so everything else must agree
-            m = have[n]
-            got = (m.lora_dim, m.lora_scaling, m.use_rslora,
-                   float(m.lora_dropout.p) if isinstance(m.lora_dropout, nn.Dropout) else 0.0)
+            got = (have[n].lora_dim, have[n].lora_scaling, have[n].use_rslora, _dropout_p(have[n]))
             if got != want:
                 raise ValueError(f"{where}: module '{n}' already has LoRA (rank, scaling, rslora, dropout) = {got}, "
                                  f"the adapter {want}; load it into a model without LoRA layers")
@@ -360,7 +338,6 @@ def _attach(model: nn.Module, cfg: LoRAConfig, state_dict: dict[str, torch.Tenso
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors; a truncated, empty or foreign file is one line naming it."""
     from safetensors.torch import load_file
 
     try:
@@ -372,7 +349,7 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def adapter_rank(path: str | Path) -> int:
-    """The rank of the adapter folder ``path`` (ours or PEFT's), read from its config without loading weights."""
+    """The rank of the adapter folder ``path`` (ours or PEFT's), read from its config alone."""
     path = Path(path)
     for name, key in ((OUR_CONFIG, "lora_dim"), (PEFT_CONFIG, "r")):
         if (path / name).is_file():
@@ -384,8 +361,8 @@ def adapter_rank(path: str | Path) -> int:
 
 
 def check_adapter_base(adapter: str | Path, base: str, base_flag: str, allow_other: bool = False) -> None:
-    """Refuse an adapter that records another base model than ``base`` (folders compared resolved): a same-shaped
-    adapter of another base loads silently and gives a model of neither (every command that applies one calls this)."""
+    """Refuse an adapter that records another base model than ``base``: a same-shaped adapter of another base
+    loads silently and gives a model of neither."""
     path = Path(adapter)
     config = next((path / n for n in (OUR_CONFIG, PEFT_CONFIG) if (path / n).is_file()), None)
     recorded = _read_json(config).get("base_model_name_or_path") if config else None
@@ -415,7 +392,7 @@ def load_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRACon
 
 
 def import_peft_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRAConfig]:
-    """Attach a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) as our LoRALinear layers."""
+    """Attach a PEFT LoRA adapter folder as our LoRALinear layers."""
     path = Path(path)
     conf = _read_json(path / PEFT_CONFIG)
     if conf.get("peft_type") != "LORA":
@@ -444,8 +421,6 @@ def import_peft_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, 
 
 
 # ---------------------------------------------------------------------------------------------- base models
-# Loading the causal LM that adapters go on (train.py, generate.py, merge.py): one-line errors, its shape from the
-# config alone, and the precision of its forward passes (--dtype: the same autocast for training and generation).
 DTYPES = ("auto", "float32", "bfloat16")
 IGNORE_INDEX = -100  # the label of prompt and padding tokens (data.py's; F.cross_entropy's default)
 # Models whose forward is `lm_head(backbone(x).last_hidden_state)` with nothing in between (no logit scaling or
@@ -455,14 +430,12 @@ PLAIN_HEAD_MODELS = {"GPT2LMHeadModel", "GPTNeoForCausalLM", "GPTNeoXForCausalLM
 
 
 def target_index(labels: torch.Tensor) -> torch.Tensor:
-    """(N,) flat indices into (B*(T-1)) of the positions whose next token is a target; made on the host from the
-    CPU labels (a data-dependent shape made on the GPU would make the host wait)."""
+    """(N,) flat indices into (B*(T-1)) of the target positions; made on the host (on the GPU it would sync)."""
     return torch.nonzero(labels[:, 1:].reshape(-1) != IGNORE_INDEX).squeeze(1)
 
 
 class TargetLoss(nn.Module):
-    """(sum of target-token cross entropies, number of target tokens) of a causal LM batch. Wraps the model so that
-    DDP sees one forward (its gradient hooks need the wrapped module's forward)."""
+    """(sum of target-token cross entropies, number of target tokens) of a causal LM batch; one module for DDP."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -489,8 +462,7 @@ class TargetLoss(nn.Module):
 
 
 def autocast_for(dtype: str, device: torch.device):
-    """A context factory for forward passes: bf16 autocast (``auto`` on CUDA, or asked), else nothing. On CUDA it
-    also turns TF32 on for the fp32 matmuls left outside autocast (the CPU stays exact fp32)."""
+    """A context factory for forward passes: bf16 autocast (``auto`` on CUDA, or asked), else nothing; TF32 on CUDA."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
@@ -511,7 +483,7 @@ def model_load_error(name: str, e: Exception) -> ValueError:
 
 
 def model_shape(name: str) -> tuple[int | None, int | None]:
-    """(positions, vocabulary size) of the model, read from its config alone (cheap, before any weights load)."""
+    """(positions, vocabulary size) of the model, read from its config alone."""
     from transformers import AutoConfig
 
     try:
@@ -523,7 +495,7 @@ def model_shape(name: str) -> tuple[int | None, int | None]:
 
 
 def load_model(name: str, device: torch.device):
-    """A float32 AutoModelForCausalLM on ``device`` (autocast, not the weights, decides the compute dtype)."""
+    """A float32 AutoModelForCausalLM on ``device`` (autocast decides the compute dtype)."""
     from transformers import AutoModelForCausalLM
 
     try:

@@ -3,13 +3,9 @@
     python finetune/merge.py --base runs/cpu/pretrain/hf --adapter SWEEP/r8/adapter --out_dir merged/r8
     python -c "from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('merged/r8')"
 
-The adapter may be ours or PEFT's (whatever lora.load_adapter reads). Each adapted layer becomes a plain layer
-holding W + s·L·R (lora.merge_and_unload), so the folder has the base model's architecture, parameter names and
-shapes; its logits equal PEFT's ``PeftModel.from_pretrained(base, adapter).merge_and_unload()`` (tested to 1e-5).
-
-Writes, as one set (built aside and swapped in): config.json, model.safetensors, the base's tokenizer files (GPT-2's
-from the data directory if the base folder has none) and merge.json
-{"format": "llmhw-merged-model", "version": 1, "base", "adapter", "adapter_config": {rank, scaling, ...}}.
+The adapter may be ours or PEFT's. Each adapted layer becomes a plain layer holding W + s·L·R, so the folder has the
+base model's architecture and names; its logits equal PEFT's ``merge_and_unload()``. Besides the model and
+tokenizer files it writes merge.json (base, adapter, adapter_config).
 """
 from __future__ import annotations
 
@@ -44,9 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def check(args: argparse.Namespace) -> Path:
-    """Everything before the weights load: the flags, the adapter and its base, the output folder (fileio's rule:
-    the swap replaces the whole folder, so it may hold only an earlier merged model, with --overwrite, never an
-    input or a user's file). Returns the output folder; nothing is created here."""
+    """Everything before the weights load: the flags, the adapter and its base, the output folder (fileio's rule)."""
     for name in ("base", "adapter", "out_dir"):
         if not getattr(args, name):
             raise ValueError(f"--{name} is required")
@@ -60,8 +54,6 @@ def check(args: argparse.Namespace) -> Path:
 
 
 def main(argv=None) -> Path:
-    """Check, load base + adapter, merge, write config.json, model.safetensors, tokenizer files and merge.json as one
-    folder; returns it."""
     args = parse_args(argv)
     try:
         out = check(args)

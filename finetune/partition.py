@@ -1,13 +1,9 @@
 """The Alpaca partition: which records finetune, which are held out for generation, which make pretraining text.
 
-``partition`` is the one place that decides it; ``main`` writes it into a folder (formats in README.md, "Partition"),
-the pipeline's corpus stage:
-
     python finetune/partition.py --out_dir DIR --max_examples 2000 --eval_ratio 0.1 --data_seed 42 --heldout 24
 
-split.json: the record indices of each part; pretrain_text.txt: the responses of free records, one paragraph each;
-instructions.jsonl: the held-out records. train/eval are exactly train.py's split (data.split_indices) for the same
---max_examples, --eval_ratio and --data_seed, so no eval or held-out record reaches the pretraining text.
+Writes split.json, pretrain_text.txt and instructions.jsonl (formats in README.md, "Partition"). train/eval are
+exactly train.py's split for the same flags, so no eval or held-out record reaches the pretraining text.
 """
 from __future__ import annotations
 
@@ -32,14 +28,9 @@ MIN_CONTAINED_CHARS = 40
 
 def partition(n_records: int, max_examples: int | None, eval_ratio: float, data_seed: int, n_heldout: int,
               records: list[dict] | None = None) -> dict[str, list[int]]:
-    """Which record is used for what: {"train", "eval", "heldout", "unused"} lists of record indices.
-
-    train/eval are exactly ``split_indices(n_records, eval_ratio, data_seed, max_examples)`` (train.py's split).
-    heldout: the next ``n_heldout`` records of the same seeded shuffle after the finetuning subset; given
-    ``records``, a candidate whose (instruction, input) repeats one of train/eval or an earlier held-out one is passed
-    over, so no held-out instruction is in a training split. unused: every other index, ascending. The four lists
-    cover range(n_records) and are disjoint.
-    """
+    """{"train", "eval", "heldout", "unused"}: disjoint lists of record indices covering range(n_records).
+    train/eval are train.py's split; heldout: the next ``n_heldout`` records of the same shuffle, passing over (given
+    ``records``) any whose (instruction, input) repeats an earlier one; unused: every other index, ascending."""
     train, evals = split_indices(n_records, eval_ratio, data_seed, max_examples)
     order = list(range(n_records))
     random.Random(data_seed).shuffle(order)  # the very shuffle split_indices made: continue along it
@@ -63,24 +54,18 @@ def partition(n_records: int, max_examples: int | None, eval_ratio: float, data_
 
 
 def _instruction_key(record: dict) -> tuple[str, str]:
-    """What makes two records the same task for generation: instruction and input, outer spaces ignored."""
     return record["instruction"].strip(), (record.get("input") or "").strip()
 
 
 def paragraph(text: str) -> str:
-    """A response as one pretraining paragraph: lines right-stripped, empty lines dropped, so that the file's only
-    blank lines are the record boundaries."""
+    """A response as one paragraph: the file's only blank lines are the record boundaries."""
     return "\n".join(line.rstrip() for line in text.strip().splitlines() if line.strip())
 
 
 def pretrain_selection(records: list[dict], parts: dict[str, list[int]]) -> tuple[list[int], dict[str, int]]:
-    """Indices of the unused records whose responses make the pretraining text, and how many were left out why.
-
-    Left out: an empty response; a response equal (as a paragraph) to that of any train/eval/held-out record (Alpaca
-    has ~1,500 records sharing a response with another); a repeat of an earlier unused response; a response that
-    contains an eval or held-out response of >= MIN_CONTAINED_CHARS characters. (A train response contained in a
-    longer one is kept: the model trains on that text anyway, and scanning for 2,000 needles costs ~20 s.)
-    """
+    """Indices of the unused records whose responses make the pretraining text, and how many were left out why:
+    empty, equal to a used one, repeated, or containing an eval/held-out response (a contained train response is
+    kept: the model trains on that text anyway, and scanning for 2,000 needles costs ~20 s)."""
     used = {paragraph(records[i]["output"]) for key in ("train", "eval", "heldout") for i in parts[key]}
     why = {"empty": 0, "same_as_used": 0, "repeated": 0, "contains_eval_or_heldout": 0}
     kept, seen = [], set()
@@ -100,7 +85,7 @@ def pretrain_selection(records: list[dict], parts: dict[str, list[int]]) -> tupl
 
 
 def _containing(indices: list[int], texts: list[str], needles: list[str]) -> set[int]:
-    """The indices whose text contains any needle: one joined string, str.find per needle (fast C search)."""
+    """The indices whose text contains any needle: str.find per needle in one joined string."""
     joined = "\n\n".join(texts)
     starts, pos = [], 0
     for t in texts:
@@ -117,8 +102,7 @@ def _containing(indices: list[int], texts: list[str], needles: list[str]) -> set
 
 
 def within_budget(records: list[dict], indices: list[int], max_bytes: int, data_seed: int) -> list[int]:
-    """The records of ``indices`` whose text fits ``max_bytes``, taken in the partition's seeded shuffle order (a
-    uniform sample, not the file's first records), returned in index order."""
+    """The records of ``indices`` that fit ``max_bytes``, a uniform sample (the partition's shuffle order)."""
     rank = list(range(len(records)))
     random.Random(data_seed).shuffle(rank)  # the shuffle partition() walks along
     position = {i: k for k, i in enumerate(rank)}
@@ -132,12 +116,10 @@ def within_budget(records: list[dict], indices: list[int], max_bytes: int, data_
 
 
 def pretrain_text(records: list[dict], indices: list[int]) -> str:
-    """The pretraining text: one paragraph per record, a blank line between records, a final newline."""
     return "\n\n".join(paragraph(records[i]["output"]) for i in indices) + "\n"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """The flags (--max_examples, --eval_ratio, --data_seed take train.py's values), checked in one line each."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out_dir", help="folder for split.json, pretrain_text.txt and instructions.jsonl (required)")
     p.add_argument("--data_path", default=DEFAULT_DATA, help="Alpaca file, data-directory name or HF dataset")
@@ -163,7 +145,6 @@ SETTINGS = ("max_examples", "eval_ratio", "data_seed", "heldout", "pretrain_byte
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file as stored (read in 1 MiB chunks), so split.json names exactly which data it partitioned."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -173,7 +154,6 @@ def file_sha256(path: Path) -> str:
 
 def split_record(cfg: argparse.Namespace, records: list[dict], source: str, parts: dict, selected: list[int],
                  left_out: dict, text: str) -> dict:
-    """The content of split.json (schema in README.md, "Partition")."""
     path = Path(source) if not source.startswith("hf:") else None
     return {
         "format": SPLIT_FORMAT, "version": SPLIT_VERSION,
@@ -188,7 +168,6 @@ def split_record(cfg: argparse.Namespace, records: list[dict], source: str, part
 
 
 def read_split(folder: str | Path) -> dict:
-    """split.json of a partition folder, checked for its format and version."""
     path = Path(folder) / SPLIT_FILE
     try:
         split = json.loads(path.read_text(encoding="utf-8"))
@@ -204,8 +183,7 @@ def read_split(folder: str | Path) -> dict:
 
 
 def check_out_dir(cfg: argparse.Namespace, data_source: str) -> Path:
-    """The output folder, checked before any work (fileio's rule: it may hold only a partition's files, never the
-    data or a user's file, --overwrite included); a partition of other settings only with --overwrite."""
+    """The output folder, by fileio's rule; a partition of other settings only with --overwrite."""
     data = None if data_source.startswith("hf:") else data_source
     out = claim_output_dir(cfg.out_dir, PARTITION_KIND, (SPLIT_FILE, PRETRAIN_FILE, INSTRUCTIONS_FILE),
                            overwrite=True, inputs=[data]).path  # overwrite: the settings decide, below
@@ -219,7 +197,6 @@ def check_out_dir(cfg: argparse.Namespace, data_source: str) -> Path:
 
 
 def write_partition(out: Path, split: dict, records: list[dict], text: str) -> None:
-    """split.json, pretrain_text.txt and instructions.jsonl, built aside and swapped in as one set."""
     lines = [json.dumps({"index": i, "instruction": records[i]["instruction"],
                          "input": records[i].get("input") or "", "output": records[i]["output"]},
                         ensure_ascii=False) for i in split["indices"]["heldout"]]
@@ -232,7 +209,6 @@ def write_partition(out: Path, split: dict, records: list[dict], text: str) -> N
 
 
 def build_partition(cfg: argparse.Namespace, records: list[dict], source: str) -> tuple[dict, str]:
-    """split.json's content and the pretraining text, for the settings in ``cfg``."""
     parts = partition(len(records), cfg.max_examples, cfg.eval_ratio, cfg.data_seed, cfg.heldout, records)
     selected, left_out = pretrain_selection(records, parts)
     if cfg.pretrain_bytes is not None:
@@ -246,7 +222,6 @@ def build_partition(cfg: argparse.Namespace, records: list[dict], source: str) -
 
 
 def main(argv=None) -> dict:
-    """Partition the Alpaca records and write the folder; returns split.json's content."""
     try:
         cfg = parse_args(argv)
         where = resolve_data_path(cfg.data_path, cfg.data_dir)

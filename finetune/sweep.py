@@ -6,16 +6,10 @@ and a summary table.
     python finetune/sweep.py --parallel_gpus -- --model_name_or_path gpt2   # one run per GPU at a time
     python finetune/sweep.py --jobs 2 -- --model_name_or_path DIR   # CPU: two 1-thread runs at a time (2 cores)
 
-Flags after `--` (or any flag sweep.py does not know) go to every train.py run unchanged; sweep.py sets
---lora_dim and --out_dir itself (and --seed for a --seed_runs run). Rank 0 is full finetuning. Every run shares
-the data (train.py's --data_seed), so a second seed changes only the training randomness.
-
-Run folders: SWEEP/r<R>/ per rank, SWEEP/r<R>_seed<S>/ per extra seed; a finished run is skipped (unless --redo), an
-interrupted one is resumed from its checkpoint. Each run is a child process that dies with the sweep
-(fileio.start_child) and whose output goes to SWEEP/<run>.log once it succeeded (SWEEP/<run>.failed.log otherwise;
-a run folder still used by a live trainer is refused by its lock, reported in one line). SWEEP/curves.png,
-summary.md and summary.json (fields in finetune/README.md) are replaced only when every run succeeded: a failed
-rerun keeps the earlier complete ones (exit status 1).
+Flags after `--` (or any flag sweep.py does not know) go to every train.py run; sweep.py sets --lora_dim, --out_dir
+(and --seed for a --seed_runs run). Rank 0 is full finetuning. Run folders SWEEP/r<R>[_seed<S>]/: a finished run is
+skipped (unless --redo), an interrupted one resumed. curves.png, summary.md and summary.json (finetune/README.md)
+are replaced only when every run succeeded (else exit status 1).
 """
 from __future__ import annotations
 
@@ -102,7 +96,7 @@ def parse_args(argv=None):
 
 
 def finished(folder: Path) -> bool:
-    """A summary.json that belongs to the run in the folder (same run_id as its config.json)."""
+    """A summary.json of the run in the folder (same run_id as its config.json)."""
     try:
         summary = json.loads((folder / "summary.json").read_text())
         config = json.loads((folder / "config.json").read_text())
@@ -123,8 +117,7 @@ def command(run: Run, out: Path, flags: list[str], redo: bool) -> list[str]:
 
 
 def visible_gpus(n: int) -> list[str]:
-    """The ids that name, for a child process, the n GPUs this process sees: the parent's own CUDA_VISIBLE_DEVICES
-    entries when it has one (under CUDA_VISIBLE_DEVICES=4,5,6,7, our GPU 0 is the machine's 4), else 0..n-1."""
+    """The ids that name, for a child, the n GPUs we see (under CUDA_VISIBLE_DEVICES=4,5, our GPU 0 is the 4)."""
     parent = os.environ.get("CUDA_VISIBLE_DEVICES")
     if parent is None:
         return [str(i) for i in range(n)]
@@ -142,9 +135,7 @@ def run_parallel_gpus(todo: list[Run], out: Path, flags: list[str], redo: bool) 
 
 
 def run_parallel_cpu(todo: list[Run], out: Path, flags: list[str], redo: bool, jobs: int) -> dict[Run, int]:
-    """``jobs`` runs at a time on the CPU; several share the cores out as torch threads (OMP_NUM_THREADS). Small
-    models use several threads poorly: on 2 cores two 1-thread runs side by side finish sooner than one 2-thread run
-    after the other (measured in finetune/README.md)."""
+    """``jobs`` runs at a time on the CPU, sharing the cores out as torch threads (measured in finetune/README.md)."""
     if jobs == 1:
         return run_parallel(todo, out, flags, redo, {"the CPU": {}})
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
@@ -154,9 +145,8 @@ def run_parallel_cpu(todo: list[Run], out: Path, flags: list[str], redo: bool, j
 
 def run_parallel(todo: list[Run], out: Path, flags: list[str], redo: bool,
                  slots: dict[str, dict[str, str]]) -> dict[Run, int]:
-    """One run per slot at a time; a slot is what a child's environment gets (its GPU, or its CPU threads). A run's
-    output is written aside and becomes SWEEP/<run>.log when it succeeded, SWEEP/<run>.failed.log otherwise (an
-    earlier complete log stays), beside its folder, not in it (train.py accepts only its own files there)."""
+    """One run per slot at a time (a slot: a child's environment, its GPU or CPU threads). Each run's output
+    becomes SWEEP/<run>.log or <run>.failed.log, beside its folder (train.py accepts only its own files there)."""
     queue, running, codes = list(todo), {}, {}
     while queue or running:
         while queue and len(running) < len(slots):
@@ -178,8 +168,7 @@ def run_parallel(todo: list[Run], out: Path, flags: list[str], redo: bool,
 
 
 def finish_log(out: Path, run: Run, code: int, slot: str) -> None:
-    """The run's output swapped into place; for a failed run, its error line (e.g. a folder another live trainer
-    holds) printed as one line."""
+    """The run's output swapped into place; for a failed run, its error line printed."""
     new, name = out / f".{run.name}.log.llmhw-new.tmp", f"{run.name}.log" if code == 0 else f"{run.name}.failed.log"
     if new.exists():
         os.replace(new, out / name)
@@ -194,7 +183,6 @@ def finish_log(out: Path, run: Run, code: int, slot: str) -> None:
 
 
 def collect(out: Path, runs: list[Run]) -> tuple[list[dict], dict[str, list[dict]]]:
-    """One row per finished run (the columns of summary.json) and each run's log rows."""
     rows, logs = [], {}
     for run in runs:
         folder = out / run.name

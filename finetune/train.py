@@ -4,12 +4,9 @@
     python finetune/train.py <the same flags> --resume          # continue exactly from --out_dir's checkpoint
     torchrun --nproc_per_node=8 finetune/train.py --lora_dim 8  # DDP: the same code (one process: no-op collectives)
 
-Reads top to bottom: schedule, model (LoRA), evaluation, the training step, checkpoints, the loop, the run, results.
-Settings: config.py; data: data.py; LoRA, base models and the target-token loss: lora.py. Outputs in --out_dir:
-config.json, log.jsonl, ckpt/, curve.png, adapter/ (LoRA) or model/ (full), summary.json (finetune/README.md).
+Settings: config.py; data: data.py; LoRA, base models and the loss: lora.py; outputs: finetune/README.md.
 The loss is the token mean over target tokens, exact over gradient accumulation and ranks (target tokens are counted
-on the host before the step); the host reads the device once per optimizer step. AdamW (0.9, 0.95), linear warmup
-then cosine decay to 0. --data_seed fixes the subset and split; --seed the LoRA init, each epoch's order, dropout.
+on the host before the step); the host reads the device once per optimizer step.
 """
 from __future__ import annotations
 
@@ -48,7 +45,7 @@ def get_lr(step: int, lr: float, warmup: int, total: int) -> float:
 
 
 def build_model(tc, device: torch.device):
-    """The model with LoRA layers attached (or every weight trainable) and its LoRAConfig (None when full)."""
+    """The model with LoRA layers attached (or every weight trainable) and its LoRAConfig (None: full)."""
     model = lora.load_model(tc.model_name_or_path, device)
     model.config.use_cache = False
     if tc.lora_dim == 0:
@@ -74,7 +71,6 @@ def on_device(batch: dict, device: torch.device) -> dict:
 
 @torch.no_grad()
 def evaluate(loss_fn: TargetLoss, examples, batch_size: int, ddp, pad_id: int, amp) -> float:
-    """Token-mean eval loss over the whole eval split, every rank a share of it."""
     loss_fn.eval()
     total = torch.zeros(2, dtype=torch.float64, device=ddp.device)  # (sum of losses, tokens)
     for batch in alpaca.eval_batches(examples, batch_size, ddp.rank, ddp.world_size, pad_id):
@@ -197,7 +193,7 @@ class Trainer:
 
 
 def train_loop(t: Trainer, log: RunLog) -> None:
-    """Epochs of optimizer steps from the current position; evaluations and checkpoints as due, both at the end."""
+    """Epochs of optimizer steps from the current position; evaluations and checkpoints as due."""
     from tqdm import tqdm
 
     def due(interval: int) -> bool:  # every `interval` steps (0: never) and at the last step
@@ -227,7 +223,6 @@ def train_loop(t: Trainer, log: RunLog) -> None:
 
 
 def run(tc, rc, ddp, t_start: float) -> dict:
-    """Claim the folder, load data and model, resume or start fresh, train, save the results."""
     folder, resume_from = claim_run_folder(tc, rc, ddp)  # refusals before any work; nothing created yet
     t = Trainer(tc, rc, ddp, t_start)
     if resume_from is not None:

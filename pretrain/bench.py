@@ -1,20 +1,12 @@
-"""Training throughput (tokens/s) and MFU of our GPT at a given config, side by side with HF GPT2LMHeadModel.
+"""Training throughput (tokens/s) and MFU of our GPT against HF GPT2LMHeadModel at one config, on the same weights.
 
-One "step" = forward + backward + AdamW update on a (B, T) batch, the same work as a train.py step without gradient
-accumulation. Both models get the same weights, data and thread count, and are timed alternately (ours, HF, ours,
-...) so that load from other processes hits both alike; the figure per model is the median step time of the timed
-steps, after one untimed warm-up step per model (which holds torch.compile's compilation). MFU is against the peak
-of the run's dtype (modeling_gpt2.peak_flops: bf16, or TF32 for float32 on CUDA; the measured fp32 matmul peak on
-CPU).
+A step = forward + backward + AdamW on one (B, T) batch. The models are timed alternately (ours, HF, ours, ...), so
+load from other processes hits both alike; each figure is the median of the timed steps after one untimed warm-up
+(which holds torch.compile's compilation). MFU is against the peak of the run's dtype (modeling_gpt2.peak_flops).
 
     python pretrain/bench.py                                  # CPU config: 6L/384d/T256/B8/V50304 fp32
-    python pretrain/bench.py --compile                        # also torch.compile'd ours
     python pretrain/bench.py --n_layer 12 --n_head 12 --n_embd 768 --seq_len 1024 --batch_size 16 --dtype bfloat16
-    python pretrain/bench.py --from_run RUN_DIR               # steady-state figures of a finished train.py run
     python pretrain/bench.py --parts --n_layer 4 --n_head 3 --n_embd 96 --vocab_size 4096   # one step, part by part
-    python pretrain/bench.py --peak                           # which GPU key this machine matched, and its peaks
-Prints one line per model and the ratio ours / HF; --json FILE writes the figures (atomically). --parts times the
-parts of one CPU step the same way, ours against the plain path (part_steps), with the machine and its load.
 """
 from __future__ import annotations
 
@@ -32,7 +24,8 @@ import torch.nn.functional as F
 
 from ddp import device_problem
 from fileio import atomic_write_json
-from modeling_gpt2 import GPT, GPTConfig, LinearCrossEntropy, describe_peak, mfu, newton_schulz_dtype, peak_flops
+from modeling_gpt2 import (GPT, GPTConfig, LinearCrossEntropy, cpuinfo, describe_peak, mfu, newton_schulz_dtype,
+                           peak_flops)
 
 
 def hf_model(model: GPT):
@@ -49,7 +42,7 @@ def hf_model(model: GPT):
 def make_step(model, hf: bool, x, y, device, dtype):
     """A closure doing one full training step of `model` on the fixed batch (x, y), synchronised on CUDA."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext())
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
 
     def step():
         with autocast:
@@ -62,12 +55,16 @@ def make_step(model, hf: bool, x, y, device, dtype):
     return step
 
 
+def new_model(args) -> GPT:
+    """Our GPT of the flags' shape, seeded: every bench starts from the same weights."""
+    torch.manual_seed(0)
+    return GPT(GPTConfig(block_size=args.seq_len, vocab_size=args.vocab_size, n_layer=args.n_layer,
+                         n_head=args.n_head, n_embd=args.n_embd))
+
+
 def build_models(args, device) -> tuple[GPT, dict]:
     """(ours, {name: (model, is_hf)}): ours, optionally HF's copy of its weights and a compiled copy of ours."""
-    torch.manual_seed(0)
-    config = GPTConfig(block_size=args.seq_len, vocab_size=args.vocab_size, n_layer=args.n_layer,
-                       n_head=args.n_head, n_embd=args.n_embd)
-    ours = GPT(config)
+    ours = new_model(args)
     models = {}
     if not args.no_hf:
         models["hf"] = (hf_model(ours).to(device).train(), True)  # built before ours moves: same initial weights
@@ -80,39 +77,30 @@ def build_models(args, device) -> tuple[GPT, dict]:
 
 def time_steps(steps: dict, n: int) -> dict[str, list[float]]:
     """One untimed warm-up step per model (compilation, allocator), then n timed rounds, models alternating."""
-    for name, step in steps.items():
-        t0 = time.perf_counter()
-        step()
-        print(f"warm-up {name}: {time.perf_counter() - t0:.2f} s", flush=True)
     times = {name: [] for name in steps}
-    for _ in range(n):
+    for r in range(n + 1):
         for name, step in steps.items():
             t0 = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - t0)
+            if r == 0:
+                print(f"warm-up {name}: {times[name].pop():.2f} s", flush=True)
     return times
 
 
 def machine() -> str:
     """CPU model, the kernels' ISA, bf16 support, threads and load: what a CPU timing means nothing without."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
+    name = cpuinfo("model name") or "unknown CPU"
     bf16 = "native bf16" if newton_schulz_dtype("cpu") == torch.bfloat16 else "no native bf16"
     return (f"{name}, {torch.backends.cpu.get_cpu_capability()}, {bf16}, {torch.get_num_threads()} threads, "
             f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def part_steps(args) -> tuple[dict, dict]:
-    """Closures for one CPU training step and its parts (blocks forward+backward, head+loss, optimizer step), ours
-    (LinearCrossEntropy, Newton-Schulz in newton_schulz_dtype) and the anchor (F.cross_entropy on the whole logits,
-    torch.optim.Muon: bf16 Newton-Schulz), on one model and batch; and the model FLOPs of each part (the optimizer's:
+    """Closures for one CPU step and its parts, ours (LinearCrossEntropy, Newton-Schulz in newton_schulz_dtype) and
+    the anchor (F.cross_entropy on whole logits, torch.optim.Muon), and each part's model FLOPs (the optimizer's:
     Newton-Schulz matmuls only; AdamW's update is memory-bound)."""
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=args.seq_len, vocab_size=args.vocab_size, n_layer=args.n_layer,
-                          n_head=args.n_head, n_embd=args.n_embd))
+    model = new_model(args)
     B, T, C, V = args.batch_size, args.seq_len, args.n_embd, args.vocab_size
     x = torch.randint(0, V, (B, T + 1))
     idx, y = x[:, :-1], x[:, 1:]
@@ -168,14 +156,14 @@ def report_parts(args) -> dict:
 
 def report(args, ours: GPT, times: dict, device, dtype) -> dict:
     """Print and return tokens/s (median step), MFU and the ratio to HF for each model."""
-    peak = peak_flops(device, dtype, tf32=device.type == "cuda")  # bench enables TF32 on CUDA, as train.py
+    tf32 = device.type == "cuda"  # bench enables TF32 on CUDA, as train.py
+    peak, where = peak_flops(device, dtype, tf32), describe_peak(device, dtype, tf32)
     fpt, tokens = ours.flops_per_token(args.seq_len), args.batch_size * args.seq_len
     print(f"config: {args.n_layer}L/{args.n_embd}d/{args.n_head}h T={args.seq_len} B={args.batch_size} "
           f"V={args.vocab_size} {args.dtype} on {device} ({torch.get_num_threads()} threads), "
           f"{ours.num_params() / 1e6:.1f}M params")
-    print(f"peak: {describe_peak(device, dtype, tf32=device.type == 'cuda')}")
-    result = {"config": vars(args), "params": ours.num_params(), "peak_flops": peak,
-              "peak": describe_peak(device, dtype, tf32=device.type == "cuda"), "models": {}}
+    print(f"peak: {where}")
+    result = {"config": vars(args), "params": ours.num_params(), "peak_flops": peak, "peak": where, "models": {}}
     for name, ts in times.items():
         tps = tokens / statistics.median(ts)
         m = mfu(fpt, tps, peak)
@@ -198,13 +186,14 @@ def summarize_run(run_dir: Path, skip: int = 1) -> dict:
     if not steps:
         raise ValueError(f"{run_dir}/log.jsonl: no logged training step after the first {skip}")
     device, dtype = torch.device(summary["device"]), getattr(torch, summary["dtype"])
+    tf32 = device.type == "cuda"  # train.py enables TF32 on CUDA
     with torch.device("meta"):  # the FLOP count needs the shapes only, not 124M parameters' memory
         model = GPT(GPTConfig(**summary["model_config"]))
     tps = statistics.median(r["tokens_per_s"] for r in steps)
-    peak = peak_flops(device, dtype, tf32=device.type == "cuda")  # train.py enables TF32 on CUDA
-    m = mfu(model.flops_per_token(summary["train_config"]["seq_len"]), tps / summary["world_size"], peak)
+    m = mfu(model.flops_per_token(summary["train_config"]["seq_len"]), tps / summary["world_size"],
+            peak_flops(device, dtype, tf32))
     return {"run": str(run_dir), "steps": [steps[0]["step"], steps[-1]["step"]], "tokens_per_s": tps, "mfu": m,
-            "peak": describe_peak(device, dtype, tf32=device.type == "cuda"), "dtype": summary["dtype"],
+            "peak": describe_peak(device, dtype, tf32), "dtype": summary["dtype"],
             "first_step_s": next(r for r in rows if "tokens_per_s" in r)["dt_ms"] / 1000}
 
 

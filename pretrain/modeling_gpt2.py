@@ -1,22 +1,11 @@
-"""GPT-2 in plain PyTorch, with Hugging Face parameter names, loading from and exporting to HF directories.
+"""GPT-2 in plain PyTorch with Hugging Face parameter names: the model, HF conversion, optimizers and MFU peaks.
 
-The model (nanoGPT / build-nanogpt lineage) is numerically the same function as `transformers.GPT2LMHeadModel`:
-pre-LayerNorm blocks, causal scaled-dot-product attention, GELU in its tanh form ("gelu_new"), learned absolute
-positions, the LM head tied to the token embedding. Parameter names equal HF's (`transformer.h.0.attn.c_attn.weight`,
-...), but our projections are `nn.Linear` (weight shape (out, in)) while HF's are `Conv1D` (weight (in, out)), so
-conversion is a pure function with an explicit transpose list (`TRANSPOSED`) and asserted shapes.
-
-This file holds the model, not the training loop: `GPTConfig`, `GPT` (forward, KV-cached `generate`,
-`configure_optimizers` (AdamW, or `Muon` + AdamW as `Optimizers`), `flops_per_token` for MFU), `from_pretrained` (hub
-name or local HF dir) and `save_hf`; and what every script needs to run it fast and measure it: the compute dtype
-and its autocast (`autocast_for`), and the peak FLOP/s MFU is measured against (`peak_flops`, `describe_peak`).
-
-MFU (model FLOPs utilization, PaLM paper appendix B) = achieved model FLOP/s / peak FLOP/s of the dtype the run
-computes in. On CUDA the peak is the datasheet *dense* figure for the GPU the name identifies exactly (H100 SXM,
-PCIe and NVL differ by up to 30 %), so a name no pattern matches in full gets no peak (MFU None), never a
-neighbour's. CPUs have no agreed datasheet figure: there the peak is *measured*, the best FLOP/s of a large fp32
-matmul on this machine with the current thread count ("fraction of what this machine's matmul reaches").
-Loading our training checkpoints: checkpoint.py.
+Numerically the same function as `transformers.GPT2LMHeadModel` (nanoGPT lineage: pre-LayerNorm, causal SDPA, tanh
+GELU "gelu_new", learned positions, tied LM head). Our projections are `nn.Linear` (weight (out, in)), HF's `Conv1D`
+(weight (in, out)): conversion is a pure function with an explicit transpose list (`TRANSPOSED`) and asserted shapes.
+MFU (PaLM paper, appendix B) is against the datasheet dense peak of the run's dtype for a GPU its name identifies
+exactly (H100 SXM, PCIe and NVL differ by up to 30 %: no match, no peak, never a neighbour's), and on CPU against
+this machine's measured best fp32 matmul FLOP/s. Loading our training checkpoints: checkpoint.py.
 """
 from __future__ import annotations
 
@@ -25,14 +14,19 @@ import functools
 import json
 import os
 import re
+import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch.optim._muon import _adjust_lr  # the lr scaling by shape ("match_rms_adamw"), as torch's Muon
+
+from fileio import atomic_dir
 
 
 @dataclass
@@ -53,22 +47,17 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
 
 
-# Hub sizes of the four OpenAI GPT-2 checkpoints (from_pretrained("gpt2-medium") etc.).
-HUB_CONFIGS = {
-    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
-    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
-    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
-    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
-}
+# The four OpenAI GPT-2 checkpoints on the hub (from_pretrained("gpt2-medium") etc.): layers, heads, width, size.
+HUB_CONFIGS = {"gpt2": (12, 12, 768, "124M"), "gpt2-medium": (24, 16, 1024, "350M"),
+               "gpt2-large": (36, 20, 1280, "774M"), "gpt2-xl": (48, 25, 1600, "1558M")}
 
 
 class LinearCrossEntropy(torch.autograd.Function):
     """mean cross_entropy(h @ W.T, y) (ignore_index -1) without materializing the (N, V) logits, for CPU training.
 
-    The plain path writes, re-reads and differentiates an (N, V) logits tensor that fits no cache. Here rows go in
-    chunks: the chunk's log-softmax and loss, and at once d loss / d logits = softmax - onehot, turned into grad_h
-    and accumulated into grad_W; backward only scales them. Same matmuls, far less memory traffic: the pipeline
-    model's head + loss in 78 against 126 ms (bench.py --parts). Liger-Kernel's fused linear cross-entropy idea."""
+    Rows go in chunks: log-softmax, loss and at once d loss / d logits = softmax - onehot, turned into grad_h and
+    grad_W; backward only scales them. Same matmuls, far less memory traffic than the plain path (head + loss 78
+    against 126 ms, bench.py --parts). Liger-Kernel's fused linear cross-entropy idea."""
 
     @staticmethod
     def forward(ctx, h, W, y, chunk: int = 256):  # h (N, C), W (V, C), y (N,)
@@ -96,19 +85,23 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (x86 Linux); empty elsewhere."""
+def cpuinfo(field: str) -> str:
+    """The value of the first `field` line of /proc/cpuinfo (x86 Linux: "flags", "model name"); "" elsewhere."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return frozenset()
-    return frozenset(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), ()))
+        return ""
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(field)), "")
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags; empty where /proc/cpuinfo has none."""
+    return frozenset(cpuinfo("flags").split())
 
 
 def newton_schulz_dtype(device: torch.device | str) -> torch.dtype:
-    """bfloat16 where its matmuls run natively (CUDA, CPUs with AVX512-BF16 or AMX), float32 elsewhere: a CPU
-    without them (AVX2, plain AVX-512) emulates bf16 matmuls, 10x slower than fp32 (Muon's 16 matrices of the
-    pipeline model: 319 ms bf16 against 31 ms fp32 on an AVX2 EPYC)."""
+    """bfloat16 where its matmuls run natively (CUDA, CPUs with AVX512-BF16 or AMX), else float32: other CPUs
+    emulate bf16 matmuls, 10x slower (the pipeline model's Muon step: 319 ms bf16, 31 ms fp32 on an AVX2 EPYC)."""
     device = torch.device(device)
     native = device.type == "cuda" or (device.type == "cpu" and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"}))
     return torch.bfloat16 if native else torch.float32
@@ -116,9 +109,8 @@ def newton_schulz_dtype(device: torch.device | str) -> torch.dtype:
 
 def newton_schulz(G, steps: int = 5, coefficients=(3.4445, -4.7750, 2.0315), eps: float = 1e-7,
                   dtype: torch.dtype = torch.bfloat16):
-    """torch.optim.Muon's quintic Newton-Schulz iteration (Jordan et al. 2024), op for op, in `dtype`: G scaled to
-    spectral norm <= 1 (Frobenius), then X -> a X + (b A + c A^2) X with A = X X^T on the wide orientation; pushes
-    every singular value of G towards 1. In bfloat16 it equals torch's bit for bit."""
+    """torch.optim.Muon's quintic Newton-Schulz iteration (Jordan et al. 2024) op for op, in `dtype` (in bfloat16
+    bit for bit torch's): X -> a X + (b A + c A^2) X, A = X X^T; pushes every singular value of G towards 1."""
     a, b, c = coefficients
     X = G.to(dtype, copy=True)  # never G itself: the iteration works in place
     if G.size(0) > G.size(1):
@@ -138,9 +130,8 @@ def log_once(line: str) -> None:
 
 
 class Muon(torch.optim.Muon):
-    """torch.optim.Muon with the Newton-Schulz iteration in `ns_dtype` (default: newton_schulz_dtype of the
-    parameters' device; torch's is always bfloat16). The same update rule, state ("momentum_buffer") and
-    param_groups as torch's, so checkpoints load in either."""
+    """torch.optim.Muon with Newton-Schulz in `ns_dtype` (default newton_schulz_dtype; torch's is always bf16).
+    Same update rule, state and param_groups as torch's, so checkpoints load in either."""
 
     def __init__(self, params, ns_dtype: torch.dtype | None = None, **kwargs):
         super().__init__(params, **kwargs)
@@ -164,8 +155,7 @@ class Muon(torch.optim.Muon):
 
 
 class Optimizers:
-    """Several torch optimizers stepped as one (AdamW and Muon): the trainer sets every ``param_groups`` entry's lr,
-    steps, zeroes and saves them together; the state dict holds each under its name."""
+    """Several torch optimizers (AdamW and Muon) stepped, zeroed and saved as one; state dicts under their names."""
 
     def __init__(self, **optimizers: torch.optim.Optimizer):
         self.optimizers = optimizers
@@ -296,9 +286,8 @@ class GPT(nn.Module):
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
     def forward(self, idx, targets=None, cache: KVCache | None = None, return_logits: bool = True):
-        """idx (B, T) token ids -> logits (B, T, V) and, with targets (B, T), the mean cross-entropy loss
-        (targets -1 are ignored). Training on CPU in fp32 with return_logits=False: the loss by LinearCrossEntropy,
-        never holding the (B*T, V) logits, which come back as None."""
+        """idx (B, T) -> logits (B, T, V) and, with targets (B, T), the mean cross-entropy (-1 ignored). Training on
+        CPU in fp32 with return_logits=False: the loss by LinearCrossEntropy, logits None."""
         B, T = idx.size()
         start = cache.length if cache is not None else 0
         if start + T > self.config.block_size:
@@ -314,17 +303,15 @@ class GPT(nn.Module):
                 and not torch.is_autocast_enabled("cpu")):
             return None, LinearCrossEntropy.apply(x.view(B * T, -1), self.lm_head.weight, targets.reshape(-1))
         logits = self.lm_head(x)  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
 
     # ---------------------------------------------------------------- optimizer and MFU
     def configure_optimizers(self, weight_decay: float, learning_rate: float, betas=(0.9, 0.95), eps=1e-8,
                              device_type: str = "cpu", optimizer: str = "adamw"):
-        """AdamW with weight decay on matrices and embeddings (>= 2-D) only, none on biases and LayerNorm gains;
-        torch's fused kernel on GPU and CPU (one pass over all parameters instead of a loop of per-tensor ops:
-        7 % off a CPU step of the pipeline's 0.9M-parameter model, measured against the default foreach path)."""
+        """AdamW (decay on >= 2-D tensors only; fused kernel, 7 % off a CPU step against foreach), or Muon for the
+        blocks' matrices + AdamW for the rest as `Optimizers`."""
         params = [p for p in self.parameters() if p.requires_grad]  # .parameters() yields the tied weight once
         matrices = self.block_matrices() if optimizer == "muon" else []
         rest = [p for p in params if all(p is not m for m in matrices)]
@@ -332,17 +319,13 @@ class GPT(nn.Module):
             {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
         ]
-        fused = device_type in ("cuda", "cpu")
-        adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused)
+        adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=device_type in ("cuda", "cpu"))
         if optimizer == "adamw":
             return adamw
-        if optimizer != "muon":
-            raise ValueError(f"optimizer must be adamw or muon, got {optimizer!r}")
-        # Muon (Jordan et al. 2024, "Muon: An optimizer for hidden layers"; torch.optim.Muon): momentum, then the
-        # update matrix orthogonalized by Newton-Schulz iterations, for the blocks' weight matrices only; the
-        # embedding (tied to the LM head), biases and LayerNorms stay on AdamW. "match_rms_adamw" scales each
-        # update to AdamW's typical size (0.2 sqrt(max(rows, cols))), so both share one learning rate and schedule.
-        # Newton-Schulz in bf16 only where the device computes it natively (newton_schulz_dtype).
+        assert optimizer == "muon", optimizer  # the flags' choices
+        # Muon (Jordan et al. 2024): momentum, then the update orthogonalized by Newton-Schulz; the embedding (tied
+        # to the head), biases and LayerNorms stay on AdamW. "match_rms_adamw" scales each update to AdamW's typical
+        # size (0.2 sqrt(max(rows, cols))), so both share one learning rate and schedule.
         ns_dtype = newton_schulz_dtype(device_type)
         log_once(f"muon: Newton-Schulz in {str(ns_dtype).removeprefix('torch.')} on {device_type}")
         muon = Muon(matrices, lr=learning_rate, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw",
@@ -365,22 +348,17 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
                  eos_token_id: int | None = None):
-        """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + new). temperature 0 = greedy.
-
-        With use_cache the prompt is run once and each new token costs one position (KV cache). Past block_size
-        both paths condition on the last block_size tokens (the cache is then dropped and the window recomputed),
-        so cached and uncached generation give the same tokens. Stops early when every row has emitted eos."""
+        """Continue idx (B, T) by max_new_tokens tokens -> (B, T + new); temperature 0 = greedy; stops when every
+        row has emitted eos. Past block_size both paths condition on the last block_size tokens (the KV cache is
+        dropped and the window recomputed), so cached and uncached generation give the same tokens."""
         was_training = self.training
         self.eval()
         cache, done = None, torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        dtype = self.transformer.wte.weight.dtype
         for _ in range(max_new_tokens):
             if use_cache and idx.size(1) <= self.config.block_size:
-                if cache is None:  # prefill the prompt
-                    cache = KVCache(self.config, idx.size(0), idx.device, dtype)
-                    logits, _ = self(idx, cache=cache)
-                else:
-                    logits, _ = self(idx[:, -1:], cache=cache)
+                if cache is None:
+                    cache = KVCache(self.config, idx.size(0), idx.device, self.transformer.wte.weight.dtype)
+                logits, _ = self(idx[:, cache.length:], cache=cache)  # the whole prompt first, then one token
             else:
                 logits, _ = self(idx[:, -self.config.block_size:])
             next_token = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
@@ -413,12 +391,6 @@ class GPT(nn.Module):
     def save_hf(self, out_dir: str | os.PathLike, eos_token_id: int | None = 50256, extra_files=()) -> Path:
         """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained loads, plus
         `extra_files` (e.g. tokenizer files) copied in; built aside and swapped in as one folder (fileio)."""
-        import shutil
-
-        from safetensors.torch import save_file
-
-        from fileio import atomic_dir
-
         with atomic_dir(out_dir, HF_KIND) as tmp:  # the marker: export.py may replace this folder, nothing else
             state = ours_to_hf(self.state_dict(), self.config)
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -437,9 +409,8 @@ HF_NAMES = ("config.json", "generation_config.json", "model.safetensors", "token
 
 def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                 generator: torch.Generator | None = None):
-    """Pick the next token from logits (B, V): greedy at temperature 0, else sample from softmax(logits / t)
-    restricted to the top_k most likely tokens and to the smallest set whose probability reaches top_p.
-    top_k None or 0 and top_p None or 1 mean no restriction (as in HF); top_p 0 keeps only the most likely token."""
+    """Next token (B, 1) from logits (B, V): greedy at temperature 0, else sampled from softmax(logits / t) within
+    top_k and the smallest set reaching top_p (0 / None / 1: no restriction, as in HF; top_p 0: the most likely)."""
     if temperature < 0 or (top_k is not None and top_k < 0) or (top_p is not None and not 0 <= top_p <= 1):
         raise ValueError(f"sampling needs temperature >= 0, top_k >= 0, 0 <= top_p <= 1; got {temperature}, "
                          f"{top_k}, {top_p}")
@@ -555,8 +526,6 @@ def config_to_hf(config: GPTConfig, eos_token_id: int | None = 50256) -> dict:
 def load_torch_weights(path: Path) -> dict:
     """A pytorch_model.bin's tensors, loaded safely (weights_only: a crafted pickle runs no code); any failure is
     one line naming the file (never torch's advice to drop weights_only, which would run the file's code)."""
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -573,10 +542,8 @@ def load_torch_weights(path: Path) -> dict:
 def read_hf_state_dict(path: Path) -> dict:
     """Tensors of a HF model directory: model.safetensors, sharded safetensors, or pytorch_model.bin."""
     if (path / "model.safetensors").is_file():
-        from safetensors.torch import load_file
         return load_file(str(path / "model.safetensors"))
     if (path / "model.safetensors.index.json").is_file():
-        from safetensors.torch import load_file
         shards = sorted(set(json.loads((path / "model.safetensors.index.json").read_text())["weight_map"].values()))
         return {k: v for s in shards for k, v in load_file(str(path / s)).items()}
     if (path / "pytorch_model.bin").is_file():
@@ -624,23 +591,16 @@ def match_gpu(name: str) -> str | None:
 
 
 def precision_mode(dtype: torch.dtype, tf32: bool | None = None) -> str:
-    """'bf16' / 'fp16' / 'tf32' / 'fp32': the matmul mode a run in `dtype` uses. For float32 that depends on
-    whether TF32 is allowed (tf32 None: read torch.backends.cuda.matmul.allow_tf32, which train.py sets)."""
-    if dtype == torch.bfloat16:
-        return "bf16"
-    if dtype == torch.float16:
-        return "fp16"
-    if tf32 is None:
-        tf32 = torch.backends.cuda.matmul.allow_tf32
-    return "tf32" if tf32 else "fp32"
+    """The matmul mode of a run in `dtype`: bf16 / fp16, or for float32 tf32 / fp32 (tf32 None: as torch is set)."""
+    if dtype in (torch.bfloat16, torch.float16):
+        return "bf16" if dtype == torch.bfloat16 else "fp16"
+    return "tf32" if (torch.backends.cuda.matmul.allow_tf32 if tf32 is None else tf32) else "fp32"
 
 
 def gpu_peak_flops(name: str, mode: str) -> float | None:
     """Datasheet dense peak FLOP/s of the GPU called `name` in `mode`; None for an unknown GPU or mode."""
     key = match_gpu(name)
-    if key is None:
-        return None
-    tflops = GPU_PEAKS[key][1][MODES.index(mode)]
+    tflops = GPU_PEAKS[key][1][MODES.index(mode)] if key else None
     return None if tflops is None else tflops * 1e12
 
 
@@ -659,8 +619,7 @@ def measured_cpu_peak_flops(n: int = 1024, seconds: float = 1.0) -> float:
 
 def peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32, tf32: bool | None = None
                ) -> float | None:
-    """Peak FLOP/s for MFU on `device` computing in `dtype` (see precision_mode for float32 and `tf32`);
-    None for an unknown GPU (describe_peak says why)."""
+    """Peak FLOP/s for MFU on `device` computing in `dtype`; None for an unknown GPU (describe_peak says why)."""
     device = torch.device(device)
     if device.type == "cpu":
         return measured_cpu_peak_flops()
@@ -693,8 +652,8 @@ def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def autocast_for(dtype: str, device: torch.device):
-    """A context factory for forward passes: bf16 autocast (auto on CUDA, or asked), else nothing. On CUDA it
-    also turns TF32 on for the fp32 matmuls left outside autocast (the CPU stays exact fp32)."""
+    """A context factory for forward passes: bf16 autocast (auto on CUDA, or asked), else nothing. On CUDA also
+    TF32 for the fp32 matmuls outside autocast (the CPU stays exact fp32)."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.set_float32_matmul_precision("high")

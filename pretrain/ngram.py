@@ -4,22 +4,10 @@
     python pretrain/ngram.py --data SHARDS --orders 1 2 3          # only these orders
     python pretrain/ngram.py --data SHARDS --model RUN/hf --out baselines.json   # and a HF model, same tokens
 
-A language model is only worth its compute if it beats counting. The tables are fitted on the train split and
-scored on every token of the val split, in nats per token and in bits per UTF-8 byte of the val text (tokenizer-
-independent: a model with a larger vocabulary predicts fewer, harder tokens):
-  - order 1: add-one (Laplace) smoothed token frequencies;
-  - order n >= 2: interpolated Kneser-Ney with one absolute discount D = 0.75 (Chen & Goodman 1998, section 3.5):
-        p_n(w | h) = max(c(h w) - D, 0) / c(h) + D N1+(h .) / c(h) * p_{n-1}(w | h minus its first token),
-    where the highest order counts occurrences c and the lower orders count continuations (c(g) = N1+(. g), the
-    distinct tokens seen before g); a context never seen falls back to the lower order, and the lowest order
-    (continuation unigrams) is interpolated with the uniform distribution, so every token gets probability > 0.
-    The first tokens of the val split, with less history than n - 1 tokens, get the orders their history allows.
-Counting is numpy on exact integer keys: a k-gram is (id of its first k-1 tokens, last token), the id its rank
-among the distinct (k-1)-grams, so a key stays below (train tokens) * V, within int64 for any real corpus; np.unique
-counts, np.searchsorted looks up (5M train tokens, orders 1-5: under half a minute).
-``--model`` scores a Hugging Face model folder (transformers' GPT2LMHeadModel, not this folder's model code: an
-independent implementation) on the same val tokens: windows of block_size+1 tokens at a stride of block_size, so
-every val token after the first is predicted exactly once, as by the n-gram models.
+A language model is only worth its compute if it beats counting. The tables are fitted on the train split and scored
+on every val token in nats per token and in bits per UTF-8 byte of the val text (tokenizer-independent): order 1
+add-one smoothed, orders >= 2 interpolated Kneser-Ney (KneserNey). ``--model`` is scored by transformers'
+GPT2LMHeadModel (not this folder's model code) in windows of its context length, each val token predicted once.
 """
 from __future__ import annotations
 
@@ -54,12 +42,14 @@ def unigram_nll(train: np.ndarray, targets: np.ndarray, V: int) -> np.ndarray:
 
 
 class KneserNey:
-    """Interpolated Kneser-Ney of every order 2..`order` at once over ids 0..V-1 (sparse: fits GPT-2's 50k
-    vocabulary too; the orders share their counting).
+    """Interpolated Kneser-Ney of every order 2..`order` at once, one discount D (Chen & Goodman 1998, 3.5):
+        p_n(w | h) = max(c(h w) - D, 0) / c(h) + D N1+(h .) / c(h) * p_{n-1}(w | h minus its first token),
+    c = occurrences at the top order, continuations N1+(. g) below; an unseen context falls back to the lower order,
+    the lowest (continuation unigrams, `lowest`) is interpolated with uniform, so every token gets p > 0.
 
-    Per order k: `keys[k]`, the sorted distinct k-grams as (id of the first k-1 tokens) * V + last token (a k-gram's
-    id is its index there; a 1-gram's id is the token); `occurrences[k]` and `continuations[k]` (N1+(. g)) per
-    k-gram. `lowest`: the continuation unigrams interpolated with the uniform distribution."""
+    Per order k: `keys[k]`, the sorted distinct k-grams as (id of the first k-1 tokens) * V + last token, exact int64
+    keys (a k-gram's id is its index there; a 1-gram's id is the token), counted by np.unique, looked up by
+    np.searchsorted; `occurrences[k]` and `continuations[k]` per k-gram."""
 
     def __init__(self, train: np.ndarray, V: int, order: int, D: float = DISCOUNT):
         assert order >= 2, "order 1 is unigram_nll"
@@ -120,13 +110,9 @@ class KneserNey:
 
 def text_bytes(tokens: np.ndarray, decode, eot_id: int | None) -> int:
     """UTF-8 bytes of the text the tokens spell, end-of-text separators excluded (they are not text)."""
-    cuts = np.flatnonzero(tokens == eot_id) if eot_id is not None else np.array([], dtype=np.int64)
-    total, start = 0, 0
-    for cut in [*cuts.tolist(), len(tokens)]:
-        if cut > start:
-            total += len(decode(tokens[start:cut].tolist()).encode("utf-8"))
-        start = cut + 1
-    return total
+    cuts = np.flatnonzero(tokens == eot_id).tolist() if eot_id is not None else []
+    bounds = list(zip([-1, *cuts], [*cuts, len(tokens)]))  # (separator before, separator after) of each text
+    return sum(len(decode(tokens[a + 1:b].tolist()).encode("utf-8")) for a, b in bounds if b > a + 1)
 
 
 def model_nll(model_dir: str | Path, tokens: np.ndarray, batch_size: int = 8) -> np.ndarray:
@@ -150,8 +136,7 @@ def model_nll(model_dir: str | Path, tokens: np.ndarray, batch_size: int = 8) ->
 
 
 def model_problem(model: Path, vocab: int) -> str | None:
-    """Why --model cannot score this data (one line), or None: no weights, an unreadable config, a vocabulary
-    smaller than the data's."""
+    """Why --model cannot score this data (one line), or None."""
     if not (model / "model.safetensors").is_file():
         return f"--model {model}: no model.safetensors (not a Hugging Face model folder)"
     try:

@@ -3,18 +3,10 @@
     python pretrain/scan.py --data SHARDS --seconds 120                    # the default candidates
     python pretrain/scan.py --data SHARDS --seconds 60 --candidates L4-d128-T256-B16-lr3e-3 L2-d192-T128-B32-lr6e-3
 
-On a CPU the question is not "how big a model" but "how big a model for the seconds we have": a wider model learns
-more per token but reads fewer tokens. Each candidate (layers L, width d, context T, micro-batch B rows, peak
-learning rate lr, optionally -muon for --optimizer muon; heads = d / 32) is
-  1. timed: a few training steps of its shape in this process, in CPU seconds (``time.process_time``), all
-     candidates round-robin and each its median (a noisy machine shifts them alike), giving its step budget =
-     seconds / step cost;
-  2. trained by train.py itself (the same code and schedule as a real run: warmup over 10 % of the steps, at most
-     100, then cosine to 10 %; shuffled windows; no evaluation until the end) for that many steps, in a subprocess;
-  3. scored by ngram.py on every val token with transformers' GPT2LMHeadModel (its own context length), beside the
-     count baselines (orders 1-5; Kneser-Ney from 2) of the same shards, in nats per token and bits per byte.
-Writes OUT/scan.json and OUT/scan.md (the table) and prints the table. The runs stay in OUT/<candidate>/. OUT follows
-the run-folder rule (fileio.claim_output_dir): new or empty, or an earlier scan with --overwrite.
+On a CPU the question is not "how big a model" but "how big a model for the seconds we have". Each candidate
+(L layers, d width, T context, B rows, peak lr, optionally -muon; heads = d / 32) gets the steps its CPU step cost
+(probed round-robin in this process) buys, is trained by train.py itself in a subprocess and scored by ngram.py
+beside the count baselines. Writes OUT/scan.json and OUT/scan.md; the runs stay in OUT/<candidate>/.
 """
 from __future__ import annotations
 
@@ -59,9 +51,8 @@ def parse_candidate(spec: str) -> dict:
 
 
 def step_costs(cands: dict[str, dict], vocab: int, rounds: int = 3) -> dict[str, float]:
-    """CPU seconds of one training step (forward, backward, optimizer) of each candidate, on random tokens (the cost
-    does not depend on the values). The candidates are timed round-robin, one step each per round after a warm-up
-    step, and each gets its median: a machine whose load changes during the probe shifts all of them alike."""
+    """CPU seconds of one training step of each candidate on random tokens: round-robin after a warm-up step, each
+    its median (a machine whose load changes during the probe shifts all of them alike)."""
     setups = {}
     for name, c in cands.items():
         torch.manual_seed(0)
@@ -127,8 +118,7 @@ def scan(data: Path, out: Path, specs: list[str], seconds: float, extra: list[st
 
 
 def table(result: dict) -> str:
-    """The scan as a markdown table, baselines first, candidates by val loss; the last column against the best
-    count model."""
+    """The scan as a markdown table: baselines, then candidates by val loss; the last column against the best count."""
     best = min(v["nats_per_token"] for v in result["baselines"]["baselines"].values())
     lines = ["| model | params | steps | tokens read | CPU s | wall s | val nats/token | bits/byte | vs counts |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

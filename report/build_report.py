@@ -1,18 +1,17 @@
-"""Build report/README.md (and report/assets/) from the files a pipeline run wrote: report/template.md with every
-``$slot`` filled (report/sections.py, the verdicts from report/findings.py). It reads only the run's files (the JSON
-objects of ``RUN_OBJECTS``, RUN/pretrain/log.jsonl, each RUN/sweep/*/ run's log.jsonl, summary.json and config.json,
-RUN/pipeline.jsonl); report/ imports nothing from bpe/, pretrain/ or finetune/.
+"""Build report/README.md and report/assets/ from a pipeline run's files: report/template.md with every ``$slot``
+filled by report/sections.py (verdicts: report/findings.py). Imports nothing from bpe/, pretrain/ or finetune/.
 
-A missing run file, or one of the wrong shape, is one line naming it and the stage that writes it. README.md is
-written aside and synced, the figures, findings.json and generations.json go to a temporary folder that replaces
-assets/ (fileio.atomic_dir), and README.md is renamed into place last: a failure leaves the previous report whole.
-Only a report is replaced: assets/ must carry the marker naming a report's assets, README.md must be beside it.
+  python report/build_report.py --run_dir runs/cpu --out_dir report
+
+A missing or misshapen run file is one line naming it and the stage that writes it. README.md and assets/ are built
+aside and swapped in, so a failure leaves the previous report whole; only a report built here is replaced.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import string
 import sys
 import time
@@ -42,7 +41,7 @@ RUN_OBJECTS = {"bpe": ("bpe/summary.json", "bpe"), "bpe_tokenizer": ("bpe/tokeni
 
 
 def read_run(run: Path) -> dict:
-    """Every run file the report reads, each checked for its shape (sections.read_json / read_jsonl)."""
+    """Every run file the report reads, each checked for its shape."""
     if run.exists() and not run.is_dir():
         raise ReportInputError(f"--run_dir {run}: is a file, not a pipeline run folder")
     f = {key: sections.read_json(run / name, stage) for key, (name, stage) in RUN_OBJECTS.items()
@@ -101,13 +100,11 @@ def save(fig, path: Path, *axes) -> None:
 
 def smooth(values: list[float], width: int) -> list[float]:
     """Trailing mean over ``width`` points (per-step train loss jumps with each batch's examples)."""
-    return [sum(values[max(0, i - width + 1):i + 1]) / len(values[max(0, i - width + 1):i + 1])
-            for i in range(len(values))]
+    return [statistics.fmean(values[max(0, i - width + 1):i + 1]) for i in range(len(values))]
 
 
 def plot_pretrain(rows: list[dict], path: Path, base: dict) -> None:
-    """Train and validation loss against step; the 2-gram and the best count model (nats per token on the same val
-    tokens) as dashed lines, so what the model learned beyond counting shows at a glance."""
+    """Train and validation loss against step, the 2-gram and the best count model as dashed lines."""
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(*series(rows, "loss"), lw=0.8, alpha=0.6, label="train")
     ax.plot(*series(rows, "val_loss"), "o-", label="validation")
@@ -119,8 +116,7 @@ def plot_pretrain(rows: list[dict], path: Path, base: dict) -> None:
 
 
 def plot_sweep(runs: dict[str, sections.Run], path: Path) -> None:
-    """Train (left) and eval (right) loss of every run: full finetuning in red, LoRA ranks along a colour map, a
-    second-seed run dashed."""
+    """Train (left) and eval (right) loss of every run; full finetuning red, a second-seed run dashed."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for k, (label, r) in enumerate(runs.items()):
         style = dict(color="crimson", lw=2) if r.rank == 0 else dict(color=plt.get_cmap("viridis")(k / len(runs)))
@@ -148,7 +144,7 @@ def plot_full(rows: list[dict], path: Path, min_step: int, min_eval: float) -> N
 
 
 def write_assets(folder: Path, assets: dict) -> None:
-    """Figures + findings.json + generations.json into ``folder`` (a temporary folder of atomic_dir)."""
+    """Figures, findings.json and generations.json into ``folder``."""
     plot_pretrain(assets["log"], folder / "pretrain_loss.png", assets["baselines"])
     plot_sweep(assets["sweep"], folder / "sweep_curves.png")
     full, rows = assets["findings"]["full_overfits"], assets["sweep"]["full finetuning"].rows
@@ -160,8 +156,7 @@ def write_assets(folder: Path, assets: dict) -> None:
 # -- the build --------------------------------------------------------------------------------------------------------
 
 def claim_report_dir(out_dir: Path) -> None:
-    """fileio's folder rule for what a build replaces: assets/ only when its marker names a report's assets, README.md
-    only beside such an assets/ (a user's README.md is never replaced). Creates nothing."""
+    """Refuse a folder whose assets/ is not a report's, or whose README.md has no such assets/ beside it."""
     if out_dir.exists() and not out_dir.is_dir():
         raise fileio.OutputError(f"--out_dir {out_dir}: is a file, but an output folder is needed here")
     assets = fileio.claim_output_dir(out_dir / "assets", ASSETS_KIND, ASSET_NAMES, overwrite=True, flag="--out_dir")

@@ -113,11 +113,11 @@ def atomic_dir(path: str | os.PathLike, kind: str):
         _restore(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.llmhw-", suffix=".tmp"))
-        os.chmod(tmp, 0o777 & ~_UMASK)
-        (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
     except OSError as e:
         raise _write_error(path, e) from None
     try:
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
         yield tmp
         if path.exists():  # two renames; a kill between them is undone by _restore
             os.replace(path, _old(path))

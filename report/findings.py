@@ -1,12 +1,5 @@
 """The homework's finetuning findings (its report, sections 4.2-4.3), decided from the run's logs: pure functions of
-numbers (log.jsonl rows, lists of lengths) returning the deciding numbers plus ``reproduced`` (True / False);
-sections.py turns them into sentences, report/tests/test_findings.py checks both outcomes of each by hand.
-
-  full_overfits   full finetuning's eval loss reaches a minimum and then rises while its train loss keeps falling
-  lora_follows    every LoRA run's eval loss falls along with its train loss (no turn)
-  ranks_alike     the final eval losses of ranks 1-32 differ by no more than seed-to-seed noise
-  lora_longer     LoRA's answers are longer than full finetuning's (mean generated length of the answers
-                  both ended by themselves)
+numbers returning the deciding numbers plus ``reproduced``; sections.py turns them into sentences.
 """
 from __future__ import annotations
 
@@ -94,10 +87,9 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 
 def lora_longer_verdict(lengths: dict[str, list[int]], lora: str, full: str, base: str,
                         ended: dict[str, list[bool]] | None = None) -> dict:
-    """Reproduced if LoRA's mean generated length exceeds full finetuning's by more than two standard errors of the
-    difference (lengths paired by instruction). With ``ended`` (per model, whether each answer ended by itself
-    before the generation limit), only the instructions that both LoRA and full finetuning answered to the end
-    count: a cut answer's length is the limit's, not the model's; fewer than MIN_PAIRS such pairs decide nothing."""
+    """Reproduced if LoRA's answers are longer than full finetuning's by more than two standard errors of the paired
+    difference. With ``ended`` (per model, which answers ended by themselves), only instructions both answered to the
+    end count (a cut answer's length is the limit's); fewer than MIN_PAIRS such pairs decide nothing."""
     stats = {name: mean_se(v) for name, v in lengths.items()}
     keep = range(len(lengths[lora]))
     if ended is not None:

@@ -12,10 +12,10 @@ Each stage is a folder's own script, run as a child process; they meet only thro
   generate   finetune/generate.py    base, full and LoRA answers to the held-out instructions -> RUN/generations.json
   report     report/build_report.py  report/README.md + report/assets/
 
-A stage whose output exists is skipped unless ``--redo`` names it (or ``--redo all``). A stage runs into a temporary
-sibling of its output, swapped in only when the stage succeeds: a failed run or redo keeps the earlier output (the
-report, always rebuilt, replaces its files atomically itself). A stage's process dies with the pipeline
-(fileio.start_child). Each stage's command, wall time and status go to RUN/pipeline.jsonl, quoted by the report.
+  python report/pipeline.py                      (then --redo STAGE, or --preset smoke / gpu)
+
+A stage whose output exists is skipped unless ``--redo`` names it. A stage writes aside and is swapped in only when it
+succeeds: a failed run or redo keeps the earlier output. Each stage's command, time and status go to RUN/pipeline.jsonl.
 """
 from __future__ import annotations
 
@@ -159,8 +159,7 @@ def append_record(log_path: Path, preset: str, **record) -> None:
 
 
 def swap_in(new: Path, out: Path, flag: str) -> None:
-    """Put a stage's complete output in place of the earlier one, which must be the same kind of output (fileio's
-    rule: its marker, or a JSON file's "kind", names the kind the new output names)."""
+    """Put a stage's complete output in place of the earlier one, which must be the same kind of output."""
     if new.is_dir():
         kind = json.loads((new / fileio.MARKER).read_text())["kind"]
         fileio.claim_output_dir(out, kind, ["*"], overwrite=True, flag=flag)
@@ -176,8 +175,7 @@ def swap_in(new: Path, out: Path, flag: str) -> None:
 
 
 def run_stage(name: str, stage: Stage, log_path: Path, preset: str) -> int:
-    """Run one stage into a temporary sibling of its output, swapped in only when the stage succeeds: a failed run
-    or redo leaves the earlier complete output as it was (the report stage replaces its files atomically itself)."""
+    """Run one stage into a temporary sibling of its output, swapped in on success (the report swaps its own)."""
     argv = stage.argv
     tmp = stage.out.with_name(f".{stage.out.name}-new.llmhw-stage.tmp")  # fileio's temp name: the next claim of
     new = tmp / stage.out.name if stage.out.suffix == ".json" else tmp   # the run folder removes a killed try's

@@ -14,8 +14,7 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+
 
 
 def gpt2_encoding(data_dir=None):
-    """tiktoken's GPT-2 encoding built from the data directory's encoder.json + vocab.bpe (tiktoken's own
-    get_encoding("gpt2") would download them); its ids equal get_encoding("gpt2")'s."""
+    """tiktoken's GPT-2 encoding from the local encoder.json + vocab.bpe (get_encoding("gpt2") would download)."""
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
@@ -47,8 +46,7 @@ class FileTokenizer:
 
 
 def show_piece(b: bytes) -> str:
-    """A token's bytes readable inside a markdown code span: escapes for control and partial UTF-8 bytes, no table
-    pipes or backticks, spaces shown as '␣' (markdown would eat them)."""
+    """A token's bytes readable in a markdown code span: escaped bytes, no pipes or backticks, spaces as '␣'."""
     text = repr(b.decode("utf-8", errors="backslashreplace"))[1:-1]
     return text.replace("|", "\\|").replace("`", "'").replace(" ", "␣")
 

@@ -1,7 +1,4 @@
-"""The values of report/template.md's slots, one function per section, each computed from the run's files.
-
-``read_json`` / ``read_jsonl`` read a run file and refuse one of the wrong shape in one line; the verdicts come from
-report/findings.py; the functions ending in ``_values`` gather the numbers into ``{slot: text}``.
+"""The values of report/template.md's slots ({slot: text}), one function per section, from the run's files.
 """
 from __future__ import annotations
 
@@ -183,9 +180,10 @@ HELLASWAG = {"hellaswag_acc_norm": "acc_norm per token (build-nanogpt)",
 def hellaswag_figures(rows: list[dict]) -> list[tuple[str, float, float, int]]:
     """(convention, accuracy, standard error, n) of each acc_norm convention on the last HellaSwag line."""
     hs = [r for r in rows if r.get("hellaswag_acc_norm") is not None]
-    n = int(hs[-1]["hellaswag_n"]) if hs else 0
-    return [(name, hs[-1][k], fd.binomial_se(hs[-1][k], n), n) for k, name in HELLASWAG.items()
-            if hs and hs[-1].get(k) is not None]
+    if not hs:
+        return []
+    last, n = hs[-1], int(hs[-1]["hellaswag_n"])
+    return [(name, last[k], fd.binomial_se(last[k], n), n) for k, name in HELLASWAG.items() if last.get(k) is not None]
 
 
 def sample_stats(samples: list[str], meta: dict) -> dict:
@@ -293,10 +291,10 @@ def pretrain_values(f: dict, cmds: dict) -> dict[str, str]:
 
 @dataclass
 class Run:
-    """One finetuning run folder: its label, LoRA rank (0 = full), log rows, summary and config."""
+    """One finetuning run folder."""
     label: str
-    rank: int
-    rows: list[dict]
+    rank: int            # LoRA rank, 0 = full finetuning
+    rows: list[dict]     # its log.jsonl
     summary: dict
     config: dict
 
@@ -417,8 +415,8 @@ def response_lengths(gens: dict) -> tuple[dict[str, list[int]], str]:
 
 def finetune_values(sweep: dict[str, Run], gens: dict, cmds: dict) -> tuple[dict[str, str], dict]:
     """The sweep's table and the four findings ({slot: text}, {finding: its numbers} for findings.json)."""
-    lora = {}
-    for r in sweep.values():   # rank -> its LoRA run with the sweep's seed (listed first)
+    lora = {}   # rank -> its LoRA run with the sweep's seed (listed first)
+    for r in sweep.values():
         if r.rank > 0:
             lora.setdefault(r.rank, r)
     v_full = fd.full_overfits_verdict(sweep["full finetuning"].rows)
