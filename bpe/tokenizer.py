@@ -20,10 +20,8 @@ from gpt2files import EOT, GPT2_PATTERN, bytes_to_unicode, gpt2_encoding
 from trainer import train_merges
 
 FORMAT_NAME, FORMAT_VERSION = "llmhw-bpe", 1
-# GPT-4's split pattern: cl100k_base's as tiktoken 0.14 has it (minbpe's copy predates its `\s++$` branch, which keeps
-# whitespace ending a text in one piece), except `\p{N}{1,3}` for `\p{N}{1,3}+`: the same pieces, and HF's Oniguruma
-# reads `{n,m}+` as "one or more", not possessive. GPT-2's is gpt2files.py's. Both split alike in `regex`, tiktoken
-# and Oniguruma (tests: exports == ours).
+# GPT-4's split pattern: cl100k_base's as tiktoken 0.14 has it (minbpe's copy lacks `\s++$`), except `\p{N}{1,3}`
+# for `\p{N}{1,3}+`: the same pieces, and HF's Oniguruma reads `{n,m}+` as "one or more", not possessive.
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$"""
                 r"""|\s*[\r\n]|\s+(?!\S)|\s""")
 PATTERNS = {"none": None, "gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}  # none: raw bytes, no pre-splitting

@@ -83,10 +83,9 @@ class MergeState:
     """The corpus as linked token positions, with weighted pair counts, a pair -> positions index and a max-heap.
 
     All unique chunks lie side by side in flat numpy arrays, one slot per byte: ``token`` (id; -1 a sentinel between
-    chunks, -2 a slot merged away), ``next_pos``/``prev_pos`` (a doubly linked list over live slots), ``weight`` (the
-    chunk's count). An edge is a slot and its successor; its pair code is left * KEY + right. ``counts``: pair code ->
-    weighted count; ``where``: pair code -> arrays of left slots where the pair occurred or was created (stale ones
-    are filtered when it is merged); ``heap``: (-count, code) with lazy deletion."""
+    chunks, -2 a slot merged away), ``next_pos``/``prev_pos`` (a linked list over live slots), ``weight`` (the chunk's
+    count). An edge is a slot and its successor. ``where``: pair code -> arrays of left slots where the pair occurred
+    or was created (stale ones filtered at its merge); ``heap``: (-count, code) with lazy deletion."""
 
     def __init__(self, chunks: dict[bytes, int]):
         lengths = np.fromiter((len(c) + 1 for c in chunks), dtype=np.int64, count=len(chunks))

@@ -31,9 +31,8 @@ def build_base(args):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=args.layers, n_embd=args.dim, n_head=args.heads, vocab_size=50257, n_positions=1024,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    return GPT2LMHeadModel(cfg)
+    return GPT2LMHeadModel(GPT2Config(n_layer=args.layers, n_embd=args.dim, n_head=args.heads, vocab_size=50257,
+                                      n_positions=1024, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
 
 
 def with_lora(base, which: str, r: int):
@@ -71,8 +70,7 @@ def proc_mb(field: str) -> float:
 
 def memory_worker(args) -> dict:
     model = with_lora(build_base(args), args.worker, args.rank)
-    opt, x = optimizer(model), make_batch(args)
-    before = proc_mb("VmRSS")
+    opt, x, before = optimizer(model), make_batch(args), proc_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM (peak RSS) to the current RSS
     for _ in range(args.mem_steps):
         train_step(model, opt, x)
@@ -91,8 +89,7 @@ def measure_memory(args, which: str) -> dict:
 
 def interleaved(fns: dict, n: int, warmup: int) -> dict[str, float]:
     """Median seconds of each fn, in alternating order so machine load hits all alike."""
-    times = {k: [] for k in fns}
-    names = list(fns)
+    times, names = {k: [] for k in fns}, list(fns)
     for i in range(warmup + n):
         for k in (names if i % 2 == 0 else names[::-1]):
             t = fns[k]()
@@ -116,15 +113,13 @@ def bench_train(args, base, x, res: dict) -> None:
     models = {k: with_lora(base, k, args.rank) for k in ("ours", "peft")}
     opts = {k: optimizer(m) for k, m in models.items()}
     t = interleaved({k: (lambda k=k: train_step(models[k], opts[k], x)) for k in models}, args.steps, args.warmup)
-    res["step_seconds"] = t
-    res["step_ratio"] = t["ours"] / t["peft"]
+    res.update(step_seconds=t, step_ratio=t["ours"] / t["peft"])
     print(f"[bench] train step: ours {t['ours']:.3f} s, PEFT {t['peft']:.3f} s -> ratio {res['step_ratio']:.3f}",
           flush=True)
     del models, opts
     mem = {k: measure_memory(args, k) for k in ("ours", "peft")}
-    res["memory_mb"] = mem
-    res["memory_ratio"] = mem["ours"]["train_peak_mb"] / mem["peft"]["train_peak_mb"]
-    res["peak_rss_ratio"] = mem["ours"]["peak_rss_mb"] / mem["peft"]["peak_rss_mb"]
+    res.update(memory_mb=mem, memory_ratio=mem["ours"]["train_peak_mb"] / mem["peft"]["train_peak_mb"],
+               peak_rss_ratio=mem["ours"]["peak_rss_mb"] / mem["peft"]["peak_rss_mb"])
     print(f"[bench] train peak memory above the built model: ours {mem['ours']['train_peak_mb']:.0f} MB, "
           f"PEFT {mem['peft']['train_peak_mb']:.0f} MB -> ratio {res['memory_ratio']:.3f} "
           f"(whole-process peak RSS ratio {res['peak_rss_ratio']:.3f})", flush=True)
@@ -139,18 +134,16 @@ def bench_inference(args, base, x, res: dict) -> None:
     unloaded = lora.merge_and_unload(copy.deepcopy(ours))
     base.eval()
 
-    def infer(m):
-        def run():
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                m(input_ids=x, use_cache=False)
-            return time.perf_counter() - t0
-        return run
+    @torch.inference_mode()
+    def infer(m) -> float:
+        t0 = time.perf_counter()
+        m(input_ids=x, use_cache=False)
+        return time.perf_counter() - t0
 
-    t = interleaved({"base": infer(base), "merged": infer(ours), "unloaded": infer(unloaded)}, args.infer_steps, 1)
-    res["inference_seconds"] = t
-    res["merged_inference_ratio"] = t["merged"] / t["base"]
-    res["unloaded_inference_ratio"] = t["unloaded"] / t["base"]
+    models = {"base": base, "merged": ours, "unloaded": unloaded}
+    t = interleaved({k: (lambda m=m: infer(m)) for k, m in models.items()}, args.infer_steps, 1)
+    res.update(inference_seconds=t, merged_inference_ratio=t["merged"] / t["base"],
+               unloaded_inference_ratio=t["unloaded"] / t["base"])
     print(f"[bench] inference: base {t['base']:.3f} s, merged LoRA {t['merged']:.3f} s -> ratio "
           f"{res['merged_inference_ratio']:.3f}; merge_and_unload {t['unloaded']:.3f} s -> ratio "
           f"{res['unloaded_inference_ratio']:.3f}", flush=True)
@@ -164,14 +157,13 @@ def main(argv=None) -> dict:
     shape = f"GPT-2 {args.layers}L/{args.dim}d, batch {args.batch}x{args.seq}, r={args.rank}, " \
             f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     print(f"[bench] {shape}", flush=True)
-    base = build_base(args)
-    x = make_batch(args)
+    base, x = build_base(args), make_batch(args)
     res = {"shape": shape, "config": {k: v for k, v in vars(args).items() if k not in ("out", "worker")}}
     bench_train(args, base, x, res)
     bench_inference(args, base, x, res)
-    verdict = {"step <= 1.0x PEFT": res["step_ratio"] <= 1.0, "memory <= 1.0x PEFT": res["memory_ratio"] <= 1.0,
-               "merged inference <= 1.02x base": res["merged_inference_ratio"] <= 1.02}
-    res["targets_met"] = verdict
+    res["targets_met"] = verdict = {"step <= 1.0x PEFT": res["step_ratio"] <= 1.0,
+                                    "memory <= 1.0x PEFT": res["memory_ratio"] <= 1.0,
+                                    "merged inference <= 1.02x base": res["merged_inference_ratio"] <= 1.02}
     print("[bench] targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in verdict.items()))
     atomic_write_json(args.out, res)
     print(f"[bench] -> {args.out}")

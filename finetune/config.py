@@ -132,8 +132,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, RunConfig]:
 
 
 def check_resume(state: dict, tc: TrainConfig, rc: RunConfig, world_size: int, data_sha256: str) -> bool:
-    """A resume continues the very run of the checkpoint: same settings, processes and examples (unless
-    --allow_new_data). Returns whether the data differ."""
+    """A resume continues the very run of the checkpoint: same settings, processes, examples; True: new data."""
     saved, skip = state["train_config"], {"data_dir"} | ({"data_path"} if rc.allow_new_data else set())
     diff = [f"--{k} {saved.get(k)} (now {v})" for k, v in vars(tc).items() if k not in skip and saved.get(k) != v]
     if state["world_size"] != world_size:

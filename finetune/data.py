@@ -164,15 +164,9 @@ def tokenize(records: list[dict], tokenizer, template: str = "homework", max_len
     # Prompt and target tokenized separately, so the prompt/target boundary is exact (one batched call each).
     prompts = tokenizer([prompt_of(r, template) for r in records], add_special_tokens=False)["input_ids"]
     targets = tokenizer([target_of(r, template) for r in records], add_special_tokens=False)["input_ids"]
-    out, dropped = [], 0
-    for p, t in zip(prompts, targets):
-        ids = (p + t + [eos])[:max_length]
-        labels = ([IGNORE_INDEX] * len(p) + t + [eos])[:max_length]
-        if len(p) >= max_length:
-            dropped += 1
-            continue
-        out.append(Example(ids, labels))
-    return out, dropped
+    out = [Example((p + t + [eos])[:max_length], ([IGNORE_INDEX] * len(p) + t + [eos])[:max_length])
+           for p, t in zip(prompts, targets) if len(p) < max_length]
+    return out, len(records) - len(out)
 
 
 def split_indices(n: int, eval_ratio: float, seed: int, max_examples: int | None = None
@@ -184,8 +178,7 @@ def split_indices(n: int, eval_ratio: float, seed: int, max_examples: int | None
         raise ValueError(f"max_examples must be > 0, got {max_examples}")
     idx = list(range(n))
     random.Random(seed).shuffle(idx)
-    if max_examples is not None:
-        idx = idx[:max_examples]
+    idx = idx[:max_examples]  # (None: all)
     n_eval = round(len(idx) * eval_ratio)
     return idx[n_eval:], idx[:n_eval]
 
@@ -240,15 +233,13 @@ def train_batches(examples: list[Example], batch_size: int, epoch: int, seed: in
     order = torch.randperm(len(examples), generator=g).tolist()
     per_rank = len(order) // world_size
     mine = order[rank * per_rank:(rank + 1) * per_rank]
-    n_batches = len(mine) // batch_size  # drop the last partial batch: every step sees batch_size examples
-    batches = [mine[b * batch_size:(b + 1) * batch_size] for b in range(n_batches)]
-    if group_by_length:
+    mine = mine[:len(mine) // batch_size * batch_size]  # drop the last partial batch: every step sees batch_size
+    if group_by_length:  # longest first within each run of 64 batches
         mega = 64 * batch_size
-        flat = mine[:n_batches * batch_size]
-        batches = []
-        for m in range(0, len(flat), mega):
-            chunk = sorted(flat[m:m + mega], key=lambda i: len(examples[i].input_ids), reverse=True)
-            batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+        mine = [i for m in range(0, len(mine), mega)
+                for i in sorted(mine[m:m + mega], key=lambda i: len(examples[i].input_ids), reverse=True)]
+    batches = [mine[b:b + batch_size] for b in range(0, len(mine), batch_size)]
+    if group_by_length:
         batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
     for batch in batches:
         yield collate([examples[i] for i in batch], pad_id)
@@ -281,8 +272,7 @@ def load_tokenizer(model_name_or_path: str, data_dir: str | None = None, vocab_s
     """The model's own tokenizer; for a model folder without one (e.g. raw weights), GPT-2's if the vocab fits."""
     from transformers import AutoTokenizer
 
-    tok, why = None, "no tokenizer files in the folder"
-    folder = Path(model_name_or_path)
+    tok, why, folder = None, "no tokenizer files in the folder", Path(model_name_or_path)
     # transformers 5 "loads" a folder without tokenizer files as an empty tokenizer (every text -> []): look first
     if not folder.is_dir() or any((folder / f).is_file() for f in TOKENIZER_FILES):
         try:

@@ -60,10 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", help="the original model: HF folder or hub name (required)")
     p.add_argument("--full", help="a fully finetuned HF model folder")
-    p.add_argument("--lora", action="append", default=[], help="adapter folder (base = --base) or BASE+ADAPTER; "
-                                                                "repeatable")
-    p.add_argument("--instructions", help="partition folder (its instructions.jsonl) or .json/.jsonl/.txt file "
-                                          "(default: a built-in list)")
+    p.add_argument("--lora", action="append", default=[], help="adapter folder or BASE+ADAPTER; repeatable")
+    p.add_argument("--instructions", help="partition folder or .json/.jsonl/.txt file (default: 20 built-in ones)")
     p.add_argument("--template", default="homework", help=f"prompt template: {sorted(alpaca.TEMPLATES)}")
     p.add_argument("--max_new_tokens", type=int, default=128, help="most tokens per response (128 covers 90%% of "
                                                                    "Alpaca's reference answers; median 43)")
@@ -74,8 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42, help="random seed (the batch at position k: seed + k)")
     p.add_argument("--batch_size", type=int, default=8, help="instructions generated together (left-padded)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default="auto", help="auto (bfloat16 autocast on CUDA, as train.py's runs; float32 on "
-                                                   "CPU), float32 or bfloat16")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 autocast on CUDA, as train.py), float32, bfloat16")
     p.add_argument("--allow_other_base", action="store_true", help="apply an adapter that records another base")
     p.add_argument("--data_dir", help="data directory (GPT-2 tokenizer for model folders without one)")
     p.add_argument("--output", default=str(Path(__file__).resolve().parent / "out" / "generations.json"),
@@ -176,16 +173,6 @@ def model_specs(cfg: argparse.Namespace) -> list[tuple[str, str, str | None]]:
     return specs
 
 
-def load(name: str, adapter: str | None, device: torch.device, data_dir: str | None):
-    """(model in eval mode on ``device``, its tokenizer); an adapter is attached and merged into the weights."""
-    model = load_model(name, torch.device("cpu"))
-    if adapter is not None:
-        lora.load_adapter(model, adapter)
-        lora.merge_lora(model)  # explicit: inference at the base model's cost
-    tok = alpaca.load_tokenizer(name, data_dir, model.config.vocab_size)
-    return model.to(device).eval(), tok
-
-
 @torch.no_grad()
 def respond(model, tok, prompts: list[list[int]], cfg: argparse.Namespace, seed: int) -> list[dict]:
     """Responses to a batch of tokenized prompts, each {"text", "tokens" (EOS not counted), "words", "stop"}.
@@ -208,10 +195,9 @@ def respond(model, tok, prompts: list[list[int]], cfg: argparse.Namespace, seed:
                          pad_token_id=tok.pad_token_id, suppress_tokens=padded, **sample)  # (B, T + <= room)
     results = []
     for new in out[:, T:].tolist():
+        stop = "max_new_tokens" if room == cfg.max_new_tokens else "context"  # unless EOS: out of room, which one
         if tok.eos_token_id in new:  # generation stops at the first EOS; a finished row is padded after it
             new, stop = new[:new.index(tok.eos_token_id)], "eos"
-        else:  # it ran out of room: the flag's limit, or the model's context
-            new, stop = new, "max_new_tokens" if room == cfg.max_new_tokens else "context"
         text = tok.decode(new, skip_special_tokens=True).strip()
         results.append({"text": text, "tokens": len(new), "words": len(text.split()), "stop": stop})
     return results
@@ -225,6 +211,15 @@ def length_stats(details: list[dict], seconds: float) -> dict:
             "ended_with_eos": sum(d["stop"] == "eos" for d in details) / n,
             "hit_max_new_tokens": sum(d["stop"] == "max_new_tokens" for d in details) / n,
             "hit_context": sum(d["stop"] == "context" for d in details) / n, "seconds": round(seconds, 2)}
+
+
+def load(name: str, adapter: str | None, device: torch.device, data_dir: str | None):
+    """(model in eval mode on ``device``, its tokenizer); an adapter is attached and merged into the weights."""
+    model = load_model(name, torch.device("cpu"))
+    if adapter is not None:
+        lora.load_adapter(model, adapter)
+        lora.merge_lora(model)  # explicit: inference at the base model's cost
+    return model.to(device).eval(), alpaca.load_tokenizer(name, data_dir, model.config.vocab_size)
 
 
 def run_model(name: str, path: str, adapter: str | None, results: list[dict], cfg: argparse.Namespace) -> dict:
@@ -295,8 +290,7 @@ def main(argv=None) -> dict:
         out = claim_output(cfg, specs)
         results = [{**it, "prompt": alpaca.prompt_of(it, cfg.template), "responses": {}, "details": {}}
                    for it in instructions]
-        models, stats = {}, {}
-        root = out.parent  # paths in the output are relative to its folder
+        models, stats, root = {}, {}, out.parent  # paths in the output are relative to its folder
         for name, path, adapter in specs:
             stats[name] = run_model(name, path, adapter, results, cfg)
             models[name] = portable(path, root) + (f" + adapter {portable(adapter, root)} (merged)" if adapter else "")

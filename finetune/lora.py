@@ -40,8 +40,7 @@ ADAPTER_KIND = "LoRA adapter"  # the folder's kind for fileio (its marker)
 
 
 class LoRALinear(nn.Module):
-    """A frozen linear layer plus a trainable low-rank update; ``weight`` is (out, in), ``fan_in_fan_out``: a view
-    of a Conv1D weight (module docstring)."""
+    """A frozen linear layer plus a trainable low-rank update (the math and the Conv1D trap: module docstring)."""
     # forward_fused: the same sum as forward's reference line with less memory (tests compare the two)
     fused = True
 
@@ -103,18 +102,14 @@ class LoRALinear(nn.Module):
         return out
 
     @torch.no_grad()
-    def merge(self) -> None:
-        """Fold s·L·R into the base weight (fast inference). A second call does nothing."""
-        if not self.merged:
-            self.weight.add_(self.delta_weight())
-            self.merged = True
+    def merge(self, undo: bool = False) -> None:
+        """Fold s·L·R into the base weight (``undo``: take it out again); a second call does nothing."""
+        if self.merged == undo:
+            self.weight.add_(self.delta_weight(), alpha=-1 if undo else 1)
+            self.merged = not undo
 
-    @torch.no_grad()
     def unmerge(self) -> None:
-        """Undo merge() (exact up to float rounding). A second call does nothing."""
-        if self.merged:
-            self.weight.sub_(self.delta_weight())
-            self.merged = False
+        self.merge(undo=True)
 
     @torch.no_grad()
     def to_plain(self) -> nn.Module:
@@ -195,9 +190,8 @@ def _convert_modules(model: nn.Module, names: list[str], cfg: LoRAConfig) -> nn.
     return model
 
 
-def convert_linear_layer_to_lora(model: nn.Module, part_module_name: str, lora_dim: int = 0,
-                                 lora_scaling: float = 1, lora_dropout: float = 0.0,
-                                 use_rslora: bool = False) -> nn.Module:
+def convert_linear_layer_to_lora(model: nn.Module, part_module_name: str, lora_dim: int = 0, lora_scaling: float = 1,
+                                 lora_dropout: float = 0.0, use_rslora: bool = False) -> nn.Module:
     """Replace every nn.Linear / Conv1D whose name contains ``part_module_name`` with a LoRALinear (in place)."""
     cfg = LoRAConfig(lora_dim, lora_scaling, part_module_name, lora_dropout, use_rslora).validate()
     names = [n for n, m in model.named_modules() if part_module_name in n and isinstance(m, ADAPTABLE)]
@@ -257,7 +251,7 @@ def load_lora_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], 
 
 def merge_lora(model: nn.Module, undo: bool = False) -> nn.Module:
     for m in lora_modules(model).values():
-        m.unmerge() if undo else m.merge()
+        m.merge(undo)
     return model
 
 
@@ -288,7 +282,7 @@ def save_adapter(model: nn.Module, path: str | Path, cfg: LoRAConfig | None = No
             "base_model_name_or_path": base_model_name_or_path, **(extra or {})}
     # PEFT sets fan_in_fan_out per layer type anyway (True for Conv1D, False for nn.Linear, with a warning when the
     # flag disagrees); we write the value of the majority so that a GPT-2 adapter loads without warnings.
-    alpha = cfg.lora_scaling
+    alpha = cfg.lora_scaling  # an int where it is one, as PEFT writes it
     peft = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model_name_or_path,
             "r": cfg.lora_dim, "lora_alpha": int(alpha) if float(alpha).is_integer() else float(alpha),
             "lora_dropout": cfg.lora_dropout, "target_modules": sorted(mods), "bias": "none",
@@ -414,8 +408,7 @@ def import_peft_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, 
             raise ValueError(f"{weights_file}: unexpected tensor '{key}' (not a LoRA A/B weight)")
         state[f"{m.group(1)}.lora_{'right' if m.group(2) == 'A' else 'left'}_weight"] = t
     targets = sorted({k.rsplit(".", 1)[0] for k in state})
-    r = int(conf["r"])
-    cfg = LoRAConfig(r, float(conf.get("lora_alpha", 8)), "", float(conf.get("lora_dropout", 0.0)),
+    cfg = LoRAConfig(int(conf["r"]), float(conf.get("lora_alpha", 8)), "", float(conf.get("lora_dropout", 0.0)),
                      bool(conf.get("use_rslora", False)), targets).validate()
     return _attach(model, cfg, state, path), cfg
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import hashlib
+import itertools
 import json
 import random
 import sys
@@ -40,11 +41,10 @@ def partition(n_records: int, max_examples: int | None, eval_ratio: float, data_
     for i in order[len(used):]:
         if len(heldout) == n_heldout:
             break
-        if records is not None:
-            if _instruction_key(records[i]) in seen:
-                continue
-            seen.add(_instruction_key(records[i]))  # nor twice among the held-out ones
-        heldout.append(i)
+        key = i if records is None else _instruction_key(records[i])
+        if key not in seen:  # nor twice among the held-out ones
+            seen.add(key)
+            heldout.append(i)
     if len(heldout) < n_heldout:
         raise ValueError(f"only {len(heldout)} records are outside the finetuning subset for {n_heldout} held-out "
                          "instructions; lower --max_examples or --heldout")
@@ -87,10 +87,7 @@ def pretrain_selection(records: list[dict], parts: dict[str, list[int]]) -> tupl
 def _containing(indices: list[int], texts: list[str], needles: list[str]) -> set[int]:
     """The indices whose text contains any needle: str.find per needle in one joined string."""
     joined = "\n\n".join(texts)
-    starts, pos = [], 0
-    for t in texts:
-        starts.append(pos)
-        pos += len(t) + 2
+    starts = list(itertools.accumulate((len(t) + 2 for t in texts[:-1]), initial=0))  # where each text begins
     hits = set()
     for needle in needles:  # a needle never spans two texts: it has no blank line, the separator is one
         at = joined.find(needle)

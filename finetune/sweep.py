@@ -63,10 +63,8 @@ def seed_run(text: str) -> Run:
 
 def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    train_flags = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, train_flags = argv[:i], argv[i + 1:]
+    i = argv.index("--") if "--" in argv else len(argv)
+    argv, train_flags = argv[:i], argv[i + 1:]
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)  # an unknown train.py flag must never match ours by prefix
     p.add_argument("--ranks", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16, 32], help="0 = full finetuning")
@@ -119,16 +117,14 @@ def command(run: Run, out: Path, flags: list[str], redo: bool) -> list[str]:
 def visible_gpus(n: int) -> list[str]:
     """The ids that name, for a child, the n GPUs we see (under CUDA_VISIBLE_DEVICES=4,5, our GPU 0 is the 4)."""
     parent = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if parent is None:
-        return [str(i) for i in range(n)]
-    return [x.strip() for x in parent.split(",") if x.strip()][:n]  # CUDA ignores entries past the usable ones
+    ids = range(n) if parent is None else [x.strip() for x in parent.split(",") if x.strip()]
+    return [str(i) for i in ids][:n]  # CUDA ignores entries past the usable ones
 
 
 def run_parallel_gpus(todo: list[Run], out: Path, flags: list[str], redo: bool) -> dict[Run, int]:
-    """One run per GPU at a time (CUDA_VISIBLE_DEVICES)."""
     import torch
 
-    gpus = visible_gpus(torch.cuda.device_count())
+    gpus = visible_gpus(torch.cuda.device_count())  # one run per GPU at a time
     if not gpus:
         raise ValueError("--parallel_gpus needs CUDA devices, none are visible")
     return run_parallel(todo, out, flags, redo, {f"GPU {g}": {"CUDA_VISIBLE_DEVICES": g} for g in gpus})
@@ -145,8 +141,7 @@ def run_parallel_cpu(todo: list[Run], out: Path, flags: list[str], redo: bool, j
 
 def run_parallel(todo: list[Run], out: Path, flags: list[str], redo: bool,
                  slots: dict[str, dict[str, str]]) -> dict[Run, int]:
-    """One run per slot at a time (a slot: a child's environment, its GPU or CPU threads). Each run's output
-    becomes SWEEP/<run>.log or <run>.failed.log, beside its folder (train.py accepts only its own files there)."""
+    """One run per slot (a child's environment: its GPU or CPU threads) at a time; logs beside the run folders."""
     queue, running, codes = list(todo), {}, {}
     while queue or running:
         while queue and len(running) < len(slots):

@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import statistics
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,9 +31,7 @@ from modeling_gpt2 import (GPT, GPTConfig, LinearCrossEntropy, cpuinfo, describe
 
 def hf_model(model: GPT):
     """A transformers GPT2LMHeadModel with our model's weights (dropout off, SDPA attention)."""
-    import tempfile
-
-    from transformers import GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel  # imported here: slow, and only this path needs it
 
     with tempfile.TemporaryDirectory() as d:
         model.save_hf(d, eos_token_id=None)
@@ -97,9 +96,8 @@ def machine() -> str:
 
 
 def part_steps(args) -> tuple[dict, dict]:
-    """Closures for one CPU step and its parts, ours (LinearCrossEntropy, Newton-Schulz in newton_schulz_dtype) and
-    the anchor (F.cross_entropy on whole logits, torch.optim.Muon), and each part's model FLOPs (the optimizer's:
-    Newton-Schulz matmuls only; AdamW's update is memory-bound)."""
+    """Closures for one CPU step and its parts, ours and the anchor (F.cross_entropy on whole logits, torch's Muon),
+    and each part's model FLOPs (the optimizer's: Newton-Schulz matmuls only; AdamW's update is memory-bound)."""
     model = new_model(args)
     B, T, C, V = args.batch_size, args.seq_len, args.n_embd, args.vocab_size
     x = torch.randint(0, V, (B, T + 1))
@@ -199,12 +197,9 @@ def summarize_run(run_dir: Path, skip: int = 1) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n_layer", type=int, default=6)
-    p.add_argument("--n_head", type=int, default=6)
-    p.add_argument("--n_embd", type=int, default=384)
-    p.add_argument("--vocab_size", type=int, default=50304)
-    p.add_argument("--seq_len", type=int, default=256)
-    p.add_argument("--batch_size", type=int, default=8)
+    sizes = dict(n_layer=6, n_head=6, n_embd=384, vocab_size=50304, seq_len=256, batch_size=8)
+    for name, default in sizes.items():
+        p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--steps", type=int, default=5, help="timed steps per model (after 1 warm-up step)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -216,7 +211,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peak", action="store_true", help="print which peak MFU is measured against, and stop")
     p.add_argument("--json", help="write the results to this JSON file")
     args = p.parse_args(argv)
-    if min(args.n_layer, args.n_head, args.n_embd, args.vocab_size, args.seq_len, args.batch_size, args.steps) < 1:
+    if min(getattr(args, name) for name in [*sizes, "steps"]) < 1:
         p.error("sizes and --steps must be >= 1")
     if not args.from_run and device_problem(args.device):
         p.error(device_problem(args.device))

@@ -1,11 +1,9 @@
 """GPT-2 in plain PyTorch with Hugging Face parameter names: the model, HF conversion, optimizers and MFU peaks.
 
-Numerically the same function as `transformers.GPT2LMHeadModel` (nanoGPT lineage: pre-LayerNorm, causal SDPA, tanh
-GELU "gelu_new", learned positions, tied LM head). Our projections are `nn.Linear` (weight (out, in)), HF's `Conv1D`
-(weight (in, out)): conversion is a pure function with an explicit transpose list (`TRANSPOSED`) and asserted shapes.
-MFU (PaLM paper, appendix B) is against the datasheet dense peak of the run's dtype for a GPU its name identifies
-exactly (H100 SXM, PCIe and NVL differ by up to 30 %: no match, no peak, never a neighbour's), and on CPU against
-this machine's measured best fp32 matmul FLOP/s. Loading our training checkpoints: checkpoint.py.
+Numerically the same function as `transformers.GPT2LMHeadModel` (nanoGPT lineage). Our projections are `nn.Linear`
+(weight (out, in)), HF's `Conv1D` (weight (in, out)): conversion is a pure function with an explicit transpose list
+(`TRANSPOSED`) and asserted shapes. MFU (PaLM paper, appendix B) is against the datasheet dense peak of a GPU its name
+identifies exactly (no match, no peak: never a neighbour's), on CPU against the measured fp32 matmul peak.
 """
 from __future__ import annotations
 
@@ -109,8 +107,7 @@ def newton_schulz_dtype(device: torch.device | str) -> torch.dtype:
 
 def newton_schulz(G, steps: int = 5, coefficients=(3.4445, -4.7750, 2.0315), eps: float = 1e-7,
                   dtype: torch.dtype = torch.bfloat16):
-    """torch.optim.Muon's quintic Newton-Schulz iteration (Jordan et al. 2024) op for op, in `dtype` (in bfloat16
-    bit for bit torch's): X -> a X + (b A + c A^2) X, A = X X^T; pushes every singular value of G towards 1."""
+    """torch.optim.Muon's quintic Newton-Schulz iteration op for op, in `dtype` (in bfloat16 bit for bit torch's)."""
     a, b, c = coefficients
     X = G.to(dtype, copy=True)  # never G itself: the iteration works in place
     if G.size(0) > G.size(1):
@@ -118,7 +115,7 @@ def newton_schulz(G, steps: int = 5, coefficients=(3.4445, -4.7750, 2.0315), eps
     X.div_(X.norm().clamp(min=eps))
     for _ in range(steps):
         A = X @ X.T
-        X = torch.addmm(X, torch.addmm(A, A, A, beta=b, alpha=c), X, beta=a)
+        X = torch.addmm(X, torch.addmm(A, A, A, beta=b, alpha=c), X, beta=a)  # a X + (b A + c A^2) X
     return X.T if G.size(0) > G.size(1) else X
 
 
@@ -130,8 +127,7 @@ def log_once(line: str) -> None:
 
 
 class Muon(torch.optim.Muon):
-    """torch.optim.Muon with Newton-Schulz in `ns_dtype` (default newton_schulz_dtype; torch's is always bf16).
-    Same update rule, state and param_groups as torch's, so checkpoints load in either."""
+    """torch.optim.Muon (same update, state, checkpoints) with Newton-Schulz in `ns_dtype`, not always bf16."""
 
     def __init__(self, params, ns_dtype: torch.dtype | None = None, **kwargs):
         super().__init__(params, **kwargs)
@@ -188,8 +184,7 @@ class KVCache:
     def __init__(self, config: GPTConfig, batch_size: int, device, dtype):
         hs = config.n_embd // config.n_head
         shape = (config.n_layer, batch_size, config.n_head, config.block_size, hs)  # (L, B, nh, T_max, hs)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k, self.v = torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0  # tokens already cached (= position of the next token)
 
     def update(self, layer: int, k, v):
@@ -271,9 +266,8 @@ class GPT(nn.Module):
         # GPT-2: N(0, 0.02); residual projections scaled by 1/sqrt(2 * n_layer) because each block adds two of
         # them to the residual stream (GPT-2 paper, section 2.3; build-nanogpt's NANOGPT_SCALE_INIT).
         if isinstance(module, nn.Linear):
-            std = 0.02
-            if getattr(module, "RESIDUAL_SCALE_INIT", False):
-                std *= (2 * self.config.n_layer) ** -0.5
+            residual = getattr(module, "RESIDUAL_SCALE_INIT", False)
+            std = 0.02 * (2 * self.config.n_layer) ** -0.5 if residual else 0.02
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -310,8 +304,7 @@ class GPT(nn.Module):
     # ---------------------------------------------------------------- optimizer and MFU
     def configure_optimizers(self, weight_decay: float, learning_rate: float, betas=(0.9, 0.95), eps=1e-8,
                              device_type: str = "cpu", optimizer: str = "adamw"):
-        """AdamW (decay on >= 2-D tensors only; fused kernel, 7 % off a CPU step against foreach), or Muon for the
-        blocks' matrices + AdamW for the rest as `Optimizers`."""
+        """AdamW (decay on >= 2-D tensors; fused: 7 % off a CPU step), or Muon + AdamW for the rest (Optimizers)."""
         params = [p for p in self.parameters() if p.requires_grad]  # .parameters() yields the tied weight once
         matrices = self.block_matrices() if optimizer == "muon" else []
         rest = [p for p in params if all(p is not m for m in matrices)]
@@ -348,9 +341,8 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
                  eos_token_id: int | None = None):
-        """Continue idx (B, T) by max_new_tokens tokens -> (B, T + new); temperature 0 = greedy; stops when every
-        row has emitted eos. Past block_size both paths condition on the last block_size tokens (the KV cache is
-        dropped and the window recomputed), so cached and uncached generation give the same tokens."""
+        """idx (B, T) -> (B, T + max_new_tokens), or fewer once every row has emitted eos; temperature 0 = greedy.
+        Past block_size both paths use the last block_size tokens, so cached and uncached give the same tokens."""
         was_training = self.training
         self.eval()
         cache, done = None, torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
@@ -374,8 +366,7 @@ class GPT(nn.Module):
     # ---------------------------------------------------------------- Hugging Face interop
     @classmethod
     def from_pretrained(cls, name_or_dir: str | os.PathLike) -> "GPT":
-        """Load a GPT-2 from a local HF directory (config.json + model.safetensors or pytorch_model.bin) or, online,
-        a hub name gpt2 / gpt2-medium / gpt2-large / gpt2-xl (downloaded by huggingface_hub into its cache)."""
+        """Load a GPT-2 from a local HF directory or, online, a hub name (HUB_CONFIGS)."""
         path = Path(name_or_dir)
         if not path.is_dir():
             if str(name_or_dir) not in HUB_CONFIGS:
@@ -389,8 +380,7 @@ class GPT(nn.Module):
         return model
 
     def save_hf(self, out_dir: str | os.PathLike, eos_token_id: int | None = 50256, extra_files=()) -> Path:
-        """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained loads, plus
-        `extra_files` (e.g. tokenizer files) copied in; built aside and swapped in as one folder (fileio)."""
+        """config.json + model.safetensors for transformers, plus `extra_files`; built aside, swapped in whole."""
         with atomic_dir(out_dir, HF_KIND) as tmp:  # the marker: export.py may replace this folder, nothing else
             state = ours_to_hf(self.state_dict(), self.config)
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -427,8 +417,7 @@ def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_
         drop = probs.cumsum(dim=-1) - probs >= top_p
         drop[:, 0] = False  # at top_p = 0 the comparison above would drop it too
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+    return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator)  # (B, 1)
 
 
 # ---------------------------------------------------------------------------- conversion (pure functions)
@@ -454,15 +443,10 @@ def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
 
 
 def hf_to_ours(hf_state: dict, config: GPTConfig) -> dict:
-    """HF GPT2LMHeadModel state dict (Conv1D layout; with or without the `transformer.` prefix, with or without
-    lm_head.weight) -> our state dict. Every expected tensor must be present with its expected shape."""
-    state = {}
-    for k, v in hf_state.items():
-        if k.endswith(HF_BUFFERS):
-            continue
-        if not k.startswith(("transformer.", "lm_head.")):
-            k = "transformer." + k  # OpenAI-converted checkpoints name tensors h.0..., wte, ...
-        state[k] = v
+    """HF GPT2LMHeadModel state dict (Conv1D; `transformer.` prefix and lm_head optional) -> ours, shapes checked."""
+    # OpenAI-converted checkpoints name tensors h.0..., wte, ... (no "transformer." prefix)
+    state = {k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k: v
+             for k, v in hf_state.items() if not k.endswith(HF_BUFFERS)}
     head = state.pop("lm_head.weight", None)
     shapes = expected_shapes(config)
     missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
@@ -479,8 +463,7 @@ def hf_to_ours(hf_state: dict, config: GPTConfig) -> dict:
 
 
 def ours_to_hf(state: dict, config: GPTConfig) -> dict:
-    """Our state dict -> HF GPT2LMHeadModel tensors (Conv1D layout, lm_head left out: tied, as HF saves it).
-    Accepts the keys of a torch.compile'd model (`_orig_mod.` prefix) too."""
+    """Our (or a torch.compile'd model's) state dict -> HF tensors (Conv1D layout; the tied lm_head left out)."""
     state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
     state.pop("lm_head.weight", None)
     shapes = expected_shapes(config)
@@ -652,8 +635,7 @@ def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def autocast_for(dtype: str, device: torch.device):
-    """A context factory for forward passes: bf16 autocast (auto on CUDA, or asked), else nothing. On CUDA also
-    TF32 for the fp32 matmuls outside autocast (the CPU stays exact fp32)."""
+    """Context factory for forward passes: bf16 autocast (auto on CUDA, or asked) or none; TF32 on CUDA only."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.set_float32_matmul_precision("high")

@@ -4,10 +4,9 @@
     python pretrain/ngram.py --data SHARDS --orders 1 2 3          # only these orders
     python pretrain/ngram.py --data SHARDS --model RUN/hf --out baselines.json   # and a HF model, same tokens
 
-A language model is only worth its compute if it beats counting. The tables are fitted on the train split and scored
-on every val token in nats per token and in bits per UTF-8 byte of the val text (tokenizer-independent): order 1
-add-one smoothed, orders >= 2 interpolated Kneser-Ney (KneserNey). ``--model`` is scored by transformers'
-GPT2LMHeadModel (not this folder's model code) in windows of its context length, each val token predicted once.
+A language model is only worth its compute if it beats counting. Fitted on the train split, scored on every val token
+in nats/token and bits per UTF-8 byte (tokenizer-independent); order 1 add-one smoothed, orders >= 2 Kneser-Ney.
+``--model`` is scored by transformers' GPT2LMHeadModel (not our model code), each val token predicted once.
 """
 from __future__ import annotations
 
@@ -46,10 +45,8 @@ class KneserNey:
         p_n(w | h) = max(c(h w) - D, 0) / c(h) + D N1+(h .) / c(h) * p_{n-1}(w | h minus its first token),
     c = occurrences at the top order, continuations N1+(. g) below; an unseen context falls back to the lower order,
     the lowest (continuation unigrams, `lowest`) is interpolated with uniform, so every token gets p > 0.
-
-    Per order k: `keys[k]`, the sorted distinct k-grams as (id of the first k-1 tokens) * V + last token, exact int64
-    keys (a k-gram's id is its index there; a 1-gram's id is the token), counted by np.unique, looked up by
-    np.searchsorted; `occurrences[k]` and `continuations[k]` per k-gram."""
+    Per order k: `keys[k]`, the sorted distinct k-grams as exact int64 keys (id of the first k-1 tokens) * V + last
+    token (a k-gram's id is its index there), and `occurrences[k]`, `continuations[k]` per k-gram."""
 
     def __init__(self, train: np.ndarray, V: int, order: int, D: float = DISCOUNT):
         assert order >= 2, "order 1 is unigram_nll"
@@ -69,8 +66,7 @@ class KneserNey:
         self.lowest = (np.maximum(cont - D, 0) + D * np.count_nonzero(cont) / V) / cont.sum()
 
     def table(self, k: int, top: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Order k's counts (occurrences when k is the model's top order, else continuations) and, per
-        (k-1)-gram context, their sum and how many of them are > 0."""
+        """Order k's counts (occurrences at the top order, else continuations); per context their sum and count > 0."""
         counts = (self.occurrences if top else self.continuations)[k].astype(np.float64)
         context = self.keys[k] // self.V
         return (counts, np.bincount(context, weights=counts, minlength=self.contexts[k]),
@@ -83,8 +79,7 @@ class KneserNey:
         return np.where((context >= 0) & (self.keys[k][at] == codes), at, -1)
 
     def prob(self, history: np.ndarray, w: np.ndarray, order: int | None = None) -> np.ndarray:
-        """p(w | history) of the model of `order` (default the largest) for history (M, >= order-1) ids
-        (-1 = no token: before the start) and w (M,)."""
+        """p(w | history) of the model of `order` (default the largest); history (M, >= order-1) ids, -1 = none."""
         order = order or self.order
         p = self.lowest[w]
         for k in range(2, order + 1):
@@ -140,8 +135,7 @@ def model_problem(model: Path, vocab: int) -> str | None:
     if not (model / "model.safetensors").is_file():
         return f"--model {model}: no model.safetensors (not a Hugging Face model folder)"
     try:
-        config = json.loads((model / "config.json").read_text())
-        n_vocab = int(config["vocab_size"])
+        n_vocab = int(json.loads((model / "config.json").read_text())["vocab_size"])
     except (OSError, ValueError, TypeError, KeyError) as e:
         return f"--model {model}/config.json: not a readable GPT-2 config ({type(e).__name__}: {e})"
     if n_vocab < vocab:

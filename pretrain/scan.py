@@ -35,8 +35,7 @@ DEFAULT_CANDIDATES = ("L4-d128-T256-B4-lr6e-3", "L4-d192-T256-B4-lr6e-3", "L4-d9
 
 
 def parse_candidate(spec: str) -> dict:
-    """'L4-d128-T256-B16-lr3e-3' -> train.py's flags as a dict (one line naming the spec if malformed); a
-    '-muon' suffix trains with --optimizer muon."""
+    """'L4-d128-T256-B16-lr3e-3[-muon]' -> train.py's flags as a dict; one line naming the spec if malformed."""
     m = SPEC.match(spec)
     try:
         L, d, T, B, lr = int(m[1]), int(m[2]), int(m[3]), int(m[4]), float(m[5])
@@ -64,8 +63,7 @@ def step_costs(cands: dict[str, dict], vocab: int, rounds: int = 3) -> dict[str,
     for _ in range(rounds + 1):
         for name, (model, opt, x) in setups.items():
             t0 = time.process_time()
-            _, loss = model(x[:, :-1], x[:, 1:], return_logits=False)  # the trainer's CPU path
-            loss.backward()
+            model(x[:, :-1], x[:, 1:], return_logits=False)[1].backward()  # the trainer's CPU path
             opt.step()
             opt.zero_grad(set_to_none=True)
             costs[name].append(time.process_time() - t0)
@@ -94,11 +92,10 @@ def train_candidate(name: str, c: dict, steps: int, data: Path, out: Path, extra
     return {**summary, "cpu_s": cpu, "wall_s": time.time() - t0}
 
 
-def scan(data: Path, out: Path, specs: list[str], seconds: float, extra: list[str]) -> dict:
-    meta = read_meta(data)
-    vocab = -(-meta["vocab_size"] // 64) * 64  # as train.py pads it
+def scan(data: Path, out: Path, cands: dict[str, dict], seconds: float, extra: list[str]) -> dict:
+    vocab = -(-read_meta(data)["vocab_size"] // 64) * 64  # as train.py pads it
     base = ngram.baselines(data)
-    rows, cands = [], {spec: parse_candidate(spec) for spec in specs}
+    rows = []
     costs = step_costs(cands, vocab)
     for spec, c in cands.items():
         cost = costs[spec]
@@ -111,10 +108,9 @@ def scan(data: Path, out: Path, specs: list[str], seconds: float, extra: list[st
                      "train_tokens_per_s": s["tokens_per_s"], **scored})
         print(f"[scan] {spec}: val {scored['nats_per_token']:.4f} nats/token, {scored['bits_per_byte']:.4f} "
               f"bits/byte ({s['tokens']:,} tokens, {s['wall_s']:.0f} s wall)", flush=True)
-    best = min(rows, key=lambda r: r["nats_per_token"])
     return {"data": str(data), "seconds": seconds, "threads": torch.get_num_threads(),
-            "load_avg": list(os.getloadavg()), "baselines": base,
-            "candidates": rows, "best": best["candidate"], "extra_flags": extra}
+            "load_avg": list(os.getloadavg()), "baselines": base, "candidates": rows,
+            "best": min(rows, key=lambda r: r["nats_per_token"])["candidate"], "extra_flags": extra}
 
 
 def table(result: dict) -> str:
@@ -159,7 +155,7 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
         os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the train.py subprocesses
     try:
-        specs = [s for s in a.candidates if parse_candidate(s)]
+        cands = {spec: parse_candidate(spec) for spec in a.candidates}
         read_meta(a.data)
     except (ValueError, DataError) as e:
         p.error(str(e))
@@ -168,7 +164,7 @@ def main(argv=None):
     try:
         out = claim_output_dir(a.out_dir, KIND, NAMES, overwrite=a.overwrite, inputs=[a.data])
         out.clear()
-        result = scan(a.data, out.create(), specs, a.seconds, extra)
+        result = scan(a.data, out.create(), cands, a.seconds, extra)
     except (OutputError, DataError, CandidateFailed) as e:
         if out is not None:
             out.abandon()  # a scan stopped before any run leaves no folder behind

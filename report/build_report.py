@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import fileio  # noqa: E402
 import sections  # noqa: E402
 from findings import series  # noqa: E402
-from questions import question_values  # noqa: E402
+from questions import FileTokenizer, examples, gpt2_encoding  # noqa: E402
 from sections import ReportInputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,8 @@ def report_values(run: Path, data_dir=None, t0: float | None = None) -> tuple[di
     values.update(sections.header_values(run, f["cmds"], t0, ROOT), **sections.bpe_values(f["bpe"], f["cmds"]),
                   **sections.corpus_values(f), **sections.pretrain_values(f, f["cmds"]),
                   **sections.generation_values(f["gens"], f["cmds"]),
-                  **question_values(run / "bpe/tokenizer.json", data_dir), gpu_commands=gpu_commands())
+                  **examples(FileTokenizer(run / "bpe/tokenizer.json"), gpt2_encoding(data_dir)),
+                  gpu_commands=gpu_commands())
     return values, {"findings": verdicts, **f}
 
 

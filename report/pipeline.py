@@ -1,9 +1,10 @@
 """The main job: run every stage of the homework at CPU scale (or the GPU preset), then build the report.
 
+    python report/pipeline.py [--preset smoke] [--redo STAGE ...]
+
 Each stage is a folder's own script, run as a child process; they meet only through the files under the run folder RUN:
   bpe        bpe/train.py            the homework's tokenizer (manual.txt, vocabulary 1024) -> RUN/bpe/
-  corpus     finetune/partition.py   the Alpaca partition: finetuning subset, held-out instructions, and the other
-                                     records' responses as pretraining text -> RUN/corpus/
+  corpus     finetune/partition.py   Alpaca: finetuning subset, held-out instructions, pretraining text -> RUN/corpus/
   tokenizer  bpe/train.py            (CPU) a GPT-2-pattern BPE of the pretraining corpus -> RUN/tokenizer/
   data       pretrain/prepare.py     that corpus (WikiText-2 + the responses) in shards -> RUN/shards/
   pretrain   pretrain/train.py       a small GPT on it -> RUN/pretrain/ (hf/ = its export)
@@ -12,10 +13,8 @@ Each stage is a folder's own script, run as a child process; they meet only thro
   generate   finetune/generate.py    base, full and LoRA answers to the held-out instructions -> RUN/generations.json
   report     report/build_report.py  report/README.md + report/assets/
 
-  python report/pipeline.py                      (then --redo STAGE, or --preset smoke / gpu)
-
-A stage whose output exists is skipped unless ``--redo`` names it. A stage writes aside and is swapped in only when it
-succeeds: a failed run or redo keeps the earlier output. Each stage's command, time and status go to RUN/pipeline.jsonl.
+A stage whose output exists is skipped unless --redo names it; a stage writes aside and is swapped in only when it
+succeeds. Each stage's command, time and status go to RUN/pipeline.jsonl.
 """
 from __future__ import annotations
 

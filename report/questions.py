@@ -96,8 +96,3 @@ def examples(ours, gpt2) -> dict[str, str]:
         "q_yaml_denser": "YAML" if n_ya < n_js else "JSON",
         "q_egg": "; ".join(f"`{v!r}` → {gpt2.encode_ordinary(v)}" for v in ["egg", " egg", "Egg", " EGG"]),
     }
-
-
-def question_values(tokenizer_json: Path, data_dir=None) -> dict[str, str]:
-    """The ``q_*`` slots: our tokenizer (the bpe stage's tokenizer.json) beside GPT-2's."""
-    return examples(FileTokenizer(tokenizer_json), gpt2_encoding(data_dir))

@@ -180,10 +180,9 @@ HELLASWAG = {"hellaswag_acc_norm": "acc_norm per token (build-nanogpt)",
 def hellaswag_figures(rows: list[dict]) -> list[tuple[str, float, float, int]]:
     """(convention, accuracy, standard error, n) of each acc_norm convention on the last HellaSwag line."""
     hs = [r for r in rows if r.get("hellaswag_acc_norm") is not None]
-    if not hs:
-        return []
-    last, n = hs[-1], int(hs[-1]["hellaswag_n"])
-    return [(name, last[k], fd.binomial_se(last[k], n), n) for k, name in HELLASWAG.items() if last.get(k) is not None]
+    n = int(hs[-1]["hellaswag_n"]) if hs else 0
+    return [(name, hs[-1][k], fd.binomial_se(hs[-1][k], n), n) for k, name in HELLASWAG.items()
+            if hs and hs[-1].get(k) is not None]
 
 
 def sample_stats(samples: list[str], meta: dict) -> dict:
