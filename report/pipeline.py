@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import os
+import platform
 import shlex
 import sys
 import time
@@ -50,9 +51,9 @@ class PipelineConfig:
     own_tokenizer: bool = True             # False: GPT-2's tokenizer (the GPU preset)
     tokenizer_vocab_size: int = 4096
     pretrain_preset: str = "tiny-cpu"
-    # tiny-cpu's recipe (chosen by measurement: pretrain/README.md); 2,500 steps fill pretraining's share of the 15
-    # minutes at ~11k tokens/s on an idle 2-core machine: 5.1M tokens, about 1.3 passes over the training split
-    pretrain_flags: tuple[str, ...] = ("--max_steps", "2500", "--warmup_steps", "100", "--eval_interval", "500",
+    # tiny-cpu's recipe (chosen by measurement: pretrain/README.md); 1,500 steps fill pretraining's share of the 15
+    # minutes on the slower of the measured 2-core machines (AVX2 without native bf16, ~8k tokens/s): 3.1M tokens
+    pretrain_flags: tuple[str, ...] = ("--max_steps", "1500", "--warmup_steps", "100", "--eval_interval", "500",
                                        "--val_steps", "100000", "--sample_prompt", "The")
     # ~200k val tokens, every one scored at each evaluation; each Alpaca response its own document (end-of-text at
     # its start), so the base model has seen where answers end before finetuning teaches it to end its own
@@ -151,8 +152,22 @@ def pretty(argv: list[str]) -> str:
     return shlex.join(os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in argv)
 
 
+def machine() -> str:
+    """The CPU the stage times belong to: model, widest vector ISA, native bf16 or not, threads."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    first_cpu = info.split("\n\n")[0].splitlines()
+    field = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first_cpu)}
+    model = f"{field.get('model name', platform.processor())} (family {field.get('cpu family')}, " \
+            f"model {field.get('model')})"
+    flags = set(field.get("flags", "").split())
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    bf16 = "native bf16" if flags & {"avx512_bf16", "amx_bf16"} else "no native bf16"
+    return f"{model}, {isa}, {bf16}, {os.cpu_count()} threads"
+
+
 def append_record(log_path: Path, preset: str, **record) -> None:
-    record.update(preset=preset, time=time.strftime("%Y-%m-%dT%H:%M:%S"), load_avg=list(os.getloadavg()))
+    record.update(preset=preset, time=time.strftime("%Y-%m-%dT%H:%M:%S"), load_avg=list(os.getloadavg()),
+                  machine=machine())
     with open(log_path, "a") as f:
         f.write(json.dumps(record) + "\n")
 

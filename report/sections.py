@@ -96,6 +96,7 @@ def header_values(run: Path, cmds: dict, t0: float | None, root: Path) -> dict[s
         "total_s": f"{total:.0f}", "total_min": f"{total / 60:.1f}",
         "load_note": (f"(1-minute, at each stage's end) {min(loads):.1f}–{max(loads):.1f} on this machine"
                       if loads else "not recorded"),
+        "machine": next((r["machine"] for r in cmds.values() if r.get("machine")), "not recorded"),
         "stage_table": md_table(["stage", "command", "wall s", "load"], rows),
     }
 
