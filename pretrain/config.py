@@ -100,7 +100,7 @@ PRESETS = {
     },
     # The CPU recipe chosen by measurement (scan.py, README.md "Choosing the CPU recipe"): the 96-wide model, Muon,
     # 2,048-token steps of shuffled windows; context 256 (the finetuning prompts need it). Its default run is 150
-    # steps of Tiny Shakespeare with GPT-2's vocabulary; the CPU pipeline runs 1,800 steps on its own corpus.
+    # steps of Tiny Shakespeare with GPT-2's vocabulary; the CPU pipeline runs 1,500 steps on its own corpus.
     "tiny-cpu": {
         "model": dict(block_size=256, n_layer=4, n_head=3, n_embd=96),
         "train": dict(total_batch_size=2048, batch_size=8, seq_len=256, lr=6e-3, warmup_steps=50, optimizer="muon",

@@ -51,9 +51,9 @@ class PipelineConfig:
     own_tokenizer: bool = True             # False: GPT-2's tokenizer (the GPU preset)
     tokenizer_vocab_size: int = 4096
     pretrain_preset: str = "tiny-cpu"
-    # tiny-cpu's recipe (chosen by measurement: pretrain/README.md); 1,800 steps fill pretraining's share of the 15
-    # minutes on the slower of the measured 2-core machines (AVX2 without native bf16, ~8.3k tokens/s): 3.7M tokens
-    pretrain_flags: tuple[str, ...] = ("--max_steps", "1800", "--warmup_steps", "100", "--eval_interval", "500",
+    # tiny-cpu's recipe (chosen by measurement: pretrain/README.md); 1,500 steps fill pretraining's share of the 15
+    # minutes on the slower of the measured 2-core machines (AVX2 without native bf16, ~8k tokens/s): 3.1M tokens
+    pretrain_flags: tuple[str, ...] = ("--max_steps", "1500", "--warmup_steps", "100", "--eval_interval", "500",
                                        "--val_steps", "100000", "--sample_prompt", "The")
     # ~200k val tokens, every one scored at each evaluation; each Alpaca response its own document (end-of-text at
     # its start), so the base model has seen where answers end before finetuning teaches it to end its own
