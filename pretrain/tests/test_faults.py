@@ -501,3 +501,31 @@ def test_ngram_refuses_an_out_that_is_a_folder_or_read_only_before_the_work(shak
     (tmp_path / "mine.json").write_text('{"a": 1}')  # a user's JSON: refused even with --overwrite
     assert "did not write" in refused("ngram", [*args, tmp_path / "mine.json", "--overwrite"], capsys)
     assert (tmp_path / "mine.json").read_text() == '{"a": 1}'
+
+
+def test_a_second_trainer_on_a_folder_in_use_is_refused(shakespeare, tmp_path, capsys):
+    """One writer per folder: while a run trains, a second train.py on its folder, with --resume or --overwrite, is
+    refused in one line naming the holder (fileio's lock), and the first run trains on."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import HERE
+
+    out = tmp_path / "run"
+    argv = ["--data", str(shakespeare), "--out_dir", str(out), *TINY_ARGS, "--max_steps", "100000", *FAST]
+    first = subprocess.Popen([sys.executable, str(HERE / "train.py"), *argv], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any('"loss"' in line for line in
+                       ((out / "log.jsonl").read_text().splitlines() if (out / "log.jsonl").is_file() else [])):
+            assert first.poll() is None and time.monotonic() < deadline, "the first run did not start training"
+            time.sleep(0.05)
+        for extra in (["--resume"], ["--overwrite"]):
+            line = user_error(train.main, [*argv, "--max_steps", "2", *extra], capsys)  # short, were it let in
+            assert f"in use by PID {first.pid} on {os.uname().nodename}" in line, line
+        assert first.poll() is None  # the first run trains on
+    finally:
+        first.kill()
+        first.wait()
