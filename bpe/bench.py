@@ -1,5 +1,5 @@
-"""Benchmark the tokenizer against its anchors (HF tokenizers' trainer, tiktoken), all in the same run; print the ratios
-and write <out_dir>/bench.json. Scaling runs train in a fresh process each (peak memory from Linux's /proc VmHWM).
+"""Benchmark the tokenizer against its anchors (HF tokenizers' trainer, tiktoken), interleaved in one run (medians);
+print the ratios and write --out. Scaling runs train in a fresh process each (peak memory from Linux's /proc VmHWM).
 
     python bpe/bench.py                    # everything (about 1-2 minutes on 2 cores)
     python bpe/bench.py --skip_scaling     # only training on manual.txt and encode throughput
@@ -12,27 +12,35 @@ import lzma
 import multiprocessing
 import os
 import re
+import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import fileio
-from gpt2files import gpt2_encoding
-from tokenizer import Tokenizer
+from tokenizer import Tokenizer, gpt2_encoding
 
 HERE = Path(__file__).resolve().parent
 CONTENDERS = [("ours", "none"), ("ours", "gpt2"), ("hf", "gpt2")]  # (trainer, pattern) of the scaling runs
 
 
 def race(fns: dict, repeat: int) -> tuple[dict, dict]:
-    """({name: best seconds}, {name: last result}) over ``repeat`` rounds, round-robin so load hits all alike."""
-    best, results = {name: float("inf") for name in fns}, {}
+    """({name: median seconds}, {name: last result}) over ``repeat`` rounds, round-robin so load hits all alike."""
+    times, results = {name: [] for name in fns}, {}
     for _ in range(repeat):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             results[name] = fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best, results
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}, results
+
+
+def machine() -> str:
+    """CPU model, widest vector ISA, threads and load: what a CPU timing means nothing without."""
+    info = Path("/proc/cpuinfo").read_text()
+    cpu, isa = re.search(r"model name\s*:\s*(.*)", info), [f for f in ("avx512f", "avx2", "asimd") if f in info.split()]
+    return (f"{cpu[1] if cpu else 'unknown CPU'}, {(isa or ['no AVX2'])[0]}, {os.cpu_count()} threads, "
+            f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def hf_train(text: str, vocab_size: int):
@@ -46,13 +54,11 @@ def hf_train(text: str, vocab_size: int):
     return tok
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory, VmHWM (ru_maxrss would carry the parent's peak over exec)."""
-    return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text())[1]) / 1024
-
-
 def train_once(text: str, trainer: str, pattern: str, vocab_size: int) -> dict:
-    """Run in a fresh process: train on the text; its time and memory."""
+    """Run in a fresh process: train on the text; its time and peak memory (VmHWM: ru_maxrss would carry the
+    parent's peak over exec)."""
+    def peak_rss_mb() -> float:
+        return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text())[1]) / 1024
     base, t0 = peak_rss_mb(), time.perf_counter()
     Tokenizer(pattern).train(text, vocab_size) if trainer == "ours" else hf_train(text, vocab_size)
     return {"seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": base}
@@ -61,27 +67,27 @@ def train_once(text: str, trainer: str, pattern: str, vocab_size: int) -> dict:
 def alpaca_text(data_dir) -> bytes:
     """Alpaca's instruction/input/output texts: the offline .xz copy, else the original JSON (downloadable)."""
     try:
-        with lzma.open(fileio.find("alpaca/alpaca_data.json.xz", data_dir, download=False), "rt",
-                       encoding="utf-8") as f:
-            records = json.load(f)
+        xz = fileio.find("alpaca/alpaca_data.json.xz", data_dir, download=False)  # an offline copy only
+        records = json.loads(lzma.decompress(xz.read_bytes()))
     except fileio.DataFileNotFound:
-        records = json.loads(fileio.find("alpaca/alpaca_data.json", data_dir).read_text(encoding="utf-8"))
+        records = json.loads(fileio.find("alpaca/alpaca_data.json", data_dir).read_bytes())
     return "\n\n".join("\n".join(v for v in (r["instruction"], r["input"], r["output"]) if v)
                        for r in records).encode("utf-8")
 
 
 def bench_scaling(data_dir, sizes_mb, vocab_size: int) -> dict:
     text, rows, ratios = alpaca_text(data_dir), [], {}
+    pool = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), max_tasks_per_child=1)  # fresh: own peak
     for trainer, pattern in CONTENDERS:
-        for mb in sorted(sizes_mb):  # a fresh (spawned) process each: its own peak memory
+        for mb in sorted(sizes_mb):
             piece = text[:int(mb * 1_000_000)].decode("utf-8", errors="ignore")
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                r = pool.submit(train_once, piece, trainer, pattern, vocab_size).result()
+            r = pool.submit(train_once, piece, trainer, pattern, vocab_size).result()
             rows.append({"mb": mb, "trainer": trainer, "pattern": pattern, **r})
             print(f"  {mb:>5} MB  {trainer:<4} {pattern:<5} {r['seconds']:7.2f} s   peak RSS "
                   f"{r['peak_rss_mb']:7.1f} MB (before training {r['rss_before_mb']:.1f} MB)", flush=True)
         if len(sizes_mb) > 1:  # largest over smallest
             ratios[f"scaling_{trainer}_{pattern}_time_ratio"] = r["seconds"] / rows[-len(sizes_mb)]["seconds"]
+    pool.shutdown()
     return {"scaling": rows, **ratios}
 
 
@@ -126,16 +132,17 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data_dir", default=None)
     p.add_argument("--vocab_size", type=int, default=1024)
-    p.add_argument("--repeat", type=int, default=3, help="timed repeats; the best is reported")
+    p.add_argument("--repeat", type=int, default=3, help="timed rounds; the median is reported")
     p.add_argument("--scaling_mb", type=float, nargs="*", default=[1, 10])
     p.add_argument("--skip_scaling", action="store_true")
-    p.add_argument("--out_dir", default=str(HERE.parent / "runs" / "bpe_bench"),
-                   help="folder for bench.json (default runs/bpe_bench/, apart from train.py's output set)")
+    p.add_argument("--out", default=str(HERE.parent / "runs" / "bpe_bench" / "bench.json"),
+                   help="JSON output (default: apart from train.py's output set)")
     args = p.parse_args(argv)
-    results = {"cpu_count": os.cpu_count()}
+    results = {"cpu_count": os.cpu_count(), "machine": machine()}
+    print(f"machine: {results['machine']}")
 
     manual = fileio.find("bpe/manual.txt", args.data_dir).read_text(encoding="utf-8")
-    print(f"== training on manual.txt, vocab {args.vocab_size}, best of {args.repeat} (target: ours <= 2x HF)")
+    print(f"== training on manual.txt, vocab {args.vocab_size}, median of {args.repeat} (target: ours <= 2x HF)")
     show(results.setdefault("train_manual", bench_training(manual, args.vocab_size, args.repeat)))
     if not args.skip_scaling:
         print(f"== scaling on Alpaca texts ({' and '.join(f'{mb:g}' for mb in args.scaling_mb)} MB), vocab "
@@ -145,8 +152,8 @@ def main(argv=None) -> dict:
     print("== encode throughput, GPT-2 vocabulary, wikitext2 valid + tinyshakespeare (target: pure Python >= 0.125x "
           "tiktoken, tiktoken export >= 0.9x)")
     show(results.setdefault("encode_gpt2", bench_encode(args.data_dir, args.repeat)))
-    fileio.atomic_write_json(Path(args.out_dir) / "bench.json", results)
-    print(f"wrote {Path(args.out_dir) / 'bench.json'}")
+    fileio.atomic_write_json(args.out, results)
+    print(f"wrote {args.out}")
     return results
 
 

@@ -32,7 +32,7 @@ VARIANTS = [  # the chain: each undoes one difference of the one before; the las
     ("ours_same_merge_count", "our trainer (all 256 bytes, smallest-pair ties) with the homework's number of merges"),
     ("ours", "our tokenizer: 256 bytes + vocab_size - 256 merges"),
 ]
-EFFECTS = {"dropped_bytes": 0, "pass_encode": 1, "tie_break": 2, "extra_merges": 3}  # = count(VARIANTS[k, k + 1])
+EFFECTS = ["dropped_bytes", "pass_encode", "tie_break", "extra_merges"]  # effect k: count(VARIANTS[k]) - count(k + 1)
 
 
 def corpus_alphabet(data: bytes) -> list[int]:
@@ -120,7 +120,6 @@ def analyse(data: bytes, vocab_size: int, ours: Tokenizer, paragraphs: dict[str,
     ours_tokens = [ours.vocab[new] for *_, new in ours.merges]
     same = next((k for k, (m, t) in enumerate(zip(merges, ours_tokens)) if m[0] + m[1] != t),
                 min(len(merges), len(ours_tokens)))
-    names = [v for v, _ in VARIANTS]
     return {
         "schema": SCHEMA, "published": PUBLISHED, "paragraphs_are_published": published,
         "alphabet": {"size": len(alphabet), "first_tokens": first, "last_tokens": last,
@@ -131,8 +130,8 @@ def analyse(data: bytes, vocab_size: int, ours: Tokenizer, paragraphs: dict[str,
         "missing_bytes": {p: missing_bytes(t, set(alphabet)) for p, t in paragraphs.items()},
         "variants": [{"name": v, "what": what, **{p: counts[p][v] for p in paragraphs}} for v, what in VARIANTS],
         "merge_order_encode": {p: counts[p]["merge_order_encode"] for p in paragraphs},
-        "effects": {e: {p: counts[p][names[k]] - counts[p][names[k + 1]] for p in paragraphs}
-                    for e, k in EFFECTS.items()},
+        "effects": {e: {p: counts[p][VARIANTS[k][0]] - counts[p][VARIANTS[k + 1][0]] for p in paragraphs}
+                    for k, e in enumerate(EFFECTS)},
         "reproduces_published": published and all(counts[p]["homework"] == PUBLISHED["ours"][p] for p in counts),
     }
 

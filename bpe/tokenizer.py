@@ -3,23 +3,29 @@ files, and exports to tiktoken and Hugging Face that give the same ids.
 
 Encoding merges the adjacent pair of lowest rank first (leftmost on ties). Ids are ranks: byte b is id b, merges 256,
 257, ... in creation order, then the special tokens. User input is checked where it enters (train.py, ``load``).
+``gpt2_encoding`` is the reference: tiktoken's own ``gpt2`` built from the data directory's GPT-2 files.
 """
 from __future__ import annotations
 
 import functools
 import heapq
 import json
+import os
 import unicodedata
 from collections import Counter
 from pathlib import Path
+from unittest import mock
 
 import regex
 
-from fileio import atomic_write_json, atomic_write_text
-from gpt2files import EOT, GPT2_PATTERN, bytes_to_unicode, gpt2_encoding
+import fileio
 from trainer import train_merges
 
 FORMAT_NAME, FORMAT_VERSION = "llmhw-bpe", 1
+EOT = "<|endoftext|>"
+# GPT-2's pre-split regex as tiktoken_ext/openai_public.py gives it for `gpt2`/`r50k_base` (tiktoken 0.7; later
+# versions write an equivalent possessive form). It splits text exactly as openai/gpt-2 src/encoder.py's pattern.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 # GPT-4's split pattern: cl100k_base's as tiktoken 0.14 has it (minbpe's copy lacks `\s++$`), except `\p{N}{1,3}`
 # for `\p{N}{1,3}+`: the same pieces, and HF's Oniguruma reads `{n,m}+` as "one or more", not possessive.
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$"""
@@ -29,11 +35,40 @@ _SMALL_PIECE = 128  # pieces up to this many bytes use the list merge, longer on
 _CACHE_MAX = 1 << 20
 
 
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map (openai/gpt-2 src/encoder.py): the 188 printable Latin-1
+    bytes map to themselves, the other 68 to chr(256 + k) in byte order. Byte-level tokenizer.json files store tokens
+    this way."""
+    printable = [b for b in range(256) if chr(b).isprintable() and b != ord(" ")]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + k) for k, b in enumerate(others)}}
+
+
+def gpt2_encoding(data_dir: str | os.PathLike | None = None, files: dict[str, Path] | None = None):
+    """tiktoken's ``gpt2`` Encoding from the data directory's gpt2/encoder.json + gpt2/vocab.bpe (or ``files``):
+    50,256 merges' ranks + <|endoftext|> = 50256, the ids of ``tiktoken.get_encoding("gpt2")``, which would download
+    the files. Damaged or foreign files: one ValueError line naming them."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    files = files or {name: fileio.find(f"gpt2/{name}", data_dir) for name in ("encoder.json", "vocab.bpe")}
+    try:
+        # caching off: tiktoken caches what it reads under /tmp/data-gym-cache keyed by the path, not the content,
+        # so a file changed at the same path would give stale ranks
+        with mock.patch.dict(os.environ, TIKTOKEN_CACHE_DIR=""):
+            ranks = data_gym_to_mergeable_bpe_ranks(str(files["vocab.bpe"]), str(files["encoder.json"]))
+    except (ValueError, UnicodeDecodeError, KeyError, AttributeError, TypeError, AssertionError, OSError) as e:
+        # tiktoken reads both files and asserts they agree: a damaged or foreign file surfaces as any of these
+        why = "the two files disagree" if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"
+        raise ValueError(f"{files['encoder.json']} + {files['vocab.bpe']}: not GPT-2's encoder.json + vocab.bpe "
+                         f"pair ({str(why).splitlines()[0][:160]})") from None
+    return tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: len(ranks)})
+
+
 def render_token(b: bytes) -> str:
     """A one-line readable form of a token: UTF-8 text where valid, \\xNN for other bytes, control chars escaped."""
-    s = b.decode("utf-8", errors="backslashreplace")
     return "".join(ch if unicodedata.category(ch)[0] != "C" else ch.encode("unicode_escape").decode("ascii")
-                   for ch in s)
+                   for ch in b.decode("utf-8", errors="backslashreplace"))
 
 
 @functools.lru_cache(maxsize=64)
@@ -67,8 +102,7 @@ def model_fields(d: dict) -> tuple[dict[int, bytes], dict[str, int], list[tuple[
             raise ValueError(f"merge {k} {m!r}: token {new}'s bytes are not token {a}'s + token {b}'s")
         known.add(new)
         merges.append((a, b, new))
-    unmade = sorted(set(vocab) - known)
-    if unmade:
+    if unmade := sorted(set(vocab) - known):
         raise ValueError(f"token {unmade[0]} ({len(unmade)} in all) is longer than one byte but no merge makes it")
     return vocab, specials, merges
 
@@ -199,10 +233,8 @@ class Tokenizer:
     def encode(self, text: str, allowed_special="none_raise", disallowed_special="all") -> list[int]:
         """Encode with tiktoken's special-token policy (allowed_special / disallowed_special, same defaults)."""
         specials = set(self.special_tokens)
-        if allowed_special == "all":
-            allowed = specials
-        else:
-            allowed = set() if allowed_special in ("none_raise", None) else set(allowed_special)
+        allowed = specials if allowed_special == "all" else \
+            set() if allowed_special in ("none_raise", None) else set(allowed_special)
         if allowed - specials:
             raise ValueError(f"allowed_special names unknown special tokens {sorted(allowed - specials)}; "
                              f"this tokenizer has {sorted(specials)}")
@@ -237,12 +269,10 @@ class Tokenizer:
         d = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "pattern_name": self.pattern_name,
              "pattern": self.pattern, "vocab": [[i, b.hex()] for i, b in sorted(self.vocab.items())],
              "special_tokens": self.special_tokens, "merges": [list(m) for m in self.merges]}
-        atomic_write_text(path, json.dumps(d, ensure_ascii=False) + "\n")
-        if vocab_path is not None:
-            self.save_vocab(vocab_path)
-
-    def save_vocab(self, path) -> None:
-        """Readable listing: ``id <TAB> token <TAB> [left][right] <TAB> hex`` per line (the merge that made it)."""
+        fileio.atomic_write_text(path, json.dumps(d, ensure_ascii=False) + "\n")
+        if vocab_path is None:
+            return
+        # the readable listing: ``id <TAB> token <TAB> [left][right] <TAB> hex`` per line (the merge that made it)
         made_by = {new: (a, b) for a, b, new in self.merges}
         lines = [f"# {FORMAT_NAME} v{FORMAT_VERSION} vocab; pattern={self.pattern_name}; "
                  f"{len(self.vocab)} tokens + {len(self.special_tokens)} special; columns: id, token, merge, hex"]
@@ -250,7 +280,7 @@ class Tokenizer:
             how = "".join(f"[{render_token(self.vocab[x])}]" for x in made_by.get(i, ()))
             lines.append(f"{i}\t{render_token(b)}\t{how}\t{b.hex()}")
         lines += [f"{i}\t{s}\t(special)\t" for s, i in sorted(self.special_tokens.items(), key=lambda kv: kv[1])]
-        atomic_write_text(path, "\n".join(lines) + "\n")
+        fileio.atomic_write_text(vocab_path, "\n".join(lines) + "\n")
 
     @classmethod
     def load(cls, path) -> Tokenizer:
@@ -339,7 +369,7 @@ class Tokenizer:
 
     def save_hf(self, folder, model_max_length: int = 1024) -> None:
         """A transformers tokenizer folder (``AutoTokenizer.from_pretrained``), each file written atomically."""
-        config = self.hf_config(model_max_length)
-        atomic_write_text(Path(folder) / "tokenizer.json", self.to_hf().to_str(pretty=False))
-        atomic_write_json(Path(folder) / "tokenizer_config.json", config)
-        atomic_write_json(Path(folder) / "special_tokens_map.json", {k: v for k, v in config.items() if "_token" in k})
+        config, folder = self.hf_config(model_max_length), Path(folder)
+        fileio.atomic_write_text(folder / "tokenizer.json", self.to_hf().to_str(pretty=False))
+        fileio.atomic_write_json(folder / "tokenizer_config.json", config)
+        fileio.atomic_write_json(folder / "special_tokens_map.json", {k: v for k, v in config.items() if "_token" in k})

@@ -19,8 +19,7 @@ import regex
 
 import fileio
 import homework
-from gpt2files import gpt2_encoding
-from tokenizer import PATTERNS, Tokenizer, render_token
+from tokenizer import PATTERNS, Tokenizer, gpt2_encoding, render_token
 
 HERE = Path(__file__).resolve().parent
 FILES = {"model": "tokenizer.model", "vocab": "vocab.txt", "hf": "tokenizer.json",  # role -> name of the set

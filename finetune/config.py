@@ -103,18 +103,16 @@ def validate(tc: TrainConfig, rc: RunConfig) -> None:
         for name in names:
             if not ok(values[name]):
                 raise ValueError(f"--{name} {what}, got {values[name]!r}")
-    if device_problem(rc.device):
-        raise ValueError(device_problem(rc.device))
+    if problem := device_problem(rc.device):
+        raise ValueError(problem)
     if rc.resume and rc.overwrite:
         raise ValueError("--resume and --overwrite contradict each other: choose one")
-    if tc.lora_load_path:  # a LoRA run of the adapter's rank, on the base the adapter records (unless allowed)
-        if tc.lora_dim == 0:
-            raise ValueError("--lora_load_path needs --lora_dim > 0 (0 means full finetuning)")
-        rank = lora.adapter_rank(tc.lora_load_path)  # not an adapter folder: FileNotFoundError, one line
+    if tc.lora_load_path:  # a LoRA run of the adapter's rank (so not 0), on the base the adapter records
+        rank = lora.check_adapter(tc.lora_load_path, tc.model_name_or_path, "--model_name_or_path",
+                                  rc.allow_other_base)  # not an adapter folder: FileNotFoundError, one line
         if rank != tc.lora_dim:
             raise ValueError(f"--lora_load_path {tc.lora_load_path} holds a rank-{rank} adapter, but --lora_dim is "
                              f"{tc.lora_dim}; pass that rank")
-        lora.check_adapter_base(tc.lora_load_path, tc.model_name_or_path, "--model_name_or_path", rc.allow_other_base)
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, RunConfig]:

@@ -5,6 +5,7 @@ and padding; one whose prompt alone fills ``max_length`` is dropped and counted.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import lzma
@@ -61,14 +62,9 @@ def resolve_data_path(data_path: str, data_dir: str | None = None) -> Path | str
     if data_path.endswith((".json", ".jsonl", ".xz")):
         alt = data_path[:-3] if data_path.endswith(".xz") else data_path + ".xz"
         for name in (data_path, alt):  # a local copy of either form first, then a download of one with a source
-            try:
+            with contextlib.suppress(fileio.DataFileNotFound):
                 return fileio.find(name, data_dir, download=False)
-            except fileio.DataFileNotFound:
-                pass
-        for name in (data_path, alt):
-            if fileio.SOURCES.get(name):
-                return fileio.find(name, data_dir)
-        return fileio.find(data_path, data_dir, download=False)  # raises the one-line error naming the folders
+        return fileio.find(next((n for n in (data_path, alt) if fileio.SOURCES.get(n)), data_path), data_dir)
     if HUB_NAME.fullmatch(data_path):
         return data_path
     raise FileNotFoundError(f"--data_path {data_path}: no such file, and not a data-directory name or "
@@ -151,14 +147,9 @@ class Example:
 
 def tokenize(records: list[dict], tokenizer, template: str = "homework", max_length: int = 512
              ) -> tuple[list[Example], int]:
-    """Templated, tokenized, masked examples and the number dropped because the prompt fills max_length."""
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}; choose from {sorted(TEMPLATES)}")
-    if max_length < 2:
-        raise ValueError(f"max_length must be >= 2, got {max_length}")
+    """Templated, tokenized, masked examples and the number dropped because the prompt fills max_length.
+    The tokenizer has an EOS (load_tokenizer's guarantee); the template is one of TEMPLATES (checked at start-up)."""
     eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no EOS token; the target needs one")
     if not records:  # (the fast tokenizer fails on an empty batch)
         return [], 0
     # Prompt and target tokenized separately, so the prompt/target boundary is exact (one batched call each).
@@ -171,11 +162,8 @@ def tokenize(records: list[dict], tokenizer, template: str = "homework", max_len
 
 def split_indices(n: int, eval_ratio: float, seed: int, max_examples: int | None = None
                   ) -> tuple[list[int], list[int]]:
-    """Deterministic (train, eval) record indices: one seeded shuffle, an optional subset, the split."""
-    if not 0.0 <= eval_ratio < 1.0:
-        raise ValueError(f"eval_ratio must be in [0, 1), got {eval_ratio}")
-    if max_examples is not None and max_examples <= 0:
-        raise ValueError(f"max_examples must be > 0, got {max_examples}")
+    """Deterministic (train, eval) record indices: one seeded shuffle, an optional subset, the split (the callers
+    check eval_ratio in [0, 1) and max_examples > 0)."""
     idx = list(range(n))
     random.Random(seed).shuffle(idx)
     idx = idx[:max_examples]  # (None: all)

@@ -1,19 +1,11 @@
 """Files: outputs written whole or not at all, one rule for output folders and files, where data files are found.
 
 One identical copy in each of bpe/, pretrain/, finetune/ and report/ (checked by tests/test_layout.py; canonical here).
-- Writes go to a temp ``.<name>.llmhw-<random>.tmp`` beside the target and are renamed into place when complete
-  (a folder is swapped in whole). A failed write is one line (``OutputError``); a full disk names the MiB free.
-- The output rule (``claim_output_dir``, at start-up, before any work; creates nothing): a folder is ours when its
-  marker ``.llmhw-output`` names our kind and every entry matches our ``names``. New or empty: taken; an earlier
-  output of ours: replaced only with ``overwrite`` (or continued with ``resume``); anything else is refused in one
-  line, whatever the flags, and nothing is deleted. One writer per folder: an exclusive ``flock`` on ``.llmhw-lock``
-  (naming the holder) lasts as long as the writing process. ``claim_output_file``: the same for one JSON file.
-- ``find(name)``: a data file by its name under the data directory (as in ../shared/data): ``--data_dir`` or
-  $LLMHW_DATA_DIR, then the cache $LLMHW_CACHE_DIR (~/.cache/llmhw), then a download of the public copy unless
-  offline (LLMHW_OFFLINE=1 or HF_HUB_OFFLINE=1).
+Outputs are built in a temp ``.<name>.llmhw-<random>.tmp`` beside the target and renamed into place. The output rule
+(``claim_output_dir``/``claim_output_file``, at start-up, creating nothing): replace only a folder whose marker
+``.llmhw-output`` names our kind and whose entries all match our names (a file: its "kind"), and only with
+``overwrite``/``resume``; a ``flock`` on ``.llmhw-lock`` keeps one writer per folder. ``find``: data files by name.
 """
-from __future__ import annotations
-
 import contextlib
 import ctypes
 import errno
@@ -34,46 +26,67 @@ from pathlib import Path
 MARKER, LOCK = ".llmhw-output", ".llmhw-lock"
 TEMP = re.compile(r"^\..+\.llmhw-\w+\.tmp$")  # our temporaries, and only ours
 _locks: dict[Path, object] = {}               # folder -> open lock file: held until this process ends
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # (read once: mkstemp/mkdtemp make 0600/0700; outputs get the modes open()/mkdir() would)
 
 
 class OutputError(OSError):
     """An output that cannot or may not be written; the message is one line naming the path and what to do."""
 
 
-def _write_error(path: Path, e: BaseException, names=()) -> OutputError | None:
+def _write_error(path: Path, e: BaseException, names=None) -> OutputError | None:
     """The one line for a failed write (disk full, torch's short write, an OSError on one of ``names``), else None."""
     if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "unexpected pos" in str(e):
         free = shutil.disk_usage(next(p for p in path.parents if p.exists())).free / 2**20
         return OutputError(f"{path}: no space left on the disk holding {path.parent} ({free:.0f} MiB free); "
                            "free some space or choose another output folder")
-    if isinstance(e, OSError) and (not names or e.filename in names):
+    if isinstance(e, OSError) and (names is None or e.filename in names):
         return OutputError(f"{path}: cannot write ({e.strerror or e})")
-    return None
+
+
+def _remove(p: Path) -> None:
+    shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+
+
+def _restore(path: Path) -> Path:
+    """Undo a folder swap that a kill split (the old folder goes back if the new one never arrived); its old name."""
+    old = path.with_name(f".{path.name}.llmhw-old")
+    if old.exists():
+        os.replace(old, path) if not path.exists() else shutil.rmtree(old)
+    return old
+
+
+@contextlib.contextmanager
+def _aside(path: Path):
+    """Yield a temp path beside ``path``, renamed to ``path`` when the block ends without error."""
+    tmp, old = path.with_name(f".{path.name}.llmhw-{os.urandom(6).hex()}.tmp"), _restore(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        if tmp.is_dir() and path.exists():  # a folder: two renames; a kill between them is undone by _restore
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _remove(old)
+    except (OSError, RuntimeError) as e:
+        raise (_write_error(path, e, {str(p) for p in (tmp, path, *path.parents)}) or e) from None
+    finally:
+        _remove(tmp)
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     """Yield an open temp file beside ``path``; when the block ends without error it replaces ``path``."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.llmhw-", suffix=".tmp")
-        os.chmod(tmp, 0o666 & ~_UMASK)
-    except OSError as e:
-        raise _write_error(path, e) from None
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        raise (_write_error(path, e, (tmp, str(path))) or e) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with _aside(Path(path)) as tmp, open(tmp, mode.replace("w", "x"), encoding=None if "b" in mode else "utf-8") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, kind: str):
+    """Yield a temp folder carrying ``kind``'s marker; when the block ends without error it replaces ``path`` whole."""
+    with _aside(Path(path)) as tmp:
+        tmp.mkdir()
+        (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
+        yield tmp
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -89,59 +102,21 @@ def atomic_write_json(path: str | os.PathLike, obj) -> Path:
 
 def save_torch(obj, path: str | os.PathLike) -> Path:
     import torch  # only the folders that save tensors pay for the import
-
     with atomic_write(path) as f:
         torch.save(obj, f)
     return Path(path)
 
 
-def _old(path: Path) -> Path:
-    return path.with_name(f".{path.name}.llmhw-old")
-
-
-def _restore(path: Path) -> None:
-    """Undo a folder swap that a kill split: the old folder goes back if the new one never arrived."""
-    if _old(path).exists():
-        os.replace(_old(path), path) if not path.exists() else shutil.rmtree(_old(path))
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, kind: str):
-    """Yield a temp folder carrying ``kind``'s marker; when the block ends without error it replaces ``path`` whole."""
-    path = Path(path)
-    try:
-        _restore(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.llmhw-", suffix=".tmp"))
-    except OSError as e:
-        raise _write_error(path, e) from None
-    try:
-        os.chmod(tmp, 0o777 & ~_UMASK)
-        (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
-        yield tmp
-        if path.exists():  # two renames; a kill between them is undone by _restore
-            os.replace(path, _old(path))
-        os.replace(tmp, path)
-        shutil.rmtree(_old(path), ignore_errors=True)
-    except (OSError, RuntimeError) as e:
-        raise (_write_error(path, e, (str(path), str(_old(path)))) or e) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-# -- the output rule ------------------------------------------------------------------------------------------------
-
 def _place(path: str | os.PathLike, flag: str, inputs, folder: bool) -> Path:
-    """``path`` resolved, once checked: the right type of thing, no input at/inside/around it, writable; the
-    temporaries of killed writes of this very output are removed."""
+    """``path`` resolved and checked: the right type of thing, no input at/inside/around it, writable."""
     try:
         out = Path(path).expanduser().resolve()
     except (RuntimeError, OSError) as e:  # a symlink loop
         raise OutputError(f"{flag} {path}: cannot be resolved ({e}); a symlink loop?") from None
     _restore(out)
     if out.exists() and out.is_dir() != folder:
-        have, need = ("a folder", "file") if out.is_dir() else ("a file", "folder")
-        raise OutputError(f"{flag} {out}: is {have}, but an output {need} is needed here")
+        need, have = ("folder", "file") if folder else ("file", "folder")
+        raise OutputError(f"{flag} {out}: is a {have}, but an output {need} is needed here")
     for p in filter(None, inputs):
         q = Path(p).expanduser().resolve()
         if out == q or q in out.parents or (folder and out in q.parents):
@@ -151,8 +126,8 @@ def _place(path: str | os.PathLike, flag: str, inputs, folder: bool) -> Path:
         tempfile.TemporaryFile(dir=where).close()
     except OSError as e:
         raise OutputError(f"{flag} {out}: cannot write in {where} ({e.strerror or e})") from None
-    for tmp in out.parent.glob(f".{glob.escape(out.name)}.llmhw-*.tmp"):
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+    for tmp in out.parent.glob(f".{glob.escape(out.name)}.llmhw-*.tmp"):  # of killed writes of this very output
+        _remove(tmp)
     return out
 
 
@@ -178,36 +153,28 @@ class OutputDir:
     """A folder ``claim_output_dir`` found fit for this command's output."""
 
     def __init__(self, path: Path, kind: str, earlier: list[str]):
-        self.path, self.kind, self.earlier, self.made = path, kind, earlier, []
+        self.path, self.kind, self.earlier, self.made = path, kind, earlier, None
 
     def create(self) -> Path:
         """Make the folder (for writers that fill it in place), with its marker and lock."""
-        self.made = [p for p in (self.path, *self.path.parents) if not p.exists()][::-1]
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            if not (self.path / MARKER).exists():
-                atomic_write_json(self.path / MARKER, {"kind": self.kind})
-        except OSError as e:
-            raise OutputError(f"{self.path}: cannot create the output folder ({e.strerror or e})") from None
+        made = next((p for p in [*self.path.parents][::-1] + [self.path] if not p.exists()), None)
+        if not (self.path / MARKER).exists():
+            atomic_write_json(self.path / MARKER, {"kind": self.kind})
         _lock(self.path, "output folder")
+        self.made = made  # the outermost folder this made
         return self.path
 
     def clear(self) -> None:
         """Delete the earlier output (every entry was checked to be ours)."""
         for name in self.earlier:
-            p = self.path / name
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            _remove(self.path / name)
         self.earlier = []
 
     def abandon(self) -> None:
-        """A run refused after ``create``: remove the folders it made, if they hold nothing of anyone's."""
-        if self.made and set(os.listdir(self.path)) <= {MARKER, LOCK}:
+        """A run refused after ``create``: remove the folders it made, if they hold no file but marker and lock."""
+        if self.made and all(p.name in (MARKER, LOCK) for p in self.made.rglob("*") if not p.is_dir()):
             _locks.pop(self.path).close()
-            for name in (MARKER, LOCK):
-                (self.path / name).unlink(missing_ok=True)
-            for p in reversed(self.made):
-                with contextlib.suppress(OSError):
-                    p.rmdir()
+            shutil.rmtree(self.made)
 
 
 def _kind_of(path: Path) -> str | None:
@@ -245,8 +212,7 @@ def claim_output_dir(path: str | os.PathLike, kind: str, names, *, overwrite: bo
                           f"{how} to replace it")
     for root, dirs, files in os.walk(out):  # temporaries of killed writes inside
         for name in filter(TEMP.match, dirs + files):
-            p = Path(root, name)
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            _remove(Path(root, name))
         dirs[:] = [d for d in dirs if not TEMP.match(d)]
     return OutputDir(out, kind, entries)
 
@@ -255,41 +221,34 @@ def claim_output_file(path: str | os.PathLike, kind: str, *, overwrite: bool = F
                       flag: str = "--out") -> Path:
     """The same rule for one JSON output file: ours when its top-level "kind" is ``kind``."""
     out = _place(path, flag, inputs, folder=False)
-    if out.exists():
-        if _kind_of(out) != kind:
-            raise OutputError(f"{flag} {out}: is a file this command did not write; choose another path "
-                              "(nothing was replaced)")
-        if not overwrite:
-            raise OutputError(f"{flag} {out}: holds an earlier {kind}; pass --overwrite to replace it")
+    if out.exists() and _kind_of(out) != kind:
+        raise OutputError(f"{flag} {out}: is a file this command did not write; choose another path (nothing was "
+                          "replaced)")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{flag} {out}: holds an earlier {kind}; pass --overwrite to replace it")
     return out
 
 
 def start_child(cmd, **popen_kwargs) -> subprocess.Popen:
-    """A child process that gets SIGTERM when this process dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG),
-    so a killed parent never leaves writers running behind it."""
+    """A child process that gets SIGTERM when this process dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG)."""
     parent = os.getpid()
 
     def tie_to_parent():
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before prctl
             os.kill(os.getpid(), signal.SIGTERM)
-
     return subprocess.Popen(cmd, preexec_fn=tie_to_parent if sys.platform == "linux" else None, **popen_kwargs)
 
 
-# -- data files -----------------------------------------------------------------------------------------------------
-
-SOURCES = {  # name under the data directory -> canonical public copy (None: offline copy only, see its README)
+SOURCES = {  # name under the data directory -> canonical public copy (others: offline copy only)
     "gpt2/encoder.json": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
     "gpt2/vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
     "tinyshakespeare.txt": "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
     "alpaca/alpaca_data.json": "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json",
     "bpe/manual.txt": "https://raw.githubusercontent.com/htlou/Alignment_hw/"
     "689c41fe80c36018f8d7c169ff715c4f8d974760/hw1/bpe/manual.txt",
-    "bpe/lunyu.txt": None,
     "hellaswag/hellaswag_val.jsonl":
         "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",
-    "hellaswag/hellaswag_val_activitynet.jsonl": None,
     "webtext/wikitext2_valid.txt": "https://raw.githubusercontent.com/pytorch/examples/"
     "77f55b912142e11fcfdf5b530231fb9c52f181e8/word_language_model/data/wikitext-2/valid.txt",
 }
@@ -308,9 +267,8 @@ def find(name: str, data_dir_flag: str | os.PathLike | None = None, download: bo
     """The path of data file ``name``: the data directory, the cache, else a download into the cache."""
     cache = Path(os.environ.get("LLMHW_CACHE_DIR", Path.home() / ".cache" / "llmhw")).expanduser()
     folders = [d for d in (data_dir(data_dir_flag), cache) if d is not None]
-    for folder in folders:
-        if (folder / name).is_file():
-            return folder / name
+    if found := next((f / name for f in folders if (f / name).is_file()), None):
+        return found
     offline = any(os.environ.get(v, "") not in ("", "0") for v in ("LLMHW_OFFLINE", "HF_HUB_OFFLINE"))
     url = SOURCES.get(name)
     where = (f"data file '{name}' not found in [{', '.join(map(str, folders))}]; pass --data_dir DIR or set "
@@ -318,14 +276,10 @@ def find(name: str, data_dir_flag: str | os.PathLike | None = None, download: bo
     if not download or offline or url is None:
         why = "offline" if offline else ("no public source known" if url is None else "download disabled")
         raise DataFileNotFound(f"{where} ({why})")
+    print(f"downloading {url} into {cache / name}", file=sys.stderr)
     try:
-        from tqdm import tqdm
-
-        with urllib.request.urlopen(url, timeout=60) as r, atomic_write(cache / name) as f, \
-                tqdm(total=int(r.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
-                     desc=f"download {name}") as bar:
-            while chunk := r.read(1 << 20):
-                bar.update(f.write(chunk))
+        with urllib.request.urlopen(url, timeout=60) as r, atomic_write(cache / name) as f:
+            shutil.copyfileobj(r, f)
     except OSError as e:
         raise DataFileNotFound(f"{where} (download from {url} failed: {e})") from None
     return cache / name

@@ -1,8 +1,8 @@
 """Responses of the original, fully finetuned and LoRA models to the same held-out instructions, side by side.
 
     python finetune/generate.py --base runs/cpu/pretrain/hf --full SWEEP/r0/model --lora SWEEP/r8/adapter \
-        --instructions PART --output generations.json       # PART: a partition folder (partition.py)
-    python finetune/generate.py --base gpt2 --lora gpt2+path/to/adapter --greedy --output out.json
+        --instructions PART --out generations.json       # PART: a partition folder (partition.py)
+    python finetune/generate.py --base gpt2 --lora gpt2+path/to/adapter --greedy --out out.json
 
 LoRA models are merged (merge()) before generating. Every model gets the same left-padded batches and seeds.
 Writes FILE.json (schema in README.md, "generate.py") and FILE.md beside it (the same, readable).
@@ -29,31 +29,8 @@ from partition import INSTRUCTIONS_FILE
 
 FORMAT, VERSION = "llmhw-generations", 2
 GENERATIONS_KIND = "generations"  # the output file's top-level "kind" (fileio.claim_output_file)
-# The fallback list: written for this project, so no Alpaca record holds these instructions (tested).
-BUILTIN_INSTRUCTIONS = [{"instruction": text, "input": inp} for text, inp in [
-    ("Give three tips for keeping a houseplant alive.", ""),
-    ("Explain in two sentences why the sky looks blue at noon and red at sunset.", ""),
-    ("Write a short poem about a lighthouse keeper.", ""),
-    ("Translate the following sentence into French.", "The train leaves at eight in the morning."),
-    ("Summarize the following text in one sentence.",
-     "The tokenizer splits text into tokens, the model predicts the next token, and finetuning on instructions "
-     "teaches the model to answer questions instead of merely continuing text."),
-    ("List four things to pack for a weekend hiking trip.", ""),
-    ("Describe the taste of a ripe mango to someone who has never eaten one.", ""),
-    ("What are two advantages of riding a bicycle to work?", ""),
-    ("Rewrite this sentence so that it uses the passive voice.", "The committee approved the new library budget."),
-    ("Suggest a name for a bakery that sells only bread made with rye.", ""),
-    ("Explain what a prime number is to a ten-year-old.", ""),
-    ("Write a polite email declining an invitation to a Saturday meeting.", ""),
-    ("Classify each animal as a mammal or a bird.", "penguin, bat, dolphin, ostrich"),
-    ("Give a one-sentence definition of photosynthesis.", ""),
-    ("Compose a tweet announcing the opening of a community garden.", ""),
-    ("Describe how to make a cup of green tea in five steps.", ""),
-    ("What is the difference between weather and climate?", ""),
-    ("Create a short dialogue between a student and a librarian about a lost book.", ""),
-    ("Name three renewable sources of energy and one drawback of each.", ""),
-    ("Write a haiku about the first snow of winter.", ""),
-]]
+# Without --instructions: 20 instructions written for this project, so no Alpaca record holds them (tested).
+BUILTIN_INSTRUCTIONS = Path(__file__).resolve().parent / "builtin_instructions.jsonl"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -63,8 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lora", action="append", default=[], help="adapter folder or BASE+ADAPTER; repeatable")
     p.add_argument("--instructions", help="partition folder or .json/.jsonl/.txt file (default: 20 built-in ones)")
     p.add_argument("--template", default="homework", help=f"prompt template: {sorted(alpaca.TEMPLATES)}")
-    p.add_argument("--max_new_tokens", type=int, default=128, help="most tokens per response (128 covers 90%% of "
-                                                                   "Alpaca's reference answers; median 43)")
+    p.add_argument("--max_new_tokens", type=int, default=128, help="most tokens per response (see README.md)")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
     p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling: keep the top tokens of this mass")
@@ -75,9 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", help="auto (bf16 autocast on CUDA, as train.py), float32, bfloat16")
     p.add_argument("--allow_other_base", action="store_true", help="apply an adapter that records another base")
     p.add_argument("--data_dir", help="data directory (GPT-2 tokenizer for model folders without one)")
-    p.add_argument("--output", default=str(Path(__file__).resolve().parent / "out" / "generations.json"),
-                   help="the JSON file to write (and .md beside it)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier --output of generate.py")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "generations.json"),
+                   help="FILE.json to write (FILE.md beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier --out of generate.py")
     return p.parse_args(argv)
 
 
@@ -93,24 +69,12 @@ def check_flags(cfg: argparse.Namespace) -> None:
                            ("dtype", cfg.dtype in DTYPES, f"one of {', '.join(DTYPES)}")):
         if not ok:
             raise ValueError(f"--{name} must be {what}, got {getattr(cfg, name)!r}")
-    if device_problem(cfg.device):
-        raise ValueError(device_problem(cfg.device))
+    if problem := device_problem(cfg.device):
+        raise ValueError(problem)
     if cfg.full and not Path(cfg.full).is_dir():
         raise FileNotFoundError(f"--full {cfg.full}: no such model folder")
-    if Path(cfg.output).suffix != ".json":
-        raise ValueError(f"--output {cfg.output} must end in .json (the .md is written beside it)")
-
-
-def claim_output(cfg: argparse.Namespace, specs: list[tuple[str, str, str | None]]) -> Path:
-    """FILE.json by fileio's rule; FILE.md beside it must not be the instructions file."""
-    inputs = [p for _, model, adapter in specs for p in (model, adapter) if p and Path(p).expanduser().exists()]
-    inputs += [instructions_file(cfg.instructions)] if cfg.instructions else []
-    out = claim_output_file(cfg.output, GENERATIONS_KIND, overwrite=cfg.overwrite, inputs=inputs, flag="--output")
-    if cfg.instructions and instructions_file(cfg.instructions).resolve() == out.with_suffix(".md"):
-        raise ValueError(f"--output {cfg.output} would write over the instructions file; choose another")
-    for tmp in out.parent.glob(f".{glob.escape(out.with_suffix('.md').name)}.llmhw-*.tmp"):  # a killed write
-        tmp.unlink()
-    return out
+    if Path(cfg.out).suffix != ".json":
+        raise ValueError(f"--out {cfg.out} must end in .json (the .md is written beside it)")
 
 
 def instructions_file(path: str) -> Path:
@@ -120,9 +84,7 @@ def instructions_file(path: str) -> Path:
 
 def read_instructions(path: str | None) -> list[dict]:
     """{instruction, input[, reference, index]} items from a partition folder or a .json/.jsonl/.txt file."""
-    if path is None:
-        return BUILTIN_INSTRUCTIONS
-    p = instructions_file(path)
+    p = instructions_file(path or BUILTIN_INSTRUCTIONS)
     if not p.is_file():
         where = f"{path} holds no {INSTRUCTIONS_FILE}" if Path(path).is_dir() else f"{p} does not exist"
         raise FileNotFoundError(f"--instructions: {where}")
@@ -162,9 +124,8 @@ def model_specs(cfg: argparse.Namespace) -> list[tuple[str, str, str | None]]:
         if not Path(spec).is_dir() and "+" in spec:
             base, adapter = spec.rsplit("+", 1)
             model_shape(base)
-        name = f"LoRA r={lora.adapter_rank(adapter)}"  # checks the adapter folder
-        lora.check_adapter_base(adapter, base, "--base" if base == cfg.base else f"--lora {spec}'s base",
-                                cfg.allow_other_base)
+        flag = "--base" if base == cfg.base else f"--lora {spec}'s base"
+        name = f"LoRA r={lora.check_adapter(adapter, base, flag, cfg.allow_other_base)}"
         if any(name == n for n, _, _ in specs):  # two adapters of one rank: tell them apart by folder
             name = f"{name} ({adapter})"
         if any(name == n for n, _, _ in specs):
@@ -188,8 +149,7 @@ def respond(model, tok, prompts: list[list[int]], cfg: argparse.Namespace, seed:
     torch.manual_seed(seed)
     sample = {"do_sample": False} if cfg.greedy or cfg.temperature == 0 else {
         "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k}
-    # A model whose vocabulary is padded past the tokenizer's (pretrain/ pads 50257 to 50304) must never emit
-    # the padding ids: they decode to nothing.
+    # ids past the tokenizer's vocabulary (pretrain/ pads 50257 to 50304) decode to nothing: never emitted
     padded = list(range(len(tok), model.config.vocab_size)) or None
     out = model.generate(ids, attention_mask=mask, max_new_tokens=room, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id, suppress_tokens=padded, **sample)  # (B, T + <= room)
@@ -203,16 +163,6 @@ def respond(model, tok, prompts: list[list[int]], cfg: argparse.Namespace, seed:
     return results
 
 
-def length_stats(details: list[dict], seconds: float) -> dict:
-    """Per-model means over all responses."""
-    n = len(details)
-    return {"responses": n, "mean_tokens": sum(d["tokens"] for d in details) / n,
-            "mean_words": sum(d["words"] for d in details) / n,
-            "ended_with_eos": sum(d["stop"] == "eos" for d in details) / n,
-            "hit_max_new_tokens": sum(d["stop"] == "max_new_tokens" for d in details) / n,
-            "hit_context": sum(d["stop"] == "context" for d in details) / n, "seconds": round(seconds, 2)}
-
-
 def load(name: str, adapter: str | None, device: torch.device, data_dir: str | None):
     """(model in eval mode on ``device``, its tokenizer); an adapter is attached and merged into the weights."""
     model = load_model(name, torch.device("cpu"))
@@ -223,7 +173,8 @@ def load(name: str, adapter: str | None, device: torch.device, data_dir: str | N
 
 
 def run_model(name: str, path: str, adapter: str | None, results: list[dict], cfg: argparse.Namespace) -> dict:
-    """Generate every response of one model into ``results``; returns its length statistics."""
+    """Generate every response of one model into ``results``; returns its means over them: lengths, the fraction of
+    each stop reason."""
     from tqdm import tqdm
 
     t0 = time.time()
@@ -231,10 +182,8 @@ def run_model(name: str, path: str, adapter: str | None, results: list[dict], cf
     model, tok = load(path, adapter, device, cfg.data_dir)
     amp = autocast_for(cfg.dtype, device)  # the precision the runs trained in (fp32 weights, bf16 compute on GPU)
     prompts = tok([it["prompt"] for it in results], add_special_tokens=False)["input_ids"]
-    # Batches of similar prompt lengths (little padding); the order, and so each batch's seed, is the same for
-    # every model given the same tokenizer.
+    # batches of similar prompt lengths (little padding); the order, so each batch's seed, is the same for every model
     order = sorted(range(len(results)), key=lambda i: (len(prompts[i]), i))
-    details = [None] * len(results)
     with tqdm(total=len(results), desc=name, unit="instr", file=sys.stderr) as bar:
         for b in range(0, len(order), cfg.batch_size):
             chunk = order[b:b + cfg.batch_size]
@@ -243,9 +192,12 @@ def run_model(name: str, path: str, adapter: str | None, results: list[dict], cf
             for i, d in zip(chunk, responses):
                 results[i]["responses"][name] = d["text"]
                 results[i]["details"][name] = {k: d[k] for k in ("tokens", "words", "stop")}
-                details[i] = d
             bar.update(len(chunk))
-    return length_stats(details, time.time() - t0)
+    details, n = [r["details"][name] for r in results], len(results)
+    stops = {key: sum(d["stop"] == stop for d in details) / n for key, stop in
+             (("ended_with_eos", "eos"), ("hit_max_new_tokens", "max_new_tokens"), ("hit_context", "context"))}
+    return {"responses": n, "mean_tokens": sum(d["tokens"] for d in details) / n,
+            "mean_words": sum(d["words"] for d in details) / n, **stops, "seconds": round(time.time() - t0, 2)}
 
 
 def portable(value: str | None, root: Path) -> str | None:
@@ -253,17 +205,6 @@ def portable(value: str | None, root: Path) -> str | None:
     if not value or not Path(value).expanduser().exists():
         return value
     return os.path.relpath(Path(value).expanduser().resolve(), root)
-
-
-def portable_config(cfg: argparse.Namespace, specs: list[tuple[str, str, str | None]], root: Path) -> dict:
-    """The flags as the output records them: every local path relative to ``root``."""
-    config = dict(vars(cfg))
-    for key in ("base", "full", "instructions", "data_dir"):
-        config[key] = portable(config[key], root)
-    config["output"] = Path(cfg.output).name
-    config["lora"] = [portable(adapter, root) if base == cfg.base else f"{portable(base, root)}+"
-                      f"{portable(adapter, root)}" for _, base, adapter in specs if adapter is not None]
-    return config
 
 
 def markdown(result: dict) -> str:
@@ -287,7 +228,14 @@ def main(argv=None) -> dict:
         check_flags(cfg)
         instructions = read_instructions(cfg.instructions)
         specs = model_specs(cfg)
-        out = claim_output(cfg, specs)
+        # FILE.json by fileio's rule; FILE.md beside it must not be the instructions file
+        inputs = [p for _, model, adapter in specs for p in (model, adapter) if p and Path(p).expanduser().exists()]
+        inputs += [instructions_file(cfg.instructions)] if cfg.instructions else []
+        out = claim_output_file(cfg.out, GENERATIONS_KIND, overwrite=cfg.overwrite, inputs=inputs)
+        if cfg.instructions and instructions_file(cfg.instructions).resolve() == out.with_suffix(".md"):
+            raise ValueError(f"--out {cfg.out} would write over the instructions file; choose another")
+        for tmp in out.parent.glob(f".{glob.escape(out.with_suffix('.md').name)}.llmhw-*.tmp"):  # a killed write
+            tmp.unlink()
         results = [{**it, "prompt": alpaca.prompt_of(it, cfg.template), "responses": {}, "details": {}}
                    for it in instructions]
         models, stats, root = {}, {}, out.parent  # paths in the output are relative to its folder
@@ -296,8 +244,12 @@ def main(argv=None) -> dict:
             models[name] = portable(path, root) + (f" + adapter {portable(adapter, root)} (merged)" if adapter else "")
             print(f"[generate] {name}: {len(results)} responses, mean {stats[name]['mean_tokens']:.1f} tokens, "
                   f"{stats[name]['ended_with_eos']:.0%} ended with EOS, {stats[name]['seconds']:.1f} s", flush=True)
-        result = {"kind": GENERATIONS_KIND, "format": FORMAT, "version": VERSION,
-                  "config": portable_config(cfg, specs, root), "models": models, "stats": stats, "results": results}
+        lora_flags = [portable(a, root) if b == cfg.base else f"{portable(b, root)}+{portable(a, root)}"
+                      for _, b, a in specs if a]  # (display name, base, adapter)
+        config = {**vars(cfg), "out": Path(cfg.out).name, "lora": lora_flags}  # every flag, local paths relative
+        config.update({k: portable(config[k], root) for k in ("base", "full", "instructions", "data_dir")})
+        result = {"kind": GENERATIONS_KIND, "format": FORMAT, "version": VERSION, "config": config, "models": models,
+                  "stats": stats, "results": results}
         atomic_write_json(out, result)
         atomic_write_text(out.with_suffix(".md"), markdown(result))
     except (ValueError, FileNotFoundError, OutputError) as e:

@@ -35,14 +35,11 @@ ADAPTABLE = (nn.Linear, Conv1D)
 ADAPTER_FORMAT, ADAPTER_VERSION = "llmhw-lora-adapter", 1
 OUR_CONFIG, OUR_WEIGHTS = "lora_config.json", "lora_weights.safetensors"
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
-PEFT_PREFIX = "base_model.model."
-ADAPTER_KIND = "LoRA adapter"  # the folder's kind for fileio (its marker)
 
 
 class LoRALinear(nn.Module):
     """A frozen linear layer plus a trainable low-rank update (the math and the Conv1D trap: module docstring)."""
-    # forward_fused: the same sum as forward's reference line with less memory (tests compare the two)
-    fused = True
+    fused = True  # forward_fused: the sum of forward's reference line with less memory (tests compare the two)
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, lora_dim: int, lora_scaling: float,
                  lora_dropout: float = 0.0, use_rslora: bool = False, fan_in_fan_out: bool = False):
@@ -53,6 +50,7 @@ class LoRALinear(nn.Module):
         self.lora_right_weight = nn.Parameter(weight.new_empty(lora_dim, in_features))   # (r, in)
         self.lora_left_weight = nn.Parameter(weight.new_empty(out_features, lora_dim))   # (out, r)
         self.lora_dim, self.lora_scaling, self.use_rslora = lora_dim, float(lora_scaling), use_rslora
+        self.dropout_p = float(lora_dropout)
         self.scaling = self.lora_scaling / (math.sqrt(lora_dim) if use_rslora else lora_dim)
         self.lora_dropout = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()
         self.fan_in_fan_out = fan_in_fan_out
@@ -63,12 +61,9 @@ class LoRALinear(nn.Module):
     def from_layer(cls, layer: nn.Module, lora_dim: int, lora_scaling: float, lora_dropout: float = 0.0,
                    use_rslora: bool = False) -> "LoRALinear":
         """Wrap an nn.Linear or a transformers Conv1D (sharing its weight storage, no copy)."""
-        lora_args = (lora_dim, lora_scaling, lora_dropout, use_rslora)
-        if isinstance(layer, nn.Linear):
-            return cls(layer.weight, layer.bias, *lora_args)
-        if isinstance(layer, Conv1D):  # (in, out) storage seen as (out, in)
-            return cls(layer.weight.detach().t(), layer.bias, *lora_args, fan_in_fan_out=True)
-        raise TypeError(f"LoRA supports nn.Linear and transformers Conv1D, not {type(layer).__name__}")
+        conv = isinstance(layer, Conv1D)  # (in, out) storage seen as (out, in)
+        return cls(layer.weight.detach().t() if conv else layer.weight, layer.bias, lora_dim, lora_scaling,
+                   lora_dropout, use_rslora, fan_in_fan_out=conv)
 
     @torch.no_grad()
     def reset_lora_parameters(self) -> None:
@@ -141,30 +136,16 @@ class LoRAConfig:
     target_modules: list[str] = field(default_factory=list)  # exact names, filled in by conversion
 
     def validate(self) -> "LoRAConfig":
-        if not isinstance(self.lora_dim, int) or self.lora_dim <= 0:
-            raise ValueError(f"lora_dim must be a positive integer, got {self.lora_dim!r}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if not self.lora_scaling > 0:
-            raise ValueError(f"lora_scaling must be > 0, got {self.lora_scaling!r}")
+        for name, ok, what in (("lora_dim", isinstance(self.lora_dim, int) and self.lora_dim > 0, "a positive integer"),
+                               ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
+                               ("lora_scaling", self.lora_scaling > 0, "> 0")):
+            if not ok:
+                raise ValueError(f"{name} must be {what}, got {getattr(self, name)!r}")
         return self
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DDP / torch.compile wrappers (their state-dict keys carry prefixes)."""
-    while isinstance(inner := getattr(model, "module", None) or getattr(model, "_orig_mod", None), nn.Module):
-        model = inner
-    return model
-
-
 def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
-    return {n: m for n, m in unwrap(model).named_modules() if isinstance(m, LoRALinear)}
-
-
-def _tied_elsewhere(model: nn.Module, name: str, layer: nn.Module) -> str | None:
-    """The name of another parameter sharing ``layer``'s weight storage (GPT-2's lm_head is wte), else None."""
-    return next((other_name for other_name, other in model.named_parameters(remove_duplicate=False)
-                 if other.data_ptr() == layer.weight.data_ptr() and not other_name.startswith(name + ".")), None)
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -174,13 +155,12 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
 
 def _convert_modules(model: nn.Module, names: list[str], cfg: LoRAConfig) -> nn.Module:
     for name in names:
-        layer = model.get_submodule(name)
-        if isinstance(layer, LoRALinear):
-            raise ValueError(f"module '{name}' already has a LoRA adapter")
+        layer = model.get_submodule(name)  # an nn.Linear / Conv1D (the callers pick no LoRALinear)
         if cfg.lora_dim > min(layer.weight.shape):  # else a "low-rank" update would be full-rank or bigger
             raise ValueError(f"lora_dim {cfg.lora_dim} exceeds min(in, out) of module '{name}' (weight "
                              f"{tuple(layer.weight.shape)}); choose a rank <= {min(layer.weight.shape)}")
-        tied = _tied_elsewhere(model, name, layer)
+        tied = next((other for other, p in model.named_parameters(remove_duplicate=False)  # GPT-2's lm_head: wte
+                     if p.data_ptr() == layer.weight.data_ptr() and not other.startswith(name + ".")), None)
         if tied:  # merge() would add the update to the shared tensor, changing the other module too
             raise ValueError(f"module '{name}' shares its weight with '{tied}' (tied weights): LoRA on it would "
                              "change both when merged; choose a module filter that leaves it out")
@@ -208,11 +188,7 @@ def lora_config_of(model: nn.Module, lora_module_name: str = "") -> LoRAConfig:
     if not mods:
         raise ValueError("model has no LoRA layers (call convert_linear_layer_to_lora first)")
     m = next(iter(mods.values()))
-    return LoRAConfig(m.lora_dim, m.lora_scaling, lora_module_name, _dropout_p(m), m.use_rslora, sorted(mods))
-
-
-def _dropout_p(m: LoRALinear) -> float:
-    return float(m.lora_dropout.p) if isinstance(m.lora_dropout, nn.Dropout) else 0.0
+    return LoRAConfig(m.lora_dim, m.lora_scaling, lora_module_name, m.dropout_p, m.use_rslora, sorted(mods))
 
 
 def only_optimize_lora_parameters(model: nn.Module) -> nn.Module:
@@ -223,25 +199,24 @@ def only_optimize_lora_parameters(model: nn.Module) -> nn.Module:
 
 
 def get_lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the LoRA tensors, keyed by the (unwrapped) model's parameter names."""
-    return {k: v for k, v in unwrap(model).state_dict().items()
+    """Only the LoRA tensors, keyed by the model's parameter names."""
+    return {k: v for k, v in model.state_dict().items()
             if k.endswith(".lora_right_weight") or k.endswith(".lora_left_weight")}
 
 
 @torch.no_grad()
-def load_lora_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True) -> nn.Module:
+def load_lora_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
     """Copy LoRA tensors into a converted model; names and shapes are checked, errors say which tensor."""
-    model = unwrap(model)
     params = dict(model.named_parameters())
     own = set(get_lora_state_dict(model))
     missing, unexpected = sorted(own - set(state_dict)), sorted(set(state_dict) - own)
-    if strict and (missing or unexpected):
+    if missing or unexpected:
         raise ValueError(f"LoRA state dict does not fit the model: missing {missing[:3]} ({len(missing)}), "
                          f"unexpected {unexpected[:3]} ({len(unexpected)})")
     for name, mod in lora_modules(model).items():
         if mod.merged:
             raise RuntimeError(f"LoRA layer '{name}' is merged; unmerge() before loading new LoRA weights")
-    for k in own & set(state_dict):
+    for k in own:
         if params[k].shape != state_dict[k].shape:
             raise ValueError(f"LoRA tensor '{k}' has shape {tuple(state_dict[k].shape)}, the model expects "
                              f"{tuple(params[k].shape)}")
@@ -261,9 +236,8 @@ def unmerge_lora(model: nn.Module) -> nn.Module:
 
 def merge_and_unload(model: nn.Module) -> nn.Module:
     """Replace every LoRALinear by a plain layer holding W + s·L·R (back to the original architecture)."""
-    root = unwrap(model)
-    for name, m in lora_modules(root).items():
-        _replace(root, name, m.to_plain())
+    for name, m in lora_modules(model).items():
+        _replace(model, name, m.to_plain())
     return model
 
 
@@ -289,9 +263,9 @@ def save_adapter(model: nn.Module, path: str | Path, cfg: LoRAConfig | None = No
             "fan_in_fan_out": sum(m.fan_in_fan_out for m in mods.values()) * 2 > len(mods),
             "use_rslora": cfg.use_rslora, "init_lora_weights": True, "inference_mode": True, "modules_to_save": None,
             "use_dora": False}
-    peft_tensors = {f"{PEFT_PREFIX}{name}.lora_{ab}.weight": w.detach().contiguous() for name, m in mods.items()
+    peft_tensors = {f"base_model.model.{name}.lora_{ab}.weight": w.detach().contiguous() for name, m in mods.items()
                     for ab, w in (("A", m.lora_right_weight), ("B", m.lora_left_weight))}  # (r, in), (out, r)
-    with atomic_dir(path, ADAPTER_KIND) as tmp:
+    with atomic_dir(path, "LoRA adapter") as tmp:
         (tmp / OUR_CONFIG).write_text(json.dumps(ours, indent=2, allow_nan=False) + "\n")
         save_file({k: v.contiguous() for k, v in get_lora_state_dict(model).items()}, str(tmp / OUR_WEIGHTS),
                   metadata={"format": "pt"})
@@ -309,26 +283,25 @@ def _read_json(path: Path) -> dict:
 
 def _attach(model: nn.Module, cfg: LoRAConfig, state_dict: dict[str, torch.Tensor], where: Path) -> nn.Module:
     """Convert exactly cfg.target_modules (unless already converted with that rank) and load the weights."""
-    root = unwrap(model)
-    have = lora_modules(root)
-    todo = [n for n in cfg.target_modules if n not in have]
-    for n in todo:
-        try:
-            layer = root.get_submodule(n)
-        except AttributeError:
-            raise ValueError(f"{where}: adapter targets module '{n}', which {type(root).__name__} does not have "
-                             "(adapter made for another architecture?)") from None
-        if not isinstance(layer, ADAPTABLE):
-            raise ValueError(f"{where}: adapter targets '{n}', a {type(layer).__name__}, not nn.Linear/Conv1D")
+    have = lora_modules(model)
     want = (cfg.lora_dim, float(cfg.lora_scaling), cfg.use_rslora, float(cfg.lora_dropout))
     for n in cfg.target_modules:
         if n in have:  # already converted: only the weights are loaded, so everything else must agree
-            got = (have[n].lora_dim, have[n].lora_scaling, have[n].use_rslora, _dropout_p(have[n]))
+            got = (have[n].lora_dim, have[n].lora_scaling, have[n].use_rslora, have[n].dropout_p)
             if got != want:
                 raise ValueError(f"{where}: module '{n}' already has LoRA (rank, scaling, rslora, dropout) = {got}, "
                                  f"the adapter {want}; load it into a model without LoRA layers")
-    _convert_modules(root, todo, LoRAConfig(**{**asdict(cfg), "target_modules": []}))
-    return load_lora_state_dict(root, state_dict)
+            continue
+        try:
+            layer = model.get_submodule(n)
+        except AttributeError:
+            raise ValueError(f"{where}: adapter targets module '{n}', which {type(model).__name__} does not have "
+                             "(adapter made for another architecture?)") from None
+        if not isinstance(layer, ADAPTABLE):
+            raise ValueError(f"{where}: adapter targets '{n}', a {type(layer).__name__}, not nn.Linear/Conv1D")
+    _convert_modules(model, [n for n in cfg.target_modules if n not in have],
+                     LoRAConfig(**{**asdict(cfg), "target_modules": []}))
+    return load_lora_state_dict(model, state_dict)
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -337,70 +310,58 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} is missing") from None
+        raise FileNotFoundError(f"{path} is missing (adapters are read from safetensors files only)") from None
     except Exception as e:  # safetensors raises its own SafetensorError (an Exception) for a bad header
         raise ValueError(f"{path}: not a readable safetensors file ({str(e).strip() or type(e).__name__})") from None
 
 
-def adapter_rank(path: str | Path) -> int:
-    """The rank of the adapter folder ``path`` (ours or PEFT's), read from its config alone."""
-    path = Path(path)
-    for name, key in ((OUR_CONFIG, "lora_dim"), (PEFT_CONFIG, "r")):
+def _config_file(path: Path) -> Path:
+    """The adapter folder's config: ours, else PEFT's."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"adapter folder {path} does not exist")
+    for name in (OUR_CONFIG, PEFT_CONFIG):
         if (path / name).is_file():
-            rank = _read_json(path / name).get(key)
-            if not isinstance(rank, int) or rank <= 0:
-                raise ValueError(f"{path / name}: '{key}' is {rank!r}, not a positive integer")
-            return rank
+            return path / name
     raise FileNotFoundError(f"{path} holds neither {OUR_CONFIG} nor {PEFT_CONFIG}: not an adapter folder")
 
 
-def check_adapter_base(adapter: str | Path, base: str, base_flag: str, allow_other: bool = False) -> None:
-    """Refuse an adapter that records another base model than ``base``: a same-shaped adapter of another base
-    loads silently and gives a model of neither."""
-    path = Path(adapter)
-    config = next((path / n for n in (OUR_CONFIG, PEFT_CONFIG) if (path / n).is_file()), None)
-    recorded = _read_json(config).get("base_model_name_or_path") if config else None
+def check_adapter(adapter: str | Path, base: str | None = None, base_flag: str = "", allow_other: bool = False) -> int:
+    """The rank of an adapter folder (ours or PEFT's), read from its config alone. Given ``base``: an adapter that
+    records another base model is refused (a same-shaped adapter of another base loads silently into nonsense)."""
+    config = _config_file(Path(adapter))
+    meta, key = _read_json(config), "lora_dim" if config.name == OUR_CONFIG else "r"
+    if not isinstance(meta.get(key), int) or meta[key] <= 0:
+        raise ValueError(f"{config}: '{key}' is {meta.get(key)!r}, not a positive integer")
+    recorded = meta.get("base_model_name_or_path")
     norm = [str(Path(x).expanduser().resolve()) if Path(x).expanduser().exists() else x.rstrip("/")
             for x in (recorded, base) if isinstance(x, str)]
     if len(norm) == 2 and norm[0] != norm[1] and not allow_other:
         raise ValueError(f"adapter {adapter} was trained on {recorded}, but {base_flag} is {base}; pass "
                          "--allow_other_base to use it anyway")
+    return meta[key]
 
 
 def load_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRAConfig]:
     """Attach the adapter in ``path`` (our folder, or any PEFT LoRA folder) to ``model``; returns (model, config)."""
     path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"adapter folder {path} does not exist")
-    if not (path / OUR_CONFIG).is_file():
-        if (path / PEFT_CONFIG).is_file():
-            return import_peft_adapter(model, path)
-        raise FileNotFoundError(f"{path} holds neither {OUR_CONFIG} nor {PEFT_CONFIG}: not an adapter folder")
-    meta = _read_json(path / OUR_CONFIG)
-    if meta.get("format") != ADAPTER_FORMAT or meta.get("version", 0) > ADAPTER_VERSION:
-        raise ValueError(f"{path / OUR_CONFIG}: format {meta.get('format')!r} v{meta.get('version')}; this code "
-                         f"reads {ADAPTER_FORMAT!r} up to v{ADAPTER_VERSION}")
-    fields = LoRAConfig.__dataclass_fields__
-    cfg = LoRAConfig(**{k: v for k, v in meta.items() if k in fields}).validate()
-    return _attach(model, cfg, _load_weights(path / OUR_WEIGHTS), path), cfg
-
-
-def import_peft_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRAConfig]:
-    """Attach a PEFT LoRA adapter folder as our LoRALinear layers."""
-    path = Path(path)
-    conf = _read_json(path / PEFT_CONFIG)
-    if conf.get("peft_type") != "LORA":
-        raise ValueError(f"{path / PEFT_CONFIG}: peft_type {conf.get('peft_type')!r}, only 'LORA' is supported")
-    unsupported = {k: conf.get(k) for k in ("use_dora", "lora_bias", "rank_pattern", "alpha_pattern",
-                                             "modules_to_save", "layer_replication") if conf.get(k)}
-    if conf.get("bias", "none") != "none":
-        unsupported["bias"] = conf["bias"]
+    config = _config_file(path)
+    meta = _read_json(config)
+    if config.name == OUR_CONFIG:
+        if meta.get("format") != ADAPTER_FORMAT or meta.get("version", 0) > ADAPTER_VERSION:
+            raise ValueError(f"{config}: format {meta.get('format')!r} v{meta.get('version')}; this code reads "
+                             f"{ADAPTER_FORMAT!r} up to v{ADAPTER_VERSION}")
+        cfg = LoRAConfig(**{k: v for k, v in meta.items() if k in LoRAConfig.__dataclass_fields__}).validate()
+        return _attach(model, cfg, _load_weights(path / OUR_WEIGHTS), path), cfg
+    # PEFT's folder, read as our LoRALinear layers
+    if meta.get("peft_type") != "LORA":
+        raise ValueError(f"{config}: peft_type {meta.get('peft_type')!r}, only 'LORA' is supported")
+    unsupported = {k: meta.get(k) for k in ("use_dora", "lora_bias", "rank_pattern", "alpha_pattern",
+                                             "modules_to_save", "layer_replication") if meta.get(k)}
+    if meta.get("bias", "none") != "none":
+        unsupported["bias"] = meta["bias"]
     if unsupported:
-        raise ValueError(f"{path / PEFT_CONFIG}: unsupported PEFT options {unsupported}")
-    weights_file = path / PEFT_WEIGHTS
-    if not weights_file.is_file():
-        raise FileNotFoundError(f"{weights_file} is missing (only safetensors PEFT adapters are supported)")
-    state = {}
+        raise ValueError(f"{config}: unsupported PEFT options {unsupported}")
+    weights_file, state = path / PEFT_WEIGHTS, {}
     for key, t in _load_weights(weights_file).items():
         # base_model.model.<module>.lora_A[.<adapter>].weight
         m = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", key)
@@ -408,8 +369,8 @@ def import_peft_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, 
             raise ValueError(f"{weights_file}: unexpected tensor '{key}' (not a LoRA A/B weight)")
         state[f"{m.group(1)}.lora_{'right' if m.group(2) == 'A' else 'left'}_weight"] = t
     targets = sorted({k.rsplit(".", 1)[0] for k in state})
-    cfg = LoRAConfig(int(conf["r"]), float(conf.get("lora_alpha", 8)), "", float(conf.get("lora_dropout", 0.0)),
-                     bool(conf.get("use_rslora", False)), targets).validate()
+    cfg = LoRAConfig(int(meta["r"]), float(meta.get("lora_alpha", 8)), "", float(meta.get("lora_dropout", 0.0)),
+                     bool(meta.get("use_rslora", False)), targets).validate()
     return _attach(model, cfg, state, path), cfg
 
 
@@ -432,10 +393,7 @@ class TargetLoss(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model
-        backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
-        self.fast = type(model).__name__ in PLAIN_HEAD_MODELS and isinstance(backbone, nn.Module) \
-            and model.get_output_embeddings() is not None
+        self.model, self.fast = model, type(model).__name__ in PLAIN_HEAD_MODELS
 
     def forward(self, input_ids, attention_mask, labels, targets=None):
         y = labels[:, 1:].reshape(-1)                 # (B*(T-1),): position t predicts token t+1

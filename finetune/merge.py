@@ -39,24 +39,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def check(args: argparse.Namespace) -> Path:
-    """Everything before the weights load: the flags, the adapter and its base, the output folder (fileio's rule)."""
-    for name in ("base", "adapter", "out_dir"):
-        if not getattr(args, name):
-            raise ValueError(f"--{name} is required")
-    lora.adapter_rank(args.adapter)  # an adapter folder at all (one line otherwise)
-    lora.check_adapter_base(args.adapter, args.base, "--base", args.allow_other_base)
-    base = args.base if Path(args.base).expanduser().exists() else None  # a hub name is no folder to protect
-    out = claim_output_dir(args.out_dir, MERGED_KIND, MERGED_FILES, overwrite=args.overwrite,
-                           inputs=[base, args.adapter]).path
-    lora.model_shape(args.base)  # a missing folder or unknown hub name: one line, before the weights load
-    return out
-
-
 def main(argv=None) -> Path:
     args = parse_args(argv)
-    try:
-        out = check(args)
+    try:  # first what needs no weights: the flags, the adapter and its base, the output folder (fileio's rule)
+        for name in ("base", "adapter", "out_dir"):
+            if not getattr(args, name):
+                raise ValueError(f"--{name} is required")
+        lora.check_adapter(args.adapter, args.base, "--base", args.allow_other_base)  # an adapter of that base
+        base = args.base if Path(args.base).expanduser().exists() else None  # a hub name is no folder to protect
+        out = claim_output_dir(args.out_dir, MERGED_KIND, MERGED_FILES, overwrite=args.overwrite,
+                               inputs=[base, args.adapter]).path
+        lora.model_shape(args.base)  # a missing folder or unknown hub name: one line
         model, adapter_cfg = lora.load_adapter(lora.load_model(args.base, torch.device("cpu")), args.adapter)
         lora.merge_and_unload(model)  # every adapted layer a plain one holding W + s·L·R
         tokenizer = alpaca.load_tokenizer(args.base, args.data_dir, model.config.vocab_size)

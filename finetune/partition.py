@@ -141,29 +141,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 SETTINGS = ("max_examples", "eval_ratio", "data_seed", "heldout", "pretrain_bytes")  # what makes a partition
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def split_record(cfg: argparse.Namespace, records: list[dict], source: str, parts: dict, selected: list[int],
-                 left_out: dict, text: str) -> dict:
-    path = Path(source) if not source.startswith("hf:") else None
-    return {
-        "format": SPLIT_FORMAT, "version": SPLIT_VERSION,
-        "data": {"source": source, "file": path.name if path else None,
-                 "sha256": file_sha256(path) if path else None, "records": len(records)},
-        "settings": {k: getattr(cfg, k) for k in SETTINGS},
-        "counts": {k: len(v) for k, v in parts.items()},
-        "pretrain": {"file": PRETRAIN_FILE, "records": len(selected), "bytes": len(text.encode("utf-8")),
-                     "left_out": left_out, "indices": selected},
-        "indices": parts,
-    }
-
-
 def read_split(folder: str | Path) -> dict:
     path = Path(folder) / SPLIT_FILE
     try:
@@ -179,9 +156,8 @@ def read_split(folder: str | Path) -> dict:
     return split
 
 
-def check_out_dir(cfg: argparse.Namespace, data_source: str) -> Path:
-    """The output folder, by fileio's rule; a partition of other settings only with --overwrite."""
-    data = None if data_source.startswith("hf:") else data_source
+def check_out_dir(cfg: argparse.Namespace, data: Path | None) -> Path:
+    """The output folder, by fileio's rule (``data``: the data file, an input); other settings only with --overwrite."""
     out = claim_output_dir(cfg.out_dir, PARTITION_KIND, (SPLIT_FILE, PRETRAIN_FILE, INSTRUCTIONS_FILE),
                            overwrite=True, inputs=[data]).path  # overwrite: the settings decide, below
     if (out / SPLIT_FILE).is_file() and not cfg.overwrite:
@@ -193,19 +169,8 @@ def check_out_dir(cfg: argparse.Namespace, data_source: str) -> Path:
     return out
 
 
-def write_partition(out: Path, split: dict, records: list[dict], text: str) -> None:
-    lines = [json.dumps({"index": i, "instruction": records[i]["instruction"],
-                         "input": records[i].get("input") or "", "output": records[i]["output"]},
-                        ensure_ascii=False) for i in split["indices"]["heldout"]]
-    with atomic_dir(out, PARTITION_KIND) as tmp:
-        (tmp / PRETRAIN_FILE).write_text(text, encoding="utf-8")
-        (tmp / INSTRUCTIONS_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        # One line per top-level key: readable settings, and index lists that do not take one line per number.
-        body = ",\n".join(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in split.items())
-        (tmp / SPLIT_FILE).write_text("{\n" + body + "\n}\n", encoding="utf-8")
-
-
 def build_partition(cfg: argparse.Namespace, records: list[dict], source: str) -> tuple[dict, str]:
+    """split.json's content and the pretraining text."""
     parts = partition(len(records), cfg.max_examples, cfg.eval_ratio, cfg.data_seed, cfg.heldout, records)
     selected, left_out = pretrain_selection(records, parts)
     if cfg.pretrain_bytes is not None:
@@ -215,17 +180,32 @@ def build_partition(cfg: argparse.Namespace, records: list[dict], source: str) -
         raise ValueError(f"no records are left for the pretraining text ({len(parts['unused'])} unused); "
                          "lower --max_examples")
     text = pretrain_text(records, selected)
-    return split_record(cfg, records, source, parts, selected, left_out, text), text
+    path = None if source.startswith("hf:") else Path(source)
+    return {"format": SPLIT_FORMAT, "version": SPLIT_VERSION,
+            "data": {"source": source, "file": path and path.name,
+                     "sha256": path and hashlib.sha256(path.read_bytes()).hexdigest(), "records": len(records)},
+            "settings": {k: getattr(cfg, k) for k in SETTINGS}, "counts": {k: len(v) for k, v in parts.items()},
+            "pretrain": {"file": PRETRAIN_FILE, "records": len(selected), "bytes": len(text.encode("utf-8")),
+                         "left_out": left_out, "indices": selected},
+            "indices": parts}, text
 
 
 def main(argv=None) -> dict:
     try:
         cfg = parse_args(argv)
         where = resolve_data_path(cfg.data_path, cfg.data_dir)
-        out = check_out_dir(cfg, str(where) if isinstance(where, Path) else f"hf:{where}")  # before the loading
+        out = check_out_dir(cfg, where if isinstance(where, Path) else None)  # before the loading
         records, source = load_records(cfg.data_path, cfg.data_dir)
         split, text = build_partition(cfg, records, source)
-        write_partition(out, split, records, text)
+        heldout = [{"index": i, "instruction": records[i]["instruction"], "input": records[i].get("input") or "",
+                    "output": records[i]["output"]} for i in split["indices"]["heldout"]]
+        with atomic_dir(out, PARTITION_KIND) as tmp:  # the three files as one set
+            (tmp / PRETRAIN_FILE).write_text(text, encoding="utf-8")
+            (tmp / INSTRUCTIONS_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in heldout),
+                                                 encoding="utf-8")
+            # one line per top-level key: readable settings, and index lists that do not take one line per number
+            body = ",\n".join(f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in split.items())
+            (tmp / SPLIT_FILE).write_text("{\n" + body + "\n}\n", encoding="utf-8")
     except (ValueError, FileNotFoundError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,14 +1,12 @@
 """LoRA rank sweep against full finetuning: one train.py run per rank (and per extra seed), then all learning curves
-and a summary table.
+and a summary table (files: finetune/README.md).
 
-    python finetune/sweep.py --ranks 0 1 2 4 8 16 32 --seed_runs 8:1234 --out_dir SWEEP -- \
-        --model_name_or_path DIR --max_examples 2000 --epochs 4 --evals_per_epoch 4
+    python finetune/sweep.py --ranks 0 1 2 4 8 16 32 --seed_runs 8:1234 --out_dir SWEEP -- --model_name_or_path DIR
     python finetune/sweep.py --parallel_gpus -- --model_name_or_path gpt2   # one run per GPU at a time
     python finetune/sweep.py --jobs 2 -- --model_name_or_path DIR   # CPU: two 1-thread runs at a time (2 cores)
 
-Flags after `--` (or any flag sweep.py does not know) go to every train.py run; sweep.py sets --lora_dim, --out_dir
-(and --seed for a --seed_runs run). Rank 0 is full finetuning. Run folders SWEEP/r<R>[_seed<S>]/: a finished run is
-skipped (unless --redo), an interrupted one resumed. curves.png, summary.md and summary.json (finetune/README.md)
+Flags after `--` (or unknown to sweep.py) go to every train.py run; sweep.py sets --lora_dim, --out_dir (and --seed
+for a --seed_runs run). A finished run is skipped (unless --redo), an interrupted one resumed. The summary files
 are replaced only when every run succeeded (else exit status 1).
 """
 from __future__ import annotations
@@ -20,7 +18,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from ddp import device_problem
@@ -41,24 +38,20 @@ class Run:
     seed: int | None = None   # None: train.py's --seed (from the train flags, else its default)
 
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # its folder
         return f"r{self.rank}" + (f"_seed{self.seed}" if self.seed is not None else "")
 
     @property
-    def label(self) -> str:
-        seed = f" seed {self.seed}" if self.seed is not None else ""
+    def label(self) -> str:  # in the figure
+        seed = "" if self.seed is None else f" seed {self.seed}"
         return ("full" if self.rank == 0 else f"r={self.rank}") + seed
 
 
 def seed_run(text: str) -> Run:
-    rank, sep, seed = text.partition(":")
-    try:
-        run = Run(int(rank), int(seed))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected RANK:SEED (e.g. 8:1234), got {text!r}") from None
-    if not sep or run.rank < 0:
-        raise argparse.ArgumentTypeError(f"expected RANK:SEED with RANK >= 0, got {text!r}")
-    return run
+    rank, _, seed = text.partition(":")
+    if not (rank.isdigit() and seed.removeprefix("-").isdigit()):
+        raise argparse.ArgumentTypeError(f"expected RANK:SEED with RANK >= 0 (e.g. 8:1234), got {text!r}")
+    return Run(int(rank), int(seed))
 
 
 def parse_args(argv=None):
@@ -86,57 +79,45 @@ def parse_args(argv=None):
         p.error(f"--ranks must be distinct and >= 0, got {args.ranks}")
     train = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # train.py's --device, as it will read it
     train.add_argument("--device", default="auto")
-    problem = device_problem(train.parse_known_args(args.train_flags)[0].device)
-    if problem:  # every run would fail on it: say so once, before the first
+    if problem := device_problem(train.parse_known_args(args.train_flags)[0].device):  # every run would fail on it
         p.error(problem)
     args.runs = [Run(r) for r in args.ranks] + list(dict.fromkeys(args.seed_runs))
     return args
 
 
-def finished(folder: Path) -> bool:
-    """A summary.json of the run in the folder (same run_id as its config.json)."""
+def finished(folder: Path) -> dict | None:
+    """The summary.json of the run in the folder if it finished (same run_id as its config.json), else None."""
     try:
-        summary = json.loads((folder / "summary.json").read_text())
-        config = json.loads((folder / "config.json").read_text())
+        summary, config = (json.loads((folder / name).read_text()) for name in ("summary.json", "config.json"))
     except (OSError, ValueError):
-        return False
-    return summary.get("run_id") == config.get("run_id")
+        return None
+    return summary if summary.get("run_id") == config.get("run_id") else None
 
 
 def command(run: Run, out: Path, flags: list[str], redo: bool) -> list[str]:
-    folder = out / run.name
-    if (folder / "ckpt" / "latest").is_file() and not redo:
-        how = ["--resume"]  # an interrupted run continues exactly where its last checkpoint is
-    else:
-        how = ["--overwrite"] if folder.exists() and any(folder.iterdir()) else []
+    folder = out / run.name  # an interrupted run continues exactly where its last checkpoint is
+    resume = (folder / "ckpt" / "latest").is_file() and not redo
+    how = ["--resume"] if resume else ["--overwrite"] if folder.exists() and any(folder.iterdir()) else []
     seed = ["--seed", str(run.seed)] if run.seed is not None else []
     return [sys.executable, str(HERE / "train.py"), *flags, *seed, "--lora_dim", str(run.rank),
             "--out_dir", str(folder), *how]
 
 
-def visible_gpus(n: int) -> list[str]:
-    """The ids that name, for a child, the n GPUs we see (under CUDA_VISIBLE_DEVICES=4,5, our GPU 0 is the 4)."""
-    parent = os.environ.get("CUDA_VISIBLE_DEVICES")
-    ids = range(n) if parent is None else [x.strip() for x in parent.split(",") if x.strip()]
-    return [str(i) for i in ids][:n]  # CUDA ignores entries past the usable ones
+def slots(parallel_gpus: bool, jobs: int) -> dict[str, dict[str, str]]:
+    """Where runs go at the same time, each a child's environment: one per GPU (a child's id is the parent's: under
+    CUDA_VISIBLE_DEVICES=4,5 our GPU 0 is the 4), or ``jobs`` on the CPU, the cores shared out as torch threads."""
+    if parallel_gpus:
+        import torch
 
-
-def run_parallel_gpus(todo: list[Run], out: Path, flags: list[str], redo: bool) -> dict[Run, int]:
-    import torch
-
-    gpus = visible_gpus(torch.cuda.device_count())  # one run per GPU at a time
-    if not gpus:
-        raise ValueError("--parallel_gpus needs CUDA devices, none are visible")
-    return run_parallel(todo, out, flags, redo, {f"GPU {g}": {"CUDA_VISIBLE_DEVICES": g} for g in gpus})
-
-
-def run_parallel_cpu(todo: list[Run], out: Path, flags: list[str], redo: bool, jobs: int) -> dict[Run, int]:
-    """``jobs`` runs at a time on the CPU, sharing the cores out as torch threads (measured in finetune/README.md)."""
-    if jobs == 1:
-        return run_parallel(todo, out, flags, redo, {"the CPU": {}})
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    return run_parallel(todo, out, flags, redo, {f"CPU slot {i} ({threads} thread(s))": {"OMP_NUM_THREADS": threads}
-                                                 for i in range(jobs)})
+        n, parent = torch.cuda.device_count(), os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = range(n) if parent is None else [x.strip() for x in parent.split(",") if x.strip()]
+        gpus = [str(i) for i in ids][:n]  # CUDA ignores entries past the usable ones
+        if not gpus:
+            raise ValueError("--parallel_gpus needs CUDA devices, none are visible")
+        return {f"GPU {g}": {"CUDA_VISIBLE_DEVICES": g} for g in gpus}
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))  # (measured in finetune/README.md)
+    return {f"CPU slot {i} ({threads} thread(s))": {"OMP_NUM_THREADS": threads} for i in range(jobs)} \
+        if jobs > 1 else {"the CPU": {}}
 
 
 def run_parallel(todo: list[Run], out: Path, flags: list[str], redo: bool,
@@ -164,29 +145,15 @@ def run_parallel(todo: list[Run], out: Path, flags: list[str], redo: bool,
 
 def finish_log(out: Path, run: Run, code: int, slot: str) -> None:
     """The run's output swapped into place; for a failed run, its error line printed."""
-    new, name = out / f".{run.name}.log.llmhw-new.tmp", f"{run.name}.log" if code == 0 else f"{run.name}.failed.log"
-    if new.exists():
-        os.replace(new, out / name)
+    log = out / (f"{run.name}.log" if code == 0 else f"{run.name}.failed.log")
+    os.replace(out / f".{run.name}.log.llmhw-new.tmp", log)
     if code == 0:
         (out / f"{run.name}.failed.log").unlink(missing_ok=True)
         print(f"[sweep] {run.name} finished on {slot}", flush=True)
         return
-    text = (out / name).read_text(errors="replace") if (out / name).is_file() else ""
-    lines = text.replace("\r", "\n").splitlines()  # (a progress bar redraws its line with \r)
+    lines = log.read_text(errors="replace").replace("\r", "\n").splitlines()  # a progress bar redraws with \r
     why = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "no output")
-    print(f"[sweep] {run.name} FAILED (exit status {code}): {why.strip()} (log {out / name})", flush=True)
-
-
-def collect(out: Path, runs: list[Run]) -> tuple[list[dict], dict[str, list[dict]]]:
-    rows, logs = [], {}
-    for run in runs:
-        folder = out / run.name
-        if not finished(folder):
-            continue
-        s = json.loads((folder / "summary.json").read_text())
-        logs[run.label] = read_log(folder / "log.jsonl")
-        rows.append({**{k: s.get(k) for k in COLUMNS}, "run": run.name, "rank": run.rank})
-    return rows, logs
+    print(f"[sweep] {run.name} FAILED (exit status {code}): {why.strip()} (log {log})", flush=True)
 
 
 def markdown(rows: list[dict], flags: list[str]) -> str:
@@ -214,12 +181,16 @@ def main(argv=None) -> int:
         for r in done:
             print(f"[sweep] {r.name}: done already ({out / r.name / 'summary.json'}); --redo to rerun")
         todo = [r for r in args.runs if r not in done]
-        runner = run_parallel_gpus if args.parallel_gpus else partial(run_parallel_cpu, jobs=args.jobs)
-        codes = runner(todo, out, args.train_flags, args.redo) if todo else {}
+        where = slots(args.parallel_gpus, args.jobs) if todo else {}  # a missing GPU: one line, before any run
+        codes = run_parallel(todo, out, args.train_flags, args.redo, where)
     except (OutputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rows, logs = collect(out, args.runs)
+    rows, logs = [], {}  # the table's rows and the curves of the finished runs
+    for run in args.runs:
+        if s := finished(out / run.name):
+            logs[run.label] = read_log(out / run.name / "log.jsonl")
+            rows.append({**{k: s.get(k) for k in COLUMNS}, "run": run.name, "rank": run.rank})
     print("\n" + markdown(rows, args.train_flags))
     failed = sorted(r.name for r, c in codes.items() if c != 0)
     if failed:  # the earlier complete summary, table and figure (if any) stay: they describe a whole sweep

@@ -1,8 +1,7 @@
 """Training throughput (tokens/s) and MFU of our GPT against HF GPT2LMHeadModel at one config, on the same weights.
 
-A step = forward + backward + AdamW on one (B, T) batch. The models are timed alternately (ours, HF, ours, ...), so
-load from other processes hits both alike; each figure is the median of the timed steps after one untimed warm-up
-(which holds torch.compile's compilation). MFU is against the peak of the run's dtype (modeling_gpt2.peak_flops).
+A step = forward + backward + AdamW on one (B, T) batch; the models alternate (load hits all alike), each figure is
+the median after one untimed warm-up (torch.compile's compilation). MFU is against the peak of the run's dtype.
 
     python pretrain/bench.py                                  # CPU config: 6L/384d/T256/B8/V50304 fp32
     python pretrain/bench.py --n_layer 12 --n_head 12 --n_embd 768 --seq_len 1024 --batch_size 16 --dtype bfloat16
@@ -29,15 +28,6 @@ from modeling_gpt2 import (GPT, GPTConfig, LinearCrossEntropy, cpuinfo, describe
                            peak_flops)
 
 
-def hf_model(model: GPT):
-    """A transformers GPT2LMHeadModel with our model's weights (dropout off, SDPA attention)."""
-    from transformers import GPT2LMHeadModel  # imported here: slow, and only this path needs it
-
-    with tempfile.TemporaryDirectory() as d:
-        model.save_hf(d, eos_token_id=None)
-        return GPT2LMHeadModel.from_pretrained(d, attn_implementation="sdpa")
-
-
 def make_step(model, hf: bool, x, y, device, dtype):
     """A closure doing one full training step of `model` on the fixed batch (x, y), synchronised on CUDA."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
@@ -61,17 +51,21 @@ def new_model(args) -> GPT:
                          n_head=args.n_head, n_embd=args.n_embd))
 
 
-def build_models(args, device) -> tuple[GPT, dict]:
-    """(ours, {name: (model, is_hf)}): ours, optionally HF's copy of its weights and a compiled copy of ours."""
-    ours = new_model(args)
-    models = {}
-    if not args.no_hf:
-        models["hf"] = (hf_model(ours).to(device).train(), True)  # built before ours moves: same initial weights
-    ours.to(device).train()
-    models["ours"] = (ours, False)
+def model_steps(args, device, dtype) -> tuple[GPT, dict]:
+    """(ours, {name: its training step}): ours, optionally HF's copy of its weights and a compiled copy of ours."""
+    from transformers import GPT2LMHeadModel  # imported here: slow
+
+    ours, models = new_model(args), {}
+    if not args.no_hf:  # HF's GPT2LMHeadModel (SDPA attention) with our weights, before ours moves
+        with tempfile.TemporaryDirectory() as d:
+            ours.save_hf(d, eos_token_id=None)
+            models["hf"] = GPT2LMHeadModel.from_pretrained(d, attn_implementation="sdpa").to(device).train()
+    models["ours"] = ours.to(device).train()
     if args.compile:
-        models["ours+compile"] = (torch.compile(copy.deepcopy(ours)), False)
-    return ours, models
+        models["ours+compile"] = torch.compile(copy.deepcopy(ours))
+    x = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len + 1), device=device)
+    x, y = x[:, :-1].contiguous(), x[:, 1:].contiguous()  # (B, T) inputs and next-token targets
+    return ours, {name: make_step(m, name == "hf", x, y, device, dtype) for name, m in models.items()}
 
 
 def time_steps(steps: dict, n: int) -> dict[str, list[float]]:
@@ -89,10 +83,9 @@ def time_steps(steps: dict, n: int) -> dict[str, list[float]]:
 
 def machine() -> str:
     """CPU model, the kernels' ISA, bf16 support, threads and load: what a CPU timing means nothing without."""
-    name = cpuinfo("model name") or "unknown CPU"
     bf16 = "native bf16" if newton_schulz_dtype("cpu") == torch.bfloat16 else "no native bf16"
-    return (f"{name}, {torch.backends.cpu.get_cpu_capability()}, {bf16}, {torch.get_num_threads()} threads, "
-            f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return (f"{cpuinfo('model name') or 'unknown CPU'}, {torch.backends.cpu.get_cpu_capability()}, {bf16}, "
+            f"{torch.get_num_threads()} threads, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def part_steps(args) -> tuple[dict, dict]:
@@ -139,16 +132,18 @@ def report_parts(args) -> dict:
     """Time the parts (a warm-up each, then alternately; medians) and print ms and the fraction of the peak."""
     steps, flops = part_steps(args)
     times = time_steps(steps, args.steps)
-    peak, where = peak_flops("cpu"), machine()
-    print(f"machine: {where}; matmul peak {peak / 1e9:.0f} GFLOP/s")
-    ns = str(newton_schulz_dtype("cpu")).removeprefix("torch.")
-    print(f"{args.n_layer}L/{args.n_embd}d/{args.n_head}h T={args.seq_len} B={args.batch_size} V={args.vocab_size} "
-          f"{args.optimizer}; Newton-Schulz in {ns} (anchor: bfloat16)")
+    peak, where, ns = peak_flops("cpu"), machine(), str(newton_schulz_dtype("cpu")).removeprefix("torch.")
+    print(f"machine: {where}; matmul peak {peak / 1e9:.0f} GFLOP/s\n{args.n_layer}L/{args.n_embd}d/{args.n_head}h "
+          f"T={args.seq_len} B={args.batch_size} V={args.vocab_size} {args.optimizer}; Newton-Schulz in {ns} "
+          "(anchor: bfloat16)")
     result = {"machine": where, "peak_flops": peak, "config": vars(args), "parts": {}}
     for name, ts in times.items():
         ms, f = statistics.median(ts) * 1e3, flops[name.split()[0]]
-        result["parts"][name] = {"ms": ms, "peak_fraction": f / (ms / 1e3) / peak if f else None, "step_s": ts}
-        print(f"{name:>18}: {ms:8.1f} ms" + (f"  {f / (ms / 1e3) / peak:6.1%} of peak" if f else ""))
+        part = result["parts"][name] = {"ms": ms, "peak_fraction": f / (ms / 1e3) / peak if f else None, "step_s": ts}
+        if name.endswith("anchor"):  # ours was timed beside it
+            part["ours_over_anchor"] = result["parts"][name.replace("anchor", "ours")]["ms"] / ms
+        print(f"{name:>18}: {ms:8.1f} ms" + (f"  {part['peak_fraction']:6.1%} of peak" if f else "")
+              + (f"  ours / anchor {part['ours_over_anchor']:.2f}x" if "ours_over_anchor" in part else ""))
     return result
 
 
@@ -158,20 +153,19 @@ def report(args, ours: GPT, times: dict, device, dtype) -> dict:
     peak, where = peak_flops(device, dtype, tf32), describe_peak(device, dtype, tf32)
     fpt, tokens = ours.flops_per_token(args.seq_len), args.batch_size * args.seq_len
     print(f"config: {args.n_layer}L/{args.n_embd}d/{args.n_head}h T={args.seq_len} B={args.batch_size} "
-          f"V={args.vocab_size} {args.dtype} on {device} ({torch.get_num_threads()} threads), "
-          f"{ours.num_params() / 1e6:.1f}M params")
-    print(f"peak: {where}")
-    result = {"config": vars(args), "params": ours.num_params(), "peak_flops": peak, "peak": where, "models": {}}
+          f"V={args.vocab_size} {args.dtype} on {device}, {ours.num_params() / 1e6:.1f}M params\n"
+          f"machine: {machine()}\npeak: {where}")
+    result = {"config": vars(args), "params": ours.num_params(), "machine": machine(), "peak_flops": peak,
+              "peak": where, "models": {}}
     for name, ts in times.items():
         tps = tokens / statistics.median(ts)
         m = mfu(fpt, tps, peak)
         result["models"][name] = {"tokens_per_s": tps, "mfu": m, "step_s": ts}
-        print(f"{name:>13}: {tps:10.1f} tokens/s  MFU {m if m is None else f'{m:.1%}'}")
-    for name in times if "hf" in times else ():
-        if name != "hf":
-            ratio = result["models"][name]["tokens_per_s"] / result["models"]["hf"]["tokens_per_s"]
-            result["models"][name]["ratio_vs_hf"] = ratio
-            print(f"ratio {name} / hf: {ratio:.2f}x")
+        print(f"{name:>13}: {tps:10.1f} tokens/s  MFU {'n/a' if m is None else f'{m:.1%}'}")
+    for name, m in result["models"].items():
+        if "hf" in times and name != "hf":
+            m["ratio_vs_hf"] = m["tokens_per_s"] / result["models"]["hf"]["tokens_per_s"]
+            print(f"ratio {name} / hf: {m['ratio_vs_hf']:.2f}x")
     return result
 
 
@@ -209,7 +203,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--parts", action="store_true", help="time one CPU step part by part, ours against the anchor")
     p.add_argument("--optimizer", default="muon", choices=["muon", "adamw"], help="the optimizer of --parts")
     p.add_argument("--peak", action="store_true", help="print which peak MFU is measured against, and stop")
-    p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("--out", help="write the results to this JSON file")
     args = p.parse_args(argv)
     if min(getattr(args, name) for name in [*sizes, "steps"]) < 1:
         p.error("sizes and --steps must be >= 1")
@@ -239,13 +233,10 @@ def main(argv=None) -> dict:
     else:
         device, dtype = torch.device(args.device), getattr(torch, args.dtype)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        ours, models = build_models(args, device)
-        x = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len + 1), device=device)
-        x, y = x[:, :-1].contiguous(), x[:, 1:].contiguous()  # (B, T) inputs and next-token targets
-        steps = {name: make_step(m, hf, x, y, device, dtype) for name, (m, hf) in models.items()}
+        ours, steps = model_steps(args, device, dtype)
         result = report(args, ours, time_steps(steps, args.steps), device, dtype)
-    if args.json:
-        atomic_write_json(args.json, result)
+    if args.out:
+        atomic_write_json(args.out, result)
     return result
 
 

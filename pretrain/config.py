@@ -23,7 +23,7 @@ from modeling_gpt2 import GPTConfig
 from runlog import LIVE_CHOICES, LiveLogError
 
 HERE = Path(__file__).resolve().parent
-CKPT_FORMAT = "llmhw-pretrain-checkpoint/3"  # what train.py's checkpoints hold: README.md, "Outputs"
+CKPT_FORMAT = "llmhw-pretrain-checkpoint/4"  # what train.py's checkpoints hold: README.md, "Outputs"
 RUN_KIND = "pretrain-run"
 # every entry a run writes (glob patterns): tb/ and wandb/ are --live's, ".rank0-*" the token of check_shared
 RUN_NAMES = ("ckpt_*.pt", "latest", "log.jsonl", "summary.json", "loss.png", "hellaswag.json", "tokenizer", "hf",

@@ -56,7 +56,7 @@ torch.version.cuda, 'transformers', transformers.__version__)"
 # Each part returns non-zero on its first failing command (set -e does not act inside a tested function).
 bench() {
     timeout -k 5 ${limits[3]} python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" \
-        --vocab_size 50304 --seq_len $T --batch_size $B --steps $steps --compile --json "$out/bench.json" 2>&1 \
+        --vocab_size 50304 --seq_len $T --batch_size $B --steps $steps --compile --out "$out/bench.json" 2>&1 \
         | { grep -v "Loading weights" || true; }
 }
 
@@ -74,7 +74,7 @@ train() {
     cp "$train_out/log.jsonl" "$out/train_log.jsonl" || return 1
     cp "$train_out/summary.json" "$out/train_summary.json" || return 1
     if [ -f "$train_out/loss.png" ]; then cp "$train_out/loss.png" "$out/train_loss.png"; fi
-    timeout -k 5 ${limits[5]} python pretrain/bench.py --from_run "$train_out" --json "$out/train.json"
+    timeout -k 5 ${limits[5]} python pretrain/bench.py --from_run "$train_out" --out "$out/train.json"
 }
 
 bench64() {
@@ -88,7 +88,7 @@ bench64() {
     fi
     timeout -k 5 ${limits[6]} python pretrain/bench.py --device $device --dtype $dtype "${model[@]}" --no_hf \
         --vocab_size 50304 --seq_len $T --batch_size $((2 * B)) --steps $steps "${compile64[@]}" \
-        --json "$out/bench64.json" 2>&1
+        --out "$out/bench64.json" 2>&1
 }
 
 parts=("$@")

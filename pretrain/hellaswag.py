@@ -1,19 +1,12 @@
-"""HellaSwag (Zellers et al. 2019), completion style: acc and the two acc_norm conventions in use.
-
-The model reads context + " " + ending (build-nanogpt's rendering; lm-eval's target delimiter) for each of the 4
-endings, scored by the log-likelihood of the ending's tokens. Three picks (README.md, "HellaSwag"), each with its
-standard error sqrt(p (1 - p) / n): ``acc`` the highest total (lm-eval's acc); ``acc_norm_per_token`` the highest mean
-per ending token (build-nanogpt's acc_norm, train.py's ``hellaswag_acc_norm``); ``acc_norm_per_char`` the highest
-total / the ending's characters without its leading space (lm-eval-harness's acc_norm, ``lls / completion_len`` in
-``lm_eval/api/task.py``). Only the normalisation is lm-eval's: its task also prefixes the activity label, capitalises
-``ctx_b`` and strips WikiHow's markers. Rows longer than block_size keep their last block_size tokens. Data: the
-data directory's ``hellaswag/hellaswag_val.jsonl`` when present, else the offline ActivityNet subset
-``hellaswag/hellaswag_val_activitynet.jsonl`` (not comparable to published full-set numbers).
+"""HellaSwag (Zellers et al. 2019), completion style: acc and the two acc_norm conventions in use (CONVENTIONS;
+README.md, "HellaSwag"), each with its standard error, written to --out (default: hellaswag.json beside the model).
 
     python pretrain/hellaswag.py --model pretrain/output/tiny-cpu --limit 200        # the run's latest checkpoint
     python pretrain/hellaswag.py --model pretrain/output/tiny-cpu/ckpt_000300.pt    # any step checkpoint
     python pretrain/hellaswag.py --model pretrain/output/tiny-cpu/hf [--hf]         # our GPT, or transformers'
-Prints one JSON object and writes it to --out (default: hellaswag.json in the run folder or beside the model).
+
+The model reads context + " " + each ending (build-nanogpt), without lm-eval's other rendering. Offline data is the
+ActivityNet subset (used when the full hellaswag_val.jsonl is absent): not comparable to published full-set numbers.
 """
 from __future__ import annotations
 
@@ -31,7 +24,8 @@ import torch.nn.functional as F
 import fileio
 from ddp import device_problem
 from fileio import OutputError, atomic_write_json, claim_output_file
-from modeling_gpt2 import HUB_CONFIGS, autocast_for
+from modeling_gpt2 import HUB_MODELS, autocast_for
+from prepare import DataError  # also a row that cannot be scored: the message names file, line and field
 
 DATA_FILES = ("hellaswag/hellaswag_val.jsonl", "hellaswag/hellaswag_val_activitynet.jsonl")
 JSON_KIND = "pretrain-hellaswag"
@@ -42,10 +36,6 @@ CONVENTIONS = {
     "acc_norm_per_char": "highest log-likelihood / characters of the ending (lm-eval-harness acc_norm)",
 }
 COUNTS = {"acc": "correct", "acc_norm_per_token": "correct_norm", "acc_norm_per_char": "correct_norm_char"}
-
-
-class DataError(ValueError):
-    """A HellaSwag row that cannot be scored; the message names file, line and field."""
 
 
 def find_data(data_dir=None) -> Path:
@@ -62,15 +52,13 @@ def check_row(row, where: str) -> dict:
     """The row if it is a scorable example (ctx text, 4 ending texts, label 0-3), else DataError naming the field."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: not a JSON object")
-    for name in ("ctx", "endings", "label"):
-        if name not in row:
-            raise DataError(f"{where}: field '{name}' is missing")
-    if not isinstance(row["ctx"], str):
-        raise DataError(f"{where}: field 'ctx' is {type(row['ctx']).__name__}, not text")
-    endings = row["endings"]
+    if missing := [name for name in ("ctx", "endings", "label") if name not in row]:
+        raise DataError(f"{where}: field '{missing[0]}' is missing")
+    ctx, endings, label = row["ctx"], row["endings"], row["label"]
+    if not isinstance(ctx, str):
+        raise DataError(f"{where}: field 'ctx' is {type(ctx).__name__}, not text")
     if not isinstance(endings, list) or len(endings) != 4 or not all(isinstance(e, str) and e for e in endings):
         raise DataError(f"{where}: field 'endings' must be a list of 4 non-empty texts, got {str(endings)[:60]}")
-    label = row["label"]
     if isinstance(label, str) and label.strip().isdigit():  # the HF dataset stores labels as text
         label = int(label)
     if isinstance(label, bool) or not isinstance(label, int) or label not in range(4):
@@ -96,7 +84,8 @@ def load_examples(path: Path, limit: int | None = None) -> list[dict]:
 
 
 def render(tok, example: dict, block_size: int):
-    """(tokens (4, L), mask (4, L), label): context + each ending, mask = 1 on ending tokens, right-padded."""
+    """(tokens (4, L), mask (4, L), label): context + each ending, mask = 1 on ending tokens, right-padded; a row
+    longer than block_size keeps its last block_size tokens."""
     ctx, rows, masks = tok.encode(example["ctx"]), [], []
     for ending in example["endings"]:
         end = tok.encode(" " + ending)  # the space belongs to the ending (GPT-2 BPE merges it into the next word)
@@ -180,47 +169,38 @@ def parse_args(argv=None):
         p.error(device_problem(args.device))
     if args.limit < -1:
         raise ValueError(f"--limit {args.limit}: give N >= 0, or -1 for all examples")
-    if not Path(args.model).exists() and args.model not in HUB_CONFIGS:
+    if not Path(args.model).exists() and args.model not in HUB_MODELS:
         raise ValueError(f"{args.model}: no such checkpoint or model folder")
     if args.hf and not (Path(args.model) / "config.json").is_file():
         raise ValueError(f"--hf needs a HF model folder (with config.json); {args.model} is not one")
     return args
 
 
-def default_out(model: str) -> Path | None:
-    """hellaswag.json in the run folder (for a checkpoint) or in the HF folder; None for a hub name."""
-    p = Path(model).parent if Path(model).is_file() else Path(model)
-    return p / "hellaswag.json" if p.is_dir() else None
-
-
-def run(argv=None) -> dict:
+def main(argv=None) -> dict:
     """Check the inputs, load model and data, score, write the JSON; returns it."""
-    args = parse_args(argv)
-    out = Path(args.out) if args.out else default_out(args.model)
-    if out is not None:  # checked before the work, not after it
-        claim_output_file(out, JSON_KIND, overwrite=args.overwrite)
-    data = find_data(args.data_dir)
-    examples = load_examples(data, args.limit)
-    logits_fn, tok, block_size = load_scorer(args)
-    device = torch.device(args.device)
-    autocast = autocast_for("auto", device)
-    t0 = time.perf_counter()
-    counts = evaluate(logits_fn, tok, examples, block_size, device, autocast=autocast, progress=True)
-    result = {"kind": JSON_KIND, "model": str(args.model), "data": str(data),
-              **accuracies(counts), "conventions": CONVENTIONS, "seconds": time.perf_counter() - t0,
-              "scorer": "transformers" if args.hf else "ours"}
-    if out is not None:
-        atomic_write_json(out, result)
-    print(json.dumps(result))
-    return result
-
-
-def main(argv=None):
     try:
-        return run(argv)
+        args = parse_args(argv)
+        # default: hellaswag.json in the run folder (for a checkpoint) or in the HF folder; none for a hub name
+        where = Path(args.model).parent if Path(args.model).is_file() else Path(args.model)
+        out = Path(args.out) if args.out else where / "hellaswag.json" if where.is_dir() else None
+        if out is not None:  # checked before the work, not after it
+            claim_output_file(out, JSON_KIND, overwrite=args.overwrite)
+        data = find_data(args.data_dir)
+        examples = load_examples(data, args.limit)
+        logits_fn, tok, block_size = load_scorer(args)
+        t0 = time.perf_counter()
+        counts = evaluate(logits_fn, tok, examples, block_size, args.device,
+                          autocast=autocast_for("auto", torch.device(args.device)), progress=True)
+        result = {"kind": JSON_KIND, "model": str(args.model), "data": str(data),
+                  **accuracies(counts), "conventions": CONVENTIONS, "seconds": time.perf_counter() - t0,
+                  "scorer": "transformers" if args.hf else "ours"}
+        if out is not None:
+            atomic_write_json(out, result)
     except (ValueError, FileNotFoundError, OutputError) as e:  # bad input (CheckpointError too): one line
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
-"""GPT-2 in plain PyTorch with Hugging Face parameter names: the model, HF conversion, optimizers and MFU peaks.
-
-Numerically the same function as `transformers.GPT2LMHeadModel` (nanoGPT lineage). Our projections are `nn.Linear`
-(weight (out, in)), HF's `Conv1D` (weight (in, out)): conversion is a pure function with an explicit transpose list
-(`TRANSPOSED`) and asserted shapes. MFU (PaLM paper, appendix B) is against the datasheet dense peak of a GPU its name
-identifies exactly (no match, no peak: never a neighbour's), on CPU against the measured fp32 matmul peak.
+"""GPT-2 in plain PyTorch with Hugging Face parameter names (nanoGPT lineage), numerically transformers'
+GPT2LMHeadModel: the model, HF conversion, optimizers and MFU peaks. Our projections are `nn.Linear` (weight (out, in)),
+HF's `Conv1D` (in, out): conversion is a pure function with a transpose list (`TRANSPOSED`) and asserted shapes. MFU
+(PaLM, appendix B) is against the datasheet peak of a GPU its name matches exactly (never a neighbour's), on CPU the
+measured fp32 matmul peak.
 """
 from __future__ import annotations
 
@@ -45,17 +44,13 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
 
 
-# The four OpenAI GPT-2 checkpoints on the hub (from_pretrained("gpt2-medium") etc.): layers, heads, width, size.
-HUB_CONFIGS = {"gpt2": (12, 12, 768, "124M"), "gpt2-medium": (24, 16, 1024, "350M"),
-               "gpt2-large": (36, 20, 1280, "774M"), "gpt2-xl": (48, 25, 1600, "1558M")}
+HUB_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # OpenAI's on the hub: 124M, 350M, 774M, 1558M
 
 
 class LinearCrossEntropy(torch.autograd.Function):
-    """mean cross_entropy(h @ W.T, y) (ignore_index -1) without materializing the (N, V) logits, for CPU training.
-
-    Rows go in chunks: log-softmax, loss and at once d loss / d logits = softmax - onehot, turned into grad_h and
-    grad_W; backward only scales them. Same matmuls, far less memory traffic than the plain path (head + loss 78
-    against 126 ms, bench.py --parts). Liger-Kernel's fused linear cross-entropy idea."""
+    """mean cross_entropy(h @ W.T, y) (ignore_index -1) without the (N, V) logits, for CPU training (Liger-Kernel's
+    fused linear cross-entropy): per chunk of rows the loss and at once d loss / d logits = softmax - onehot, turned
+    into grad_h and grad_W; backward only scales them. Head + loss 78 against 126 ms (bench.py --parts)."""
 
     @staticmethod
     def forward(ctx, h, W, y, chunk: int = 256):  # h (N, C), W (V, C), y (N,)
@@ -93,7 +88,6 @@ def cpuinfo(field: str) -> str:
 
 
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags; empty where /proc/cpuinfo has none."""
     return frozenset(cpuinfo("flags").split())
 
 
@@ -117,13 +111,6 @@ def newton_schulz(G, steps: int = 5, coefficients=(3.4445, -4.7750, 2.0315), eps
         A = X @ X.T
         X = torch.addmm(X, torch.addmm(A, A, A, beta=b, alpha=c), X, beta=a)  # a X + (b A + c A^2) X
     return X.T if G.size(0) > G.size(1) else X
-
-
-@functools.lru_cache(maxsize=None)
-def log_once(line: str) -> None:
-    """Print `line` once per process, on rank 0 only."""
-    if os.environ.get("RANK", "0") == "0":
-        print(line, flush=True)
 
 
 class Muon(torch.optim.Muon):
@@ -171,9 +158,7 @@ class Optimizers:
     def state_dict(self) -> dict:
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}
 
-    def load_state_dict(self, state: dict) -> None:
-        if set(state) != set(self.optimizers):
-            raise ValueError(f"optimizer state holds {sorted(state)}, this run uses {sorted(self.optimizers)}")
+    def load_state_dict(self, state: dict) -> None:  # the same optimizers: config.check_resume
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state[name])
 
@@ -315,12 +300,12 @@ class GPT(nn.Module):
         adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=device_type in ("cuda", "cpu"))
         if optimizer == "adamw":
             return adamw
-        assert optimizer == "muon", optimizer  # the flags' choices
         # Muon (Jordan et al. 2024): momentum, then the update orthogonalized by Newton-Schulz; the embedding (tied
         # to the head), biases and LayerNorms stay on AdamW. "match_rms_adamw" scales each update to AdamW's typical
         # size (0.2 sqrt(max(rows, cols))), so both share one learning rate and schedule.
         ns_dtype = newton_schulz_dtype(device_type)
-        log_once(f"muon: Newton-Schulz in {str(ns_dtype).removeprefix('torch.')} on {device_type}")
+        if os.environ.get("RANK", "0") == "0":
+            print(f"muon: Newton-Schulz in {str(ns_dtype).removeprefix('torch.')} on {device_type}", flush=True)
         muon = Muon(matrices, lr=learning_rate, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw",
                     ns_dtype=ns_dtype)
         return Optimizers(adamw=adamw, muon=muon)
@@ -366,12 +351,12 @@ class GPT(nn.Module):
     # ---------------------------------------------------------------- Hugging Face interop
     @classmethod
     def from_pretrained(cls, name_or_dir: str | os.PathLike) -> "GPT":
-        """Load a GPT-2 from a local HF directory or, online, a hub name (HUB_CONFIGS)."""
+        """Load a GPT-2 from a local HF directory or, online, a hub name (HUB_MODELS)."""
         path = Path(name_or_dir)
         if not path.is_dir():
-            if str(name_or_dir) not in HUB_CONFIGS:
+            if str(name_or_dir) not in HUB_MODELS:
                 raise FileNotFoundError(f"from_pretrained: '{name_or_dir}' is neither a local directory nor one of "
-                                        f"the hub models {sorted(HUB_CONFIGS)}")
+                                        f"the hub models {sorted(HUB_MODELS)}")
             from huggingface_hub import snapshot_download  # only for users online; offline pass a directory
             path = Path(snapshot_download(str(name_or_dir), allow_patterns=["config.json", "*.safetensors"]))
         config = config_from_hf(json.loads((path / "config.json").read_text()))
@@ -427,19 +412,18 @@ TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "ml
 HF_BUFFERS = (".attn.bias", ".attn.masked_bias")
 
 
-def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
-    """HF-layout shape of every tensor of a GPT2LMHeadModel with this config (lm_head tied, so not listed)."""
-    C, V = config.n_embd, config.vocab_size
-    shapes = {"transformer.wte.weight": (V, C), "transformer.wpe.weight": (config.block_size, C),
-              "transformer.ln_f.weight": (C,), "transformer.ln_f.bias": (C,)}
-    per_layer = {"ln_1.weight": (C,), "ln_1.bias": (C,), "ln_2.weight": (C,), "ln_2.bias": (C,),
-                 "attn.c_attn.weight": (C, 3 * C), "attn.c_attn.bias": (3 * C,),
-                 "attn.c_proj.weight": (C, C), "attn.c_proj.bias": (C,),
-                 "mlp.c_fc.weight": (C, 4 * C), "mlp.c_fc.bias": (4 * C,),
-                 "mlp.c_proj.weight": (4 * C, C), "mlp.c_proj.bias": (C,)}
-    for i in range(config.n_layer):
-        shapes.update({f"transformer.h.{i}.{k}": s for k, s in per_layer.items()})
-    return shapes
+def check_hf_layout(state: dict, config: GPTConfig, what: str) -> dict:
+    """`state` once its names and shapes are those of a GPT2LMHeadModel with this config in HF's layout: ours with
+    the TRANSPOSED ones reversed, the tied lm_head left out (a model on the meta device: shapes only, no memory)."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape)[::-1] if k.endswith(TRANSPOSED) else tuple(v.shape)
+                  for k, v in GPT(config).state_dict().items() if k != "lm_head.weight"}
+    missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
+    if missing or unexpected:
+        raise ValueError(f"{what} does not match the config: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    for k, v in state.items():
+        assert tuple(v.shape) == shapes[k], f"{k}: shape {tuple(v.shape)}, expected {shapes[k]}"
+    return state
 
 
 def hf_to_ours(hf_state: dict, config: GPTConfig) -> dict:
@@ -448,34 +432,20 @@ def hf_to_ours(hf_state: dict, config: GPTConfig) -> dict:
     state = {k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k: v
              for k, v in hf_state.items() if not k.endswith(HF_BUFFERS)}
     head = state.pop("lm_head.weight", None)
-    shapes = expected_shapes(config)
-    missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
-    if missing or unexpected:
-        raise ValueError(f"HF state dict does not match the config: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    check_hf_layout(state, config, "HF state dict")
     if head is not None and not torch.equal(head, state["transformer.wte.weight"]):
         raise ValueError("HF checkpoint has an untied lm_head.weight; this GPT ties it to transformer.wte.weight")
-    out = {}
-    for k, v in state.items():
-        assert tuple(v.shape) == shapes[k], f"{k}: shape {tuple(v.shape)}, expected {shapes[k]}"
-        out[k] = v.t().contiguous() if k.endswith(TRANSPOSED) else v
+    out = {k: v.t().contiguous() if k.endswith(TRANSPOSED) else v for k, v in state.items()}
     out["lm_head.weight"] = out["transformer.wte.weight"]
     return out
 
 
 def ours_to_hf(state: dict, config: GPTConfig) -> dict:
-    """Our (or a torch.compile'd model's) state dict -> HF tensors (Conv1D layout; the tied lm_head left out)."""
-    state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
-    state.pop("lm_head.weight", None)
-    shapes = expected_shapes(config)
-    if set(state) != set(shapes):
-        raise ValueError(f"state dict does not match the config: {sorted(set(state) ^ set(shapes))[:4]}")
-    out = {}
-    for k, v in state.items():
-        v = v.detach().cpu()
-        v = v.t() if k.endswith(TRANSPOSED) else v
-        assert tuple(v.shape) == shapes[k], f"{k}: shape {tuple(v.shape)}, expected {shapes[k]}"
-        out[k] = v.contiguous().clone()  # safetensors refuses shared or non-contiguous storage
-    return out
+    """Our state dict -> HF tensors (Conv1D layout; the tied lm_head left out), shapes checked."""
+    state = {k: v.detach().cpu() for k, v in state.items() if k != "lm_head.weight"}
+    # a copy of each, contiguous: safetensors refuses shared or non-contiguous storage
+    hf = {k: (v.t() if k.endswith(TRANSPOSED) else v).contiguous().clone() for k, v in state.items()}
+    return check_hf_layout(hf, config, "state dict")
 
 
 def config_from_hf(hf: dict) -> GPTConfig:
@@ -536,7 +506,7 @@ def read_hf_state_dict(path: Path) -> dict:
 
 # ---------------------------------------------------------------------------- precision and MFU peaks
 # Dense TFLOP/s from the vendors' datasheets: (bf16, fp16, tf32, fp32); None = no such tensor-core mode.
-# Keys are what we print; patterns must match the whole of torch.cuda.get_device_name() after `_normalize`.
+# Keys are what we print; patterns must match the whole of torch.cuda.get_device_name() as match_gpu normalises it.
 GPU_PEAKS = {
     "H100 SXM": (r"H100( SXM5?)?( \d+GB)?( HBM3E?)?", (989.4, 989.4, 494.7, 66.9)),
     "H100 PCIe": (r"H100( \d+GB)? PCIE( \d+GB)?", (756.5, 756.5, 378.0, 51.2)),
@@ -559,15 +529,10 @@ GPU_PEAKS = {
 MODES = ("bf16", "fp16", "tf32", "fp32")
 
 
-def _normalize(name: str) -> str:
-    """'NVIDIA A100-SXM4-80GB' -> 'A100 SXM4 80GB': upper case, '-'/'_' as spaces, vendor words dropped."""
-    words = re.sub(r"[-_\s]+", " ", name.upper()).split()
-    return " ".join(w for w in words if w not in ("NVIDIA", "TESLA", "GEFORCE"))
-
-
 def match_gpu(name: str) -> str | None:
     """The GPU_PEAKS key whose pattern matches the whole device name, or None (never a near miss)."""
-    norm = _normalize(name)
+    words = re.sub(r"[-_\s]+", " ", name.upper()).split()  # 'NVIDIA A100-SXM4-80GB' -> 'A100 SXM4 80GB'
+    norm = " ".join(w for w in words if w not in ("NVIDIA", "TESLA", "GEFORCE"))
     hits = [key for key, (pattern, _) in GPU_PEAKS.items() if re.fullmatch(pattern, norm)]
     assert len(hits) <= 1, f"{name}: matched {hits}; the patterns must be disjoint"
     return hits[0] if hits else None
@@ -613,15 +578,13 @@ def peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32, t
 
 def describe_peak(device: torch.device | str, dtype: torch.dtype = torch.float32, tf32: bool | None = None) -> str:
     """One line saying which peak MFU uses: the matched GPU key and mode, or why there is none."""
-    device = torch.device(device)
-    peak = peak_flops(device, dtype, tf32)
+    device, peak = torch.device(device), peak_flops(device, dtype, tf32)
     if device.type == "cpu":
         return f"cpu: measured fp32 matmul peak {peak / 1e12:.3f} TFLOP/s ({torch.get_num_threads()} threads)"
     if device.type != "cuda":
         return f"{device}: no peak known, MFU not computed"
     name, mode = torch.cuda.get_device_name(device), precision_mode(dtype, tf32)
-    key = match_gpu(name)
-    if key is None:
+    if (key := match_gpu(name)) is None:
         return f"{name!r}: not in modeling_gpt2.GPU_PEAKS (exact names only), MFU not computed"
     if peak is None:
         return f"{name!r} = {key}: has no {mode} tensor-core mode, MFU not computed"

@@ -4,9 +4,8 @@
     python pretrain/ngram.py --data SHARDS --orders 1 2 3          # only these orders
     python pretrain/ngram.py --data SHARDS --model RUN/hf --out baselines.json   # and a HF model, same tokens
 
-A language model is only worth its compute if it beats counting. Fitted on the train split, scored on every val token
-in nats/token and bits per UTF-8 byte (tokenizer-independent); order 1 add-one smoothed, orders >= 2 Kneser-Ney.
-``--model`` is scored by transformers' GPT2LMHeadModel (not our model code), each val token predicted once.
+Fitted on the train split, scored on every val token in nats/token and bits per UTF-8 byte (tokenizer-independent);
+order 1 add-one smoothed, orders >= 2 Kneser-Ney. ``--model`` is scored by transformers' GPT2LMHeadModel.
 """
 from __future__ import annotations
 
@@ -27,8 +26,7 @@ KIND = "llmhw-ngram-baselines"  # the "kind" of --out (fileio.claim_output_file)
 
 def split_tokens(data: str | Path, split: str) -> np.ndarray:
     """All tokens of a split, concatenated in shard order (int64)."""
-    meta = read_meta(data)
-    shards = [read_shard(Path(data) / name) for name in meta[split]["shards"]]
+    shards = [read_shard(Path(data) / name) for name in read_meta(data)[split]["shards"]]
     if not shards or not sum(map(len, shards)):
         raise DataError(f"{data}: no {split} tokens (meta.json {split}.tokens 0)")
     return np.concatenate(shards).astype(np.int64)

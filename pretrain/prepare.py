@@ -1,4 +1,4 @@
-"""Token shards for train.py: the tokenizer, the shard format, meta.json and their checks, the loaders, and the
+"""Token shards for train.py: the tokenizer, the shard format, meta.json and their checks, the loader, and the
 command that tokenizes text files or a Hugging Face dataset into a data set (format: README.md, "Data").
 
     python pretrain/prepare.py --input tinyshakespeare.txt --out_dir pretrain/output/data/shakespeare
@@ -6,11 +6,9 @@ command that tokenizes text files or a Hugging Face dataset into a data set (for
     python pretrain/prepare.py --hf_dataset HuggingFaceFW/fineweb-edu --hf_config sample-10BT \\
         --val_fraction 0.01 --out_dir DIR             # GPU users, online (~10B tokens, 100M-token shards)
 
-A data set (train_*.bin, val_*.bin, tokenizer/, meta.json with each shard's sha256) is built aside and swapped in
-whole. Each document starts with end-of-text (build-nanogpt's fineweb.py): a text file is one, or with --doc_boundary
-blank_line each paragraph. Files are read in ~1 MB pieces tokenized by worker processes in order, cut where GPT-2's
-pre-tokenizer splits anyway, so the ids equal the whole file's (tested). Validation: a file's tail from the first cut
-in its last --val_fraction of bytes (nanoGPT's shakespeare split); a dataset's every (1/val_fraction)-th document.
+A data set is built aside and swapped in whole; each document starts with end-of-text (build-nanogpt's fineweb.py).
+Files are read in ~1 MB pieces tokenized by worker processes in order, cut where GPT-2's pre-tokenizer splits anyway,
+so the ids equal the whole file's (tested).
 """
 from __future__ import annotations
 
@@ -24,15 +22,37 @@ import shutil
 import signal
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from tqdm import tqdm
 
 import fileio
 from fileio import OutputError, atomic_dir, atomic_write_json, claim_output_dir
-from gpt2files import EOT, gpt2_encoding, gpt2_files
 
 # ---------------------------------------------------------------------------- the tokenizer
+EOT = "<|endoftext|>"
+
+
+def gpt2_encoding(files: dict[str, Path]):
+    """tiktoken's ``gpt2`` Encoding (ids equal to ``tiktoken.get_encoding("gpt2")``, which would download the files)
+    from the local encoder.json + vocab.bpe: their 50,256 merges' ranks + ``<|endoftext|>`` = 50256."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tiktoken_ext.openai_public import r50k_pat_str  # GPT-2's pre-split pattern
+
+    try:  # TIKTOKEN_CACHE_DIR="": caching off. tiktoken caches what it reads in /tmp/data-gym-cache keyed by the
+        # path, not the content, so a file changed at the same path (a data set prepared again) gave the old ranks
+        with mock.patch.dict(os.environ, TIKTOKEN_CACHE_DIR=""):
+            ranks = data_gym_to_mergeable_bpe_ranks(str(files["vocab.bpe"]), str(files["encoder.json"]))
+    except (ValueError, LookupError, AttributeError, TypeError, AssertionError, OSError) as e:
+        # tiktoken asserts that the two files agree; a damaged or foreign file surfaces as any of these
+        why = "the two files disagree" if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"
+        raise ValueError(f"{files['encoder.json']} + {files['vocab.bpe']}: not GPT-2's encoder.json + vocab.bpe "
+                         f"pair ({why.splitlines()[0][:160]})") from None
+    return tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={EOT: len(ranks)})
+
+
 class TextTokenizer:
     """GPT-2's BPE (tiktoken, built from the local encoder.json + vocab.bpe = HF's vocab.json + merges.txt) or any
     HF tokenizer.json (e.g. bpe/'s); encode/decode, kind, vocab_size, eot_id and the defining files."""
@@ -40,29 +60,27 @@ class TextTokenizer:
     def __init__(self, kind: str, files: dict[str, Path]):
         self.kind, self.files = kind, {k: Path(v) for k, v in files.items()}
         if kind == "gpt2":
-            self._enc = gpt2_encoding(files=self.files)
-            self.vocab_size, self.eot_id = self._enc.n_vocab, self._enc.eot_token
+            enc = gpt2_encoding(self.files)
+            self.vocab_size, self.eot_id = enc.n_vocab, enc.eot_token
+            # ordinary text: special-token strings inside it are encoded as plain text
+            self._encode, self._decode = enc.encode_ordinary, lambda ids: enc.decode(ids, errors="replace")
             return
         from tokenizers import Tokenizer
 
         try:
-            self._tok = Tokenizer.from_file(str(self.files["tokenizer.json"]))
+            tok = Tokenizer.from_file(str(self.files["tokenizer.json"]))
         except Exception as e:  # the library's errors are long Rust traces; say which file is bad
             raise ValueError(f"{self.files['tokenizer.json']}: not a readable HF tokenizer.json ({e})") from None
-        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
-        self.eot_id = self._tok.token_to_id(EOT)  # None when the tokenizer has no end-of-text token
+        self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
+        self.eot_id = tok.token_to_id(EOT)  # None when the tokenizer has no end-of-text token
+        self._encode = lambda text: tok.encode(text, add_special_tokens=False).ids
+        self._decode = lambda ids: tok.decode(ids, skip_special_tokens=False)
 
     def encode(self, text: str) -> list[int]:
-        """Ordinary text to ids; special-token strings inside the text are encoded as plain text."""
-        if self.kind == "gpt2":
-            return self._enc.encode_ordinary(text)
-        return self._tok.encode(text, add_special_tokens=False).ids
+        return self._encode(text)
 
     def decode(self, ids) -> str:
-        ids = [int(i) for i in ids if int(i) < self.vocab_size]  # padded-vocab ids (>= vocab_size) decode to nothing
-        if self.kind == "gpt2":
-            return self._enc.decode(ids, errors="replace")
-        return self._tok.decode(ids, skip_special_tokens=False)
+        return self._decode([int(i) for i in ids if int(i) < self.vocab_size])  # padded-vocab ids: nothing
 
     def describe(self) -> dict:
         """What identifies the tokenizer: kind, sizes, file names and a SHA-256 over the files' contents."""
@@ -101,7 +119,7 @@ def load_tokenizer(spec: str | Path = "gpt2", data_dir: str | Path | None = None
     """"gpt2" (encoder.json + vocab.bpe from the data directory), a tokenizer.json file, or a folder holding
     tokenizer.json, encoder.json + vocab.bpe, or vocab.json + merges.txt (a data set's tokenizer/, a HF model)."""
     if str(spec) == "gpt2":
-        return TextTokenizer("gpt2", gpt2_files(data_dir))
+        return TextTokenizer("gpt2", {n: fileio.find(f"gpt2/{n}", data_dir) for n in ("encoder.json", "vocab.bpe")})
     path = Path(spec)
     if path.is_file():
         return TextTokenizer("tokenizer.json", {"tokenizer.json": path})
@@ -110,10 +128,8 @@ def load_tokenizer(spec: str | Path = "gpt2", data_dir: str | Path | None = None
             return TextTokenizer("gpt2", {"encoder.json": path / a, "vocab.bpe": path / b})
     if (path / "tokenizer.json").is_file():
         return TextTokenizer("tokenizer.json", {"tokenizer.json": path / "tokenizer.json"})
-    if path.is_dir():
-        raise FileNotFoundError(f"{path}: no tokenizer files (tokenizer.json, encoder.json + vocab.bpe, or "
-                                "vocab.json + merges.txt)")
-    raise FileNotFoundError(f"tokenizer '{spec}': not 'gpt2', a tokenizer.json file or a directory")
+    raise FileNotFoundError(f"tokenizer '{spec}': no tokenizer files (not 'gpt2', a tokenizer.json file, or a folder "
+                            "with tokenizer.json, encoder.json + vocab.bpe or vocab.json + merges.txt)")
 
 
 # ---------------------------------------------------------------------------- the shard format and its checks
@@ -137,24 +153,20 @@ def make_header(n_tokens: int, dtype: np.dtype, vocab_size: int, eot_id: int | N
     return header
 
 
-def read_header(path: Path) -> np.ndarray:
-    return np.fromfile(path, dtype="<i4", count=HEADER_INTS)
-
-
-def read_shard(path: str | Path, scan: bool = True) -> np.memmap:
-    """The tokens of one shard, memory-mapped, after checking its header against the file size and (``scan``)
-    its tokens against the header's max_id (one pass, ~0.1 s per 100M cached tokens)."""
+def read_shard(path: str | Path, scan: bool = True, meta: dict | None = None) -> np.memmap:
+    """The tokens of one shard, memory-mapped, after checking its header against the file size, (``meta``) the
+    tokenizer meta.json names and (``scan``) its tokens against the header's max_id (~0.1 s per 100M tokens)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"shard {path} is missing")
     size = path.stat().st_size
     if size < HEADER_INTS * 4:
         raise DataError(f"shard {path} is corrupt: {size} bytes, shorter than the {HEADER_INTS * 4}-byte header")
-    header = read_header(path)
-    dtypes = {magic: (version, dt) for dt, (magic, version) in MAGIC.items()}
-    if int(header[0]) not in dtypes or int(header[1]) != dtypes[int(header[0])][0]:
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    dtype = next((dt for dt, magic in MAGIC.items() if magic == (int(header[0]), int(header[1]))), None)
+    if dtype is None:
         raise DataError(f"shard {path} is corrupt: bad magic/version {int(header[0])}/{int(header[1])}")
-    dtype, n = dtypes[int(header[0])][1], int(header[2])
+    n = int(header[2])
     if size != HEADER_INTS * 4 + n * dtype.itemsize:
         raise DataError(f"shard {path} is corrupt: header says {n} tokens ({HEADER_INTS * 4 + n * dtype.itemsize} "
                         f"bytes) but the file has {size} bytes")
@@ -165,6 +177,10 @@ def read_shard(path: str | Path, scan: bool = True) -> np.memmap:
                         f"{recorded}; prepare the data again")
     if recorded >= int(header[4]) > 0:
         raise DataError(f"shard {path}: token id {recorded} is outside its tokenizer's vocab {int(header[4])}")
+    made_with = (meta["vocab_size"], -1 if meta.get("eot_id") is None else meta["eot_id"]) if meta else None
+    if made_with and (int(header[4]), int(header[5])) != made_with:
+        raise DataError(f"shard {path}: made with another tokenizer (header vocab {int(header[4])}, end-of-text "
+                        f"{int(header[5])}; meta.json says {meta['vocab_size']}, {meta.get('eot_id')})")
     return tokens
 
 
@@ -190,31 +206,24 @@ def read_meta(data: str | Path) -> dict:
     if meta.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION} "
                         "(prepare the data again)")
-    for name, kind in {"vocab_size": int, "tokenizer": dict, "train": dict, "val": dict}.items():
-        if not isinstance(meta.get(name), kind) or isinstance(meta.get(name), bool):
-            raise DataError(f"{path} is corrupt: field '{name}' is {meta.get(name)!r}, expected {kind.__name__}")
-    for split in ("train", "val"):
-        if not isinstance(meta[split].get("shards"), list) or not isinstance(meta[split].get("tokens"), int):
-            raise DataError(f"{path} is corrupt: '{split}' needs 'shards' (a list) and 'tokens' (a number)")
-    if not isinstance(meta["tokenizer"].get("dir"), str):
-        raise DataError(f"{path} is corrupt: 'tokenizer.dir' is missing")
+    for name, kind in (("vocab_size", int), ("tokenizer.dir", str), ("train.shards", list), ("train.tokens", int),
+                       ("val.shards", list), ("val.tokens", int)):
+        value = meta
+        for key in name.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise DataError(f"{path} is corrupt: field '{name}' is {value!r}, expected {kind.__name__}")
     return meta
 
 
 def check_data(data: str | Path, meta: dict, model_vocab: int) -> TextTokenizer:
-    """Cheap checks before training; returns the data's tokenizer. The tokenizer's vocab fits the model's; every
-    shard's header (magic, size, its max_id below its vocab: read_shard) agrees with meta.json's tokenizer, so every
-    id fits the model (the loaders check each shard's tokens against its max_id when they open it); the tokenizer
-    files are the ones the shards were made with."""
-    data, vocab, eot = Path(data), meta["vocab_size"], meta.get("eot_id")
-    if vocab > model_vocab:
-        raise DataError(f"{data}: tokenizer vocab {vocab} exceeds the model's vocab_size {model_vocab}")
+    """Cheap checks before training; returns the data's tokenizer: its vocab fits the model's, every shard's header
+    (read_shard; the loader scans the tokens) agrees with meta.json's tokenizer, whose files are the shards' own."""
+    data = Path(data)
+    if meta["vocab_size"] > model_vocab:
+        raise DataError(f"{data}: tokenizer vocab {meta['vocab_size']} exceeds the model's vocab_size {model_vocab}")
     for name in meta["train"]["shards"] + meta["val"]["shards"]:
-        read_shard(data / name, scan=False)
-        header = read_header(data / name)
-        if int(header[4]) != vocab or int(header[5]) != (-1 if eot is None else eot):
-            raise DataError(f"shard {data / name}: made with another tokenizer (header vocab {int(header[4])}, "
-                            f"end-of-text {int(header[5])}; meta.json says {vocab}, {eot})")
+        read_shard(data / name, scan=False, meta=meta)
     tok = load_tokenizer(data / meta["tokenizer"]["dir"])
     if tok.describe()["sha256"] != meta["tokenizer"].get("sha256"):
         raise DataError(f"{data}/{meta['tokenizer']['dir']}: tokenizer files differ from the ones the shards were "
@@ -230,101 +239,58 @@ def data_identity(data: Path, meta: dict, hashed: bool = False) -> dict:
             "train_sha256": [file_sha256(Path(data) / n) for n in names] if hashed else meta["train"].get("sha256")}
 
 
-# ---------------------------------------------------------------------------- the loaders
-# Both memory-map every shard, give (x, y) of shape (B, T) with y = x shifted by one token, and split each step's
-# windows between the ranks: ranks see disjoint data, and one process with k accumulation steps sees exactly the
-# windows k processes see in one step. Their position (state_dict) is the resumable state, the same on every rank.
-def _open_split(data, split: str) -> tuple[list[str], list[np.memmap]]:
-    names = read_meta(data)[split]["shards"]
-    if not names:
-        raise DataError(f"{data}: no {split} shards in meta.json (no {split} tokens): prepare the data with "
-                        "--val_fraction > 0 (e.g. 0.1), or pass --val_steps 0 to train without validation")
-    return names, [read_shard(Path(data) / name) for name in names]
-
-
-def _tensors(rows: np.ndarray):
-    import torch  # here, not at the top: the tokenizer workers import this module and stay light
-
-    buf = torch.from_numpy(rows.astype(np.int64))  # (B, T+1)
-    return buf[:, :-1], buf[:, 1:]
-
-
+# ---------------------------------------------------------------------------- the loader
 class ShardLoader:
-    """--data_order sequential (nanoGPT, build-nanogpt): the shards in file order, one contiguous B*T+1 stretch per
-    rank and step. Right for shards whose documents are already mixed (FineWeb-Edu); for a corpus of files of
-    different sources, training would see one source after the other while validation measures their mixture."""
+    """(x, y) batches (B, T), y = x shifted by one token, from the memory-mapped shards cut into windows of T+1
+    tokens at a stride of T. A step reads B * world_size windows, rank r the r-th B: ranks read disjoint data, and
+    one process with k accumulation steps reads what k processes read in one step. order "sequential" (nanoGPT's):
+    file order, a step never across two shards (right for shards of mixed documents, FineWeb-Edu); "shuffle": a
+    random order and a new offset of the cuts each epoch, from (seed, epoch) only, so that every step draws from
+    every source in proportion (README.md, "Data order"). state_dict() is the resumable position, the same on every
+    rank."""
 
-    def __init__(self, data, split: str, B: int, T: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, data, split: str, B: int, T: int, rank: int = 0, world_size: int = 1,
+                 order: str = "sequential", seed: int = 0, accum: int = 1):
         self.B, self.T, self.rank, self.world_size = B, T, rank, world_size
-        names, shards = _open_split(data, split)
-        need = B * T * world_size + 1
-        # a shard shorter than one step (typically the last one) gives no window: skipped, as every shard's tail
-        self.shards = [s for s in shards if len(s) >= need]
-        self.skipped = [name for name, s in zip(names, shards) if len(s) < need]
-        if not self.shards:
-            raise DataError(f"{data}: every {split} shard is shorter than one step needs (B*T*world_size+1 = "
-                            f"{need} tokens; the longest has {max(map(len, shards))}); lower the batch size or "
-                            "sequence length")
-        self.reset()
-
-    def batches_per_epoch(self) -> int:
-        return sum((len(s) - 1) // (self.B * self.T * self.world_size) for s in self.shards)
-
-    def reset(self):
-        self.shard, self.pos, self.epoch = 0, 0, 0
-
-    def state_dict(self) -> dict:
-        return {"shard": self.shard, "pos": self.pos, "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict):
-        step = self.B * self.T * self.world_size
-        if not (0 <= state.get("shard", -1) < len(self.shards) and 0 <= state["pos"]
-                and state["pos"] + step + 1 <= len(self.shards[state["shard"]])):
-            raise DataError(f"data position {state} does not fit the {len(self.shards)} shards at B={self.B}, "
-                            f"T={self.T}, world_size={self.world_size} (were they changed?)")
-        self.shard, self.pos, self.epoch = state["shard"], state["pos"], state["epoch"]
-
-    def next_batch(self):
-        B, T, step = self.B, self.T, self.B * self.T * self.world_size
-        start = self.pos + self.rank * B * T
-        x, y = _tensors(self.shards[self.shard][start:start + B * T + 1][None])
-        self.pos += step
-        if self.pos + step + 1 > len(self.shards[self.shard]):  # the next step would not fit: next shard
-            self.pos, self.shard = 0, (self.shard + 1) % len(self.shards)
-            self.epoch += self.shard == 0
-        return x.view(B, T), y.view(B, T)
-
-
-class ShuffledLoader:
-    """--data_order shuffle: the split cut into non-overlapping windows of T+1 tokens at a stride of T, read in a
-    random order, a new one (and a new offset of the cuts) each epoch; every window once per epoch, so every step
-    draws from all sources in proportion, as validation does. The order depends only on (seed, epoch)."""
-
-    def __init__(self, data, split: str, B: int, T: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 accum: int = 1):
-        self.B, self.T, self.rank, self.world_size, self.seed = B, T, rank, world_size, seed
-        # an epoch ends on an optimizer step's boundary, so k processes and k accumulation steps see the same epochs
-        self.per_step = B * world_size * accum
-        names, self.shards = _open_split(data, split)
-        self.skipped = [name for name, s in zip(names, self.shards) if len(s) < T + 1]  # not one window
-        fewest = sum(max(0, (len(s) - T) // T) for s in self.shards)  # windows of an epoch whose offset is T-1
-        if fewest < self.per_step:  # found now, not in a later epoch with a larger offset
+        self.shuffle, self.seed = order == "shuffle", seed if order == "shuffle" else None
+        # shuffled, an epoch ends on an optimizer step's boundary, so k processes and k accumulation steps see the
+        # same epochs; in file order a step never spans two shards
+        self.per_step = B * world_size * (accum if self.shuffle else 1)
+        names = read_meta(data)[split]["shards"]
+        if not names:
+            raise DataError(f"{data}: no {split} shards in meta.json (no {split} tokens): prepare the data with "
+                            "--val_fraction > 0 (e.g. 0.1), or pass --val_steps 0 to train without validation")
+        self.shards = [read_shard(Path(data) / name) for name in names]
+        counts = self._counts(0)  # a shard giving no window (typically a short last one) is skipped
+        self.skipped = [name for name, n in zip(names, counts) if n == 0]
+        self.shards = [s for s, n in zip(self.shards, counts) if n > 0]
+        fewest = sum(self._counts(T - 1 if self.shuffle else 0))  # found now, not in a later epoch's offset
+        if fewest < self.per_step:
             raise DataError(f"{data}: the {split} split has {fewest} windows of {T + 1} tokens in some epochs, "
-                            f"fewer than one step needs (batch_size * world_size * accumulation = {self.per_step}); "
-                            "lower the batch size or sequence length")
+                            f"fewer than one step needs ({self.per_step} = batch_size * world_size"
+                            f"{' * accumulation' if self.shuffle else ''}); lower the batch size or sequence length")
         self.epoch, self.pos = 0, 0
         self._plan(0)
 
+    def _counts(self, offset: int) -> list[int]:
+        """Windows per shard when the cuts start at `offset`."""
+        n = [max(0, (len(s) - 1 - offset) // self.T) for s in self.shards]
+        return n if self.shuffle else [k - k % self.per_step for k in n]
+
     def _plan(self, epoch: int) -> None:
-        """This epoch's windows: starts at offset + k*T in every shard (offset in [0, T)), in a random order."""
-        rng = np.random.default_rng([self.seed, epoch])
-        offset = int(rng.integers(self.T))  # new cuts each epoch: a token is not always at the same window position
-        counts = [max(0, (len(s) - 1 - offset) // self.T) for s in self.shards]
-        self.window_shard = np.repeat(np.arange(len(self.shards), dtype=np.int32), counts)
-        self.window_start = np.concatenate([offset + self.T * np.arange(n, dtype=np.int64) for n in counts])
-        n = len(self.window_start)
-        self.order = rng.permutation(n)[:n - n % self.per_step]  # whole optimizer steps only
+        """This epoch's windows: starts at offset + k*T in every shard (offset in [0, T)), in their order."""
+        rng = np.random.default_rng([self.seed or 0, epoch])
+        self.offset = int(rng.integers(self.T)) if self.shuffle else 0  # new cuts each epoch: tokens move
+        counts = self._counts(self.offset)
+        self.first = np.cumsum([0] + counts[:-1])  # each shard's first window
+        n = sum(counts)
+        self.order = rng.permutation(n)[:n - n % self.per_step] if self.shuffle else range(n)  # whole steps
         self.planned_epoch = epoch
+
+    def windows(self, picked):
+        """(shard, start token) of each window index in `picked`."""
+        shard = np.searchsorted(self.first, picked, side="right") - 1
+        return zip(shard, self.offset + (np.asarray(picked) - self.first[shard]) * self.T)
 
     def batches_per_epoch(self) -> int:
         return len(self.order) // (self.B * self.world_size)
@@ -335,12 +301,13 @@ class ShuffledLoader:
             self._plan(0)
 
     def state_dict(self) -> dict:
-        return {"order": "shuffle", "seed": self.seed, "epoch": self.epoch, "pos": self.pos}
+        return {"order": "shuffle" if self.shuffle else "sequential", "seed": self.seed, "epoch": self.epoch,
+                "pos": self.pos}
 
     def load_state_dict(self, state: dict):
-        if state.get("order") != "shuffle" or state.get("seed") != self.seed:
-            raise DataError(f"data position {state} is not a shuffled-order position with seed {self.seed} "
-                            "(the checkpoint was made with another --data_order or --seed)")
+        if state.get("order") != self.state_dict()["order"] or state.get("seed") != self.seed:
+            raise DataError(f"data position {state} is not a {self.state_dict()['order']}-order position with seed "
+                            f"{self.seed} (the checkpoint was made with another --data_order or --seed)")
         self._plan(state["epoch"])
         if not 0 <= state["pos"] <= len(self.order) - self.B * self.world_size or state["pos"] % self.per_step:
             raise DataError(f"data position {state} does not fit the {len(self.order)} windows at B={self.B}, "
@@ -348,15 +315,16 @@ class ShuffledLoader:
         self.epoch, self.pos = state["epoch"], state["pos"]
 
     def next_batch(self):
-        B, T = self.B, self.T
-        picked = self.order[self.pos + self.rank * B:self.pos + (self.rank + 1) * B]  # this rank's B windows
-        rows = np.stack([self.shards[self.window_shard[w]][self.window_start[w]:self.window_start[w] + T + 1]
-                         for w in picked])  # (B, T+1)
-        self.pos += B * self.world_size
-        if self.pos == len(self.order):  # the epoch's whole steps are read: a new order
+        import torch  # here, not at the top: the tokenizer workers import this module and stay light
+
+        picked = self.order[self.pos + self.rank * self.B:self.pos + (self.rank + 1) * self.B]  # this rank's B
+        rows = np.stack([self.shards[s][start:start + self.T + 1] for s, start in self.windows(picked)])  # (B, T+1)
+        self.pos += self.B * self.world_size
+        if self.pos == len(self.order):  # the epoch's whole steps are read: the next epoch's order
             self.epoch, self.pos = self.epoch + 1, 0
             self._plan(self.epoch)
-        return _tensors(rows)
+        buf = torch.from_numpy(rows.astype(np.int64))
+        return buf[:, :-1], buf[:, 1:]
 
 
 # ---------------------------------------------------------------------------- reading the sources in pieces
@@ -434,12 +402,9 @@ def detokenize_wikitext(text: str, doc_start: bool = False) -> str:
     return text
 
 
-# Where a document ends inside a file: "file" = only at the file's end; "blank_line" = also after every blank line
-# (LF or CRLF, spaces allowed; kept as text), for files of one short document per paragraph (the pipeline's Alpaca
-# responses): the model sees where each ends and learns to end its own. With the blank line kept the model learned
-# as fast as on the text without end-of-text (150 steps: 6.12 nats; 6.67 without it). Pieces are never cut inside
-# a blank line (SAFE_CUT needs non-space on both sides), so a piece continues the document before it unless the
-# piece starts the file. A document of blanks only gets no end-of-text: it is no document.
+# Where a document ends inside a file: "file" = at its end; "blank_line" = also after every blank line, kept as text
+# (one document per paragraph, e.g. Alpaca responses: the model learns to end its own; with the blank line kept it
+# learned as fast as without end-of-text). Pieces are never cut inside a blank line (SAFE_CUT).
 DOC_BOUNDARIES = {"file": None, "blank_line": re.compile(r"(\r?\n\s*\r?\n)")}
 _worker = {}
 
@@ -577,7 +542,8 @@ def prepare(out_dir, inputs=(), tokenizer="gpt2", val_fraction=0.1, shard_tokens
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", nargs="*", default=[], help="text files (paths or data-directory names)")
+    p.add_argument("--input", dest="inputs", nargs="*", default=[], metavar="FILE",
+                   help="text files (paths or data-directory names)")
     p.add_argument("--hf_dataset", help="HF dataset name, streamed (e.g. HuggingFaceFW/fineweb-edu)")
     p.add_argument("--hf_config", help="dataset config (e.g. sample-10BT)")
     p.add_argument("--hf_split", default="train")
@@ -586,7 +552,8 @@ def main(argv=None):
     p.add_argument("--out_dir", required=True)
     p.add_argument("--tokenizer", default="gpt2", help="'gpt2' (local encoder.json + vocab.bpe), a tokenizer.json "
                    "path, or a directory with tokenizer files")
-    p.add_argument("--val_fraction", type=float, default=0.1)
+    p.add_argument("--val_fraction", type=float, default=0.1, help="a file's tail from the first cut in its last "
+                   "fraction of bytes (nanoGPT's split); a dataset's every (1/fraction)-th document")
     p.add_argument("--shard_tokens", type=int, default=100_000_000, help="tokens per shard (build-nanogpt: 1e8)")
     p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores; 0 = inline)")
     p.add_argument("--piece_bytes", type=int, default=1 << 20, help="approximate size of a file piece")
@@ -600,9 +567,7 @@ def main(argv=None):
     # SIGTERM unwinds like an error: the half-built folder is removed (fileio.atomic_dir), nothing hidden stays
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        meta = prepare(a.out_dir, a.input, a.tokenizer, a.val_fraction, a.shard_tokens, a.workers, a.piece_bytes,
-                       a.data_dir, a.hf_dataset, a.hf_config, a.hf_split, a.text_field, a.hf_data_files,
-                       a.detokenize, a.doc_boundary)
+        meta = prepare(**vars(a))
     except (ValueError, FileNotFoundError, OutputError) as e:  # bad input: one line naming it, no traceback
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,11 +1,8 @@
-"""The run log: ``log.jsonl`` (one JSON object per line, appended as training goes), live logging, and its plot.
-
-One identical copy in pretrain/ and finetune/ (checked by tests/test_layout.py; canonical here). The fields of a line
-are the trainer's (its README states them).
-- Only the master rank writes. A resumed run first rewrites the log (atomically) keeping the lines up to the
-  checkpoint's step, so a crash after a checkpoint never leaves lines twice. NaN/inf are written as null.
-- Live logging, off by default: ``wandb`` (``WANDB_MODE=offline`` works without a network) or ``tensorboard`` (event
-  files in ``<out>/tb``); the package is imported only when asked, a missing one is one line saying what to install.
+"""The run log ``log.jsonl`` (one JSON object per line, fields: the trainer's README), live logging, its plot.
+One identical copy in pretrain/ and finetune/, canonical here. Only the master rank writes. A resumed run first rewrites
+the log (atomically) up to the checkpoint's step: lines are never logged twice. NaN/inf are written as null.
+Live logging, off by default: ``wandb`` (``WANDB_MODE=offline`` works without a network) or ``tensorboard``
+(``<out>/tb``), imported only when asked.
 """
 from __future__ import annotations
 
@@ -13,57 +10,39 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from fileio import _write_error, atomic_write, atomic_write_text
 
 LIVE_CHOICES = ("none", "wandb", "tensorboard")
 
 
 class LiveLogError(RuntimeError):
-    """The live logger that was asked for cannot start; the message says what to install or set."""
+    """The live logger that was asked for cannot start; the message says what to install."""
 
 
-def read_log(path: str | Path) -> list[dict]:
-    """The records of a log.jsonl; a last line cut off by a crash is ignored."""
+def read_log(path) -> list[dict]:
+    """The records of a log.jsonl, up to a last line cut off by a crash."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
     return rows
 
 
-def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of the rows that carry ``key`` (null values, e.g. a diverged loss, are left out)."""
-    pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-    return [p[0] for p in pts], [p[1] for p in pts]
-
-
-def smooth(values: list[float], k: int) -> list[float]:
-    """Trailing moving average over k points (raw per-step training loss is noisy)."""
-    out, acc = [], 0.0
-    for i, v in enumerate(values):
-        acc += v
-        if i >= k:
-            acc -= values[i - k]
-        out.append(acc / min(i + 1, k))
-    return out
-
-
 class RunLog:
-    def __init__(self, path: str | Path, master: bool = True, resume_step: int | None = None,
-                 live: str = "none", project: str = "llmhw", run_name: str | None = None,
-                 config: dict | None = None):
-        self.path, self.master, self.records, self._live = Path(path), master, [], None
+    def __init__(self, path, master: bool = True, resume_step: int | None = None, live: str = "none",
+                 run_name: str | None = None, config: dict | None = None):
+        self.path, self.master, self.records = Path(path), master, []
         if not master:
             return
         if resume_step is not None and self.path.exists():
             self.records = [r for r in read_log(self.path) if r.get("step", 0) <= resume_step]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
         self._file = open(self.path, "a", encoding="utf-8")
-        self._live = _start_live(live, self.path.parent, project, run_name, config or {})
+        self._live, self._close_live = _start_live(live, self.path.parent, run_name, config or {})
 
     def write(self, **record) -> None:
         if not self.master:
@@ -75,77 +54,63 @@ class RunLog:
             self._file.flush()
         except OSError as e:  # appended in place (not atomic): a full disk is still one line with the MiB free
             raise (_write_error(self.path, e) or e) from None
-        if self._live is not None:
-            self._live(record)
-
-    def rows(self, key: str) -> list[dict]:
-        return [r for r in self.records if r.get(key) is not None]
+        self._live(record)
 
     def close(self) -> None:
         if self.master:
             self._file.close()
-            if self._live is not None:
-                self._live(None)
+            self._close_live()
 
 
-def _start_live(kind: str, out: Path, project: str, run_name: str | None, config: dict):
-    """A function record -> None that forwards numbers to W&B or TensorBoard (None closes it); None if off."""
-    if kind in (None, "none"):
-        return None
-    if kind == "wandb":
-        try:
+def _start_live(kind: str, out: Path, run_name: str | None, config: dict):
+    """(log, close): log(record) sends the record's numbers to W&B or TensorBoard; both do nothing for "none"."""
+    if kind == "none":
+        return (lambda record: None), (lambda: None)
+    try:
+        if kind == "wandb":
             import wandb
-        except ImportError:
-            raise LiveLogError("--live wandb: the wandb package is not installed (pip install wandb)") from None
-        run = wandb.init(project=project, name=run_name, config=config, dir=str(out))
-
-        def forward(record):
-            if record is None:
-                run.finish()
-            else:
-                run.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step"))
-        return forward
-    if kind == "tensorboard":
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise LiveLogError("--live tensorboard: the tensorboard package is not installed "
-                               "(pip install tensorboard)") from None
+            run = wandb.init(project="llmhw", name=run_name, config=config, dir=str(out))
+            return (lambda r: run.log({k: v for k, v in r.items() if isinstance(v, (int, float))}, step=r["step"]),
+                    run.finish)
+        from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(log_dir=str(out / "tb"))
+    except ImportError:
+        raise LiveLogError(f"--live {kind}: the {kind} package is not installed (pip install {kind})") from None
 
-        def forward(record):
-            if record is None:
-                writer.close()
-                return
-            for k, v in record.items():
-                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    writer.add_scalar(k, v, record.get("step", 0))
-        return forward
-    raise LiveLogError(f"--live must be one of {', '.join(LIVE_CHOICES)}, got {kind!r}")
+    def log(record):  # TensorBoard's scalars: numbers but no booleans
+        for k, v in record.items():
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                writer.add_scalar(k, v, record["step"])
+    return log, writer.close
 
 
-def plot_losses(runs: dict[str, list[dict]], path: str | Path, title: str, keys: tuple[str, ...]) -> Path:
-    """One panel per logged ``keys`` (the first, the noisy train loss, as a moving average), one colour per run;
-    written atomically as PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of the rows that carry ``key`` (null values, e.g. a diverged loss, are left out)."""
+    pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+    return [s for s, _ in pts], [v for _, v in pts]
+
+
+def plot_losses(runs: dict[str, list[dict]], path, title: str, keys: tuple[str, ...]) -> None:
+    """One panel per logged ``keys`` (the first, the noisy train loss, as a trailing moving average), one colour per
+    run; written atomically as PNG."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, nothing to close
 
     keys = [k for k in keys if any(series(rows, k)[0] for rows in runs.values())]
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.5), squeeze=False)
+    fig = Figure(figsize=(6 * len(keys), 4.5))
+    axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, key in zip(axes[0], keys):
+        smooth = key == keys[0]
         for i, (label, rows) in enumerate(runs.items()):
             s, v = series(rows, key)
-            if key == keys[0]:
-                ax.plot(s, smooth(v, max(1, len(v) // 30)), color=f"C{i % 10}", lw=1, label=label)
-            else:
-                ax.plot(s, v, color=f"C{i % 10}", lw=2, marker="o", ms=3, label=label)
-        ax.set(xlabel="optimizer step", ylabel=key + (" (moving average)" if key == keys[0] else ""))
+            if smooth:  # mean of the last k points (of all points so far at the start)
+                k, total, n = max(1, len(v) // 30), np.cumsum([0.0, *v]), np.arange(1, len(v) + 1)
+                v = (total[n] - total[np.maximum(n - k, 0)]) / np.minimum(n, k)
+            style = dict(lw=1) if smooth else dict(lw=2, marker="o", ms=3)
+            ax.plot(s, v, color=f"C{i % 10}", label=label, **style)
+        ax.set(xlabel="optimizer step", ylabel=key + (" (moving average)" if smooth else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)

@@ -1,20 +1,16 @@
-"""Continue raw prompts (no instruction template) with a pretrained model: our checkpoint or a Hugging Face folder.
-
---model is a training checkpoint (run folder, `latest` or `ckpt_000500.pt`; loaded by export.py, weights_only; the
-run's `tokenizer/`; our `GPT.generate` with its KV cache) or a HF model folder (transformers' AutoModelForCausalLM,
-AutoTokenizer and `generate`, local files only). Rows stop at end-of-text; temperature 0 is greedy, `--top_k 0` and
-`--top_p 1` switch those filters off; each prompt is seeded with `--seed` (same seed, same samples).
+"""Continue raw prompts (no instruction template) with a training checkpoint (our `GPT.generate`, the run's
+`tokenizer/`) or a HF model folder (transformers' `generate`, local files only). Rows stop at end-of-text; each prompt
+is seeded with `--seed` (same seed, same samples).
 
     python pretrain/sample.py --model pretrain/output/tiny-cpu --prompt "ROMEO:" --num_samples 3
     python pretrain/sample.py --model pretrain/output/tiny-cpu/hf --prompts_file prompts.txt --temperature 0 \\
-        --json samples.json                   # the schema: README.md, "Sampling"
+        --out samples.json                    # the schema: README.md, "Sampling"
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,47 +18,30 @@ import torch
 from ddp import device_problem
 from export import is_checkpoint, load_model, tokenizer_dir
 from fileio import OutputError, atomic_write_json, claim_output_file
-from flags import add_flags, typed_flags
 from modeling_gpt2 import autocast_for, load_torch_weights
 from prepare import load_tokenizer
 
 JSON_KIND = "pretrain-samples"
 
 
-@dataclass
-class SampleConfig:
-    """What to sample; checked once by `check_config` before any model is loaded."""
-    model: str = field(default="", metadata={"help": "checkpoint (run folder, latest, ckpt_N.pt) or HF model folder"})
-    prompts_file: str = field(default="", metadata={"help": "UTF-8 file, one prompt per line (blank lines skipped)"})
-    max_new_tokens: int = field(default=64, metadata={"help": "tokens to generate per sample"})
-    num_samples: int = field(default=1, metadata={"help": "samples per prompt"})
-    temperature: float = field(default=1.0, metadata={"help": "softmax temperature; 0 = greedy"})
-    top_k: int = field(default=50, metadata={"help": "keep the k most likely tokens; 0 = all"})
-    top_p: float = field(default=1.0, metadata={"help": "keep the smallest set reaching probability p; 1 = all"})
-    seed: int = field(default=1337, metadata={"help": "random seed (each prompt starts from it)"})
-    device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "torch device"})
-    tokenizer: str = field(default="", metadata={"help": "tokenizer spec; empty: the one that came with the model"})
-    data_dir: str = field(default="", metadata={"help": "data directory (for --tokenizer gpt2)"})
-    json: str = field(default="", metadata={"help": "also write the samples to this JSON file"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an earlier --json output of this script"})
-
-
-def parse_args(argv=None) -> tuple[SampleConfig, list[str]]:
-    """(config, prompts) from the command line; every setting checked, bad ones end in one line."""
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
+    """(settings, prompts) from the command line; every setting checked before the model is loaded (one line)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(p, SampleConfig)
+    p.add_argument("--model", default="", help="checkpoint (run folder, latest, ckpt_N.pt) or HF model folder")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable; '' = start from nothing)")
-    args = p.parse_args(argv)
-    cfg = SampleConfig(**typed_flags(args, SampleConfig))
-    check_config(cfg)
-    prompts = args.prompt + (read_prompts(Path(cfg.prompts_file)) if cfg.prompts_file else [])
-    if not prompts:
-        raise ValueError("no prompt: give --prompt TEXT (repeatable) or --prompts_file FILE")
-    return cfg, prompts
-
-
-def check_config(cfg: SampleConfig) -> None:
-    """Settings that cannot work, found before the model is loaded."""
+    p.add_argument("--prompts_file", default="", help="UTF-8 file, one prompt per line (blank lines skipped)")
+    p.add_argument("--max_new_tokens", type=int, default=64, help="tokens to generate per sample")
+    p.add_argument("--num_samples", type=int, default=1, help="samples per prompt")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy")
+    p.add_argument("--top_k", type=int, default=50, help="keep the k most likely tokens; 0 = all")
+    p.add_argument("--top_p", type=float, default=1.0, help="keep the smallest set reaching probability p; 1 = all")
+    p.add_argument("--seed", type=int, default=1337, help="random seed (each prompt starts from it)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--tokenizer", default="", help="tokenizer spec; empty: the one that came with the model")
+    p.add_argument("--data_dir", default="", help="data directory (for --tokenizer gpt2)")
+    p.add_argument("--out", default="", help="also write the samples to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier --out of this script")
+    cfg = p.parse_args(argv)
     if not cfg.model or not Path(cfg.model).exists():
         raise ValueError(f"--model {cfg.model!r}: no such file or folder (a checkpoint or a HF model folder)")
     if not (math.isfinite(cfg.temperature) and cfg.temperature >= 0):
@@ -73,22 +52,20 @@ def check_config(cfg: SampleConfig) -> None:
         raise ValueError(f"--max_new_tokens {cfg.max_new_tokens} / --num_samples {cfg.num_samples}: need >= 1")
     if device_problem(cfg.device):
         raise ValueError(device_problem(cfg.device))
-    if cfg.json:
-        claim_output_file(cfg.json, JSON_KIND, overwrite=cfg.overwrite, flag="--json")
-
-
-def read_prompts(path: Path) -> list[str]:
-    """One prompt per line of a UTF-8 file, blank lines skipped."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read the prompts file ({e.strerror})") from None
-    prompts = [line for line in lines if line.strip()]
+    if cfg.out:
+        claim_output_file(cfg.out, JSON_KIND, overwrite=cfg.overwrite)
+    prompts = list(cfg.prompt)
+    if cfg.prompts_file:  # one prompt per line, blank lines skipped
+        try:
+            text = Path(cfg.prompts_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"{cfg.prompts_file}: cannot read the prompts as UTF-8 text ({e})") from None
+        prompts += [line for line in text.splitlines() if line.strip()]
+        if len(prompts) == len(cfg.prompt):
+            raise ValueError(f"{cfg.prompts_file}: holds no prompt (only blank lines)")
     if not prompts:
-        raise ValueError(f"{path}: holds no prompt (only blank lines)")
-    return prompts
+        raise ValueError("no prompt: give --prompt TEXT (repeatable) or --prompts_file FILE")
+    return cfg, prompts
 
 
 def model_tokenizer(path: str | Path, tokenizer: str = "", data_dir: str | None = None):
@@ -112,7 +89,7 @@ def load_ours(path: str | Path, device="cpu", tokenizer: str = "", data_dir: str
     return model, tok
 
 
-def sample_ours(model, tok, prompt: str, cfg: SampleConfig) -> list[list[int]]:
+def sample_ours(model, tok, prompt: str, cfg) -> list[list[int]]:
     """num_samples continuations (new token ids, cut at end-of-text) of one prompt with GPT.generate."""
     device = next(model.parameters()).device
     ids = tok.encode(prompt) if prompt else [tok.eot_id if tok.eot_id is not None else 0]
@@ -140,12 +117,11 @@ def load_hf(path: str | Path, device="cpu"):
 
 
 def hf_positions(model) -> int | None:
-    """How many positions a transformers model takes (GPT-2 calls it n_positions, most others
-    max_position_embeddings)."""
+    """How many positions a transformers model takes (GPT-2: n_positions, most others: max_position_embeddings)."""
     return getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
 
 
-def sample_hf(model, tok, prompt: str, cfg: SampleConfig) -> list[list[int]]:
+def sample_hf(model, tok, prompt: str, cfg) -> list[list[int]]:
     """num_samples continuations (new token ids, cut at end-of-text) of one prompt with transformers' generate."""
     start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     ids = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else [start if start is not None else 0]
@@ -170,20 +146,17 @@ def cut_at(ids: list[int], eos: int | None) -> list[int]:
     return ids[:ids.index(eos)] if eos is not None and eos in ids else ids
 
 
-def run(cfg: SampleConfig, prompts: list[str]) -> dict:
+def run(cfg, prompts: list[str]) -> dict:
     """Load the model, sample every prompt, print the samples; returns the JSON document."""
     hf = (Path(cfg.model) / "config.json").is_file() and not is_checkpoint(cfg.model)  # a transformers folder
-    if hf:
-        model, tok = load_hf(cfg.model, cfg.device)
-    else:
-        model, tok = load_ours(cfg.model, cfg.device, cfg.tokenizer, cfg.data_dir)
-    sample, decode = (sample_hf if hf else sample_ours), tok.decode
+    model, tok = (load_hf(cfg.model, cfg.device) if hf
+                  else load_ours(cfg.model, cfg.device, cfg.tokenizer, cfg.data_dir))
     records = []
     for i, prompt in enumerate(prompts):
-        for j, ids in enumerate(sample(model, tok, prompt, cfg)):
-            records.append({"prompt": prompt, "sample": j, "continuation": decode(ids), "new_tokens": len(ids)})
+        for j, ids in enumerate((sample_hf if hf else sample_ours)(model, tok, prompt, cfg)):
+            records.append({"prompt": prompt, "sample": j, "continuation": tok.decode(ids), "new_tokens": len(ids)})
             print(f"--- prompt {i + 1}, sample {j + 1} ---\n{prompt}{records[-1]['continuation']}", flush=True)
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("model", "json", "prompts_file", "overwrite")}
+    settings = {k: v for k, v in vars(cfg).items() if k not in ("model", "prompt", "out", "prompts_file", "overwrite")}
     return {"kind": JSON_KIND, "model": str(cfg.model),
             "loader": "transformers" if hf else "ours", "settings": settings, "samples": records}
 
@@ -192,8 +165,8 @@ def main(argv=None) -> dict:
     try:
         cfg, prompts = parse_args(argv)
         doc = run(cfg, prompts)
-        if cfg.json:
-            atomic_write_json(cfg.json, doc)
+        if cfg.out:
+            atomic_write_json(cfg.out, doc)
     except (ValueError, FileNotFoundError, OutputError) as e:  # CheckpointError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

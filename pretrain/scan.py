@@ -3,10 +3,9 @@
     python pretrain/scan.py --data SHARDS --seconds 120                    # the default candidates
     python pretrain/scan.py --data SHARDS --seconds 60 --candidates L4-d128-T256-B16-lr3e-3 L2-d192-T128-B32-lr6e-3
 
-On a CPU the question is not "how big a model" but "how big a model for the seconds we have". Each candidate
-(L layers, d width, T context, B rows, peak lr, optionally -muon; heads = d / 32) gets the steps its CPU step cost
-(probed round-robin in this process) buys, is trained by train.py itself in a subprocess and scored by ngram.py
-beside the count baselines. Writes OUT/scan.json and OUT/scan.md; the runs stay in OUT/<candidate>/.
+Each candidate (L layers, d width, T context, B rows, peak lr, optionally -muon; heads = d / 32) gets the steps its
+CPU step cost (probed round-robin here) buys, is trained by train.py in a subprocess and scored by ngram.py beside the
+count baselines. Writes OUT/scan.json and OUT/scan.md; the runs stay in OUT/<candidate>/.
 """
 from __future__ import annotations
 
@@ -71,7 +70,7 @@ def step_costs(cands: dict[str, dict], vocab: int, rounds: int = 3) -> dict[str,
 
 
 class CandidateFailed(RuntimeError):
-    """A candidate's train.py ended with an error; the message is its last line."""
+    """A candidate's train.py ended with an error."""
 
 
 def train_candidate(name: str, c: dict, steps: int, data: Path, out: Path, extra: list[str]) -> dict:
@@ -87,16 +86,13 @@ def train_candidate(name: str, c: dict, steps: int, data: Path, out: Path, extra
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["no message"])[-1]
         raise CandidateFailed(f"candidate {name}: train.py failed (exit {r.returncode}): {last}")
-    summary = json.loads((out / name / "summary.json").read_text())
     cpu = (after.children_user + after.children_system) - (before.children_user + before.children_system)
-    return {**summary, "cpu_s": cpu, "wall_s": time.time() - t0}
+    return {**json.loads((out / name / "summary.json").read_text()), "cpu_s": cpu, "wall_s": time.time() - t0}
 
 
 def scan(data: Path, out: Path, cands: dict[str, dict], seconds: float, extra: list[str]) -> dict:
     vocab = -(-read_meta(data)["vocab_size"] // 64) * 64  # as train.py pads it
-    base = ngram.baselines(data)
-    rows = []
-    costs = step_costs(cands, vocab)
+    base, costs, rows = ngram.baselines(data), step_costs(cands, vocab), []
     for spec, c in cands.items():
         cost = costs[spec]
         steps = max(10, int(seconds / cost))
@@ -157,17 +153,15 @@ def main(argv=None):
     try:
         cands = {spec: parse_candidate(spec) for spec in a.candidates}
         read_meta(a.data)
-    except (ValueError, DataError) as e:
+        out = claim_output_dir(a.out_dir, KIND, NAMES, overwrite=a.overwrite, inputs=[a.data])
+    except (ValueError, DataError, OutputError) as e:
         p.error(str(e))
     extra += ["--data_dir", a.data_dir] if a.data_dir else []
-    out = None
     try:
-        out = claim_output_dir(a.out_dir, KIND, NAMES, overwrite=a.overwrite, inputs=[a.data])
         out.clear()
         result = scan(a.data, out.create(), cands, a.seconds, extra)
     except (OutputError, DataError, CandidateFailed) as e:
-        if out is not None:
-            out.abandon()  # a scan stopped before any run leaves no folder behind
+        out.abandon()  # a scan stopped before any run leaves no folder behind
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     atomic_write_json(out.path / "scan.json", result)

@@ -31,7 +31,7 @@ from config import (CKPT_FORMAT, USER_ERRORS, ConfigError, TrainConfig, check_re
 from ddp import all_reduce_sum, barrier, cleanup_ddp, fail_together, from_rank0, print0, setup_ddp
 from fileio import atomic_write_json
 from modeling_gpt2 import GPT, autocast_for, compute_dtype, describe_peak, mfu, peak_flops
-from prepare import ShardLoader, ShuffledLoader, check_data, data_identity, read_meta
+from prepare import ShardLoader, check_data, data_identity, read_meta
 from runlog import RunLog, plot_losses
 
 
@@ -73,10 +73,9 @@ def build(preset, mc, tc: TrainConfig, ddp, data: Path, meta: dict, tok, batch_t
         hs_examples=(hellaswag.load_examples(hellaswag.find_data(tc.data_dir), tc.hellaswag_limit)
                      if tc.hellaswag_limit != 0 else []))
     for split in ("train", "val") if tc.val_steps > 0 else ("train",):
-        args = (data, split, B, tc.seq_len, ddp.rank, ddp.world_size)
         # validation reads its split in order: the same windows at every evaluation
-        shuffled = split == "train" and tc.data_order == "shuffle"
-        loader = ShuffledLoader(*args, seed=tc.seed, accum=accum) if shuffled else ShardLoader(*args)
+        order = tc.data_order if split == "train" else "sequential"
+        loader = ShardLoader(data, split, B, tc.seq_len, ddp.rank, ddp.world_size, order, tc.seed, accum)
         if loader.skipped:
             print0(f"note: skipping {split} shard(s) {loader.skipped}: shorter than one step")
         setattr(run, f"{split}_loader", loader)

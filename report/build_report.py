@@ -18,16 +18,14 @@ import time
 import traceback
 from pathlib import Path
 
-import matplotlib
+from matplotlib import colormaps
+from matplotlib.figure import Figure  # the object API: no pyplot state, no display backend
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-import fileio  # noqa: E402
-import sections  # noqa: E402
-from findings import series  # noqa: E402
-from questions import FileTokenizer, examples, gpt2_encoding  # noqa: E402
-from sections import ReportInputError  # noqa: E402
+import fileio
+import sections
+from findings import series
+from questions import FileTokenizer, examples, gpt2_encoding
+from sections import ReportInputError, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = Path(__file__).resolve().parent / "template.md"
@@ -44,12 +42,12 @@ def read_run(run: Path) -> dict:
     """Every run file the report reads, each checked for its shape."""
     if run.exists() and not run.is_dir():
         raise ReportInputError(f"--run_dir {run}: is a file, not a pipeline run folder")
-    f = {key: sections.read_json(run / name, stage) for key, (name, stage) in RUN_OBJECTS.items()
+    f = {key: read_json(run / name, stage) for key, (name, stage) in RUN_OBJECTS.items()
          if key != "tokenizer" or (run / name).exists()}   # the GPU preset uses GPT-2's tokenizer
-    f["log"] = sections.read_jsonl(run / "pretrain/log.jsonl", "pretrain", "val_loss")
+    f["log"] = read_json(run / "pretrain/log.jsonl", "pretrain", "val_loss")
     f["sweep"] = sections.load_sweep(run)
     log = run / "pipeline.jsonl"
-    f["cmds"] = {r["stage"]: r for r in (sections.read_jsonl(log, "any", "stage") if log.is_file() else [])
+    f["cmds"] = {r["stage"]: r for r in (read_json(log, "any", "stage") if log.is_file() else [])
                  if r.get("returncode") == 0}   # the latest successful record of each stage
     return f
 
@@ -91,12 +89,11 @@ def report_values(run: Path, data_dir=None, t0: float | None = None) -> tuple[di
 
 # -- figures ----------------------------------------------------------------------------------------------------------
 
-def save(fig, path: Path, *axes) -> None:
-    for ax in axes:
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+def save(path: Path, ax) -> None:
+    """The figure of ``ax``, with ``ax``'s legend and grid, as a PNG."""
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.figure.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def smooth(values: list[float], width: int) -> list[float]:
@@ -106,42 +103,42 @@ def smooth(values: list[float], width: int) -> list[float]:
 
 def plot_pretrain(rows: list[dict], path: Path, base: dict) -> None:
     """Train and validation loss against step, the 2-gram and the best count model as dashed lines."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    ax = Figure(figsize=(7, 4)).subplots()
     ax.plot(*series(rows, "loss"), lw=0.8, alpha=0.6, label="train")
     ax.plot(*series(rows, "val_loss"), "o-", label="validation")
     best, counts = sections.best_count_model(base)
     for name, color in zip(dict.fromkeys(["2-gram", best]), ("tab:gray", "tab:green")):
         ax.axhline(counts[name], ls="--", color=color, lw=1.2, label=f"{name} counts: {counts[name]:.2f}")
     ax.set(xlabel="step", ylabel="cross-entropy loss (nats)", title="Pretraining loss")
-    save(fig, path, ax)
+    save(path, ax)
 
 
 def plot_sweep(runs: dict[str, sections.Run], path: Path) -> None:
     """Train (left) and eval (right) loss of every run; full finetuning red, a second-seed run dashed."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    a, b = Figure(figsize=(12, 4.2)).subplots(1, 2, sharey=True)
     for k, (label, r) in enumerate(runs.items()):
-        style = dict(color="crimson", lw=2) if r.rank == 0 else dict(color=plt.get_cmap("viridis")(k / len(runs)))
+        style = dict(color="crimson", lw=2) if r.rank == 0 else dict(color=colormaps["viridis"](k / len(runs)))
         style["ls"] = "--" if "seed" in label else "-"
         s, v = series(r.rows, "train_loss")
         a.plot(s, smooth(v, 8), label=label, alpha=0.8, **{"lw": 1.2, **style})
         b.plot(*series(r.rows, "eval_loss"), marker="o", ms=3, label=label, **style)
     a.set(title="train loss (mean of the last 8 steps)", xlabel="step", ylabel="loss (nats)")
     b.set(title="eval loss", xlabel="step")
-    fig.suptitle("LoRA ranks vs full finetuning on one fixed Alpaca subset")
+    a.figure.suptitle("LoRA ranks vs full finetuning on one fixed Alpaca subset")
     a.grid(alpha=0.3)
-    save(fig, path, b)
+    save(path, b)
 
 
 def plot_full(rows: list[dict], path: Path, min_step: int, min_eval: float) -> None:
     """The homework's Figure 6: full finetuning's train and eval loss against step, the eval minimum marked."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    ax = Figure(figsize=(7, 4)).subplots()
     s, v = series(rows, "train_loss")
     ax.plot(s, v, lw=0.6, alpha=0.35, color="tab:blue")
     ax.plot(s, smooth(v, 8), lw=1.5, color="tab:blue", label="train loss (mean of the last 8 steps)")
     ax.plot(*series(rows, "eval_loss"), "o-", color="crimson", label="eval loss")
     ax.plot([min_step], [min_eval], "k*", ms=12, label=f"eval minimum (step {min_step})")
     ax.set(xlabel="step", ylabel="loss (nats)", title="Full finetuning")
-    save(fig, path, ax)
+    save(path, ax)
 
 
 def write_assets(folder: Path, assets: dict) -> None:

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -140,7 +141,7 @@ def stage_commands(cfg: PipelineConfig, run: Path, data_dir: str | None, report_
                        "--data_path", "alpaca/alpaca_data.json.xz", *partition, *cfg.sweep_flags, out=run / "sweep"),
         "generate": stage("finetune/generate.py", "--base", model, "--full", run / "sweep/r0/model",
                           "--lora", run / f"sweep/r{cfg.gen_lora_rank}/adapter", "--instructions",
-                          run / "corpus/instructions.jsonl", *cfg.gen_flags, "--output", run / "generations.json",
+                          run / "corpus/instructions.jsonl", *cfg.gen_flags, "--out", run / "generations.json",
                           out=run / "generations.json"),
         "report": stage("report/build_report.py", "--run_dir", run, "--out_dir", report_dir, out=report_dir),
     }
@@ -154,9 +155,8 @@ def pretty(argv: list[str]) -> str:
 
 def machine() -> str:
     """The CPU the stage times belong to: model, widest vector ISA, native bf16 or not, threads."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    first_cpu = info.split("\n\n")[0].splitlines()
-    field = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first_cpu)}
+    info = Path("/proc/cpuinfo").read_text().split("\n\n")[0] if Path("/proc/cpuinfo").exists() else ""
+    field = dict(re.findall(r"^(.*?)\s*: (.*)$", info, re.M))  # the first CPU's fields
     model = f"{field.get('model name', platform.processor())} (family {field.get('cpu family')}, " \
             f"model {field.get('model')})"
     flags = set(field.get("flags", "").split())
@@ -212,7 +212,7 @@ def run_stage(name: str, stage: Stage, log_path: Path, preset: str) -> int:
     return rc
 
 
-def parse_args(argv=None):
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--run_dir", type=Path, default=None, help="where stage outputs go (default: runs/<preset>)")
@@ -225,11 +225,6 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.setup_seconds is not None and args.setup_seconds < 0:
         p.error(f"--setup_seconds must be >= 0, got {args.setup_seconds}")
-    return args
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
     cfg = PRESETS[args.preset]
     run = Path(os.path.abspath(args.run_dir or ROOT / "runs" / cfg.preset))
     if not args.dry_run:

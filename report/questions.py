@@ -4,7 +4,9 @@ bpe/ code imported).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from unittest import mock
 
 import fileio
 
@@ -18,8 +20,11 @@ def gpt2_encoding(data_dir=None):
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(fileio.find("gpt2/vocab.bpe", data_dir)),
-                                            encoder_json_file=str(fileio.find("gpt2/encoder.json", data_dir)))
+    files = {k: str(fileio.find(f"gpt2/{k}", data_dir)) for k in ("vocab.bpe", "encoder.json")}
+    # caching off: tiktoken caches what it reads under /tmp/data-gym-cache keyed by the path, not the content, so a
+    # file changed at the same path would give stale ranks
+    with mock.patch.dict(os.environ, TIKTOKEN_CACHE_DIR=""):
+        ranks = data_gym_to_mergeable_bpe_ranks(files["vocab.bpe"], files["encoder.json"])
     return tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: len(ranks)})
 
 

@@ -19,42 +19,34 @@ class ReportInputError(RuntimeError):
     """A run file that is missing, unreadable or of the wrong shape: one line naming it and the stage that writes it."""
 
 
-def read_json(path: Path, stage: str) -> dict:
-    """A run file's JSON object (every one the report reads is a non-empty object)."""
+def read_json(path: Path, stage: str, rows_with: str | None = None):
+    """A run file's JSON object (not empty), or with ``rows_with`` a log's rows: UTF-8 text, one JSON object a line,
+    at least one holding the key ``rows_with`` (else the figure it feeds would be empty)."""
     if not path.is_file():
         raise ReportInputError(f"missing {path} (written by pipeline stage '{stage}'; run "
                                f"`python report/pipeline.py --only {stage}`)")
+    rerun = f"rerun pipeline stage '{stage}' (python report/pipeline.py --redo {stage})"
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ReportInputError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(obj, dict) or not obj:
-        what = "an empty object" if obj == {} else f"a JSON {type(obj).__name__}"
-        raise ReportInputError(f"{path}: holds {what}, not the object pipeline stage '{stage}' writes; rerun it "
-                               f"(python report/pipeline.py --redo {stage})")
-    return obj
-
-
-def read_jsonl(path: Path, stage: str, key: str) -> list[dict]:
-    """A log's rows: UTF-8 text, one JSON object per line, at least one row with ``key`` (else its figure is empty)."""
-    if not path.is_file():
-        raise ReportInputError(f"missing {path} (written by pipeline stage '{stage}')")
-    try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ReportInputError(f"{path}: not a text log (binary at byte {e.start}); rerun pipeline stage "
-                               f"'{stage}'") from None
+        what = "a text log" if rows_with else "a JSON file"
+        raise ReportInputError(f"{path}: not {what} (binary at byte {e.start}); {rerun}") from None
     rows = []
-    for i, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ReportInputError(f"{path}:{i}: not valid JSON ({e})") from None
+    for i, line in enumerate(text.splitlines() if rows_with else [text], 1):
+        try:
+            rows += [json.loads(line)] if line.strip() or not rows_with else []
+        except json.JSONDecodeError as e:
+            where = f"{path}:{i}" if rows_with else path
+            raise ReportInputError(f"{where}: not valid JSON ({e})") from None
     bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
-    if bad is not None or not any(key in r for r in rows):
-        why = f"record {bad} is not an object" if bad else ("is empty" if not rows else f"has no {key} row")
-        raise ReportInputError(f"{path}: {why}, so there is nothing to report; rerun pipeline stage '{stage}'")
+    if not rows_with:
+        if bad or not rows[0]:
+            what = "an empty object" if rows[0] == {} else f"a JSON {type(rows[0]).__name__}"
+            raise ReportInputError(f"{path}: holds {what}, not the object pipeline stage '{stage}' writes; {rerun}")
+        return rows[0]
+    if bad or not any(rows_with in r for r in rows):
+        why = f"record {bad} is not an object" if bad else ("is empty" if not rows else f"has no {rows_with} row")
+        raise ReportInputError(f"{path}: {why}, so there is nothing to report; {rerun}")
     return rows
 
 
@@ -310,7 +302,7 @@ def load_sweep(run: Path) -> dict[str, Run]:
     for s, c, d in sorted(raw, key=lambda t: (t[1]["seed"] != main_seed, t[0]["lora_dim"], t[1]["seed"])):
         label = "full finetuning" if s["lora_dim"] == 0 else f"LoRA r={s['lora_dim']}"
         label += "" if c["seed"] == main_seed else f", seed {c['seed']}"
-        runs.append(Run(label, s["lora_dim"], read_jsonl(d / "log.jsonl", "sweep", "eval_loss"), s, c))
+        runs.append(Run(label, s["lora_dim"], read_json(d / "log.jsonl", "sweep", "eval_loss"), s, c))
     if "full finetuning" not in (r.label for r in runs):
         raise ReportInputError(f"{run / 'sweep'} holds no full-finetuning run (rank 0, the sweep's seed)")
     return {r.label: r for r in runs}

@@ -16,7 +16,6 @@ FOLDERS = ["bpe", "pretrain", "finetune", "report"]
 # Helpers several folders need: one canonical file, copied identically (folders share no code).
 SHARED_COPIES = {
     "fileio.py": ["bpe", "pretrain", "finetune", "report"],
-    "gpt2files.py": ["bpe", "pretrain"],
     "ddp.py": ["pretrain", "finetune"],
     "flags.py": ["pretrain", "finetune"],
     "runlog.py": ["pretrain", "finetune"],

@@ -12,8 +12,7 @@ settings.load_profile("deterministic")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fileio  # noqa: E402
-from gpt2files import gpt2_encoding  # noqa: E402
-from tokenizer import Tokenizer  # noqa: E402
+from tokenizer import Tokenizer, gpt2_encoding  # noqa: E402
 
 
 @pytest.fixture(scope="session")

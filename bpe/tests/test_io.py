@@ -27,9 +27,11 @@ def test_save_load_roundtrip(small_trained, tmp_path, manual_text):
 
 
 def test_gpt2_save_load_roundtrip(gpt2_tok, tmp_path):
+    # GPT-2's 50,000 merges pass load's consistency check (each merge joins earlier ids into its token)
     gpt2_tok.save(tmp_path / "gpt2.model")
     back = Tokenizer.load(tmp_path / "gpt2.model")
     assert back.encode("Hello world<|endoftext|>", allowed_special="all") == [15496, 995, 50256]
+    assert back.merges == gpt2_tok.merges
 
 
 @pytest.mark.parametrize("content, words", [
@@ -83,23 +85,6 @@ def test_train_cli_writes_all_outputs(tmp_path, manual_text):
     assert s["n_tokens"] == len(tok.encode(corpus.read_text(encoding="utf-8"), disallowed_special=()))
     log = (out / "output.log").read_text()
     assert "round trip" in log and "OK" in log and "gpt2" in log
-
-
-def test_train_cli_bad_input_is_one_clear_error(tmp_path, user_error):
-    user_error(["--input", "no/such/file.txt", "--out_dir", str(tmp_path)], "no/such/file.txt")
-    user_error(["--vocab_size", "100", "--out_dir", str(tmp_path)], "--vocab_size 100 is out of range")
-    user_error(["--vocab_size", "many", "--out_dir", str(tmp_path)], "invalid int value")  # argparse's: one line too
-    bad = tmp_path / "bad.txt"
-    bad.write_bytes(b"\xff\xfe\x00abc")
-    user_error(["--input", str(bad), "--out_dir", str(tmp_path)], "not UTF-8")
-    good = tmp_path / "good.txt"
-    good.write_text("hello world " * 20)
-    # found missing before training, not after
-    user_error(["--input", str(good), "--english", "no/such/sample.txt", "--out_dir", str(tmp_path)], "no/such/sample")
-    user_error(["--input", str(good), "--vocab_size", "300", "--special", "A", "--out_dir", str(tmp_path / "o")],
-               "same byte-level spelling")  # "A" is byte 65's token: HF cannot hold it
-    user_error(["--input", str(good), "--special", "", "--out_dir", str(tmp_path)], "--special")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "good.txt"]  # nothing written
 
 
 def test_train_cli_keeps_crlf_line_ends(tmp_path):

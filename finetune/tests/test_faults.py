@@ -423,14 +423,14 @@ def test_generate_refuses_bad_sampling_values_before_loading_a_model(tmp_path, m
         raise AssertionError("a model was read before the flags were checked")
     monkeypatch.setattr(generate, "model_shape", no_loading)
     monkeypatch.setattr(generate, "load_model", no_loading)
-    assert message in user_error(generate.main, ["--base", str(tmp_path / "no_model"), flag, value, "--output",
+    assert message in user_error(generate.main, ["--base", str(tmp_path / "no_model"), flag, value, "--out",
                                                  str(tmp_path / "g.json")])
 
 
 def test_generate_replaces_only_its_own_earlier_output(tiny_model_dir, tmp_path):
     mine = tmp_path / "notes.json"
     mine.write_text('{"my": "notes"}')
-    argv = ["--base", str(tiny_model_dir), "--max_new_tokens", "1", "--output"]
+    argv = ["--base", str(tiny_model_dir), "--max_new_tokens", "1", "--out"]
     assert "did not write" in user_error(generate.main, argv + [str(mine), "--overwrite"])
     generate.main(argv + [str(tmp_path / "g.json")])
     assert "pass --overwrite" in user_error(generate.main, argv + [str(tmp_path / "g.json")])

@@ -79,7 +79,7 @@ def naive_greedy(model, tok, prompt, n):
 
 def test_builtin_instructions_are_twenty_and_no_alpaca_instruction(alpaca_path):
     alpaca = {r["instruction"].strip() for r in json.load(lzma.open(alpaca_path, "rt", encoding="utf-8"))}
-    builtin = [it["instruction"] for it in generate.BUILTIN_INSTRUCTIONS]
+    builtin = [it["instruction"] for it in generate.read_instructions(None)]
     assert len(set(builtin)) == len(builtin) == 20 and not alpaca & set(builtin)
 
 
@@ -89,7 +89,7 @@ def test_generates_heldout_instructions_for_base_full_and_lora(models, partition
     out = tmp_path / "g.json"
     res = generate.main(["--base", str(models["base"]), "--full", str(models["full"]), "--lora",
                          str(models["adapter"]), "--instructions", str(partition_dir), "--greedy",
-                         "--max_new_tokens", "6", "--output", str(out)])
+                         "--max_new_tokens", "6", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(res)) and out.with_suffix(".md").is_file()
     # no absolute path of this machine in the file: local paths are relative to the output's folder
     assert str(tmp_path) not in out.read_text() and "/tmp" not in out.read_text()
@@ -123,29 +123,30 @@ def test_sampling_is_seeded_and_stop_reasons(models, tmp_path, gpt2_tok):
     leftovers = [tmp_path / ".d.json.llmhw-k1ll3d.tmp", tmp_path / ".d.md.llmhw-x.tmp"]  # of a killed write
     for p in leftovers + [tmp_path / ".d.json.mine.tmp"]:
         p.write_text("half a file")
-    default = generate.main(["--base", str(models["base"]), "--max_new_tokens", "1", "--output",
+    default = generate.main(["--base", str(models["base"]), "--max_new_tokens", "1", "--out",
                              str(tmp_path / "d.json")])
     assert not any(p.exists() for p in leftovers) and (tmp_path / ".d.json.mine.tmp").is_file()  # ours only
-    assert [r["instruction"] for r in default["results"]] == [i["instruction"] for i in generate.BUILTIN_INSTRUCTIONS]
+    builtin = generate.read_instructions(None)
+    assert [r["instruction"] for r in default["results"]] == [i["instruction"] for i in builtin]
     short_prompts = tmp_path / "short.txt"
     short_prompts.write_text("Say hi.\nName a colour.\nCount to three.\nWhy?\n")
-    argv = ["--base", str(models["base"]), "--instructions", str(short_prompts), "--max_new_tokens", "5", "--output"]
+    argv = ["--base", str(models["base"]), "--instructions", str(short_prompts), "--max_new_tokens", "5", "--out"]
     a = generate.main(argv + [str(tmp_path / "a.json")])
     b = generate.main(argv + [str(tmp_path / "b.json")])
     c = generate.main(argv + [str(tmp_path / "c.json"), "--seed", "7"])
     assert a["results"] == b["results"] and a["results"] != c["results"]
     eos = generate.main(["--base", str(models["eos"]), "--instructions", str(short_prompts), "--max_new_tokens", "5",
-                         "--output", str(tmp_path / "e.json")])
+                         "--out", str(tmp_path / "e.json")])
     assert all(r["details"]["original"] == {"tokens": 0, "words": 0, "stop": "eos"} for r in eos["results"])
     assert eos["stats"]["original"]["ended_with_eos"] == 1 and eos["stats"]["original"]["mean_tokens"] == 0
     short = generate.main(["--base", str(models["short"]), "--instructions", str(short_prompts), "--max_new_tokens",
-                           "64", "--greedy", "--batch_size", "1", "--output", str(tmp_path / "s.json")])
+                           "64", "--greedy", "--batch_size", "1", "--out", str(tmp_path / "s.json")])
     for r in short["results"]:  # the 40-position context ends first: prompt + response fill it exactly
         n_prompt = len(gpt2_tok(r["prompt"])["input_ids"])
         assert r["details"]["original"]["stop"] == "context" and r["details"]["original"]["tokens"] == 40 - n_prompt
     assert short["stats"]["original"]["hit_context"] == 1
     batched = generate.main(["--base", str(models["short"]), "--instructions", str(short_prompts), "--max_new_tokens",
-                             "64", "--greedy", "--batch_size", "3", "--output", str(tmp_path / "s3.json")])
+                             "64", "--greedy", "--batch_size", "3", "--out", str(tmp_path / "s3.json")])
     for one, three in zip(short["results"], batched["results"]):  # a batch stops where its longest prompt must
         assert three["details"]["original"]["stop"] == "context"
         assert one["responses"]["original"].startswith(three["responses"]["original"])
@@ -153,7 +154,7 @@ def test_sampling_is_seeded_and_stop_reasons(models, tmp_path, gpt2_tok):
 
 def test_greedy_batches_equal_one_at_a_time(models, partition_dir, tmp_path):
     argv = ["--base", str(models["base"]), "--lora", str(models["adapter"]), "--instructions", str(partition_dir),
-            "--greedy", "--max_new_tokens", "4", "--output"]
+            "--greedy", "--max_new_tokens", "4", "--out"]
     one = generate.main(argv + [str(tmp_path / "1.json"), "--batch_size", "1"])
     many = generate.main(argv + [str(tmp_path / "8.json"), "--batch_size", "8"])
     assert one["results"] == many["results"]
@@ -171,7 +172,7 @@ def test_bad_inputs_are_one_line_before_any_model_loads(models, tmp_path, monkey
     (tmp_path / "blank.md").write_text("Say hi.\n")
     (tmp_path / "folder").mkdir()
     base = ["--base", str(models["base"])]
-    out = ["--output", str(tmp_path / "g.json")]
+    out = ["--out", str(tmp_path / "g.json")]
     cases = [
         (["--base", str(tmp_path / "missing")] + out, "cannot load model"),
         (base + ["--full", str(tmp_path / "missing")] + out, "no such model folder"),
@@ -183,20 +184,20 @@ def test_bad_inputs_are_one_line_before_any_model_loads(models, tmp_path, monkey
         (base + ["--instructions", str(tmp_path / "broken.jsonl")] + out, "line 2 is not valid JSON"),
         (base + ["--instructions", str(tmp_path / "latin1.txt")] + out, "not UTF-8 text"),
         (base + ["--instructions", str(tmp_path / "bad.json")] + out, "item 0 is not a non-empty string"),
-        (base + ["--instructions", str(tmp_path / "blank.txt"), "--output", str(tmp_path / "blank.txt")],
+        (base + ["--instructions", str(tmp_path / "blank.txt"), "--out", str(tmp_path / "blank.txt")],
          "must end in .json"),
-        (base + ["--output", str(tmp_path / "file.json" / "x.json")], "cannot write in"),
-        (base + ["--output", str(tmp_path / "dir.json")], "is a folder, but an output file is needed"),
+        (base + ["--out", str(tmp_path / "file.json" / "x.json")], "cannot write in"),
+        (base + ["--out", str(tmp_path / "dir.json")], "is a folder, but an output file is needed"),
         (base + ["--device", "gpu7"] + out, "use auto, cpu, cuda or cuda:N"),
         (base + ["--device", "cuda:99"] + out, "cuda:99: "),  # no CUDA here, or not that many devices
         (base + ["--dtype", "float16"] + out, "--dtype must be one of"),
         (["--base", str(models["full"]), "--lora", str(models["adapter"])] + out,
          f"was trained on {models['base']}, but --base is {models['full']}; pass --allow_other_base"),
         (base + ["--lora", f"{models['full']}+{models['adapter']}"] + out, "was trained on"),
-        (base + ["--output", str(models["base"] / "config.json")], "the input"),
-        (base + ["--lora", str(models["adapter"]), "--output", str(models["adapter"] / "x.json")],
+        (base + ["--out", str(models["base"] / "config.json")], "the input"),
+        (base + ["--lora", str(models["adapter"]), "--out", str(models["adapter"] / "x.json")],
          "the input"),
-        (base + ["--instructions", str(tmp_path / "blank.md"), "--output", str(tmp_path / "blank.json")],
+        (base + ["--instructions", str(tmp_path / "blank.md"), "--out", str(tmp_path / "blank.json")],
          "would write over the instructions file"),
         (base + ["--max_new_tokens", "0"] + out, "--max_new_tokens must be > 0"),
         (base + ["--batch_size", "0"] + out, "--batch_size must be > 0"),

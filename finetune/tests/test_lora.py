@@ -310,4 +310,4 @@ def test_loading_into_lora_layers_with_other_settings_is_refused(tmp_path):
         lora.load_adapter(converted(base, r=4, alpha=32.0), tmp_path / "a16")
     with pytest.raises(ValueError, match="already has LoRA"):
         lora.load_adapter(converted(base, r=4, alpha=16.0, rslora=True), tmp_path / "a16")
-    assert lora.adapter_rank(tmp_path / "a16") == 4
+    assert lora.check_adapter(tmp_path / "a16") == 4

@@ -65,11 +65,11 @@ def test_sweep_with_a_second_seed_then_generate(tiny_model_dir, tmp_path):
     out = tmp_path / "gen.json"
     res = generate.main(["--base", str(tiny_model_dir), "--full", str(sweep_dir / "r0" / "model"),
                          "--lora", str(sweep_dir / "r2" / "adapter"), "--max_new_tokens", "5", "--greedy",
-                         "--output", str(out)])
+                         "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved["results"] == res["results"] and out.with_suffix(".md").is_file()
     assert list(saved["models"]) == ["original", "full finetune", "LoRA r=2"]
-    assert len(saved["results"]) == len(generate.BUILTIN_INSTRUCTIONS)
+    assert len(saved["results"]) == len(generate.read_instructions(None))
     for it in saved["results"]:
         assert set(it["responses"]) == {"original", "full finetune", "LoRA r=2"}
         assert it["prompt"].startswith("BEGINNING OF CONVERSATION: USER: ")
@@ -117,16 +117,16 @@ def test_parallel_gpus_maps_through_the_parents_visible_devices(tmp_path, monkey
     monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
     runs = [sweep.Run(0), sweep.Run(2), sweep.Run(4)]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4, 6,7")  # 3 listed, 2 usable: CUDA counts only those
-    assert sweep.run_parallel_gpus(runs, tmp_path, [], False) == {r: 0 for r in runs}
+    assert sweep.run_parallel(runs, tmp_path, [], False, sweep.slots(True, 1)) == {r: 0 for r in runs}
     assert started[:2] == ["4", "6"] and set(started) == {"4", "6"}
     started.clear()
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     (tmp_path / "b").mkdir()
-    sweep.run_parallel_gpus(runs, tmp_path / "b", [], False)
+    sweep.run_parallel(runs, tmp_path / "b", [], False, sweep.slots(True, 1))
     assert started[:2] == ["0", "1"] and set(started) == {"0", "1"}
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     with pytest.raises(ValueError, match="needs CUDA devices"):
-        sweep.run_parallel_gpus(runs, tmp_path / "c", [], False)
+        sweep.slots(True, 1)
 
 
 def test_cpu_jobs_run_side_by_side_with_the_cores_shared_out(tmp_path, monkeypatch):
@@ -154,7 +154,7 @@ def test_cpu_jobs_run_side_by_side_with_the_cores_shared_out(tmp_path, monkeypat
     monkeypatch.setattr(sweep, "start_child", FakeRun)
     monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
     runs = [sweep.Run(r) for r in (0, 1, 2, 4, 8)]
-    assert sweep.run_parallel_cpu(runs, tmp_path, [], False, jobs=2) == {r: 0 for r in runs}
+    assert sweep.run_parallel(runs, tmp_path, [], False, sweep.slots(False, 2)) == {r: 0 for r in runs}
     assert most[0] == 2 and {t for _, t in started} == {"1"}
     assert sorted(n for n, _ in started) == sorted(str(tmp_path / r.name) for r in runs)
 

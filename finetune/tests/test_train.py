@@ -145,7 +145,7 @@ def test_generate_instructions_file_and_bad_file(tmp_path, tiny_model_dir):
     with pytest.raises(ValueError, match="item 0"):
         generate.read_instructions(str(j))
     assert "does not exist" in user_error(generate.main, ["--base", str(tiny_model_dir), "--instructions",
-                                                           str(tmp_path / "missing.txt"), "--output",
+                                                           str(tmp_path / "missing.txt"), "--out",
                                                            str(tmp_path / "g.json")])
 
 
@@ -190,16 +190,16 @@ def test_adapter_rank_must_match_lora_dim(lora_run, tiny_model_dir, tmp_path):
 def test_generate_checks_folders_first_and_names_same_rank_adapters_apart(lora_run, tiny_model_dir, tmp_path):
     out, _ = lora_run
     assert "no such model folder" in user_error(generate.main, ["--base", str(tiny_model_dir), "--full",
-                                                                str(tmp_path / "nope"), "--output",
+                                                                str(tmp_path / "nope"), "--out",
                                                                 str(tmp_path / "g.json")])
     (tmp_path / "empty").mkdir()
     assert "not an adapter folder" in user_error(generate.main, ["--base", str(tiny_model_dir), "--lora",
-                                                                 str(tmp_path / "empty"), "--output",
+                                                                 str(tmp_path / "empty"), "--out",
                                                                  str(tmp_path / "g.json")])
     import shutil
     shutil.copytree(out / "adapter", tmp_path / "copy")
     res = generate.main(["--base", str(tiny_model_dir), "--lora", str(out / "adapter"), "--lora",
-                         str(tmp_path / "copy"), "--max_new_tokens", "2", "--greedy", "--output",
+                         str(tmp_path / "copy"), "--max_new_tokens", "2", "--greedy", "--out",
                          str(tmp_path / "g.json")])
     assert list(res["models"]) == ["original", "LoRA r=4", f"LoRA r=4 ({tmp_path / 'copy'})"]
 

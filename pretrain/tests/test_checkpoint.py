@@ -44,9 +44,9 @@ def test_keeps_the_last_k_and_never_unpickles(tmp_path):
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_bytes(b""), r"truncated or not a PyTorch checkpoint \(0 bytes\)"),
     (lambda p: p.write_text("hello"), r"truncated or not a PyTorch checkpoint \(5 bytes\)"),
-    (lambda p: torch.save({"x": 1}, p), "expected 'llmhw-pretrain-checkpoint/3'"),
+    (lambda p: torch.save({"x": 1}, p), "expected 'llmhw-pretrain-checkpoint/4'"),
     (lambda p: torch.save({"format": "llmhw-pretrain-checkpoint", "format_version": 2, "step": 1}, p),
-     "format 'llmhw-pretrain-checkpoint', expected 'llmhw-pretrain-checkpoint/3'"),
+     "format 'llmhw-pretrain-checkpoint', expected 'llmhw-pretrain-checkpoint/4'"),
 ])
 def test_foreign_files_give_one_line(tmp_path, make, message):
     make(tmp_path / "x.pt")
@@ -76,7 +76,7 @@ def test_export_of_an_intermediate_step_loads_with_transformers(tiny_run, tmp_pa
 
     import export
 
-    export.main([str(tiny_run / "ckpt_000003.pt"), "--out", str(tmp_path / "hf3")])
+    export.main([str(tiny_run / "ckpt_000003.pt"), "--out_dir", str(tmp_path / "hf3")])
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf3").eval()
     ids = AutoTokenizer.from_pretrained(tmp_path / "hf3")("To be, or not", return_tensors="pt")["input_ids"]
     ours = load_model(tiny_run / "ckpt_000003.pt").eval()

@@ -1,5 +1,6 @@
 """prepare.py: exact tokenization, streaming, split, shard format; the loaders (ranks, shift, resume, errors)."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -38,6 +39,19 @@ def test_prepared_tokens_equal_tiktoken_on_the_whole_text(shakespeare, tmp_path)
         assert 0.09 < len(val) / len(want) < 0.12
     assert read_meta(tmp_path)["train"]["tokens"] == len(all_tokens(tmp_path, "train"))
     assert load_tokenizer(tmp_path / "tokenizer").encode("Hello world") == [15496, 995]
+
+
+def test_gpt2_files_changed_at_the_same_path_are_read_again(tmp_path):
+    """tiktoken's loader caches files by path, not content: with the cache on, the damaged pair below would still
+    load the old ranks. A damaged or foreign pair is one line naming both files."""
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copyfile(fileio.find(f"gpt2/{name}"), tmp_path / name)
+    assert load_tokenizer(tmp_path).encode("Hello world") == [15496, 995]
+    (tmp_path / "encoder.json").write_text('{"!": 0}')
+    with pytest.raises(ValueError) as e:
+        load_tokenizer(tmp_path)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'encoder.json'} + {tmp_path / 'vocab.bpe'}: not GPT-2's") and "\n" not in msg
 
 
 def test_blank_lines_end_documents_when_asked(tmp_path):
@@ -156,7 +170,7 @@ def test_short_last_shard_is_skipped_and_resume_checks_the_position(tmp_path):
     assert loader.skipped == ["train_000002.bin"] and len(loader.shards) == 2
     seen = {int(loader.next_batch()[0][0, 0]) for _ in range(6)}
     assert seen == {0, 400}  # the first window of each long shard, in turn (tokens are their positions)
-    state = {"shard": 0, "pos": 256, "epoch": 0}
+    state = {"order": "sequential", "seed": None, "epoch": 0, "pos": 6}  # 6 windows: 3 steps of 1 x 2 ranks
     ShardLoader(tmp_path, "train", 1, 64, world_size=2).load_state_dict(state)  # fits
     with pytest.raises(DataError, match="does not fit"):  # the same position at a larger batch runs off the shard
         ShardLoader(tmp_path, "train", 2, 64, world_size=2).load_state_dict(state)
@@ -164,7 +178,7 @@ def test_short_last_shard_is_skipped_and_resume_checks_the_position(tmp_path):
 
 def test_bad_shards_give_clear_errors(tmp_path):
     make_dataset(tmp_path, 1000, 400)
-    with pytest.raises(DataError, match="every train shard is shorter than one step needs"):
+    with pytest.raises(DataError, match="fewer than one step needs"):
         ShardLoader(tmp_path, "train", 4, 64, world_size=2)
     with pytest.raises(DataError, match="no val shards"):
         ShardLoader(tmp_path, "val", 2, 8)

@@ -209,16 +209,16 @@ def test_export_into_a_run_or_a_users_folder_is_refused_and_deletes_nothing(tiny
     (tmp_path / "mine" / "thesis.tex").write_text("years of work")
     for out, message in ((run, "holds (or is inside) the input"), (tmp_path / "mine", "thesis.tex")):
         with pytest.raises(SystemExit) as e:
-            export.main([str(run / "ckpt_000006.pt"), "--out", str(out)])
+            export.main([str(run / "ckpt_000006.pt"), "--out_dir", str(out)])
         err = capsys.readouterr().err
         assert e.value.code == 2 and message in err and err.count("\n") == 1
     assert sorted(p.name for p in run.iterdir()) == before and load_checkpoint(run)["step"] == 6
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
-    export.main([str(run), "--out", str(tmp_path / "hf")])  # a new folder; an earlier export only with --overwrite
+    export.main([str(run), "--out_dir", str(tmp_path / "hf")])  # a new folder; an earlier export only with --overwrite
     with pytest.raises(SystemExit):
-        export.main([str(run), "--out", str(tmp_path / "hf")])
+        export.main([str(run), "--out_dir", str(tmp_path / "hf")])
     assert "pass --overwrite" in capsys.readouterr().err
-    export.main([str(run), "--out", str(tmp_path / "hf"), "--overwrite"])
+    export.main([str(run), "--out_dir", str(tmp_path / "hf"), "--overwrite"])
 
 
 def test_a_refused_run_leaves_no_folder_and_a_symlink_loop_is_one_line(shakespeare, tmp_path, capsys):
@@ -371,9 +371,9 @@ def test_a_shuffled_epoch_too_short_for_one_step_is_found_before_the_first_step(
             "train": {"shards": w.names, "tokens": w.total}, "val": {"shards": [], "tokens": 0}}))
         return folder
     with pytest.raises(prepare.DataError, match="windows of 9 tokens in some epochs, fewer than one step") as e:
-        prepare.ShuffledLoader(data_set(B * T + 1), "train", B, T, seed=0)  # 4 windows at offset 0, 3 at 7
+        prepare.ShardLoader(data_set(B * T + 1), "train", B, T, order="shuffle")  # 4 windows at offset 0, 3 at 7
     assert "\n" not in str(e.value)
-    loader = prepare.ShuffledLoader(data_set(B * T + T), "train", B, T, seed=0)  # 4 windows at every offset
+    loader = prepare.ShardLoader(data_set(B * T + T), "train", B, T, order="shuffle")  # 4 windows at every offset
     for _ in range(40):  # many epochs, every offset
         assert loader.next_batch()[0].shape == (B, T)
 

@@ -1,4 +1,4 @@
-"""prepare.ShuffledLoader (--data_order shuffle): every step draws from every source in proportion, every window
+"""prepare.ShardLoader with --data_order shuffle: every step draws from every source in proportion, every window
 once per epoch, ranks disjoint and equal to one process, exact resume; a killed shuffled run resumes bit-identically."""
 import json
 import signal
@@ -11,7 +11,7 @@ import torch
 
 import prepare
 from conftest import HERE, TINY_ARGS, kill_after_step
-from prepare import DataError, ShardLoader, ShuffledLoader
+from prepare import DataError, ShardLoader
 
 
 def two_source_dataset(folder, n_a=3000, n_b=7000, shard_tokens=4000):
@@ -36,7 +36,8 @@ def source_a_share(x):
 def test_every_step_draws_from_every_source_in_proportion(tmp_path):
     tokens = two_source_dataset(tmp_path)
     B, T, steps = 16, 16, 30  # 16 windows a step, ~624 windows an epoch
-    shuffled, in_order = ShuffledLoader(tmp_path, "train", B, T, seed=5), ShardLoader(tmp_path, "train", B, T)
+    shuffled = ShardLoader(tmp_path, "train", B, T, order="shuffle", seed=5)
+    in_order = ShardLoader(tmp_path, "train", B, T)
     shares = [source_a_share(shuffled.next_batch()[0]) for _ in range(steps)]
     # each step: both sources, near the 30 % of the whole (hypergeometric spread of 16 draws: sd 0.11)
     assert all(0 < s < 1 for s in shares) and all(abs(s - 0.3) < 0.3 for s in shares)
@@ -45,10 +46,10 @@ def test_every_step_draws_from_every_source_in_proportion(tmp_path):
     ordered = [source_a_share(in_order.next_batch()[0]) for _ in range(steps)]
     assert sum(s in (0.0, 1.0) for s in ordered) >= steps - 2
     # one whole epoch reads every window exactly once: token counts equal the split's (up to the offset's ends)
-    loader = ShuffledLoader(tmp_path, "train", B, T, seed=5)
+    loader = ShardLoader(tmp_path, "train", B, T, order="shuffle", seed=5)
     seen = np.zeros(len(tokens), dtype=int)
     for _ in range(loader.batches_per_epoch()):
-        picked = [(loader.window_shard[w], loader.window_start[w]) for w in loader.order[loader.pos:loader.pos + B]]
+        picked = list(loader.windows(loader.order[loader.pos:loader.pos + B]))
         loader.next_batch()  # the last step of the epoch plans the next one: read this step's windows first
         for s, start in picked:
             seen[s * 4000 + start:s * 4000 + start + T] += 1  # x covers T tokens of the window
@@ -59,8 +60,8 @@ def test_every_step_draws_from_every_source_in_proportion(tmp_path):
 def test_ranks_are_disjoint_equal_to_one_process_and_new_each_epoch(tmp_path):
     two_source_dataset(tmp_path, 600, 1400, shard_tokens=900)
     B, T = 2, 8
-    single = ShuffledLoader(tmp_path, "train", B, T, seed=1, accum=2)
-    ranks = [ShuffledLoader(tmp_path, "train", B, T, rank=r, world_size=2, seed=1) for r in range(2)]
+    single = ShardLoader(tmp_path, "train", B, T, order="shuffle", seed=1, accum=2)
+    ranks = [ShardLoader(tmp_path, "train", B, T, rank=r, world_size=2, order="shuffle", seed=1) for r in range(2)]
     for _ in range(3 * ranks[0].batches_per_epoch()):  # three epochs
         xs = [r.next_batch() for r in ranks]
         for x, y in xs:
@@ -71,7 +72,7 @@ def test_ranks_are_disjoint_equal_to_one_process_and_new_each_epoch(tmp_path):
             x1, y1 = single.next_batch()
             assert torch.equal(x, x1) and torch.equal(y, y1)
     assert single.epoch == ranks[0].epoch == 3
-    first, second = ShuffledLoader(tmp_path, "train", B, T, seed=1), ShuffledLoader(tmp_path, "train", B, T, seed=2)
+    first, second = (ShardLoader(tmp_path, "train", B, T, order="shuffle", seed=s) for s in (1, 2))
     assert not torch.equal(first.next_batch()[0], second.next_batch()[0])  # the seed changes the order
     order0 = first.order.copy()
     first.reset()
@@ -80,23 +81,24 @@ def test_ranks_are_disjoint_equal_to_one_process_and_new_each_epoch(tmp_path):
 
 def test_shuffled_loader_resumes_exactly_and_checks_the_position(tmp_path):
     two_source_dataset(tmp_path, 600, 1400, shard_tokens=900)
-    a = ShuffledLoader(tmp_path, "train", 2, 8, rank=1, world_size=2, seed=3)
+    a = ShardLoader(tmp_path, "train", 2, 8, rank=1, world_size=2, order="shuffle", seed=3)
     for _ in range(a.batches_per_epoch() + 7):  # into the second epoch
         a.next_batch()
     state = json.loads(json.dumps(a.state_dict()))  # survives serialization
     assert state["epoch"] == 1
-    b = ShuffledLoader(tmp_path, "train", 2, 8, rank=1, world_size=2, seed=3)
+    b = ShardLoader(tmp_path, "train", 2, 8, rank=1, world_size=2, order="shuffle", seed=3)
     b.load_state_dict(state)
     for _ in range(a.batches_per_epoch()):  # across the next epoch boundary too
         assert all(torch.equal(u, v) for u, v in zip(a.next_batch(), b.next_batch()))
     with pytest.raises(DataError, match="another --data_order or --seed"):
-        ShuffledLoader(tmp_path, "train", 2, 8, seed=4).load_state_dict(state)
+        ShardLoader(tmp_path, "train", 2, 8, order="shuffle", seed=4).load_state_dict(state)
     with pytest.raises(DataError, match="another --data_order or --seed"):
-        ShuffledLoader(tmp_path, "train", 2, 8, seed=3).load_state_dict({"shard": 0, "pos": 0, "epoch": 0})
+        shuffled = ShardLoader(tmp_path, "train", 2, 8, order="shuffle", seed=3)
+        shuffled.load_state_dict({"order": "sequential", "seed": None, "pos": 0, "epoch": 0})
     with pytest.raises(DataError, match="does not fit"):
-        ShuffledLoader(tmp_path, "train", 2, 8, seed=3).load_state_dict({**state, "pos": 10 ** 6})
+        ShardLoader(tmp_path, "train", 2, 8, order="shuffle", seed=3).load_state_dict({**state, "pos": 10 ** 6})
     with pytest.raises(DataError, match="fewer than one step needs"):
-        ShuffledLoader(tmp_path, "train", 300, 8)
+        ShardLoader(tmp_path, "train", 300, 8, order="shuffle")
 
 
 def read_log(out):

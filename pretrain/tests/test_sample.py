@@ -50,7 +50,7 @@ def continuations(doc: dict) -> list[str]:
 def test_greedy_from_checkpoint_equals_transformers_generate(run_dir, tmp_path, capsys):
     flags = ["--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--temperature", "0", "--max_new_tokens", "12"]
     out = tmp_path / "samples" / "s.json"
-    doc = sample.main(["--model", str(run_dir), *flags, "--json", str(out)])
+    doc = sample.main(["--model", str(run_dir), *flags, "--out", str(out)])
     assert doc["loader"] == "ours" and json.loads(out.read_text()) == doc
     expected = [reference_greedy(run_dir / "hf", p, 12) for p in PROMPTS]
     assert continuations(doc) == expected and all(expected)
@@ -79,7 +79,7 @@ def test_top_k_1_and_top_p_0_are_greedy_and_seeds_repeat(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "foreign", "temperature", "nan", "top_p", "no_prompt", "empty_file",
-                                  "json_is_dir", "device"])
+                                  "out_is_dir", "device"])
 def test_bad_inputs_end_in_one_line(run_dir, tmp_path, capsys, case):
     foreign = tmp_path / "model.pt"
     foreign.write_bytes(b"not a checkpoint at all")
@@ -94,7 +94,7 @@ def test_bad_inputs_end_in_one_line(run_dir, tmp_path, capsys, case):
         "top_p": ([*ok, "--top_p", "1.5"], "top_p 1.5"),
         "no_prompt": (["--model", str(run_dir)], "no prompt"),
         "empty_file": (["--model", str(run_dir), "--prompts_file", str(empty)], "holds no prompt"),
-        "json_is_dir": ([*ok, "--json", str(tmp_path)], "is a folder"),
+        "out_is_dir": ([*ok, "--out", str(tmp_path)], "is a folder"),
         "device": ([*ok, "--device", "cuda:0"] if not torch.cuda.is_available() else [*ok, "--device", "tpu9"],
                    "--device"),
     }[case]

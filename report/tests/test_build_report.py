@@ -237,6 +237,19 @@ def test_tokenizer_questions_computed_with_gpt2(tmp_path):
     assert v["q_ord_bei"] == "21271"
 
 
+def test_gpt2_files_changed_at_the_same_path_are_read_anew(tmp_path, monkeypatch):
+    # tiktoken caches the files it reads keyed by their path, not their content; gpt2_encoding turns the cache off
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2/vocab.bpe").write_bytes(fileio.find("gpt2/vocab.bpe").read_bytes())
+    (tmp_path / "gpt2/encoder.json").write_text("{}")
+    with pytest.raises(AssertionError):   # tiktoken: the two files disagree
+        questions.gpt2_encoding(tmp_path)
+    (tmp_path / "gpt2/encoder.json").write_bytes(fileio.find("gpt2/encoder.json").read_bytes())
+    assert questions.gpt2_encoding(tmp_path).encode_ordinary("Hello world") == [15496, 995]
+    assert not (tmp_path / "cache").exists()
+
+
 def test_length_finding_compares_answers_that_end_and_says_how_many_do():
     def result(stops, k):
         return {"instruction": f"Say {k}.", "responses": {n: "x" for n in stops},
