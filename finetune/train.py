@@ -32,7 +32,7 @@ from fileio import atomic_dir, atomic_write_json
 from lora import TargetLoss, target_index
 from runlog import RunLog, plot_losses, read_log
 
-CKPT_FORMAT = "llmhw-finetune-checkpoint/3"  # what Trainer.save_checkpoint writes; a new layout gets a new string
+CKPT_FORMAT = "llmhw-finetune-checkpoint/3"  # what this trainer's checkpoints carry; a new layout gets a new string
 
 
 def get_lr(step: int, lr: float, warmup: int, total: int) -> float:
