@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fileio import atomic_write_text, save_torch
+from fileio import atomic_write, atomic_write_text
 
 LATEST = "latest"
 STEP_FILE = re.compile(r"ckpt_(\d+)\.pt")
@@ -70,7 +70,9 @@ def load_checkpoint(path, fmt: str, map_location="cpu") -> dict:
 
 def save_checkpoint(folder, state: dict, fmt: str, keep: int = 2) -> Path:
     """Write ``ckpt_<step>.pt`` atomically, point ``latest`` at it, then delete all but the newest ``keep``."""
-    path = save_torch({"format": fmt, **state}, Path(folder) / f"ckpt_{state['step']:06d}.pt")
+    path = Path(folder) / f"ckpt_{state['step']:06d}.pt"
+    with atomic_write(path) as f:
+        torch.save({"format": fmt, **state}, f)
     atomic_write_text(path.parent / LATEST, path.name + "\n")  # only now does the new checkpoint count
     for old in step_checkpoints(folder)[:-keep]:
         if old != path:

@@ -89,22 +89,14 @@ def atomic_dir(path: str | os.PathLike, kind: str):
         yield tmp
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_write(path, "w") as f:
         f.write(text)
-    return Path(path)
 
 
-def atomic_write_json(path: str | os.PathLike, obj) -> Path:
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
     """JSON as the standard allows it: a NaN or infinity is an error here, never an unreadable file."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-
-
-def save_torch(obj, path: str | os.PathLike) -> Path:
-    import torch  # only the folders that save tensors pay for the import
-    with atomic_write(path) as f:
-        torch.save(obj, f)
-    return Path(path)
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def _place(path: str | os.PathLike, flag: str, inputs, folder: bool) -> Path:

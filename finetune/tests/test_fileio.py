@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import fileio
+from checkpoint import load_checkpoint, save_checkpoint
 
 KIND, NAMES = "test-run", ["ckpt_*.pt", "log.jsonl", "summary.json", "tokenizer"]
 
@@ -180,12 +181,12 @@ def real_torch_write_failure(obj) -> RuntimeError:
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full for torch's real message")
-def test_save_torch_names_a_full_disk_from_torchs_own_failure(tmp_path, monkeypatch):
+def test_save_checkpoint_names_a_full_disk_from_torchs_own_failure(tmp_path, monkeypatch):
     obj = {"w": torch.ones(1000)}
     failure = real_torch_write_failure(obj)
     monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(failure))
     with pytest.raises(fileio.OutputError) as e:
-        fileio.save_torch(obj, tmp_path / "ckpt" / "ckpt_000001.pt")
+        save_checkpoint(tmp_path / "ckpt", {"step": 1, **obj}, "test-format")
     msg = one_line(e)
     assert "ckpt_000001.pt: no space left on the disk holding" in msg and "MiB free" in msg
     assert "inline_container" not in msg and os.listdir(tmp_path / "ckpt") == []
@@ -205,10 +206,10 @@ def test_enospc_is_named_by_every_writer(tmp_path, where):
     assert "no space left on the disk holding" in one_line(e) and os.listdir(tmp_path) == []
 
 
-def test_save_torch_round_trip(tmp_path):
-    fileio.save_torch({"w": torch.arange(3)}, tmp_path / "a.pt")
-    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["w"], torch.arange(3))
-    assert os.listdir(tmp_path) == ["a.pt"]
+def test_save_checkpoint_round_trip(tmp_path):
+    save_checkpoint(tmp_path, {"step": 3, "w": torch.arange(3)}, "test-format")
+    assert torch.equal(load_checkpoint(tmp_path, "test-format")["w"], torch.arange(3))
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_000003.pt", "latest"]
 
 
 def test_marker_is_json_naming_the_kind(tmp_path):
