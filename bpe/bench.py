@@ -4,8 +4,6 @@ print the ratios and write --out. Scaling runs train in a fresh process each (pe
     python bpe/bench.py                    # everything (about 1-2 minutes on 2 cores)
     python bpe/bench.py --skip_scaling     # only training on manual.txt and encode throughput
 """
-from __future__ import annotations
-
 import argparse
 import json
 import lzma
@@ -92,13 +90,10 @@ def bench_scaling(data_dir, sizes_mb, vocab_size: int) -> dict:
 
 
 def bench_encode(data_dir, repeat: int) -> dict:
-    from tokenizers import Tokenizer as HFTokenizer
-
     text = "".join(fileio.find(name, data_dir).read_text(encoding="utf-8")
                    for name in ("webtext/wikitext2_valid.txt", "tinyshakespeare.txt"))
     ours = Tokenizer.from_gpt2_files(*(fileio.find(f"gpt2/{name}", data_dir) for name in ("encoder.json", "vocab.bpe")))
-    hf = HFTokenizer.from_str(ours.to_hf().to_str())
-    exported, ref = ours.to_tiktoken(), gpt2_encoding(data_dir)
+    hf, exported, ref = ours.to_hf(), ours.to_tiktoken(), gpt2_encoding(data_dir)   # the exports, the reference
 
     def cold():
         ours._cache.clear()
@@ -111,7 +106,7 @@ def bench_encode(data_dir, repeat: int) -> dict:
     mb = len(text.encode("utf-8")) / 1e6
     res = {"text_mb": mb, "identical_ids": all(v == ids["tiktoken"] for v in ids.values()),
            "tiktoken_mb_s": mb / t["tiktoken"]}
-    for name in [n for n in t if n != "tiktoken"]:
+    for name in [n for n in t if n != "tiktoken"]:   # against tiktoken timed in the same rounds
         res[f"{name}_mb_s"], res[f"{name}_over_tiktoken"] = mb / t[name], t["tiktoken"] / t[name]
     return res
 

@@ -5,8 +5,6 @@ is the bytes present in the corpus (153 for manual.txt), not all 256; (2) ties g
 and it stops when a merge spells an existing token; (3) its encode drops bytes outside its alphabet; (4) it encodes in
 left-to-right passes, not lowest rank first. ``analyse`` measures a chain of variants undoing one at a time.
 """
-from __future__ import annotations
-
 from collections import Counter
 from pathlib import Path
 
@@ -43,9 +41,7 @@ def corpus_alphabet(data: bytes) -> list[int]:
 def train_first_seen(data: bytes, vocab_size: int) -> list[tuple[bytes, bytes]]:
     """The homework's trainer in numpy (see the module docstring): recount every pair after every merge."""
     alphabet = corpus_alphabet(data)
-    byte_to_id = np.zeros(256, np.int64)
-    byte_to_id[alphabet] = np.arange(len(alphabet))
-    seq = byte_to_id[np.frombuffer(data, np.uint8)]  # the text as token ids
+    seq = np.searchsorted(alphabet, np.frombuffer(data, np.uint8))  # the text as token ids (places in the alphabet)
     vocab, merges = [bytes([b]) for b in alphabet], []
     while len(vocab) < vocab_size and len(seq) > 1:
         codes = seq[:-1] * vocab_size + seq[1:]  # pair codes (ids < vocab_size)

@@ -5,8 +5,6 @@ Encoding merges the adjacent pair of lowest rank first (leftmost on ties). Ids a
 257, ... in creation order, then the special tokens. User input is checked where it enters (train.py, ``load``).
 ``gpt2_encoding`` is the reference: tiktoken's own ``gpt2`` built from the data directory's GPT-2 files.
 """
-from __future__ import annotations
-
 import functools
 import heapq
 import json
@@ -31,23 +29,20 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$"""
                 r"""|\s*[\r\n]|\s+(?!\S)|\s""")
 PATTERNS = {"none": None, "gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}  # none: raw bytes, no pre-splitting
-_SMALL_PIECE = 128  # pieces up to this many bytes use the list merge, longer ones the heap merge (same result)
 _CACHE_MAX = 1 << 20
 
 
 def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character map (openai/gpt-2 src/encoder.py): the 188 printable Latin-1
-    bytes map to themselves, the other 68 to chr(256 + k) in byte order. Byte-level tokenizer.json files store tokens
-    this way."""
+    """GPT-2's reversible byte -> printable character map (openai/gpt-2 src/encoder.py), as byte-level tokenizer.json
+    files store tokens: the 188 printable Latin-1 bytes as themselves, the other 68 as chr(256 + k) in byte order."""
     printable = [b for b in range(256) if chr(b).isprintable() and b != ord(" ")]
     others = [b for b in range(256) if b not in printable]
     return {**{b: chr(b) for b in printable}, **{b: chr(256 + k) for k, b in enumerate(others)}}
 
 
 def gpt2_encoding(data_dir: str | os.PathLike | None = None, files: dict[str, Path] | None = None):
-    """tiktoken's ``gpt2`` Encoding from the data directory's gpt2/encoder.json + gpt2/vocab.bpe (or ``files``):
-    50,256 merges' ranks + <|endoftext|> = 50256, the ids of ``tiktoken.get_encoding("gpt2")``, which would download
-    the files. Damaged or foreign files: one ValueError line naming them."""
+    """tiktoken's ``gpt2`` Encoding (the ids of ``tiktoken.get_encoding("gpt2")``, which would download) from the data
+    directory's gpt2/encoder.json + gpt2/vocab.bpe (or ``files``); damaged or foreign files: one ValueError line."""
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
@@ -77,23 +72,20 @@ def _splitter(specials: frozenset) -> regex.Pattern:
     return regex.compile("(" + "|".join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)) + ")")
 
 
-def _is_id(x) -> bool:
-    return type(x) is int and x >= 0  # bool is an int subclass: True is not an id
-
-
 def model_fields(d: dict) -> tuple[dict[int, bytes], dict[str, int], list[tuple[int, int, int]]]:
     """vocab, special tokens and merges of a saved model, checked: each merge joins earlier ids into its token."""
     vocab, specials = {}, d["special_tokens"]
+    is_id = lambda x: type(x) is int and x >= 0  # noqa: E731  (bool is an int subclass: True is not an id)
     for entry in d["vocab"]:
-        if not (isinstance(entry, list) and len(entry) == 2 and _is_id(entry[0]) and isinstance(entry[1], str)):
+        if not (isinstance(entry, list) and len(entry) == 2 and is_id(entry[0]) and isinstance(entry[1], str)):
             raise ValueError(f"vocab entry {entry!r} is not [id, hex bytes]")
         vocab[entry[0]] = bytes.fromhex(entry[1])
-    if not isinstance(specials, dict) or not all(isinstance(s, str) and s and _is_id(i) for s, i in specials.items()):
+    if not isinstance(specials, dict) or not all(isinstance(s, str) and s and is_id(i) for s, i in specials.items()):
         raise ValueError(f"special_tokens must map strings to ids, got {str(specials)[:80]}")
     known = {i for i, b in vocab.items() if len(b) == 1}
     merges = []
     for k, m in enumerate(d["merges"]):
-        if not (isinstance(m, list) and len(m) == 3 and all(map(_is_id, m))):
+        if not (isinstance(m, list) and len(m) == 3 and all(map(is_id, m))):
             raise ValueError(f"merge {k} {m!r} is not [left id, right id, new id]")
         a, b, new = m
         if a not in known or b not in known or new not in vocab:
@@ -143,7 +135,7 @@ class Tokenizer:
         return f"Tokenizer({self.pattern_name!r}, vocab_size={self.vocab_size}, special_tokens={self.special_tokens})"
 
     # -- training ----------------------------------------------------------------------------------------------------
-    def train(self, text: str | bytes, vocab_size: int, special_tokens=(), verbose: bool = False) -> Tokenizer:
+    def train(self, text: str | bytes, vocab_size: int, special_tokens=(), verbose: bool = False) -> "Tokenizer":
         """Learn ``vocab_size - 256 - len(special_tokens)`` merges; special tokens (ids after) cut the text."""
         specials = list(dict.fromkeys(special_tokens))
         if isinstance(text, bytes) and (self._split or specials):
@@ -172,28 +164,11 @@ class Tokenizer:
 
     # -- encoding ----------------------------------------------------------------------------------------------------
     def encode_piece(self, piece: bytes) -> list[int]:
-        """One byte string as a single piece (no pre-split, no special tokens), merged as tiktoken does."""
-        ranks = self.ranks
-        if piece in ranks:  # tiktoken returns a piece that is itself a token whole
-            return [ranks[piece]]
-        if len(piece) > _SMALL_PIECE:
-            return self._bpe_long(piece)
-        get, inf = ranks.get, 1 << 62
-        parts = [piece[i:i + 1] for i in range(len(piece))]
-        pair_ranks = [get(parts[i] + parts[i + 1], inf) for i in range(len(parts) - 1)]
-        while pair_ranks and (m := min(pair_ranks)) != inf:
-            i = pair_ranks.index(m)  # leftmost of the lowest rank
-            parts[i] += parts.pop(i + 1)
-            del pair_ranks[i]
-            if i > 0:
-                pair_ranks[i - 1] = get(parts[i - 1] + parts[i], inf)
-            if i < len(pair_ranks):
-                pair_ranks[i] = get(parts[i] + parts[i + 1], inf)
-        return [ranks[p] for p in parts]
-
-    def _bpe_long(self, piece: bytes) -> list[int]:
-        """The same merge in O(n log n): a heap of (rank, start), parts linked by starts, stale entries skipped."""
+        """One byte string as a single piece (no pre-split, no special tokens), merged as tiktoken does, in O(n log n):
+        a heap of (rank, start), parts linked by their starts, stale entries skipped."""
         get, n = self.ranks.get, len(piece)
+        if (whole := get(piece)) is not None:  # tiktoken returns a piece that is itself a token whole
+            return [whole]
         nxt, prv, alive = list(range(1, n + 1)), list(range(-1, n - 1)), [True] * n
         heap = [(r, i) for i in range(n - 1) if (r := get(piece[i:i + 2])) is not None]
         heapq.heapify(heap)
@@ -210,11 +185,7 @@ class Tokenizer:
                     heapq.heappush(heap, (rk, i))
             if prv[i] >= 0 and (rp := get(piece[prv[i]:k])) is not None:
                 heapq.heappush(heap, (rp, prv[i]))
-        out, i = [], 0
-        while i < n:
-            out.append(self.ranks[piece[i:nxt[i]]])
-            i = nxt[i]
-        return out
+        return [self.ranks[piece[i:nxt[i]]] for i in range(n) if alive[i]]   # the parts that start a token
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text, special-token strings as ordinary text (tiktoken's encode_ordinary)."""
@@ -239,10 +210,9 @@ class Tokenizer:
             raise ValueError(f"allowed_special names unknown special tokens {sorted(allowed - specials)}; "
                              f"this tokenizer has {sorted(specials)}")
         disallowed = specials - allowed if disallowed_special == "all" else set(disallowed_special)
-        for s in disallowed:
-            if s in text:
-                raise ValueError(f"text contains the special token {s!r}; pass allowed_special={{{s!r}}} to encode it "
-                                 "as a special token, or disallowed_special=() to encode it as text")
+        if s := next((s for s in disallowed if s in text), None):
+            raise ValueError(f"text contains the special token {s!r}; pass allowed_special={{{s!r}}} to encode it "
+                             "as a special token, or disallowed_special=() to encode it as text")
         if not allowed:
             return self.encode_ordinary(text)
         # split at the allowed specials only: one that is not allowed is text and may merge with its neighbours (as
@@ -283,7 +253,7 @@ class Tokenizer:
         fileio.atomic_write_text(vocab_path, "\n".join(lines) + "\n")
 
     @classmethod
-    def load(cls, path) -> Tokenizer:
+    def load(cls, path) -> "Tokenizer":
         """Load a file written by ``save``; a corrupt, foreign or other-version file: one ValueError line naming it."""
         path = Path(path)
         try:
@@ -305,7 +275,7 @@ class Tokenizer:
         return tok
 
     @classmethod
-    def from_gpt2_files(cls, encoder_json, vocab_bpe) -> Tokenizer:
+    def from_gpt2_files(cls, encoder_json, vocab_bpe) -> "Tokenizer":
         """OpenAI's GPT-2 ``encoder.json`` + ``vocab.bpe``; bad files: one ValueError line naming them."""
         enc = gpt2_encoding(files={"encoder.json": Path(encoder_json), "vocab.bpe": Path(vocab_bpe)})
         vocab = {i: enc.decode_single_token_bytes(i) for i in range(enc.eot_token)}
@@ -325,27 +295,24 @@ class Tokenizer:
         return tiktoken.Encoding(name=name, pat_str=self.pattern or r"[\s\S]+", mergeable_ranks=dict(self.ranks),
                                  special_tokens=dict(self.special_tokens))
 
-    def hf_merges(self) -> list[tuple[bytes, bytes]]:
-        """Every pair (x, y) of tokens whose concatenation is a token, ordered by that token's rank: tiktoken merges
-        any adjacent pair that makes a token, so HF's BPE (with ``ignore_merges``) applies the same merges."""
-        ranks, out = self.ranks, []
-        for t, r in sorted(ranks.items(), key=lambda kv: kv[1]):
-            out += sorted((r, ranks[t[:k]], ranks[t[k:]], t[:k], t[k:]) for k in range(1, len(t))
-                          if t[:k] in ranks and t[k:] in ranks)
-        return [(x, y) for *_, x, y in out]
-
     def to_hf(self):
         """A ``tokenizers.Tokenizer`` (byte-level BPE) giving the same ids; special tokens are recognised in text."""
         from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
         from tokenizers import Tokenizer as HFTokenizer
 
         b2u = bytes_to_unicode()
-        vocab = {"".join(b2u[x] for x in b): i for i, b in self.vocab.items()}
+        spell = lambda b: "".join(b2u[x] for x in b)  # noqa: E731  a token's byte-level characters
+        vocab = {spell(b): i for i, b in self.vocab.items()}
         for s, i in self.special_tokens.items():
             if s in vocab:
                 raise ValueError(f"special token {s!r} has the same byte-level spelling as token {vocab[s]}")
             vocab[s] = i
-        merges = [("".join(b2u[c] for c in x), "".join(b2u[c] for c in y)) for x, y in self.hf_merges()]
+        # every pair (x, y) of tokens whose concatenation is a token, by that token's rank: tiktoken merges any
+        # adjacent pair that makes a token, so HF's BPE (with ``ignore_merges``) applies the same merges
+        ranks, pairs = self.ranks, []
+        for t in sorted(ranks, key=ranks.get):
+            pairs += sorted((ranks[t[:k]], ranks[t[k:]]) for k in range(1, len(t)) if t[:k] in ranks and t[k:] in ranks)
+        merges = [(spell(self.vocab[x]), spell(self.vocab[y])) for x, y in pairs]
         hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True, fuse_unk=False,
                                     byte_fallback=False))
         byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)

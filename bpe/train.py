@@ -7,8 +7,6 @@
 One output set in --out_dir (default bpe/output/; files and schema in README.md), built aside and swapped in whole.
 Bad input (a file, a flag, a refused --out_dir) is one line on stderr and exit status 2, found before training.
 """
-from __future__ import annotations
-
 import argparse
 import contextlib
 import sys
@@ -132,19 +130,9 @@ def render_log(s: dict, requested_vocab: int) -> str:
                f"{'OK' if s['roundtrip_ok'] else 'FAILED'}")
     log.append(f"compression: {s['n_tokens']:,} tokens, {s['bytes_per_token']:.3f} bytes/token")
     log.append("token counts: ours, GPT-2 (tiktoken from the local GPT-2 files), the homework's published figure")
-    for k, c in s["comparison"].items():
-        hw = "-" if c["homework"] is None else c["homework"]
-        log.append(f"  {k:<8} ours {c['ours']:>5}  gpt2 {c['gpt2']:>5}  homework {hw:>5}  ({c['chars']} chars)")
+    log += [f"  {k:<8} ours {c['ours']:>5}  gpt2 {c['gpt2']:>5}  homework {c['homework'] or '-':>5}  "
+            f"({c['chars']} chars)" for k, c in s["comparison"].items()]
     return "\n".join(log + homework.log_lines(s["homework"])) + "\n"
-
-
-def write_set(out: Path, tok: Tokenizer, summary: dict, log: str, model_max_length: int) -> None:
-    """All files written into a folder beside ``out`` and swapped in whole (a kill leaves the earlier set)."""
-    with fileio.atomic_dir(out, KIND) as tmp:
-        tok.save(tmp / FILES["model"], tmp / FILES["vocab"])
-        tok.save_hf(tmp, model_max_length)  # tokenizer.json, tokenizer_config.json, special_tokens_map.json
-        fileio.atomic_write_text(tmp / FILES["log"], log)
-        fileio.atomic_write_json(tmp / FILES["summary"], summary)
 
 
 def main(argv=None) -> dict:
@@ -195,9 +183,12 @@ def main(argv=None) -> dict:
     log = render_log(summary, requested_vocab=cfg.vocab_size)
     print(log, end="")
 
-    # save
-    with user_errors():
-        write_set(out, tok, summary, log, cfg.model_max_length)
+    # save: every file written into a folder beside out, swapped in whole (a kill leaves the earlier set)
+    with user_errors(), fileio.atomic_dir(out, KIND) as tmp:
+        tok.save(tmp / FILES["model"], tmp / FILES["vocab"])
+        tok.save_hf(tmp, cfg.model_max_length)  # tokenizer.json, tokenizer_config.json, special_tokens_map.json
+        fileio.atomic_write_text(tmp / FILES["log"], log)
+        fileio.atomic_write_json(tmp / FILES["summary"], summary)
     print(f"wrote {out}/{{{','.join(FILES.values())}}}")
     if not check["ok"]:
         sys.exit("error: round trip failed")

@@ -4,8 +4,6 @@ Both extend ``vocab`` in place from the unique chunks' counts and give the same 
 the highest weighted count wins, ties to the smallest (left, right); occurrences merge left to right (``aaa`` ->
 ``[aa, a]``); a merge whose bytes already are a token reuses its id (tiktoken gives a byte string one rank).
 """
-from __future__ import annotations
-
 import heapq
 from collections import Counter
 
@@ -40,15 +38,13 @@ def token_id(token: bytes, vocab: list[bytes], ranks: dict[bytes, int]) -> int:
 
 
 def merge_pair(ids: list[int], left: int, right: int, new: int) -> list[int]:
-    """Replace each (left, right) in ``ids`` by ``new``, scanning left to right."""
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and ids[i] == left and ids[i + 1] == right:
-            out.append(new)
-            i += 2
+    """Replace each (left, right) in ``ids`` by ``new``, scanning left to right (``new`` is never ``left``)."""
+    out = []
+    for x in ids:
+        if out and out[-1] == left and x == right:
+            out[-1] = new
         else:
-            out.append(ids[i])
-            i += 1
+            out.append(x)
     return out
 
 
@@ -104,9 +100,7 @@ class MergeState:
 
     def count_byte_pairs(self, block: int = 1 << 22) -> tuple[dict[int, int], dict[int, list[np.ndarray]]]:
         """Weighted counts and ascending slot arrays of every initial byte pair, in blocks to bound the memory."""
-        token, weight = self.token, self.weight
-        counts: dict[int, int] = {}
-        where: dict[int, list[np.ndarray]] = {}
+        token, weight, counts, where = self.token, self.weight, {}, {}
         for start in range(0, len(token) - 1, block):
             left, right = token[start:start + block], token[start + 1:start + block + 1]
             left = left[:len(right)]

@@ -5,8 +5,6 @@ PEFT, merged inference <= 1.02x base.
     python finetune/bench.py                      # GPT-2 124M shape (random weights), batch 4 x 256, r=8, CPU
     python finetune/bench.py --layers 2 --dim 128 --steps 2   # quick look
 """
-from __future__ import annotations
-
 import argparse
 import copy
 import multiprocessing

@@ -6,8 +6,6 @@
 Written aside and renamed into place before ``latest`` names it, old ones deleted after: a kill at any instant leaves
 a loadable latest. Loaded with ``weights_only=True`` (tensors and plain values; no code from the file runs).
 """
-from __future__ import annotations
-
 import random
 import re
 import warnings

@@ -1,8 +1,6 @@
 """train.py's settings (TrainConfig: a --resume must match it; RunConfig: where and how a run goes), their flags
 (flags.py), and the checks at start-up: every value, the run folder, whether a checkpoint may be resumed.
 """
-from __future__ import annotations
-
 import argparse
 import math
 from dataclasses import dataclass, field, fields
@@ -63,8 +61,7 @@ class RunConfig:
     out_dir: str | None = option(None, "run folder (default finetune/out/r<lora_dim>)")
     resume: bool = option(False, "continue from the run folder's latest checkpoint (exactly)")
     overwrite: bool = option(False, "replace an earlier run in --out_dir (its results stay until this run ends)")
-    allow_new_data: bool = option(False, "--resume on data other than the checkpoint's: continue on this data "
-                                         "instead of refusing")
+    allow_new_data: bool = option(False, "--resume on data other than the checkpoint's: continue, not refuse")
     allow_other_base: bool = option(False, "--lora_load_path: use an adapter that records another base model")
     eval_batch_size: int = option(8, "examples per eval batch per rank")
     eval_interval: int = option(100, "evaluate every N steps (0 = only before and after training)")

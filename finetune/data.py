@@ -3,8 +3,6 @@
 Sources and record format: finetune/README.md. Each example is prompt + target + EOS with labels -100 on the prompt
 and padding; one whose prompt alone fills ``max_length`` is dropped and counted.
 """
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import json
@@ -49,8 +47,6 @@ def target_of(record: dict, template: str = "homework") -> str:
     """The target text of a record, without EOS: tokenize() appends the EOS id."""
     return TEMPLATES[template][2].format(output=record["output"])
 
-
-# ------------------------------------------------------------------------------------------------ loading
 
 def resolve_data_path(data_path: str, data_dir: str | None = None) -> Path | str:
     """A real file, a data-directory name (``alpaca/alpaca_data.json[.xz]``), or a hub dataset name (as a str)."""
@@ -101,15 +97,16 @@ def read_records(path: Path) -> list:
     return data
 
 
-def check_records(records: list, source) -> list[dict]:
+def check_records(records: list, source, optional: tuple[str, ...] = ("input",)) -> list[dict]:
+    """Objects with string fields instruction (not empty), output and input, each required unless ``optional``."""
     bad = []
     for i, r in enumerate(records):
         if not isinstance(r, dict):
             bad.append(f"record {i} is a {type(r).__name__}, not an object")
             continue
-        for key, required in (("instruction", True), ("output", True), ("input", False)):
+        for key in ("instruction", "output", "input"):
             v = r.get(key)
-            if v is None and required:
+            if v is None and key not in optional:
                 bad.append(f"record {i} has no '{key}'")
             elif v is not None and not isinstance(v, str):
                 bad.append(f"record {i} field '{key}' is a {type(v).__name__}, not a string")
@@ -137,8 +134,6 @@ def load_records(data_path: str = DEFAULT_DATA, data_dir: str | None = None) -> 
     return check_records(list(ds), f"hf:{where}"), f"hf:{where}"
 
 
-# ------------------------------------------------------------------------------------------------ tokenizing
-
 @dataclass
 class Example:
     input_ids: list[int]
@@ -147,8 +142,7 @@ class Example:
 
 def tokenize(records: list[dict], tokenizer, template: str = "homework", max_length: int = 512
              ) -> tuple[list[Example], int]:
-    """Templated, tokenized, masked examples and the number dropped because the prompt fills max_length.
-    The tokenizer has an EOS (load_tokenizer's guarantee); the template is one of TEMPLATES (checked at start-up)."""
+    """Templated, tokenized, masked examples, and how many were dropped because the prompt fills max_length."""
     eos = tokenizer.eos_token_id
     if not records:  # (the fast tokenizer fails on an empty batch)
         return [], 0
@@ -162,8 +156,7 @@ def tokenize(records: list[dict], tokenizer, template: str = "homework", max_len
 
 def split_indices(n: int, eval_ratio: float, seed: int, max_examples: int | None = None
                   ) -> tuple[list[int], list[int]]:
-    """Deterministic (train, eval) record indices: one seeded shuffle, an optional subset, the split (the callers
-    check eval_ratio in [0, 1) and max_examples > 0)."""
+    """Deterministic (train, eval) record indices: one seeded shuffle, an optional subset, then the split."""
     idx = list(range(n))
     random.Random(seed).shuffle(idx)
     idx = idx[:max_examples]  # (None: all)
@@ -171,13 +164,15 @@ def split_indices(n: int, eval_ratio: float, seed: int, max_examples: int | None
     return idx[n_eval:], idx[:n_eval]
 
 
-def check_split(name: str, n: int, batch_size: int, world_size: int = 1, flag: str = "--batch_size") -> None:
-    """A split must give every rank at least one full batch (the homework crashed on empty or tiny splits)."""
-    need = batch_size * world_size
+def check_split(name: str, n: int, batch_size: int, world_size: int = 1, flag: str = "--batch_size",
+                accumulation: int = 1) -> None:
+    """Every rank gets one full batch of ``accumulation`` micro-batches (the homework crashed on tiny splits)."""
+    need = batch_size * accumulation * world_size
     if n == 0:
         raise ValueError(f"the {name} split is empty; raise --max_examples or --eval_ratio")
     if n < need:
         raise ValueError(f"the {name} split has {n} examples, fewer than one batch ({flag} {batch_size}"
+                         + (f" x {accumulation} accumulation" if accumulation > 1 else "")
                          + (f" x {world_size} ranks" if world_size > 1 else "") + f" = {need}); lower "
                          f"{flag} or give the split more examples (--max_examples, --eval_ratio)")
 
@@ -188,12 +183,13 @@ def prepare_data(tc, rc, tokenizer, world_size: int = 1, say=print):
     records, source = load_records(tc.data_path, tc.data_dir)
     train_idx, eval_idx = split_indices(len(records), tc.eval_ratio, tc.data_seed, tc.max_examples)
     out = []
-    for name, idx, bs, flag in (("train", train_idx, tc.batch_size, "--batch_size"),
-                                ("eval", eval_idx, rc.eval_batch_size, "--eval_batch_size")):
+    splits = (("train", train_idx, tc.batch_size, "--batch_size", tc.gradient_accumulation_steps),
+              ("eval", eval_idx, rc.eval_batch_size, "--eval_batch_size", 1))
+    for name, idx, bs, flag, accumulation in splits:
         examples, dropped = tokenize([records[i] for i in idx], tokenizer, tc.template, tc.max_length)
         if dropped:
             say(f"[data] {name}: dropped {dropped} examples whose prompt fills --max_length {tc.max_length}")
-        check_split(name, len(examples), bs, world_size, flag)
+        check_split(name, len(examples), bs, world_size, flag, accumulation)
         out.append(examples)
     say(f"[data] {source}: {len(records)} records -> train {len(out[0])}, eval {len(out[1])} examples")
     used = [[records[i] for i in train_idx], [records[i] for i in eval_idx]]
@@ -215,8 +211,7 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
 def train_batches(examples: list[Example], batch_size: int, epoch: int, seed: int, rank: int = 0,
                   world_size: int = 1, pad_id: int = 0, group_by_length: bool = False):
     """One epoch of full batches for this rank: a seeded shuffle per epoch, ranks take disjoint equal shares.
-    group_by_length: within each 64 batches, examples of similar length together (transformers' LengthGroupedSampler);
-    on Alpaca this halves the padded tokens."""
+    group_by_length: similar lengths together within each 64 batches (LengthGroupedSampler's way; halves padding)."""
     g = torch.Generator().manual_seed(seed * 1000003 + epoch)
     order = torch.randperm(len(examples), generator=g).tolist()
     per_rank = len(order) // world_size
@@ -239,8 +234,6 @@ def eval_batches(examples: list[Example], batch_size: int, rank: int = 0, world_
     for b in range(0, len(mine), batch_size):
         yield collate(mine[b:b + batch_size], pad_id)
 
-
-# ------------------------------------------------------------------------------------------------ tokenizers
 
 def gpt2_tokenizer(data_dir: str | None = None):
     """GPT-2's tokenizer from the data directory's gpt2/encoder.json + gpt2/vocab.bpe (no hub access)."""

@@ -4,8 +4,6 @@ Every collective waits at most ``--ddp_timeout`` s: a rank that stopped or died 
 exit, and torchrun ends the rest (so nothing may run on one rank alone that long). Multi-node: only global rank 0
 decides (``from_rank0``): a file one node sees may be missing on another.
 """
-from __future__ import annotations
-
 import datetime
 import os
 import re

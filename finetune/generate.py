@@ -7,8 +7,6 @@
 LoRA models are merged (merge()) before generating. Every model gets the same left-padded batches and seeds.
 Writes FILE.json (schema in README.md, "generate.py") and FILE.md beside it (the same, readable).
 """
-from __future__ import annotations
-
 import argparse
 import glob
 import json
@@ -54,11 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "generations.json"),
                    help="FILE.json to write (FILE.md beside it)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier --out of generate.py")
-    return p.parse_args(argv)
-
-
-def check_flags(cfg: argparse.Namespace) -> None:
-    """Every flag checked before any model file is read; one line naming the flag."""
+    cfg = p.parse_args(argv)  # every flag checked before any model file is read; one line naming the flag
     if not cfg.base:
         raise ValueError("--base is required")
     for name, ok, what in (("max_new_tokens", cfg.max_new_tokens > 0, "> 0"), ("top_k", cfg.top_k >= 0, ">= 0"),
@@ -75,6 +69,7 @@ def check_flags(cfg: argparse.Namespace) -> None:
         raise FileNotFoundError(f"--full {cfg.full}: no such model folder")
     if Path(cfg.out).suffix != ".json":
         raise ValueError(f"--out {cfg.out} must end in .json (the .md is written beside it)")
+    return cfg
 
 
 def instructions_file(path: str) -> Path:
@@ -95,21 +90,13 @@ def read_instructions(path: str | None) -> list[dict]:
             items = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
         except UnicodeDecodeError as e:
             raise ValueError(f"{p}: not UTF-8 text ({e})") from None
-    out = []
-    for i, it in enumerate(items):
-        it = {"instruction": it} if isinstance(it, str) else it
-        if not isinstance(it, dict) or not isinstance(it.get("instruction"), str) or not it["instruction"].strip():
-            raise ValueError(f"{p}: item {i} is not a non-empty string or an object with a non-empty string "
-                             "'instruction'")
-        if not isinstance(it.get("input") or "", str):
-            raise ValueError(f"{p}: item {i} field 'input' is a {type(it['input']).__name__}, not a string")
-        extra = {k: it[k] for k in ("index",) if k in it}
-        if isinstance(it.get("output"), str):
-            extra["reference"] = it["output"]  # the dataset's own answer, kept beside the models'
-        out.append({"instruction": it["instruction"], "input": it.get("input") or "", **extra})
-    if not out:
+    if not items:
         raise ValueError(f"{p}: no instructions")
-    return out
+    items = alpaca.check_records([{"instruction": it} if isinstance(it, str) else it for it in items], p,
+                                 optional=("input", "output"))
+    kept = (("index", "index"), ("output", "reference"))  # reference: the dataset's own answer, beside the models'
+    return [{"instruction": it["instruction"], "input": it.get("input") or "",
+             **{new: it[old] for old, new in kept if it.get(old) is not None}} for it in items]
 
 
 def model_specs(cfg: argparse.Namespace) -> list[tuple[str, str, str | None]]:
@@ -173,8 +160,7 @@ def load(name: str, adapter: str | None, device: torch.device, data_dir: str | N
 
 
 def run_model(name: str, path: str, adapter: str | None, results: list[dict], cfg: argparse.Namespace) -> dict:
-    """Generate every response of one model into ``results``; returns its means over them: lengths, the fraction of
-    each stop reason."""
+    """One model's responses, into ``results``; returns its means: lengths, the fraction of each stop reason."""
     from tqdm import tqdm
 
     t0 = time.time()
@@ -225,14 +211,13 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> dict:
     try:
         cfg = parse_args(argv)
-        check_flags(cfg)
         instructions = read_instructions(cfg.instructions)
         specs = model_specs(cfg)
         # FILE.json by fileio's rule; FILE.md beside it must not be the instructions file
-        inputs = [p for _, model, adapter in specs for p in (model, adapter) if p and Path(p).expanduser().exists()]
-        inputs += [instructions_file(cfg.instructions)] if cfg.instructions else []
+        source = instructions_file(cfg.instructions or BUILTIN_INSTRUCTIONS)
+        inputs = [source] + [p for _, m, a in specs for p in (m, a) if p and Path(p).expanduser().exists()]
         out = claim_output_file(cfg.out, GENERATIONS_KIND, overwrite=cfg.overwrite, inputs=inputs)
-        if cfg.instructions and instructions_file(cfg.instructions).resolve() == out.with_suffix(".md"):
+        if source.resolve() == out.with_suffix(".md"):
             raise ValueError(f"--out {cfg.out} would write over the instructions file; choose another")
         for tmp in out.parent.glob(f".{glob.escape(out.with_suffix('.md').name)}.llmhw-*.tmp"):  # a killed write
             tmp.unlink()

@@ -13,9 +13,6 @@ Trap: transformers' ``Conv1D`` (GPT-2's c_attn, c_proj, c_fc) stores its weight 
 We keep a transposed *view* of that storage as our (out, in) weight, so no copy is made and F.linear runs the very
 same GEMM as Conv1D; PEFT calls this ``fan_in_fan_out=True``.
 """
-from __future__ import annotations
-
-import contextlib
 import json
 import math
 import re
@@ -53,9 +50,9 @@ class LoRALinear(nn.Module):
         self.dropout_p = float(lora_dropout)
         self.scaling = self.lora_scaling / (math.sqrt(lora_dim) if use_rslora else lora_dim)
         self.lora_dropout = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()
-        self.fan_in_fan_out = fan_in_fan_out
-        self.merged = False
-        self.reset_lora_parameters()
+        self.fan_in_fan_out, self.merged = fan_in_fan_out, False
+        nn.init.kaiming_uniform_(self.lora_right_weight, a=math.sqrt(5))  # as nn.Linear / PEFT / loralib
+        nn.init.zeros_(self.lora_left_weight)  # a new adapter changes nothing
 
     @classmethod
     def from_layer(cls, layer: nn.Module, lora_dim: int, lora_scaling: float, lora_dropout: float = 0.0,
@@ -64,11 +61,6 @@ class LoRALinear(nn.Module):
         conv = isinstance(layer, Conv1D)  # (in, out) storage seen as (out, in)
         return cls(layer.weight.detach().t() if conv else layer.weight, layer.bias, lora_dim, lora_scaling,
                    lora_dropout, use_rslora, fan_in_fan_out=conv)
-
-    @torch.no_grad()
-    def reset_lora_parameters(self) -> None:
-        nn.init.kaiming_uniform_(self.lora_right_weight, a=math.sqrt(5))  # as nn.Linear / PEFT / loralib
-        nn.init.zeros_(self.lora_left_weight)
 
     def delta_weight(self) -> torch.Tensor:
         return self.scaling * (self.lora_left_weight @ self.lora_right_weight)  # (out, in)
@@ -115,13 +107,11 @@ class LoRALinear(nn.Module):
             layer = Conv1D(out_features, in_features) if self.fan_in_fan_out else \
                 nn.Linear(in_features, out_features, bias=self.bias is not None)
         layer.weight = nn.Parameter(w.t().contiguous() if self.fan_in_fan_out else w)
-        if self.bias is not None:
-            layer.bias = nn.Parameter(self.bias.detach().clone())
+        layer.bias = None if self.bias is None else nn.Parameter(self.bias.detach().clone())
         return layer
 
     def extra_repr(self) -> str:
-        out_features, in_features = self.weight.shape
-        return (f"{in_features=}, {out_features=}, lora_dim={self.lora_dim}, scaling={self.scaling:g}, "
+        return (f"weight (out, in)={tuple(self.weight.shape)}, lora_dim={self.lora_dim}, scaling={self.scaling:g}, "
                 f"fan_in_fan_out={self.fan_in_fan_out}, merged={self.merged}")
 
 
@@ -200,15 +190,13 @@ def only_optimize_lora_parameters(model: nn.Module) -> nn.Module:
 
 def get_lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the LoRA tensors, keyed by the model's parameter names."""
-    return {k: v for k, v in model.state_dict().items()
-            if k.endswith(".lora_right_weight") or k.endswith(".lora_left_weight")}
+    return {k: v for k, v in model.state_dict().items() if k.endswith((".lora_right_weight", ".lora_left_weight"))}
 
 
 @torch.no_grad()
 def load_lora_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
     """Copy LoRA tensors into a converted model; names and shapes are checked, errors say which tensor."""
-    params = dict(model.named_parameters())
-    own = set(get_lora_state_dict(model))
+    params, own = dict(model.named_parameters()), set(get_lora_state_dict(model))
     missing, unexpected = sorted(own - set(state_dict)), sorted(set(state_dict) - own)
     if missing or unexpected:
         raise ValueError(f"LoRA state dict does not fit the model: missing {missing[:3]} ({len(missing)}), "
@@ -241,8 +229,6 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     return model
 
 
-# ---------------------------------------------------------------------------------------------- adapter folders
-
 def save_adapter(model: nn.Module, path: str | Path, cfg: LoRAConfig | None = None,
                  base_model_name_or_path: str | None = None, extra: dict | None = None) -> Path:
     """Write an adapter folder atomically: our files and PEFT's, so either library can load it."""
@@ -274,33 +260,21 @@ def save_adapter(model: nn.Module, path: str | Path, cfg: LoRAConfig | None = No
     return Path(path)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-
 def _attach(model: nn.Module, cfg: LoRAConfig, state_dict: dict[str, torch.Tensor], where: Path) -> nn.Module:
     """Convert exactly cfg.target_modules (unless already converted with that rank) and load the weights."""
-    have = lora_modules(model)
+    have, modules = lora_modules(model), dict(model.named_modules(remove_duplicate=False))
     want = (cfg.lora_dim, float(cfg.lora_scaling), cfg.use_rslora, float(cfg.lora_dropout))
     for n in cfg.target_modules:
-        if n in have:  # already converted: only the weights are loaded, so everything else must agree
-            got = (have[n].lora_dim, have[n].lora_scaling, have[n].use_rslora, have[n].dropout_p)
-            if got != want:
-                raise ValueError(f"{where}: module '{n}' already has LoRA (rank, scaling, rslora, dropout) = {got}, "
-                                 f"the adapter {want}; load it into a model without LoRA layers")
-            continue
-        try:
-            layer = model.get_submodule(n)
-        except AttributeError:
+        if n not in modules:
             raise ValueError(f"{where}: adapter targets module '{n}', which {type(model).__name__} does not have "
-                             "(adapter made for another architecture?)") from None
-        if not isinstance(layer, ADAPTABLE):
-            raise ValueError(f"{where}: adapter targets '{n}', a {type(layer).__name__}, not nn.Linear/Conv1D")
-    _convert_modules(model, [n for n in cfg.target_modules if n not in have],
-                     LoRAConfig(**{**asdict(cfg), "target_modules": []}))
+                             "(adapter made for another architecture?)")
+        got = n in have and (have[n].lora_dim, have[n].lora_scaling, have[n].use_rslora, have[n].dropout_p)
+        if got and got != want:  # already converted: only the weights are loaded, so everything else must agree
+            raise ValueError(f"{where}: module '{n}' already has LoRA (rank, scaling, rslora, dropout) = {got}, "
+                             f"the adapter {want}; load it into a model without LoRA layers")
+        if not got and not isinstance(modules[n], ADAPTABLE):
+            raise ValueError(f"{where}: adapter targets '{n}', a {type(modules[n]).__name__}, not nn.Linear/Conv1D")
+    _convert_modules(model, [n for n in cfg.target_modules if n not in have], cfg)
     return load_lora_state_dict(model, state_dict)
 
 
@@ -315,21 +289,24 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: not a readable safetensors file ({str(e).strip() or type(e).__name__})") from None
 
 
-def _config_file(path: Path) -> Path:
-    """The adapter folder's config: ours, else PEFT's."""
+def _read_config(path: Path) -> tuple[Path, dict]:
+    """The adapter folder's config file (ours, else PEFT's) and what it holds."""
     if not path.is_dir():
         raise FileNotFoundError(f"adapter folder {path} does not exist")
-    for name in (OUR_CONFIG, PEFT_CONFIG):
-        if (path / name).is_file():
-            return path / name
-    raise FileNotFoundError(f"{path} holds neither {OUR_CONFIG} nor {PEFT_CONFIG}: not an adapter folder")
+    config = next((path / n for n in (OUR_CONFIG, PEFT_CONFIG) if (path / n).is_file()), None)
+    if config is None:
+        raise FileNotFoundError(f"{path} holds neither {OUR_CONFIG} nor {PEFT_CONFIG}: not an adapter folder")
+    try:
+        return config, json.loads(config.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config}: not valid JSON ({e})") from None
 
 
 def check_adapter(adapter: str | Path, base: str | None = None, base_flag: str = "", allow_other: bool = False) -> int:
     """The rank of an adapter folder (ours or PEFT's), read from its config alone. Given ``base``: an adapter that
     records another base model is refused (a same-shaped adapter of another base loads silently into nonsense)."""
-    config = _config_file(Path(adapter))
-    meta, key = _read_json(config), "lora_dim" if config.name == OUR_CONFIG else "r"
+    config, meta = _read_config(Path(adapter))
+    key = "lora_dim" if config.name == OUR_CONFIG else "r"
     if not isinstance(meta.get(key), int) or meta[key] <= 0:
         raise ValueError(f"{config}: '{key}' is {meta.get(key)!r}, not a positive integer")
     recorded = meta.get("base_model_name_or_path")
@@ -344,8 +321,7 @@ def check_adapter(adapter: str | Path, base: str | None = None, base_flag: str =
 def load_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRAConfig]:
     """Attach the adapter in ``path`` (our folder, or any PEFT LoRA folder) to ``model``; returns (model, config)."""
     path = Path(path)
-    config = _config_file(path)
-    meta = _read_json(config)
+    config, meta = _read_config(path)
     if config.name == OUR_CONFIG:
         if meta.get("format") != ADAPTER_FORMAT or meta.get("version", 0) > ADAPTER_VERSION:
             raise ValueError(f"{config}: format {meta.get('format')!r} v{meta.get('version')}; this code reads "
@@ -355,10 +331,8 @@ def load_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRACon
     # PEFT's folder, read as our LoRALinear layers
     if meta.get("peft_type") != "LORA":
         raise ValueError(f"{config}: peft_type {meta.get('peft_type')!r}, only 'LORA' is supported")
-    unsupported = {k: meta.get(k) for k in ("use_dora", "lora_bias", "rank_pattern", "alpha_pattern",
-                                             "modules_to_save", "layer_replication") if meta.get(k)}
-    if meta.get("bias", "none") != "none":
-        unsupported["bias"] = meta["bias"]
+    unsupported = {k: meta[k] for k in ("use_dora", "lora_bias", "rank_pattern", "alpha_pattern", "modules_to_save",
+                                        "layer_replication", "bias") if meta.get(k) and meta[k] != "none"}
     if unsupported:
         raise ValueError(f"{config}: unsupported PEFT options {unsupported}")
     weights_file, state = path / PEFT_WEIGHTS, {}
@@ -368,9 +342,8 @@ def load_adapter(model: nn.Module, path: str | Path) -> tuple[nn.Module, LoRACon
         if m is None:
             raise ValueError(f"{weights_file}: unexpected tensor '{key}' (not a LoRA A/B weight)")
         state[f"{m.group(1)}.lora_{'right' if m.group(2) == 'A' else 'left'}_weight"] = t
-    targets = sorted({k.rsplit(".", 1)[0] for k in state})
     cfg = LoRAConfig(int(meta["r"]), float(meta.get("lora_alpha", 8)), "", float(meta.get("lora_dropout", 0.0)),
-                     bool(meta.get("use_rslora", False)), targets).validate()
+                     bool(meta.get("use_rslora", False)), sorted({k.rsplit(".", 1)[0] for k in state})).validate()
     return _attach(model, cfg, state, path), cfg
 
 
@@ -416,31 +389,34 @@ def autocast_for(dtype: str, device: torch.device):
     """A context factory for forward passes: bf16 autocast (``auto`` on CUDA, or asked), else nothing; TF32 on CUDA."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
+    bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def model_load_error(name: str, e: Exception) -> ValueError:
-    """One line naming the model and the cause; for a hub name, how to go on without the hub."""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    # torch's own text advises turning the safe loader off: never quoted
-    if "Weights only load failed" in first or "Unpickl" in type(e).__name__:
-        first = ("its weights file holds Python objects, not only tensors: refused, since loading it could run code "
-                 "(save the model as model.safetensors)")
-    hint = ("" if Path(name).exists() else " (no local folder of that name; without the hub, pass a local HF model "
-            "folder, e.g. --model_name_or_path pretrain/output/tiny-cpu/hf, which `python pretrain/train.py` writes)")
-    return ValueError(f"cannot load model '{name}': {first}{hint}")
+def _pretrained(auto, name: str, **kwargs):
+    """``auto.from_pretrained(name)``; a failure is one line naming the model and the cause (for a hub name: how to
+    go on without the hub)."""
+    try:
+        with warnings.catch_warnings():  # torch warns about a pickle's protocol before refusing it: one line is ours
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return auto.from_pretrained(name, **kwargs)
+    except Exception as e:  # OSError, ValueError, safetensors' own error for a truncated or foreign weights file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # torch's own text advises turning the safe loader off: never quoted
+        if "Weights only load failed" in first or "Unpickl" in type(e).__name__:
+            first = ("its weights file holds Python objects, not only tensors: refused, since loading it could run "
+                     "code (save the model as model.safetensors)")
+        hint = ("" if Path(name).exists() else " (no local folder of that name; without the hub, pass a local HF "
+                "model folder, e.g. --model_name_or_path pretrain/output/tiny-cpu/hf, which `python pretrain/train.py`"
+                " writes)")
+        raise ValueError(f"cannot load model '{name}': {first}{hint}") from None
 
 
 def model_shape(name: str) -> tuple[int | None, int | None]:
     """(positions, vocabulary size) of the model, read from its config alone."""
     from transformers import AutoConfig
 
-    try:
-        conf = AutoConfig.from_pretrained(name)
-    except (OSError, ValueError) as e:
-        raise model_load_error(name, e) from None
+    conf = _pretrained(AutoConfig, name)
     return (getattr(conf, "n_positions", None) or getattr(conf, "max_position_embeddings", None),
             getattr(conf, "vocab_size", None))
 
@@ -449,10 +425,4 @@ def load_model(name: str, device: torch.device):
     """A float32 AutoModelForCausalLM on ``device`` (autocast decides the compute dtype)."""
     from transformers import AutoModelForCausalLM
 
-    try:
-        with warnings.catch_warnings():  # torch warns about a pickle's protocol before refusing it: one line is ours
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
-    except Exception as e:  # OSError, ValueError, safetensors' own error for a truncated or foreign weights file
-        raise model_load_error(name, e) from None
-    return model.to(device)
+    return _pretrained(AutoModelForCausalLM, name, dtype=torch.float32).to(device)

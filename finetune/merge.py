@@ -4,11 +4,8 @@
     python -c "from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('merged/r8')"
 
 The adapter may be ours or PEFT's. Each adapted layer becomes a plain layer holding W + s·L·R, so the folder has the
-base model's architecture and names; its logits equal PEFT's ``merge_and_unload()``. Besides the model and
-tokenizer files it writes merge.json (base, adapter, adapter_config).
+base model's architecture and names; its logits equal PEFT's ``merge_and_unload()``. Files: finetune/README.md.
 """
-from __future__ import annotations
-
 import argparse
 import json
 import sys
@@ -49,7 +46,6 @@ def main(argv=None) -> Path:
         base = args.base if Path(args.base).expanduser().exists() else None  # a hub name is no folder to protect
         out = claim_output_dir(args.out_dir, MERGED_KIND, MERGED_FILES, overwrite=args.overwrite,
                                inputs=[base, args.adapter]).path
-        lora.model_shape(args.base)  # a missing folder or unknown hub name: one line
         model, adapter_cfg = lora.load_adapter(lora.load_model(args.base, torch.device("cpu")), args.adapter)
         lora.merge_and_unload(model)  # every adapted layer a plain one holding W + s·L·R
         tokenizer = alpaca.load_tokenizer(args.base, args.data_dir, model.config.vocab_size)

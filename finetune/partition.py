@@ -5,14 +5,11 @@
 Writes split.json, pretrain_text.txt and instructions.jsonl (formats in README.md, "Partition"). train/eval are
 exactly train.py's split for the same flags, so no eval or held-out record reaches the pretraining text.
 """
-from __future__ import annotations
-
 import argparse
 import bisect
 import hashlib
 import itertools
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -33,8 +30,7 @@ def partition(n_records: int, max_examples: int | None, eval_ratio: float, data_
     train/eval are train.py's split; heldout: the next ``n_heldout`` records of the same shuffle, passing over (given
     ``records``) any whose (instruction, input) repeats an earlier one; unused: every other index, ascending."""
     train, evals = split_indices(n_records, eval_ratio, data_seed, max_examples)
-    order = list(range(n_records))
-    random.Random(data_seed).shuffle(order)  # the very shuffle split_indices made: continue along it
+    order, _ = split_indices(n_records, 0, data_seed)  # the very shuffle of that split: continue along it
     used = set(train) | set(evals)
     seen = {_instruction_key(records[i]) for i in used} if records is not None else set()
     heldout = []
@@ -100,9 +96,7 @@ def _containing(indices: list[int], texts: list[str], needles: list[str]) -> set
 
 def within_budget(records: list[dict], indices: list[int], max_bytes: int, data_seed: int) -> list[int]:
     """The records of ``indices`` that fit ``max_bytes``, a uniform sample (the partition's shuffle order)."""
-    rank = list(range(len(records)))
-    random.Random(data_seed).shuffle(rank)  # the shuffle partition() walks along
-    position = {i: k for k, i in enumerate(rank)}
+    position = {i: k for k, i in enumerate(split_indices(len(records), 0, data_seed)[0])}  # partition()'s shuffle
     taken, size = [], -1  # -1: n paragraphs have n - 1 separators, plus the final newline
     for i in sorted(indices, key=position.__getitem__):
         size += len(paragraph(records[i]["output"]).encode("utf-8")) + 2
@@ -125,8 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval_ratio", type=float, default=0.01, help="eval fraction of the subset")
     p.add_argument("--data_seed", type=int, default=42, help="seed of the shuffle")
     p.add_argument("--heldout", type=int, default=24, help="instructions held out of every split, for generation")
-    p.add_argument("--pretrain_bytes", type=int, help="at most this many bytes of pretraining text, a seeded sample "
-                                                      "of the free records (default: all)")
+    p.add_argument("--pretrain_bytes", type=int, help="at most this many bytes of pretraining text (a seeded sample)")
     p.add_argument("--overwrite", action="store_true", help="replace a partition folder made with other settings")
     args = p.parse_args(argv)
     for name, ok, what in (("out_dir", args.out_dir, "is required"), ("heldout", args.heldout >= 0, "must be >= 0"),

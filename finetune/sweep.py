@@ -9,8 +9,6 @@ Flags after `--` (or unknown to sweep.py) go to every train.py run; sweep.py set
 for a --seed_runs run). A finished run is skipped (unless --redo), an interrupted one resumed. The summary files
 are replaced only when every run succeeded (else exit status 1).
 """
-from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -43,8 +41,7 @@ class Run:
 
     @property
     def label(self) -> str:  # in the figure
-        seed = "" if self.seed is None else f" seed {self.seed}"
-        return ("full" if self.rank == 0 else f"r={self.rank}") + seed
+        return ("full" if self.rank == 0 else f"r={self.rank}") + ("" if self.seed is None else f" seed {self.seed}")
 
 
 def seed_run(text: str) -> Run:
@@ -65,8 +62,7 @@ def parse_args(argv=None):
                    help="also run RANK with train.py --seed SEED (folder r<RANK>_seed<SEED>)")
     p.add_argument("--out_dir", type=Path, default=HERE / "out" / "sweep")
     p.add_argument("--parallel_gpus", action="store_true", help="run one rank per visible GPU concurrently")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="CPU: this many runs at a time, the cores shared out as torch threads (default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="CPU: runs at a time, the cores shared out as torch threads")
     p.add_argument("--redo", action="store_true", help="rerun runs that finished (--overwrite)")
     args, unknown = p.parse_known_args(argv)
     args.train_flags = unknown + train_flags

@@ -8,8 +8,6 @@ Settings: config.py; data: data.py; LoRA, base models and the loss: lora.py; out
 The loss is the token mean over target tokens, exact over gradient accumulation and ranks (target tokens are counted
 on the host before the step); the host reads the device once per optimizer step.
 """
-from __future__ import annotations
-
 import math
 import os
 import resource
@@ -108,12 +106,8 @@ class Trainer:
         self.opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=tc.lr, betas=(0.9, 0.95),
                                      fused=ddp.device.type == "cuda")
         self.amp = lora.autocast_for(rc.dtype, ddp.device)
-        # optimizer steps per epoch: every rank takes len/world examples, in full micro-batches, in full steps
+        # optimizer steps per epoch (>= 1: prepare_data checked): every rank takes len/world examples, in full steps
         self.per_epoch = len(self.train_ex) // ddp.world_size // tc.batch_size // tc.gradient_accumulation_steps
-        if self.per_epoch == 0:
-            raise ValueError(f"the train split ({len(self.train_ex)} examples) is smaller than one optimizer step "
-                             f"(--batch_size {tc.batch_size} x {tc.gradient_accumulation_steps} accumulation x "
-                             f"{ddp.world_size} ranks)")
         self.total_steps = tc.max_steps or tc.epochs * self.per_epoch
         self.warmup = math.ceil(tc.lr_warmup_ratio * self.total_steps)
         self.eval_interval = max(1, self.per_epoch // rc.evals_per_epoch) if rc.evals_per_epoch else rc.eval_interval
@@ -241,14 +235,13 @@ def run(tc, rc, ddp, t_start: float) -> dict:
         train_loop(t, log)
     finally:
         log.close()
-    losses = [e[1] for e in t.evals]
-    best = min(range(len(losses)), key=losses.__getitem__)
+    best_step, best_loss = min(t.evals, key=lambda e: e[1])  # [step, eval loss]
     cuda = ddp.device.type == "cuda"  # peak memory: the GPU's allocations, or the process's peak RSS (Linux: KiB)
     peak = torch.cuda.max_memory_allocated(ddp.device) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak /= 2**20 if cuda else 2**10
     summary = {"format": "llmhw-finetune-summary", "version": 1, "run_id": t.run_id, "lora_dim": tc.lora_dim,
-               "seed": tc.seed, "data_seed": tc.data_seed, "final_eval_loss": losses[-1],
-               "best_eval_loss": losses[best], "best_eval_step": t.evals[best][0], "initial_eval_loss": losses[0],
+               "seed": tc.seed, "data_seed": tc.data_seed, "final_eval_loss": t.evals[-1][1],
+               "best_eval_loss": best_loss, "best_eval_step": best_step, "initial_eval_loss": t.evals[0][1],
                "final_train_loss": t.train_loss, "trainable_params": t.n_params[0], "total_params": t.n_params[1],
                "steps": t.step, "epochs": t.step / t.per_epoch, "steps_per_epoch": t.per_epoch, "tokens": t.tokens,
                "train_examples": len(t.train_ex), "eval_examples": len(t.eval_ex), "train_seconds": t.seconds(),

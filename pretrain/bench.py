@@ -7,8 +7,6 @@ the median after one untimed warm-up (torch.compile's compilation). MFU is again
     python pretrain/bench.py --n_layer 12 --n_head 12 --n_embd 768 --seq_len 1024 --batch_size 16 --dtype bfloat16
     python pretrain/bench.py --parts --n_layer 4 --n_head 3 --n_embd 96 --vocab_size 4096   # one step, part by part
 """
-from __future__ import annotations
-
 import argparse
 import copy
 import json
@@ -16,7 +14,6 @@ import os
 import statistics
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -31,10 +28,9 @@ from modeling_gpt2 import (GPT, GPTConfig, LinearCrossEntropy, cpuinfo, describe
 def make_step(model, hf: bool, x, y, device, dtype):
     """A closure doing one full training step of `model` on the fixed batch (x, y), synchronised on CUDA."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
 
     def step():
-        with autocast:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             loss = model(x, labels=x).loss if hf else model(x, y, return_logits=False)[1]
         loss.backward()  # outside autocast, as train.py: backward runs in the dtypes forward chose
         opt.step()
@@ -157,15 +153,14 @@ def report(args, ours: GPT, times: dict, device, dtype) -> dict:
           f"machine: {machine()}\npeak: {where}")
     result = {"config": vars(args), "params": ours.num_params(), "machine": machine(), "peak_flops": peak,
               "peak": where, "models": {}}
-    for name, ts in times.items():
+    for name, ts in times.items():  # hf first (model_steps): the anchor of the ratios, timed in this run
         tps = tokens / statistics.median(ts)
         m = mfu(fpt, tps, peak)
         result["models"][name] = {"tokens_per_s": tps, "mfu": m, "step_s": ts}
         print(f"{name:>13}: {tps:10.1f} tokens/s  MFU {'n/a' if m is None else f'{m:.1%}'}")
-    for name, m in result["models"].items():
-        if "hf" in times and name != "hf":
-            m["ratio_vs_hf"] = m["tokens_per_s"] / result["models"]["hf"]["tokens_per_s"]
-            print(f"ratio {name} / hf: {m['ratio_vs_hf']:.2f}x")
+        if name != "hf" and "hf" in times:
+            ratio = result["models"][name]["ratio_vs_hf"] = tps / result["models"]["hf"]["tokens_per_s"]
+            print(f"ratio {name} / hf: {ratio:.2f}x")
     return result
 
 

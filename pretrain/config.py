@@ -4,8 +4,6 @@ Every GPTConfig / TrainConfig field is a flag (flags.py; ``--preset`` is read fi
 values), checked here once, before any work, in one line naming the flag. The run folder follows fileio's rule
 (``RUN_NAMES``); a preset's data set is prepared on first use by a single process, never inside a process group.
 """
-from __future__ import annotations
-
 import argparse
 import math
 import uuid
@@ -223,8 +221,7 @@ def check_shared(out: Path, ddp: DDP) -> None:
     if ddp.master:
         token.write_text("rank 0 was here\n")
     barrier(ddp)
-    blind = [r for r, seen in enumerate(gather(token.is_file(), ddp)) if not seen]
-    barrier(ddp)
+    blind = [r for r, seen in enumerate(gather(token.is_file(), ddp)) if not seen]  # every rank has looked
     if ddp.master:
         token.unlink()
     if blind:

@@ -7,8 +7,6 @@ Hugging Face export: a checkpoint -> a folder that transformers' AutoModelForCau
 --out_dir is new, empty, or an earlier export (replaced only with --overwrite); anything else is refused in one line
 and nothing is deleted. Checkpoints are read only through checkpoint.py (weights_only: no code runs from the file).
 """
-from __future__ import annotations
-
 import argparse
 import os
 import sys

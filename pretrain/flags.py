@@ -6,8 +6,6 @@ One identical copy in pretrain/ and finetune/, canonical here.
 
 Flags default to None, so ``typed_flags`` tells what the user typed from what the preset fills in.
 """
-from __future__ import annotations
-
 import argparse
 import dataclasses
 import typing

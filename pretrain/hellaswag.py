@@ -8,14 +8,12 @@ README.md, "HellaSwag"), each with its standard error, written to --out (default
 The model reads context + " " + each ending (build-nanogpt), without lm-eval's other rendering. Offline data is the
 ActivityNet subset (used when the full hellaswag_val.jsonl is absent): not comparable to published full-set numbers.
 """
-from __future__ import annotations
-
 import argparse
+import contextlib
 import json
 import math
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -41,10 +39,8 @@ COUNTS = {"acc": "correct", "acc_norm_per_token": "correct_norm", "acc_norm_per_
 def find_data(data_dir=None) -> Path:
     """The first HellaSwag file present locally; else (online) download the full set, (offline) a clear error."""
     for name in DATA_FILES:
-        try:
+        with contextlib.suppress(fileio.DataFileNotFound):
             return fileio.find(name, data_dir, download=False)
-        except fileio.DataFileNotFound:
-            pass
     return fileio.find(DATA_FILES[0], data_dir)
 
 
@@ -110,7 +106,7 @@ def score(logits, tokens, mask, n_chars) -> dict[str, int]:
 
 @torch.no_grad()
 def evaluate(logits_fn, tok, examples, block_size: int, device="cpu", rank: int = 0, world_size: int = 1,
-             autocast=nullcontext, progress: bool = False) -> dict:
+             autocast=contextlib.nullcontext, progress: bool = False) -> dict:
     """Score examples[rank::world_size]; logits_fn maps tokens (B, L) to logits (B, L, V). Returns counts (sum
     them over ranks): n, correct (acc), correct_norm (per token), correct_norm_char (per character); and this
     rank's picks per example by the per-token and per-character conventions (preds_norm, preds_norm_char)."""

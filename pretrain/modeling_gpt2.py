@@ -4,9 +4,6 @@ HF's `Conv1D` (in, out): conversion is a pure function with a transpose list (`T
 (PaLM, appendix B) is against the datasheet peak of a GPU its name matches exactly (never a neighbour's), on CPU the
 measured fp32 matmul peak.
 """
-from __future__ import annotations
-
-import contextlib
 import functools
 import json
 import os
@@ -80,10 +77,8 @@ class LinearCrossEntropy(torch.autograd.Function):
 @functools.lru_cache(maxsize=None)
 def cpuinfo(field: str) -> str:
     """The value of the first `field` line of /proc/cpuinfo (x86 Linux: "flags", "model name"); "" elsewhere."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
     return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(field)), "")
 
 
@@ -192,18 +187,14 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        mask, causal = None, True
+        past = cache.length if cache is not None else 0
         if cache is not None:
-            past = cache.length
             k, v = cache.update(layer, k, v)  # (B, nh, past+T, hs)
-            if past > 0:
-                # SDPA's is_causal aligns the mask top-left, which is wrong once keys outnumber queries: query i
-                # (absolute position past+i) may see keys 0..past+i.
-                causal = False
-                if T > 1:
-                    mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        # SDPA's is_causal aligns the mask top-left, which is wrong once keys outnumber queries: query i (absolute
+        # position past+i) may see keys 0..past+i (one new token sees them all).
+        mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past) if past and T > 1 else None
         # Flash / memory-efficient kernels on CUDA, a fused kernel on CPU; scale 1/sqrt(hs) as GPT-2.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=not past)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
 
@@ -293,10 +284,8 @@ class GPT(nn.Module):
         params = [p for p in self.parameters() if p.requires_grad]  # .parameters() yields the tied weight once
         matrices = self.block_matrices() if optimizer == "muon" else []
         rest = [p for p in params if all(p is not m for m in matrices)]
-        groups = [
-            {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
-        ]
+        groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},  # matrices, embeddings
+                  {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]  # biases, LayerNorms
         adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=device_type in ("cuda", "cpu"))
         if optimizer == "adamw":
             return adamw
@@ -327,9 +316,8 @@ class GPT(nn.Module):
                  top_p: float | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
                  eos_token_id: int | None = None):
         """idx (B, T) -> (B, T + max_new_tokens), or fewer once every row has emitted eos; temperature 0 = greedy.
-        Past block_size both paths use the last block_size tokens, so cached and uncached give the same tokens."""
-        was_training = self.training
-        self.eval()
+        Past block_size both paths use the last block_size tokens, so cached and uncached give the same tokens. (No
+        dropout: train and eval mode compute the same.)"""
         cache, done = None, torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
             if use_cache and idx.size(1) <= self.config.block_size:
@@ -345,7 +333,6 @@ class GPT(nn.Module):
             idx = torch.cat([idx, next_token], dim=1)
             if eos_token_id is not None and bool(done.all()):
                 break
-        self.train(was_training)
         return idx
 
     # ---------------------------------------------------------------- Hugging Face interop
@@ -567,13 +554,11 @@ def measured_cpu_peak_flops(n: int = 1024, seconds: float = 1.0) -> float:
 
 def peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32, tf32: bool | None = None
                ) -> float | None:
-    """Peak FLOP/s for MFU on `device` computing in `dtype`; None for an unknown GPU (describe_peak says why)."""
+    """Peak FLOP/s for MFU on `device` (cpu or cuda) computing in `dtype`; None for an unknown GPU (describe_peak)."""
     device = torch.device(device)
     if device.type == "cpu":
         return measured_cpu_peak_flops()
-    if device.type == "cuda":
-        return gpu_peak_flops(torch.cuda.get_device_name(device), precision_mode(dtype, tf32))
-    return None
+    return gpu_peak_flops(torch.cuda.get_device_name(device), precision_mode(dtype, tf32))
 
 
 def describe_peak(device: torch.device | str, dtype: torch.dtype = torch.float32, tf32: bool | None = None) -> str:
@@ -581,8 +566,6 @@ def describe_peak(device: torch.device | str, dtype: torch.dtype = torch.float32
     device, peak = torch.device(device), peak_flops(device, dtype, tf32)
     if device.type == "cpu":
         return f"cpu: measured fp32 matmul peak {peak / 1e12:.3f} TFLOP/s ({torch.get_num_threads()} threads)"
-    if device.type != "cuda":
-        return f"{device}: no peak known, MFU not computed"
     name, mode = torch.cuda.get_device_name(device), precision_mode(dtype, tf32)
     if (key := match_gpu(name)) is None:
         return f"{name!r}: not in modeling_gpt2.GPU_PEAKS (exact names only), MFU not computed"
@@ -593,18 +576,15 @@ def describe_peak(device: torch.device | str, dtype: torch.dtype = torch.float32
 
 def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """--dtype auto|float32|bfloat16 on ``device``: auto = bf16 on CUDA, fp32 elsewhere."""
-    return {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
-            "bfloat16": torch.bfloat16}[dtype]
+    return torch.bfloat16 if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda") else torch.float32
 
 
 def autocast_for(dtype: str, device: torch.device):
     """Context factory for forward passes: bf16 autocast (auto on CUDA, or asked) or none; TF32 on CUDA only."""
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.set_float32_matmul_precision("high")
-    if compute_dtype(dtype, device) == torch.float32:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # = matmul precision "high"
+    bf16 = compute_dtype(dtype, device) == torch.bfloat16
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def mfu(flops_per_token: float, tokens_per_s: float, peak: float | None) -> float | None:

@@ -7,8 +7,6 @@
 Fitted on the train split, scored on every val token in nats/token and bits per UTF-8 byte (tokenizer-independent);
 order 1 add-one smoothed, orders >= 2 Kneser-Ney. ``--model`` is scored by transformers' GPT2LMHeadModel.
 """
-from __future__ import annotations
-
 import argparse
 import json
 import math

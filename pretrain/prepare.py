@@ -7,11 +7,8 @@ command that tokenizes text files or a Hugging Face dataset into a data set (for
         --val_fraction 0.01 --out_dir DIR             # GPU users, online (~10B tokens, 100M-token shards)
 
 A data set is built aside and swapped in whole; each document starts with end-of-text (build-nanogpt's fineweb.py).
-Files are read in ~1 MB pieces tokenized by worker processes in order, cut where GPT-2's pre-tokenizer splits anyway,
-so the ids equal the whole file's (tested).
+Files are tokenized in ~1 MB pieces cut where GPT-2's pre-tokenizer splits anyway: the ids equal the whole file's.
 """
-from __future__ import annotations
-
 import argparse
 import hashlib
 import json
@@ -35,8 +32,7 @@ EOT = "<|endoftext|>"
 
 
 def gpt2_encoding(files: dict[str, Path]):
-    """tiktoken's ``gpt2`` Encoding (ids equal to ``tiktoken.get_encoding("gpt2")``, which would download the files)
-    from the local encoder.json + vocab.bpe: their 50,256 merges' ranks + ``<|endoftext|>`` = 50256."""
+    """tiktoken.get_encoding("gpt2") (which would download its files) from the local encoder.json + vocab.bpe."""
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
     from tiktoken_ext.openai_public import r50k_pat_str  # GPT-2's pre-split pattern
@@ -63,7 +59,7 @@ class TextTokenizer:
             enc = gpt2_encoding(self.files)
             self.vocab_size, self.eot_id = enc.n_vocab, enc.eot_token
             # ordinary text: special-token strings inside it are encoded as plain text
-            self._encode, self._decode = enc.encode_ordinary, lambda ids: enc.decode(ids, errors="replace")
+            self.encode, self._decode = enc.encode_ordinary, lambda ids: enc.decode(ids, errors="replace")
             return
         from tokenizers import Tokenizer
 
@@ -73,11 +69,8 @@ class TextTokenizer:
             raise ValueError(f"{self.files['tokenizer.json']}: not a readable HF tokenizer.json ({e})") from None
         self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
         self.eot_id = tok.token_to_id(EOT)  # None when the tokenizer has no end-of-text token
-        self._encode = lambda text: tok.encode(text, add_special_tokens=False).ids
+        self.encode = lambda text: tok.encode(text, add_special_tokens=False).ids  # text -> list of ids
         self._decode = lambda ids: tok.decode(ids, skip_special_tokens=False)
-
-    def encode(self, text: str) -> list[int]:
-        return self._encode(text)
 
     def decode(self, ids) -> str:
         return self._decode([int(i) for i in ids if int(i) < self.vocab_size])  # padded-vocab ids: nothing
@@ -241,13 +234,11 @@ def data_identity(data: Path, meta: dict, hashed: bool = False) -> dict:
 
 # ---------------------------------------------------------------------------- the loader
 class ShardLoader:
-    """(x, y) batches (B, T), y = x shifted by one token, from the memory-mapped shards cut into windows of T+1
-    tokens at a stride of T. A step reads B * world_size windows, rank r the r-th B: ranks read disjoint data, and
-    one process with k accumulation steps reads what k processes read in one step. order "sequential" (nanoGPT's):
-    file order, a step never across two shards (right for shards of mixed documents, FineWeb-Edu); "shuffle": a
-    random order and a new offset of the cuts each epoch, from (seed, epoch) only, so that every step draws from
-    every source in proportion (README.md, "Data order"). state_dict() is the resumable position, the same on every
-    rank."""
+    """(x, y) batches (B, T), y = x shifted by one, from the memory-mapped shards cut into windows of T+1 tokens at a
+    stride of T. A step reads B * world_size windows, rank r the r-th B (disjoint; one process with k accumulation
+    steps reads what k processes read in one step). "sequential" (nanoGPT's): file order, a step never across two
+    shards; "shuffle": a new random order and offset of the cuts each epoch, from (seed, epoch) only, so that every
+    step draws from every source in proportion (README.md, "Data order"). state_dict(): the position, on every rank."""
 
     def __init__(self, data, split: str, B: int, T: int, rank: int = 0, world_size: int = 1,
                  order: str = "sequential", seed: int = 0, accum: int = 1):
@@ -285,7 +276,6 @@ class ShardLoader:
         self.first = np.cumsum([0] + counts[:-1])  # each shard's first window
         n = sum(counts)
         self.order = rng.permutation(n)[:n - n % self.per_step] if self.shuffle else range(n)  # whole steps
-        self.planned_epoch = epoch
 
     def windows(self, picked):
         """(shard, start token) of each window index in `picked`."""
@@ -296,9 +286,7 @@ class ShardLoader:
         return len(self.order) // (self.B * self.world_size)
 
     def reset(self):
-        self.epoch, self.pos = 0, 0
-        if self.planned_epoch != 0:
-            self._plan(0)
+        self.load_state_dict({**self.state_dict(), "epoch": 0, "pos": 0})
 
     def state_dict(self) -> dict:
         return {"order": "shuffle" if self.shuffle else "sequential", "seed": self.seed, "epoch": self.epoch,

@@ -4,8 +4,6 @@ the log (atomically) up to the checkpoint's step: lines are never logged twice. 
 Live logging, off by default: ``wandb`` (``WANDB_MODE=offline`` works without a network) or ``tensorboard``
 (``<out>/tb``), imported only when asked.
 """
-from __future__ import annotations
-
 import json
 import math
 from pathlib import Path

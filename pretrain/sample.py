@@ -6,8 +6,6 @@ is seeded with `--seed` (same seed, same samples).
     python pretrain/sample.py --model pretrain/output/tiny-cpu/hf --prompts_file prompts.txt --temperature 0 \\
         --out samples.json                    # the schema: README.md, "Sampling"
 """
-from __future__ import annotations
-
 import argparse
 import math
 import sys

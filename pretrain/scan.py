@@ -7,8 +7,6 @@ Each candidate (L layers, d width, T context, B rows, peak lr, optionally -muon;
 CPU step cost (probed round-robin here) buys, is trained by train.py in a subprocess and scored by ngram.py beside the
 count baselines. Writes OUT/scan.json and OUT/scan.md; the runs stay in OUT/<candidate>/.
 """
-from __future__ import annotations
-
 import argparse
 import json
 import math
@@ -124,18 +122,10 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def positive_seconds(text: str) -> float:
-    """argparse type of --seconds: a finite number > 0."""
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="prepared shard folder (prepare.py --out_dir)")
-    p.add_argument("--seconds", type=positive_seconds, default=120.0, help="CPU seconds of training per candidate")
+    p.add_argument("--seconds", type=float, default=120.0, help="CPU seconds of training per candidate")
     p.add_argument("--candidates", nargs="+", default=list(DEFAULT_CANDIDATES),
                    help="L<layers>-d<width>-T<context>-B<rows>-lr<rate> each (default: %(default)s)")
     p.add_argument("--out_dir", type=Path, default=HERE / "output" / "scan", help="where runs and tables go")
@@ -145,6 +135,8 @@ def main(argv=None):
                         "measure on a machine other work shares (no thread waits for a descheduled sibling)")
     p.add_argument("--data_dir", default=None, help="data directory (default $LLMHW_DATA_DIR)")
     a, extra = p.parse_known_args(argv)
+    if not 0 < a.seconds < math.inf:  # nan too
+        p.error(f"argument --seconds: must be a finite number > 0, got {a.seconds:g}")
     if a.threads is not None:
         if a.threads < 1:
             p.error(f"--threads must be >= 1, got {a.threads}")

@@ -10,8 +10,6 @@ Top to bottom: settings (config.py), data (prepare.py's shards and loaders), mod
 loop, evaluation, checkpoints (checkpoint.py), the final export. World size 1 takes the same path as DDP (ddp.py).
 Outputs in --out_dir and the log.jsonl / summary.json / checkpoint schemas: README.md, "Outputs".
 """
-from __future__ import annotations
-
 import math
 import os
 import signal

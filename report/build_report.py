@@ -6,8 +6,6 @@ filled by report/sections.py (verdicts: report/findings.py). Imports nothing fro
 A missing or misshapen run file is one line naming it and the stage that writes it. README.md and assets/ are built
 aside and swapped in, so a failure leaves the previous report whole; only a report built here is replaced.
 """
-from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -52,19 +50,14 @@ def read_run(run: Path) -> dict:
     return f
 
 
-def template_slots(text: str) -> set[str]:
-    """The names of every $slot / ${slot} in a template."""
-    return set(string.Template(text).get_identifiers())
-
-
 def render(template: str, values: dict[str, str]) -> str:
     """Fill every slot; a slot without a value, or a value without a slot, is an error (no silent blanks)."""
-    slots = template_slots(template)
+    slots = set(string.Template(template).get_identifiers())   # every $slot / ${slot}
     missing, unused = slots - set(values), set(values) - slots
     if missing or unused:
         raise ReportInputError(f"template slots without values: {sorted(missing)}; values without slots: "
                                f"{sorted(unused)}")
-    return string.Template(template).substitute({k: str(v) for k, v in values.items()})
+    return string.Template(template).substitute(values)   # each value as str()
 
 
 def gpu_commands() -> str:

@@ -1,8 +1,5 @@
 """The homework's finetuning findings (its report, sections 4.2-4.3), decided from the run's logs: pure functions of
-numbers returning the deciding numbers plus ``reproduced``; sections.py turns them into sentences.
-"""
-from __future__ import annotations
-
+numbers returning the deciding numbers plus ``reproduced``; sections.py turns them into sentences."""
 import math
 import statistics
 

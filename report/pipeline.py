@@ -2,22 +2,13 @@
 
     python report/pipeline.py [--preset smoke] [--redo STAGE ...]
 
-Each stage is a folder's own script, run as a child process; they meet only through the files under the run folder RUN:
-  bpe        bpe/train.py            the homework's tokenizer (manual.txt, vocabulary 1024) -> RUN/bpe/
-  corpus     finetune/partition.py   Alpaca: finetuning subset, held-out instructions, pretraining text -> RUN/corpus/
-  tokenizer  bpe/train.py            (CPU) a GPT-2-pattern BPE of the pretraining corpus -> RUN/tokenizer/
-  data       pretrain/prepare.py     that corpus (WikiText-2 + the responses) in shards -> RUN/shards/
-  pretrain   pretrain/train.py       a small GPT on it -> RUN/pretrain/ (hf/ = its export)
-  baselines  pretrain/ngram.py       the export and 1- to 5-gram count models on every val token -> RUN/baselines.json
-  sweep      finetune/sweep.py       LoRA ranks + full finetuning from the export, one rank twice -> RUN/sweep/
-  generate   finetune/generate.py    base, full and LoRA answers to the held-out instructions -> RUN/generations.json
-  report     report/build_report.py  report/README.md + report/assets/
-
-A stage whose output exists is skipped unless --redo names it; a stage writes aside and is swapped in only when it
-succeeds. Each stage's command, time and status go to RUN/pipeline.jsonl.
+Each stage is a folder's own script (``stage_commands``; --dry_run prints them), run as a child process; they meet
+only through the files under the run folder RUN: bpe (the homework's tokenizer), corpus (the Alpaca partition and the
+pretraining text), tokenizer (CPU presets: a BPE of that text), data (its shards), pretrain (a small GPT, exported),
+baselines (1- to 5-gram count models beside it), sweep (LoRA ranks and full finetuning), generate (answers to the
+held-out instructions), report (report/README.md). A stage whose output exists is skipped unless --redo names it; it
+writes aside and is swapped in only when it succeeds. Each stage's command, time and status go to RUN/pipeline.jsonl.
 """
-from __future__ import annotations
-
 import argparse
 import dataclasses
 import json
@@ -101,15 +92,16 @@ PRESETS = {
 @dataclasses.dataclass
 class Stage:
     argv: list[str]
-    out: Path             # the folder (or JSON file) the stage writes; the stage is done once it exists
+    out: Path             # the folder (or JSON file) the stage writes (its --out_dir / --out); done once it exists
 
 
 def stage_commands(cfg: PipelineConfig, run: Path, data_dir: str | None, report_dir: Path) -> dict[str, Stage]:
     """{stage: Stage}, in running order; the GPU preset has no tokenizer stage (it uses GPT-2's)."""
     dd = ["--data_dir", data_dir] if data_dir else []
 
-    def stage(script: str, *args, out: Path, launcher=(sys.executable,)) -> Stage:
-        return Stage([*launcher, str(ROOT / script), *map(str, args), *dd], out)
+    def stage(script: str, *args, launcher=(sys.executable,)) -> Stage:
+        argv = [*launcher, str(ROOT / script), *map(str, args), *dd]
+        return Stage(argv, Path(argv[next(i for i, a in enumerate(argv) if a in ("--out_dir", "--out")) + 1]))
 
     # the Alpaca partition, given identically to the corpus stage and to every finetuning run
     partition = ["--max_examples", cfg.finetune_examples, "--eval_ratio", cfg.eval_ratio, "--data_seed", cfg.data_seed]
@@ -119,31 +111,27 @@ def stage_commands(cfg: PipelineConfig, run: Path, data_dir: str | None, report_
     model = cfg.sweep_model or run / "pretrain/hf"
     torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.nproc}"]
     stages = {
-        "bpe": stage("bpe/train.py", "--vocab_size", cfg.bpe_vocab_size, "--out_dir", run / "bpe", out=run / "bpe"),
+        "bpe": stage("bpe/train.py", "--vocab_size", cfg.bpe_vocab_size, "--out_dir", run / "bpe"),
         "corpus": stage("finetune/partition.py", "--out_dir", run / "corpus", *partition, "--heldout", cfg.heldout,
-                        *(["--pretrain_bytes", cfg.pretrain_bytes] if cfg.pretrain_bytes else []),
-                        out=run / "corpus"),
+                        *(["--pretrain_bytes", cfg.pretrain_bytes] if cfg.pretrain_bytes else [])),
         "tokenizer": stage("bpe/train.py", "--input", *corpus, "--pattern", "gpt2", "--vocab_size",
-                           cfg.tokenizer_vocab_size, "--special", "<|endoftext|>", "--out_dir", run / "tokenizer",
-                           out=run / "tokenizer"),
+                           cfg.tokenizer_vocab_size, "--special", "<|endoftext|>", "--out_dir", run / "tokenizer"),
         "data": stage("pretrain/prepare.py", *(cfg.data_flags or ["--input", *corpus]), "--tokenizer", tokenizer,
-                      "--out_dir", run / "shards", *cfg.prepare_flags, out=run / "shards"),
+                      "--out_dir", run / "shards", *cfg.prepare_flags),
         "pretrain": stage("pretrain/train.py", "--preset", cfg.pretrain_preset, "--data", run / "shards", "--out_dir",
                           run / "pretrain", "--hellaswag_limit", cfg.hellaswag_limit,
                           *(["--vocab_size", cfg.tokenizer_vocab_size] if cfg.own_tokenizer else []),
-                          *cfg.pretrain_flags, out=run / "pretrain",
-                          launcher=[sys.executable] if cfg.nproc == 1 else torchrun),
+                          *cfg.pretrain_flags, launcher=[sys.executable] if cfg.nproc == 1 else torchrun),
         "baselines": stage("pretrain/ngram.py", "--data", run / "shards", "--orders", 1, 2, 3, 4, 5,
-                           "--model", run / "pretrain/hf", "--out", run / "baselines.json", out=run / "baselines.json"),
+                           "--model", run / "pretrain/hf", "--out", run / "baselines.json"),
         # sweep.py passes what follows '--' (with the data directory) to every finetune/train.py run
         "sweep": stage("finetune/sweep.py", "--ranks", *cfg.sweep_ranks, "--seed_runs", cfg.second_seed,
                        "--out_dir", run / "sweep", *cfg.sweep_jobs, "--", "--model_name_or_path", model,
-                       "--data_path", "alpaca/alpaca_data.json.xz", *partition, *cfg.sweep_flags, out=run / "sweep"),
+                       "--data_path", "alpaca/alpaca_data.json.xz", *partition, *cfg.sweep_flags),
         "generate": stage("finetune/generate.py", "--base", model, "--full", run / "sweep/r0/model",
                           "--lora", run / f"sweep/r{cfg.gen_lora_rank}/adapter", "--instructions",
-                          run / "corpus/instructions.jsonl", *cfg.gen_flags, "--out", run / "generations.json",
-                          out=run / "generations.json"),
-        "report": stage("report/build_report.py", "--run_dir", run, "--out_dir", report_dir, out=report_dir),
+                          run / "corpus/instructions.jsonl", *cfg.gen_flags, "--out", run / "generations.json"),
+        "report": stage("report/build_report.py", "--run_dir", run, "--out_dir", report_dir),
     }
     return {name: stages[name] for name in STAGES if name != "tokenizer" or cfg.own_tokenizer}
 
@@ -157,12 +145,11 @@ def machine() -> str:
     """The CPU the stage times belong to: model, widest vector ISA, native bf16 or not, threads."""
     info = Path("/proc/cpuinfo").read_text().split("\n\n")[0] if Path("/proc/cpuinfo").exists() else ""
     field = dict(re.findall(r"^(.*?)\s*: (.*)$", info, re.M))  # the first CPU's fields
-    model = f"{field.get('model name', platform.processor())} (family {field.get('cpu family')}, " \
-            f"model {field.get('model')})"
     flags = set(field.get("flags", "").split())
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     bf16 = "native bf16" if flags & {"avx512_bf16", "amx_bf16"} else "no native bf16"
-    return f"{model}, {isa}, {bf16}, {os.cpu_count()} threads"
+    return (f"{field.get('model name', platform.processor())} (family {field.get('cpu family')}, model "
+            f"{field.get('model')}), {isa}, {bf16}, {os.cpu_count()} threads")
 
 
 def append_record(log_path: Path, preset: str, **record) -> None:
@@ -190,13 +177,12 @@ def swap_in(new: Path, out: Path, flag: str) -> None:
 
 def run_stage(name: str, stage: Stage, log_path: Path, preset: str) -> int:
     """Run one stage into a temporary sibling of its output, swapped in on success (the report swaps its own)."""
-    argv = stage.argv
+    argv, t0 = stage.argv, time.time()
     tmp = stage.out.with_name(f".{stage.out.name}-new.llmhw-stage.tmp")  # fileio's temp name: the next claim of
     new = tmp / stage.out.name if stage.out.suffix == ".json" else tmp   # the run folder removes a killed try's
     if name != "report":
         new.parent.mkdir(parents=True, exist_ok=True)
         argv = [str(new) if a == str(stage.out) else a for a in argv]
-    t0 = time.time()
     rc = fileio.start_child(argv, cwd=ROOT).wait()   # dies with the pipeline
     if rc == 0 and name != "report":
         try:
@@ -233,8 +219,7 @@ def main(argv=None) -> int:
         except fileio.OutputError as e:
             print(f"[pipeline] error: {e}", file=sys.stderr)
             return 2
-    report_dir = args.report_dir or (ROOT / "report" if cfg.preset == "cpu" else ROOT / "report" / cfg.preset)
-    report_dir = Path(os.path.abspath(report_dir))
+    report_dir = Path(os.path.abspath(args.report_dir or ROOT / "report" / ("" if cfg.preset == "cpu" else cfg.preset)))
     stages = stage_commands(cfg, run, args.data_dir, report_dir)
     redo = set(STAGES) if "all" in args.redo else set(args.redo)
     log_path, t_all = run / "pipeline.jsonl", time.time()

@@ -2,8 +2,6 @@
 the local gpt2/encoder.json + vocab.bpe) and our tokenizer (its tokenizer.json, read by Hugging Face `tokenizers`; no
 bpe/ code imported).
 """
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from unittest import mock
@@ -63,15 +61,6 @@ def tokens_md(tok, text: str, limit: int = 40) -> str:
     return f"{len(ids)} token{'s' if len(ids) != 1 else ''}: {shown}{more}"
 
 
-def eot_policy(gpt2) -> str:
-    """What tiktoken does with '<|endoftext|>' in user text under its default (disallow-all) policy."""
-    try:
-        gpt2.encode(EOT)
-        return "encoded without complaint (unexpected)"
-    except ValueError as e:
-        return f"refused: tiktoken raises `{str(e).splitlines()[0][:90]}…`"
-
-
 def examples(ours, gpt2) -> dict[str, str]:
     """The ``q_*`` slots of the ten questions: each example encoded by GPT-2, and by ours where the text compares."""
     s, code = "大模型", "def f(x):\n        if x:\n            return x\n"
@@ -82,6 +71,11 @@ def examples(ours, gpt2) -> dict[str, str]:
     ya = "name: GPT-2\nlayers: 12\nheads: 12\ntokens:\n  - 1\n  - 2\n  - 3\n"
     n_js, n_ya = len(gpt2.encode_ordinary(js)), len(gpt2.encode_ordinary(ya))
     both = lambda text: f"- GPT-2: {tokens_md(gpt2, text)}\n- ours: {tokens_md(ours, text)}"  # noqa: E731
+    try:   # what tiktoken does with '<|endoftext|>' in user text under its default (disallow-all) policy
+        gpt2.encode(EOT)
+        eot_policy = "encoded without complaint (unexpected)"
+    except ValueError as e:
+        eot_policy = f"refused: tiktoken raises `{str(e).splitlines()[0][:90]}…`"
     return {
         "q_ord_bei": str(ord("北")), "q_ord_da": str(ord("大")), "q_chr": chr(22823) + chr(27169) + chr(22411),
         "q_utf8_len": str(len(s.encode())), "q_utf8_hex": s.encode().hex(" "),
@@ -94,7 +88,7 @@ def examples(ours, gpt2) -> dict[str, str]:
                                   for t in ["127 + 677 = 804", "1275 + 6773 = 8048", "12345678"]),
         "q_code": code, "q_code_tokens": both(code),
         "q_eot_id": str(gpt2.encode(EOT, allowed_special="all")),
-        "q_eot_policy": eot_policy(gpt2), "q_eot_plain": tokens_md(gpt2, "<|endoftext|>"),
+        "q_eot_policy": eot_policy, "q_eot_plain": tokens_md(gpt2, "<|endoftext|>"),
         "q_magikarp": tokens_md(gpt2, " SolidGoldMagikarp"),
         "q_yaml": (f"- JSON: GPT-2 {n_js}, ours {len(ours.encode_ordinary(js))}\n"
                    f"- YAML: GPT-2 {n_ya}, ours {len(ours.encode_ordinary(ya))}"),

@@ -1,7 +1,4 @@
-"""The values of report/template.md's slots ({slot: text}), one function per section, from the run's files.
-"""
-from __future__ import annotations
-
+"""The values of report/template.md's slots ({slot: text}), one function per section, from the run's files."""
 import json
 import math
 import re
@@ -13,6 +10,7 @@ from pathlib import Path
 import findings as fd
 
 WORD = re.compile(r"[A-Za-z]+")
+VERDICT = {True: "**Reproduced**", False: "**Not reproduced at this scale**"}   # a finding's verdict, in words
 
 
 class ReportInputError(RuntimeError):
@@ -59,10 +57,6 @@ def fmt(x, nd: int = 4) -> str:
     if isinstance(x, float):
         return f"{x:.{nd}f}" if math.isfinite(x) else str(x)
     return "–" if x is None else f"{x:,}" if isinstance(x, int) and not isinstance(x, bool) else str(x)
-
-
-def verdict_word(ok: bool) -> str:
-    return "**Reproduced**" if ok else "**Not reproduced at this scale**"
 
 
 def cmd_note(cmds: dict, stage: str) -> str:
@@ -117,29 +111,11 @@ def bpe_values(s: dict, cmds: dict) -> dict[str, str]:
         "bpe_table": md_table(["paragraph", "chars", "ours", "GPT-2 (tiktoken)", "homework: its tokenizer",
                                "homework: GPT-2"], counts),
         "bpe_variants": md_table(["variant", "English", "Chinese", "what"],
-                                 [[f"`{v['name']}`", v["english"], v["chinese"], v["what"]]
-                                  for v in s["homework"]["variants"]]),
+                                 [[f"`{v['name']}`", v["english"], v["chinese"], v["what"]] for v in h["variants"]]),
     }
 
 
 # -- 2. pretraining ---------------------------------------------------------------------------------------------------
-
-def source_rows(meta: dict, split: dict) -> list[list]:
-    """One row per pretraining source file: name, bytes, records (Alpaca responses, or WikiText articles/lines)."""
-    rows = []
-    for path in map(Path, meta["sources"]):
-        if not path.is_file():   # a streamed data set (GPU preset), or a file since moved
-            rows.append([f"`{path}`", "–", "–"])
-            continue
-        if path.name == split["pretrain"]["file"]:
-            what = f"{split['pretrain']['records']:,} Alpaca responses"
-        else:
-            lines = path.read_text(encoding="utf-8").splitlines()
-            articles = sum(1 for ln in lines if re.fullmatch(r" = [^=].* = ", ln))
-            what = f"{articles:,} articles, {len(lines):,} lines"
-        rows.append([f"`{path.name}`", f"{path.stat().st_size:,}", what])
-    return rows
-
 
 def corpus_values(f: dict) -> dict[str, str]:
     """The pretraining corpus: where its text comes from, how it is split, and how training reads it."""
@@ -160,9 +136,20 @@ def corpus_values(f: dict) -> dict[str, str]:
     else:
         story += (f" The shards keep the files' order and training reads them in order: the run's {seen:,} tokens "
                   f"are {seen / meta['train']['tokens']:.0%} of the training tokens, from the first file on.")
-    rows = source_rows(meta, split) + [["**tokens** (this run's tokenizer)", f"train {meta['train']['tokens']:,}",
-                                        f"validation {meta['val']['tokens']:,} (last {meta['val_fraction']:.0%} of "
-                                        "each file)"]]
+    rows = []   # one per source file: name, bytes, records (Alpaca responses, or WikiText articles/lines)
+    for path in map(Path, meta["sources"]):
+        if not path.is_file():   # a streamed data set (GPU preset), or a file since moved
+            rows.append([f"`{path}`", "–", "–"])
+            continue
+        if path.name == split["pretrain"]["file"]:
+            what = f"{split['pretrain']['records']:,} Alpaca responses"
+        else:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            articles = sum(1 for ln in lines if re.fullmatch(r" = [^=].* = ", ln))
+            what = f"{articles:,} articles, {len(lines):,} lines"
+        rows.append([f"`{path.name}`", f"{path.stat().st_size:,}", what])
+    rows.append(["**tokens** (this run's tokenizer)", f"train {meta['train']['tokens']:,}",
+                 f"validation {meta['val']['tokens']:,} (last {meta['val_fraction']:.0%} of each file)"])
     return {**values, "corpus_story": story.strip(), "corpus_table": md_table(["source", "bytes", "records"], rows)}
 
 
@@ -176,16 +163,6 @@ def hellaswag_figures(rows: list[dict]) -> list[tuple[str, float, float, int]]:
     n = int(hs[-1]["hellaswag_n"]) if hs else 0
     return [(name, hs[-1][k], fd.binomial_se(hs[-1][k], n), n) for k, name in HELLASWAG.items()
             if hs and hs[-1].get(k) is not None]
-
-
-def sample_stats(samples: list[str], meta: dict) -> dict:
-    """Share of sampled words found in the corpus and share of distinct word pairs (1.0 = no repetition)."""
-    files = [Path(src) for src in meta["sources"] if Path(src).is_file()]
-    vocabulary = {w.lower() for path in files for w in WORD.findall(path.read_text(encoding="utf-8"))}
-    words = [w.lower() for s in samples for w in WORD.findall(s)]
-    pairs = list(zip(words, words[1:]))
-    return {"words": len(words), "known": sum(w in vocabulary for w in words) / max(1, len(words)),
-            "distinct_pairs": len(set(pairs)) / len(pairs) if pairs else math.nan}
 
 
 def best_count_model(base: dict) -> tuple[str, dict[str, float]]:
@@ -209,33 +186,25 @@ def against_counts(base: dict) -> str:
             f"model, the {best}**")
 
 
-def can_do(figs: list, stats: dict) -> str:
-    """The lines of what the model can and cannot do that depend on a number: HellaSwag, spelling, repetition."""
+def can_do(figs: list, samples: list[str], meta: dict) -> str:
+    """The lines of what the model can and cannot do that depend on a number: HellaSwag, spelling (share of the
+    samples' words found in the corpus), repetition (share of distinct adjacent word pairs)."""
     lines = []
     if figs:
         _, acc, se, n = figs[0]
         lines.append(f"- Commonsense completion (HellaSwag): {acc:.3f} ± {se:.3f} on {n} items is "
                      + ("**within two standard errors of chance**: it cannot pick the plausible ending."
                         if abs(acc - 0.25) <= 2 * se else f"**{(acc - 0.25) / se:.1f} standard errors above chance**."))
-    if stats["words"]:
-        lines.append(f"- Spelling: {stats['known']:.0%} of the {stats['words']} words in its samples occur in its "
-                     "corpus" + (" (it writes real words)" if stats["known"] >= 0.9 else " (it often invents words)")
-                     + f"; {stats['distinct_pairs']:.0%} of adjacent word pairs are distinct"
-                     + (" (little repetition)." if stats["distinct_pairs"] >= 0.8 else " (it repeats itself)."))
+    if words := [w.lower() for s in samples for w in WORD.findall(s)]:
+        files = [Path(src) for src in meta["sources"] if Path(src).is_file()]
+        vocabulary = {w.lower() for path in files for w in WORD.findall(path.read_text(encoding="utf-8"))}
+        known, pairs = sum(w in vocabulary for w in words) / len(words), list(zip(words, words[1:]))
+        distinct = len(set(pairs)) / len(pairs) if pairs else math.nan
+        lines.append(f"- Spelling: {known:.0%} of the {len(words)} words in its samples occur in its corpus"
+                     + (" (it writes real words)" if known >= 0.9 else " (it often invents words)")
+                     + f"; {distinct:.0%} of adjacent word pairs are distinct"
+                     + (" (little repetition)." if distinct >= 0.8 else " (it repeats itself)."))
     return "\n".join(lines)
-
-
-def pretrain_figures(s: dict, rows: list[dict]) -> dict[str, str]:
-    """The ``pt_*`` slots of the run's table."""
-    tc = s["train_config"]
-    optimizer = {"muon": "Muon (blocks' matrices) + AdamW (the rest)"}.get(tc.get("optimizer"), "AdamW")
-    recipe = (f"{optimizer}, peak lr {tc.get('lr')} after {tc.get('warmup_steps')} warm-up steps, cosine to "
-              f"{tc.get('min_lr_ratio', 0.1):.0%}; {fmt(tc.get('total_batch_size'))} tokens a step")
-    keys = ("params", "steps", "tokens", "tokens_per_s", "train_time_s", "wall_time_s", "final_train_loss",
-            "final_val_loss", "device", "world_size")
-    decimals = {"tokens_per_s": 0, "train_time_s": 1, "wall_time_s": 1}   # 4 for the losses
-    return {"pt_recipe": recipe, "pt_first_loss": fmt(next((r["loss"] for r in rows if "loss" in r), None)),
-            **{f"pt_{k}": fmt(s.get(k), decimals.get(k, 4)) for k in keys}}
 
 
 def baseline_table(base: dict, vocab: int) -> str:
@@ -254,10 +223,14 @@ def baseline_table(base: dict, vocab: int) -> str:
 
 def pretrain_values(f: dict, cmds: dict) -> dict[str, str]:
     rows, s, meta, tok = f["log"], f["pretrain"], f["meta"], f.get("tokenizer")
-    mc = s["model_config"]
+    mc, tc = s["model_config"], s["train_config"]
     samples = [r for r in rows if "sample" in r]
     last = [r["sample"] for r in samples if r["step"] == samples[-1]["step"]] if samples else []
     figs = hellaswag_figures(rows)
+    optimizer = {"muon": "Muon (blocks' matrices) + AdamW (the rest)"}.get(tc.get("optimizer"), "AdamW")
+    table = ("params", "steps", "tokens", "tokens_per_s", "train_time_s", "wall_time_s", "final_train_loss",
+             "final_val_loss", "device", "world_size")   # the run's pt_* table
+    decimals = {"tokens_per_s": 0, "train_time_s": 1, "wall_time_s": 1}   # 4 for the losses
     return {
         "pretrain_shape": (f"A GPT-2-architecture model with {mc['n_layer']} layers, {mc['n_head']} heads, width "
                            f"{mc['n_embd']}, context {mc['block_size']} and vocabulary {fmt(mc['vocab_size'])} "
@@ -265,11 +238,14 @@ def pretrain_values(f: dict, cmds: dict) -> dict[str, str]:
         "pretrain_cmd": cmd_note(cmds, "pretrain"), "data_cmd": cmd_note(cmds, "data"),
         "tokenizer_cmd": cmd_note(cmds, "tokenizer") if tok else "GPT-2's (tiktoken)",
         "tok_vocab": fmt((tok or meta)["vocab_size"]), "tok_bpt": fmt((tok or {}).get("bytes_per_token"), 2),
-        **pretrain_figures(s, rows),
+        "pt_recipe": (f"{optimizer}, peak lr {tc.get('lr')} after {tc.get('warmup_steps')} warm-up steps, cosine to "
+                      f"{tc.get('min_lr_ratio', 0.1):.0%}; {fmt(tc.get('total_batch_size'))} tokens a step"),
+        "pt_first_loss": fmt(next((r["loss"] for r in rows if "loss" in r), None)),
+        **{f"pt_{k}": fmt(s.get(k), decimals.get(k, 4)) for k in table},
         "hellaswag_line": ("; ".join(f"{name} **{acc:.4f} ± {se:.4f}** ({(acc - 0.25) / se:+.1f} standard errors "
                                      f"from chance)" for name, acc, se, _ in figs) + f", on {figs[0][3]} examples."
                            if figs else "not measured in this run."),
-        "can_do": can_do(figs, sample_stats(last, meta)), "against_counts": against_counts(f["baselines"]),
+        "can_do": can_do(figs, last, meta), "against_counts": against_counts(f["baselines"]),
         "ppl": f"{math.exp(s['final_val_loss']):.0f}", "final_val": f"{s['final_val_loss']:.3f}",
         **{f"model_{k}": f"{v:.3f}" for k, v in f["baselines"]["baselines"]["model"].items()},
         "baseline_table": baseline_table(f["baselines"], meta["vocab_size"]),
@@ -341,7 +317,7 @@ def sweep_table(sweep: dict[str, Run]) -> str:
 
 def full_finding(v: dict) -> str:
     trend = "kept falling" if v["train_falling"] else "did not keep falling"
-    return (f"- **Full finetuning overfits**: {verdict_word(v['reproduced'])}. Eval loss fell from "
+    return (f"- **Full finetuning overfits**: {VERDICT[v['reproduced']]}. Eval loss fell from "
             f"{v['eval_first']:.4f} to its minimum **{v['min_eval']:.4f} at step {v['min_step']}** of "
             f"{v['final_step']}, then ended at **{v['final_eval']:.4f}** (rise {v['rise']:+.4f}; a turn needs more "
             f"than {fd.RISE_TOL}), while train loss {trend} after the minimum ({v['train_at_min']:.4f} around step "
@@ -352,7 +328,7 @@ def lora_finding(v: dict) -> str:
     worst = max(v["runs"].items(), key=lambda kv: kv[1]["rise"])
     falls = ", ".join(f"{name.replace('LoRA ', '')} {x['eval_first']:.3f}→{x['final_eval']:.3f}"
                       for name, x in v["runs"].items())
-    return (f"- **LoRA's eval loss falls along with its train loss**: {verdict_word(v['reproduced'])}. Eval loss "
+    return (f"- **LoRA's eval loss falls along with its train loss**: {VERDICT[v['reproduced']]}. Eval loss "
             f"at step 0 → at the end: {falls}. Largest end-above-minimum rise: {worst[1]['rise']:.4f} "
             f"({worst[0]}); runs whose eval loss turned up (rise > {fd.RISE_TOL}), or whose train or eval loss did "
             f"not fall: {', '.join(v['failing']) or 'none'}.")
@@ -361,7 +337,7 @@ def lora_finding(v: dict) -> str:
 def alike_finding(v: dict | None, rank: int | None) -> str:
     if v is None:
         return "- **Ranks look alike**: not decided (no rank was run with a second seed)."
-    return (f"- **Ranks look alike**: {verdict_word(v['reproduced'])}. Final eval losses of ranks "
+    return (f"- **Ranks look alike**: {VERDICT[v['reproduced']]}. Final eval losses of ranks "
             f"{', '.join(map(str, v['ranks']))} span **{v['spread']:.4f}** (best r={v['best_rank']}, worst "
             f"r={v['worst_rank']}); the same rank {rank} with two seeds ends {v['seed_spread']:.4f} apart, so the rank "
             f"spread is {v['ratio']:.1f}× the seed spread (alike means at most {fd.ALIKE_FACTOR:g}× it: bound "
@@ -369,40 +345,26 @@ def alike_finding(v: dict | None, rank: int | None) -> str:
             f"{v['mean']:.3f}.")
 
 
-def longer_finding(v: dict, unit: str) -> str:
-    m, n_all = v["mean"], v["n_all"]
-    text = f"- **LoRA answers are longer**: {verdict_word(v['reproduced'])}. "
-    if v["ended"] is not None:  # cut answers' lengths are the limit's: compare the answers that ended
-        text += ("Answers that ended with end-of-text before the generation limit: "
-                 + ", ".join(f"{name} **{v['ended'][name]}/{n_all}**" for name in (v["base"], v["full"], v["lora"]))
-                 + f". On the {v['n']} instructions that both {v['lora']} and {v['full']} answered to the end, ")
-    else:
-        text += f"Over {n_all} held-out instructions, "
+def longer_finding(v: dict) -> str:
+    """Cut answers' lengths are the limit's: the lengths compared are those of the answers that ended."""
+    ended = ", ".join(f"{name} **{v['ended'][name]}/{v['n_all']}**" for name in (v["base"], v["full"], v["lora"]))
+    text = (f"- **LoRA answers are longer**: {VERDICT[v['reproduced']]}. Answers that ended with end-of-text "
+            f"before the generation limit: {ended}. On the {v['n']} instructions that both {v['lora']} and "
+            f"{v['full']} answered to the end, ")
     if not v["n"]:
         return text + "there is nothing to compare (no such instruction): not decided."
-    means = v["mean_ended"] or m
-    text += (f"mean length {v['lora']} **{means[v['lora']]:.1f}** vs {v['full']} **{means[v['full']]:.1f}** {unit}; "
+    means = v["mean_ended"]
+    text += (f"mean length {v['lora']} **{means[v['lora']]:.1f}** vs {v['full']} **{means[v['full']]:.1f}** tokens; "
              f"paired difference {v['diff']:+.1f} ± {v['diff_se']:.1f} (longer means more than two standard errors "
-             "above 0)")
-    if not v["decided"]:
-        text += f"; fewer than {fd.MIN_PAIRS} such pairs decide nothing"
-    return text + f". All answers, cut ones included: {', '.join(f'{k} {x:.1f}' for k, x in m.items())} {unit}."
+             "above 0)" + ("" if v["decided"] else f"; fewer than {fd.MIN_PAIRS} such pairs decide nothing"))
+    return text + f". All answers, cut ones included: {', '.join(f'{k} {x:.1f}' for k, x in v['mean'].items())} tokens."
 
 
-def ended_answers(gens: dict) -> dict[str, list[bool]] | None:
-    """Per model, whether each answer ended by itself (generate.py's details 'stop' is 'eos'); None if not recorded."""
-    results = gens["results"]
-    if not all("stop" in d for r in results for d in r.get("details", {None: {}}).values()):
-        return None
-    return {n: [r["details"][n]["stop"] == "eos" for r in results] for n in results[0]["responses"]}
-
-
-def response_lengths(gens: dict) -> tuple[dict[str, list[int]], str]:
-    """Generated length per model and instruction: generate.py's token counts if recorded, else words."""
-    results = gens["results"]
-    if all("details" in r for r in results):
-        return {n: [r["details"][n]["tokens"] for r in results] for n in results[0]["responses"]}, "tokens"
-    return {n: [len(r["responses"][n].split()) for r in results] for n in results[0]["responses"]}, "words"
+def answers(gens: dict) -> tuple[dict[str, list[int]], dict[str, list[bool]]]:
+    """Per model and instruction, from generate.py's details: the answer's length in tokens, whether it ended."""
+    details = {n: [r["details"][n] for r in gens["results"]] for n in gens["results"][0]["responses"]}
+    return ({n: [d["tokens"] for d in ds] for n, ds in details.items()},
+            {n: [d["stop"] == "eos" for d in ds] for n, ds in details.items()})
 
 
 def finetune_values(sweep: dict[str, Run], gens: dict, cmds: dict) -> tuple[dict[str, str], dict]:
@@ -416,14 +378,13 @@ def finetune_values(sweep: dict[str, Run], gens: dict, cmds: dict) -> tuple[dict
     pair = next((r for r in sweep.values() if r.rank and lora[r.rank] is not r), None)   # a second-seed run
     final = {rank: fd.eval_shape(r.rows)["final_eval"] for rank, r in lora.items()}
     v_alike = pair and fd.ranks_alike_verdict(final, (final[pair.rank], fd.eval_shape(pair.rows)["final_eval"]))
-    lengths, unit = response_lengths(gens)   # the models by what each is, from their names in generations.json
+    lengths, ended = answers(gens)   # the models by what each is, from their names in generations.json
     lora_name, full_name = (next(n for n in lengths if what in n.lower()) for what in ("lora", "full"))
     base = next(n for n in lengths if n not in (lora_name, full_name))
-    v_long = fd.lora_longer_verdict(lengths, lora=lora_name, full=full_name, base=base, ended=ended_answers(gens))
-    verdicts = {"full_overfits": v_full, "lora_follows": v_lora, "ranks_alike": v_alike, "lora_longer": v_long,
-                "length_unit": unit}
+    v_long = fd.lora_longer_verdict(lengths, lora=lora_name, full=full_name, base=base, ended=ended)
+    verdicts = {"full_overfits": v_full, "lora_follows": v_lora, "ranks_alike": v_alike, "lora_longer": v_long}
     text = "\n".join([full_finding(v_full), lora_finding(v_lora), alike_finding(v_alike, pair and pair.rank),
-                      longer_finding(v_long, unit)])
+                      longer_finding(v_long)])
     return {**protocol_values(sweep), "sweep_cmd": cmd_note(cmds, "sweep"), "sweep_table": sweep_table(sweep),
             "findings": text}, verdicts
 
@@ -431,8 +392,7 @@ def finetune_values(sweep: dict[str, Run], gens: dict, cmds: dict) -> tuple[dict
 # -- 4. generations ---------------------------------------------------------------------------------------------------
 
 def generation_values(gens: dict, cmds: dict) -> dict[str, str]:
-    lengths, unit = response_lengths(gens)
-    ended, c = ended_answers(gens), gens.get("config", {})
+    (lengths, ended), c = answers(gens), gens.get("config", {})
     shown = []
     for it in gens["results"][:4]:
         shown.append(f"**Instruction:** {it['instruction']}" + (f" *Input:* {it['input']}" if it.get("input") else "")
@@ -442,11 +402,10 @@ def generation_values(gens: dict, cmds: dict) -> dict[str, str]:
         shown.append("")
     how = ("greedy decoding" if c.get("greedy") else f"sampling at temperature {c.get('temperature')}, top-k "
            f"{c.get('top_k') or 'off'}, top-p {c.get('top_p')}, seed {c.get('seed')}")
-    return {"gen_cmd": cmd_note(cmds, "generate"), "gen_n": str(len(gens["results"])), "length_unit": unit,
+    return {"gen_cmd": cmd_note(cmds, "generate"), "gen_n": str(len(gens["results"])),
             "length_line": "; ".join(f"{name} {m:.1f} ± {se:.1f}" for name, (m, se) in
                                      ((n, fd.mean_se(v)) for n, v in lengths.items())),
             "generations": "\n".join(shown),
             "gen_settings": f"{how}; at most {c.get('max_new_tokens')} new tokens per answer",
             "gen_template": str(c.get("template")),
-            "ended_line": "; ".join(f"{name} {sum(v)}/{len(v)}" for name, v in ended.items()) if ended
-            else "not recorded"}
+            "ended_line": "; ".join(f"{name} {sum(v)}/{len(v)}" for name, v in ended.items())}

@@ -53,17 +53,23 @@ def test_gpt2_known_ids(gpt2_tok):
     assert gpt2_tok.vocab_size == 50257
 
 
-def test_long_piece_heap_merge_equals_list_merge(gpt2_tok, manual_text):
-    import tokenizer as T
+def list_merge(ranks: dict[bytes, int], piece: bytes) -> list[int]:
+    """tiktoken's merge written plainly: merge the leftmost adjacent pair of lowest rank until none is a token."""
+    parts = [piece[i:i + 1] for i in range(len(piece))] if piece not in ranks else [piece]
+    while len(parts) > 1:
+        pair_ranks = [ranks.get(a + b, float("inf")) for a, b in zip(parts, parts[1:])]
+        if (m := min(pair_ranks)) == float("inf"):
+            break
+        i = pair_ranks.index(m)
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+    return [ranks[p] for p in parts]
+
+
+def test_heap_merge_equals_list_merge_and_tiktoken(gpt2_tok, tiktoken_gpt2, manual_text):
     text = manual_text[:3000].encode()
-    for piece in (text, b"a" * 1000, b"ab" * 700, text[1:2001]):
-        list_merge = T._SMALL_PIECE
-        try:
-            T._SMALL_PIECE = 10 ** 9
-            slow = gpt2_tok.encode_piece(piece)
-        finally:
-            T._SMALL_PIECE = list_merge
-        assert len(piece) > T._SMALL_PIECE and gpt2_tok._bpe_long(piece) == slow
+    for piece in (text, b"a" * 1000, b"ab" * 700, text[1:2001], b" hello", b"Supercalifragilistic", b"x", b"\xff\xfe"):
+        heap = gpt2_tok.encode_piece(piece)
+        assert heap == list_merge(gpt2_tok.ranks, piece) == tiktoken_gpt2._encode_single_piece(piece)
 
 
 @settings(max_examples=1500, deadline=None)

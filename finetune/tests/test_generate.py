@@ -183,7 +183,7 @@ def test_bad_inputs_are_one_line_before_any_model_loads(models, tmp_path, monkey
         (base + ["--instructions", str(tmp_path / "blank.txt")] + out, "no instructions"),
         (base + ["--instructions", str(tmp_path / "broken.jsonl")] + out, "line 2 is not valid JSON"),
         (base + ["--instructions", str(tmp_path / "latin1.txt")] + out, "not UTF-8 text"),
-        (base + ["--instructions", str(tmp_path / "bad.json")] + out, "item 0 is not a non-empty string"),
+        (base + ["--instructions", str(tmp_path / "bad.json")] + out, "record 0 field 'instruction' is empty"),
         (base + ["--instructions", str(tmp_path / "blank.txt"), "--out", str(tmp_path / "blank.txt")],
          "must end in .json"),
         (base + ["--out", str(tmp_path / "file.json" / "x.json")], "cannot write in"),

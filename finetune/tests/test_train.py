@@ -142,7 +142,7 @@ def test_generate_instructions_file_and_bad_file(tmp_path, tiny_model_dir):
     j.write_text(json.dumps([{"instruction": "A", "input": "b"}, "C"]))
     assert generate.read_instructions(str(j)) == [{"instruction": "A", "input": "b"}, {"instruction": "C", "input": ""}]
     j.write_text(json.dumps([{"nope": 1}]))
-    with pytest.raises(ValueError, match="item 0"):
+    with pytest.raises(ValueError, match="record 0 has no 'instruction'"):
         generate.read_instructions(str(j))
     assert "does not exist" in user_error(generate.main, ["--base", str(tiny_model_dir), "--instructions",
                                                            str(tmp_path / "missing.txt"), "--out",

@@ -2,6 +2,7 @@
 numbers, the figures and generations land in assets/ as one set, a failing build leaves the old report whole, and
 missing inputs give one clear line. The tokenizer examples are checked against hand-verified GPT-2 ids."""
 import json
+import string
 from pathlib import Path
 
 import pytest
@@ -102,8 +103,9 @@ def fake_run(run: Path, full_overfits: bool, corpus_file: Path):
     sweep_run(run, "r8_seed1234", 8, 1234, [3.0, 2.8, 2.7, 2.65, 2.60])
     results = [{"instruction": f"Name a colour ({i}).", "input": "",
                 "responses": {"base": "blue blue blue", "full finetune": "Red.", "LoRA r=8": "Green is a colour."},
-                "details": {"base": {"tokens": 30}, "full finetune": {"tokens": 3 + i % 2},
-                            "LoRA r=8": {"tokens": 9 + i % 3}}} for i in range(6)]
+                "details": {"base": {"tokens": 30, "stop": "max_new_tokens"},
+                            "full finetune": {"tokens": 3 + i % 2, "stop": "eos"},
+                            "LoRA r=8": {"tokens": 9 + i % 3, "stop": "eos"}}} for i in range(6)]
     write_json(run / "generations.json", {"results": results})
     # nats per token -> bits per byte: x * 1000 tokens / 3600 bytes / ln 2
     per_byte = lambda nats: nats * 1000 / 3600 / 0.6931471805599453  # noqa: E731
@@ -181,7 +183,7 @@ def test_render_refuses_missing_and_unused_slots():
 
 def test_template_slots_are_exactly_the_computed_values(built):
     values, _ = br.report_values(built[0])
-    assert br.template_slots(br.TEMPLATE.read_text()) == set(values)
+    assert set(string.Template(br.TEMPLATE.read_text()).get_identifiers()) == set(values)
 
 
 def test_failed_build_leaves_the_old_report_whole(built, tmp_path, corpus_file, monkeypatch):
@@ -260,18 +262,18 @@ def test_length_finding_compares_answers_that_end_and_says_how_many_do():
     gens = {"results": [result(st, k) for k, st in enumerate(stops)],
             "config": {"greedy": False, "temperature": 0.7, "top_k": 50, "top_p": 0.9, "seed": 42,
                        "max_new_tokens": 96, "template": "homework"}}
-    ended = sections.ended_answers(gens)
+    lengths, ended = sections.answers(gens)
     assert {k: sum(v) for k, v in ended.items()} == {"base": 6, "full": 8, "lora": 6}
-    lengths, unit = sections.response_lengths(gens)
     v = sections.fd.lora_longer_verdict(lengths, lora="lora", full="full", base="base", ended=ended)
-    text = sections.longer_finding(v, unit)
+    text = sections.longer_finding(v)
     # 6 pairs where both ended: lora 12..17 vs full 10 -> mean difference 4.5, so longer; the cut 96s are left out
     assert "base **6/8**, full **8/8**, lora **6/8**" in text and "On the 6 instructions" in text
     assert "mean length lora **14.5** vs full **10.0** tokens" in text and "**Reproduced**" in text
     g = sections.generation_values(gens, {})
     assert g["ended_line"] == "base 6/8; full 8/8; lora 6/8"
     assert g["gen_settings"].startswith("sampling at temperature 0.7, top-k 50, top-p 0.9, seed 42; at most 96 new")
-    assert sections.ended_answers({"results": [{"responses": {"a": "x"}}]}) is None
+    with pytest.raises(KeyError):   # a generations.json without generate.py's details: build_report's one line
+        sections.answers({"results": [{"responses": {"a": "x"}}]})
 
 
 def test_corpus_story_says_how_training_reads_the_shards(built):
