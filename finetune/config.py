@@ -77,8 +77,7 @@ class RunConfig:
 # (flags, test, what the value must be): every value setting, checked in this order
 RULES = [
     (("max_length", "epochs", "batch_size", "gradient_accumulation_steps", "eval_batch_size", "keep_checkpoints",
-      "lr", "lora_alpha", "ddp_timeout"), lambda v: v > 0, "must be > 0"),
-    (("max_steps", "max_examples"), lambda v: v is None or v > 0, "must be > 0"),
+      "lr", "lora_alpha", "ddp_timeout", "max_steps", "max_examples"), lambda v: v is None or v > 0, "must be > 0"),
     (("lora_dim", "weight_decay", "grad_clip", "eval_interval", "evals_per_epoch", "ckpt_interval"),
      lambda v: v >= 0, "must be >= 0"),
     (("lr_warmup_ratio",), lambda v: 0 <= v <= 1, "must be in [0, 1]"),

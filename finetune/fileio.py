@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -114,10 +113,8 @@ def _place(path: str | os.PathLike, flag: str, inputs, folder: bool) -> Path:
         if out == q or q in out.parents or (folder and out in q.parents):
             raise OutputError(f"{flag} {out}: holds (or is inside) the input {p}; choose another place")
     where = out if out.is_dir() else next(p for p in out.parents if p.exists())
-    try:
-        tempfile.TemporaryFile(dir=where).close()
-    except OSError as e:
-        raise OutputError(f"{flag} {out}: cannot write in {where} ({e.strerror or e})") from None
+    if not (where.is_dir() and os.access(where, os.W_OK | os.X_OK)):
+        raise OutputError(f"{flag} {out}: cannot write in {where} (not a writable folder)")
     for tmp in out.parent.glob(f".{glob.escape(out.name)}.llmhw-*.tmp"):  # of killed writes of this very output
         _remove(tmp)
     return out
@@ -250,15 +247,11 @@ class DataFileNotFound(FileNotFoundError):
     """A data file that is neither here nor downloadable; the message says what to set."""
 
 
-def data_dir(flag: str | os.PathLike | None = None) -> Path | None:
-    value = flag or os.environ.get("LLMHW_DATA_DIR")
-    return Path(value).expanduser().resolve() if value else None
-
-
 def find(name: str, data_dir_flag: str | os.PathLike | None = None, download: bool = True) -> Path:
     """The path of data file ``name``: the data directory, the cache, else a download into the cache."""
     cache = Path(os.environ.get("LLMHW_CACHE_DIR", Path.home() / ".cache" / "llmhw")).expanduser()
-    folders = [d for d in (data_dir(data_dir_flag), cache) if d is not None]
+    given = data_dir_flag or os.environ.get("LLMHW_DATA_DIR")
+    folders = [Path(given).expanduser().resolve(), cache] if given else [cache]
     if found := next((f / name for f in folders if (f / name).is_file()), None):
         return found
     offline = any(os.environ.get(v, "") not in ("", "0") for v in ("LLMHW_OFFLINE", "HF_HUB_OFFLINE"))

@@ -150,22 +150,17 @@ def respond(model, tok, prompts: list[list[int]], cfg: argparse.Namespace, seed:
     return results
 
 
-def load(name: str, adapter: str | None, device: torch.device, data_dir: str | None):
-    """(model in eval mode on ``device``, its tokenizer); an adapter is attached and merged into the weights."""
-    model = load_model(name, torch.device("cpu"))
-    if adapter is not None:
-        lora.load_adapter(model, adapter)
-        lora.merge_lora(model)  # explicit: inference at the base model's cost
-    return model.to(device).eval(), alpaca.load_tokenizer(name, data_dir, model.config.vocab_size)
-
-
 def run_model(name: str, path: str, adapter: str | None, results: list[dict], cfg: argparse.Namespace) -> dict:
     """One model's responses, into ``results``; returns its means: lengths, the fraction of each stop reason."""
     from tqdm import tqdm
 
     t0 = time.time()
     device = setup_ddp(cfg.device).device  # (auto: CUDA when there is one)
-    model, tok = load(path, adapter, device, cfg.data_dir)
+    model = load_model(path, torch.device("cpu"))
+    if adapter is not None:  # attached and merged into the weights: inference at the base model's cost
+        lora.load_adapter(model, adapter)
+        lora.merge_lora(model)
+    model, tok = model.to(device).eval(), alpaca.load_tokenizer(path, cfg.data_dir, model.config.vocab_size)
     amp = autocast_for(cfg.dtype, device)  # the precision the runs trained in (fp32 weights, bf16 compute on GPU)
     prompts = tok([it["prompt"] for it in results], add_special_tokens=False)["input_ids"]
     # batches of similar prompt lengths (little padding); the order, so each batch's seed, is the same for every model

@@ -69,7 +69,7 @@ class LoRALinear(nn.Module):
         if self.merged:  # W already holds W + s·L·R, so training would silently not train R and L
             if self.training and torch.is_grad_enabled() and self.lora_right_weight.requires_grad:
                 raise RuntimeError("LoRALinear is merged, so its LoRA weights would get no gradient: "
-                                   "call unmerge() before training")
+                                   "unmerge it (merge(undo=True)) before training")
             return F.linear(x, self.weight, self.bias)
         if self.fused:
             return self.forward_fused(x)
@@ -90,13 +90,10 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self, undo: bool = False) -> None:
-        """Fold s·L·R into the base weight (``undo``: take it out again); a second call does nothing."""
+        """Fold s·L·R into the base weight (``undo``: take it out again, unmerge); a second call does nothing."""
         if self.merged == undo:
             self.weight.add_(self.delta_weight(), alpha=-1 if undo else 1)
             self.merged = not undo
-
-    def unmerge(self) -> None:
-        self.merge(undo=True)
 
     @torch.no_grad()
     def to_plain(self) -> nn.Module:
@@ -157,6 +154,7 @@ def _convert_modules(model: nn.Module, names: list[str], cfg: LoRAConfig) -> nn.
         _replace(model, name, LoRALinear.from_layer(layer, cfg.lora_dim, cfg.lora_scaling, cfg.lora_dropout,
                                                     cfg.use_rslora))
     cfg.target_modules = sorted(set(cfg.target_modules) | set(names))
+    model.lora_config = cfg  # what save_adapter writes (PEFT keeps its peft_config on the model too)
     return model
 
 
@@ -170,15 +168,6 @@ def convert_linear_layer_to_lora(model: nn.Module, part_module_name: str, lora_d
         raise ValueError(f"module filter '{part_module_name}' matches no nn.Linear/Conv1D module of "
                          f"{type(model).__name__} (linear modules are named like {some})")
     return _convert_modules(model, names, cfg)
-
-
-def lora_config_of(model: nn.Module, lora_module_name: str = "") -> LoRAConfig:
-    """Read the LoRAConfig back from a converted model."""
-    mods = lora_modules(model)
-    if not mods:
-        raise ValueError("model has no LoRA layers (call convert_linear_layer_to_lora first)")
-    m = next(iter(mods.values()))
-    return LoRAConfig(m.lora_dim, m.lora_scaling, lora_module_name, m.dropout_p, m.use_rslora, sorted(mods))
 
 
 def only_optimize_lora_parameters(model: nn.Module) -> nn.Module:
@@ -203,7 +192,7 @@ def load_lora_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) 
                          f"unexpected {unexpected[:3]} ({len(unexpected)})")
     for name, mod in lora_modules(model).items():
         if mod.merged:
-            raise RuntimeError(f"LoRA layer '{name}' is merged; unmerge() before loading new LoRA weights")
+            raise RuntimeError(f"LoRA layer '{name}' is merged; merge(undo=True) before loading new LoRA weights")
     for k in own:
         if params[k].shape != state_dict[k].shape:
             raise ValueError(f"LoRA tensor '{k}' has shape {tuple(state_dict[k].shape)}, the model expects "
@@ -218,10 +207,6 @@ def merge_lora(model: nn.Module, undo: bool = False) -> nn.Module:
     return model
 
 
-def unmerge_lora(model: nn.Module) -> nn.Module:
-    return merge_lora(model, undo=True)
-
-
 def merge_and_unload(model: nn.Module) -> nn.Module:
     """Replace every LoRALinear by a plain layer holding W + s·L·R (back to the original architecture)."""
     for name, m in lora_modules(model).items():
@@ -229,12 +214,12 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     return model
 
 
-def save_adapter(model: nn.Module, path: str | Path, cfg: LoRAConfig | None = None,
-                 base_model_name_or_path: str | None = None, extra: dict | None = None) -> Path:
+def save_adapter(model: nn.Module, path: str | Path, base_model_name_or_path: str | None = None,
+                 extra: dict | None = None) -> Path:
     """Write an adapter folder atomically: our files and PEFT's, so either library can load it."""
     from safetensors.torch import save_file
 
-    cfg, mods = cfg or lora_config_of(model), lora_modules(model)
+    cfg, mods = model.lora_config, lora_modules(model)
     cfg.target_modules = sorted(mods)
     ours = {"format": ADAPTER_FORMAT, "version": ADAPTER_VERSION, **asdict(cfg),
             "scaling": next(iter(mods.values())).scaling,

@@ -149,19 +149,6 @@ def read_split(folder: str | Path) -> dict:
     return split
 
 
-def check_out_dir(cfg: argparse.Namespace, data: Path | None) -> Path:
-    """The output folder, by fileio's rule (``data``: the data file, an input); other settings only with --overwrite."""
-    out = claim_output_dir(cfg.out_dir, PARTITION_KIND, (SPLIT_FILE, PRETRAIN_FILE, INSTRUCTIONS_FILE),
-                           overwrite=True, inputs=[data]).path  # overwrite: the settings decide, below
-    if (out / SPLIT_FILE).is_file() and not cfg.overwrite:
-        old = read_split(out)
-        settings = {k: getattr(cfg, k) for k in SETTINGS}
-        if old.get("settings") != settings:
-            raise ValueError(f"--out_dir {cfg.out_dir} holds a partition with settings {old.get('settings')}, not "
-                             f"{settings}; pass --overwrite to replace it or choose another folder")
-    return out
-
-
 def build_partition(cfg: argparse.Namespace, records: list[dict], source: str) -> tuple[dict, str]:
     """split.json's content and the pretraining text."""
     parts = partition(len(records), cfg.max_examples, cfg.eval_ratio, cfg.data_seed, cfg.heldout, records)
@@ -187,7 +174,14 @@ def main(argv=None) -> dict:
     try:
         cfg = parse_args(argv)
         where = resolve_data_path(cfg.data_path, cfg.data_dir)
-        out = check_out_dir(cfg, where if isinstance(where, Path) else None)  # before the loading
+        # the output folder by fileio's rule, before the loading; one of other settings only with --overwrite
+        out = claim_output_dir(cfg.out_dir, PARTITION_KIND, (SPLIT_FILE, PRETRAIN_FILE, INSTRUCTIONS_FILE),
+                               overwrite=True, inputs=[where if isinstance(where, Path) else None]).path
+        settings = {k: getattr(cfg, k) for k in SETTINGS}
+        old = read_split(out).get("settings") if (out / SPLIT_FILE).is_file() and not cfg.overwrite else settings
+        if old != settings:
+            raise ValueError(f"--out_dir {cfg.out_dir} holds a partition with settings {old}, not {settings}; pass "
+                             "--overwrite to replace it or choose another folder")
         records, source = load_records(cfg.data_path, cfg.data_dir)
         split, text = build_partition(cfg, records, source)
         heldout = [{"index": i, "instruction": records[i]["instruction"], "input": records[i].get("input") or "",

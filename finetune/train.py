@@ -43,20 +43,18 @@ def get_lr(step: int, lr: float, warmup: int, total: int) -> float:
 
 
 def build_model(tc, device: torch.device):
-    """The model with LoRA layers attached (or every weight trainable) and its LoRAConfig (None: full)."""
+    """The model with LoRA layers attached (its LoRAConfig: model.lora_config), or every weight trainable (rank 0)."""
     model = lora.load_model(tc.model_name_or_path, device)
     model.config.use_cache = False
     if tc.lora_dim == 0:
-        return model, None
-    if tc.lora_load_path:
-        model, lora_cfg = lora.load_adapter(model, tc.lora_load_path)
-        print0(f"[lora] loaded {tc.lora_load_path} (rank {lora_cfg.lora_dim}; its settings replace --lora_*)")
+        return model
+    if tc.lora_load_path:  # its rank is --lora_dim (config.py checked)
+        lora.load_adapter(model, tc.lora_load_path)
+        print0(f"[lora] loaded {tc.lora_load_path} (rank {tc.lora_dim}; its settings replace --lora_*)")
     else:
         lora.convert_linear_layer_to_lora(model, tc.lora_module_name, tc.lora_dim, tc.lora_alpha, tc.lora_dropout,
                                           tc.use_rslora)
-        lora_cfg = lora.lora_config_of(model, tc.lora_module_name)
-    lora.only_optimize_lora_parameters(model)
-    return model, lora_cfg
+    return lora.only_optimize_lora_parameters(model)
 
 
 def on_device(batch: dict, device: torch.device) -> dict:
@@ -94,7 +92,7 @@ class Trainer:
         self.tokenizer = alpaca.load_tokenizer(tc.model_name_or_path, tc.data_dir, vocab_size)
         self.train_ex, self.eval_ex, self.source, self.data_sha256 = alpaca.prepare_data(tc, rc, self.tokenizer,
                                                                                          ddp.world_size, print0)
-        self.model, self.lora_cfg = build_model(tc, ddp.device)
+        self.model = build_model(tc, ddp.device)
         self.loss_fn = TargetLoss(self.model).train()
         self.ddp_loss = torch.nn.parallel.DistributedDataParallel(
             self.loss_fn, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None) \
@@ -159,7 +157,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         rng = gather(checkpoint.rng_state(), self.ddp)  # every rank's (dropout differs per rank)
         if self.ddp.master:
-            trainable = lora.get_lora_state_dict(self.model) if self.lora_cfg else self.model.state_dict()
+            trainable = lora.get_lora_state_dict(self.model) if self.tc.lora_dim else self.model.state_dict()
             state = {**{k: getattr(self, k) for k in self.POSITION}, "seconds": self.seconds(), "rng": rng,
                      "world_size": self.ddp.world_size, "train_config": asdict(self.tc),
                      "data_sha256": self.data_sha256, "model": {k: v.detach().cpu() for k, v in trainable.items()},
@@ -170,7 +168,7 @@ class Trainer:
     def resume(self, path: str) -> None:
         state = checkpoint.load_checkpoint(path, CKPT_FORMAT)
         new_data = check_resume(state, self.tc, self.rc, self.ddp.world_size, self.data_sha256)
-        if self.lora_cfg:  # LoRA tensors only (names and shapes checked); the frozen base is the model's own
+        if self.tc.lora_dim:  # LoRA tensors only (names and shapes checked); the frozen base is the model's own
             lora.load_lora_state_dict(self.model, state["model"])
         else:
             self.model.load_state_dict(state["model"])
@@ -257,16 +255,16 @@ def run(tc, rc, ddp, t_start: float) -> dict:
 def save_results(t: Trainer, summary: dict) -> None:
     """adapter/ or model/ (swapped in whole), curve.png, then summary.json last: a summary means a complete run."""
     out, tc = t.out, t.tc
-    if t.lora_cfg is not None:
+    if tc.lora_dim:
         base = Path(tc.model_name_or_path)  # a folder as its full path, a hub name as it is
         base = str(base.resolve()) if base.is_dir() else tc.model_name_or_path
-        lora.save_adapter(t.model, out / "adapter", t.lora_cfg, base,
+        lora.save_adapter(t.model, out / "adapter", base,
                           extra={"train": {k: summary[k] for k in ("steps", "final_eval_loss", "data")}})
     else:
         with atomic_dir(out / "model", "finetuned model") as tmp:
             t.model.save_pretrained(tmp)
             t.tokenizer.save_pretrained(tmp)
-    other = out / ("model" if t.lora_cfg else "adapter")
+    other = out / ("model" if tc.lora_dim else "adapter")
     if other.is_dir():  # an earlier run's result of the other kind (--overwrite)
         shutil.rmtree(other)
     what = f"LoRA r={tc.lora_dim}" if tc.lora_dim else "full finetuning"

@@ -7,7 +7,7 @@ values), checked here once, before any work, in one line naming the flag. The ru
 import argparse
 import math
 import uuid
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -132,12 +132,10 @@ def parse_args(argv=None, doc: str | None = None) -> tuple[str, GPTConfig, Train
     model_typed, train_typed = typed_flags(args, GPTConfig), typed_flags(args, TrainConfig)
     try:
         mc = GPTConfig(**{**PRESETS[preset]["model"], "vocab_size": 50304, **model_typed})
-        tc = TrainConfig(**{**PRESETS[preset]["train"], **train_typed})
+        tc = TrainConfig(**{"out_dir": str(HERE / "output" / preset), **PRESETS[preset]["train"], **train_typed})
         validate(tc, mc)
     except ValueError as e:  # ConfigError, and GPTConfig's own checks
         p.error(str(e))
-    if tc.out_dir is None:
-        tc = replace(tc, out_dir=str(HERE / "output" / preset))
     return preset, mc, tc, set(model_typed) | set(train_typed)
 
 
@@ -162,8 +160,6 @@ def validate(tc: TrainConfig, mc: GPTConfig) -> None:
         for name in names:
             if not ok(getattr(tc, name)):
                 raise ConfigError(f"--{name} {what}, got {getattr(tc, name)!r}")
-    if tc.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
-        raise ConfigError(f"--optimizer muon needs torch >= 2.9 (torch.optim.Muon); this is torch {torch.__version__}")
     if device_problem(tc.device):
         raise ConfigError(device_problem(tc.device))
     if tc.seq_len > mc.block_size:

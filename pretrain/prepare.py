@@ -114,13 +114,12 @@ def load_tokenizer(spec: str | Path = "gpt2", data_dir: str | Path | None = None
     if str(spec) == "gpt2":
         return TextTokenizer("gpt2", {n: fileio.find(f"gpt2/{n}", data_dir) for n in ("encoder.json", "vocab.bpe")})
     path = Path(spec)
-    if path.is_file():
-        return TextTokenizer("tokenizer.json", {"tokenizer.json": path})
     for a, b in (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")):
         if (path / a).is_file() and (path / b).is_file():
             return TextTokenizer("gpt2", {"encoder.json": path / a, "vocab.bpe": path / b})
-    if (path / "tokenizer.json").is_file():
-        return TextTokenizer("tokenizer.json", {"tokenizer.json": path / "tokenizer.json"})
+    file = path if path.is_file() else path / "tokenizer.json"
+    if file.is_file():
+        return TextTokenizer("tokenizer.json", {"tokenizer.json": file})
     raise FileNotFoundError(f"tokenizer '{spec}': no tokenizer files (not 'gpt2', a tokenizer.json file, or a folder "
                             "with tokenizer.json, encoder.json + vocab.bpe or vocab.json + merges.txt)")
 
@@ -178,11 +177,8 @@ def read_shard(path: str | Path, scan: bool = True, meta: dict | None = None) ->
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_meta(data: str | Path) -> dict:
@@ -325,14 +321,6 @@ SPACE_CUT = re.compile(rb"(?<=[^\s])(?= [^\s])")
 LOOK_AHEAD = 4  # read at most this many piece sizes past the limit looking for a newline cut before using a space
 
 
-def _find_cut(buf: bytes, start: int, limit_reached: bool):
-    """End of the next piece in buf at or after start: a newline cut, else (once enough was read) a space cut."""
-    m = SAFE_CUT.search(buf, start)
-    if m is None and limit_reached:
-        m = SPACE_CUT.search(buf, start)
-    return m.end() if m else None
-
-
 def file_pieces(path: Path, val_fraction: float, piece_bytes: int):
     """Yield (text, is_val, doc_start) pieces of a text file, about piece_bytes each, reading it incrementally.
     Validation is the file's tail from the first cut at or after its last val_fraction of bytes."""
@@ -342,14 +330,15 @@ def file_pieces(path: Path, val_fraction: float, piece_bytes: int):
         buf, offset, eof, first = b"", 0, False, True
         while buf or not eof:
             limit = piece_bytes if offset >= split else max(1, min(piece_bytes, split - offset))
-            far = lambda: eof or len(buf) > limit + LOOK_AHEAD * piece_bytes  # noqa: E731 - allow a space cut
-            end = _find_cut(buf, max(0, limit - 1), far())
-            while end is None and not eof:  # need more bytes to find the next cut
-                data = f.read(max(piece_bytes, len(buf)))
-                eof = not data
-                buf += data
-                end = _find_cut(buf, max(0, limit - 1), far())
-            end = end or len(buf)
+            while True:  # the next cut at or after limit: a newline, else (once enough was read) a space
+                m = SAFE_CUT.search(buf, max(0, limit - 1))
+                if m is None and (eof or len(buf) > limit + LOOK_AHEAD * piece_bytes):
+                    m = SPACE_CUT.search(buf, max(0, limit - 1))
+                if m or eof:
+                    break
+                data = f.read(max(piece_bytes, len(buf)))  # need more bytes to find the next cut
+                eof, buf = not data, buf + data
+            end = m.end() if m else len(buf)
             if end == 0:
                 return
             try:

@@ -45,13 +45,6 @@ def get_lr(step: int, tc: TrainConfig) -> float:
 
 
 # ---------------------------------------------------------------------------- data, model, optimizer (all checked)
-def open_data(data: Path, mc, vocab_typed: bool):
-    """meta.json, the data's tokenizer and the model config with its vocab fitted to the data; all cross-checked."""
-    meta = read_meta(data)
-    mc = mc if vocab_typed else replace(mc, vocab_size=model_vocab(meta["vocab_size"]))
-    return meta, check_data(data, meta, mc.vocab_size), mc
-
-
 def build(preset, mc, tc: TrainConfig, ddp, data: Path, meta: dict, tok, batch_typed: bool) -> SimpleNamespace:
     """The run: model, optimizer, loaders and counters. fit_micro_batch may halve a preset's micro-batch, never one
     the user typed."""
@@ -61,15 +54,14 @@ def build(preset, mc, tc: TrainConfig, ddp, data: Path, meta: dict, tok, batch_t
     tc = replace(tc, batch_size=B, total_batch_size=tc.total_batch_size or B * tc.seq_len * ddp.world_size)
     torch.manual_seed(tc.seed)  # same seed on every rank: identical initial weights (DDP also broadcasts them)
     model = GPT(mc).to(ddp.device)
-    run = SimpleNamespace(
-        preset=preset, mc=mc, tc=tc, ddp=ddp, data=data, meta=meta, tok=tok, out=Path(tc.out_dir), accum=accum,
-        raw_model=model, optimizer=model.configure_optimizers(tc.weight_decay, tc.lr, device_type=ddp.device.type,
-                                                              optimizer=tc.optimizer),
-        dtype=compute_dtype(tc.dtype, ddp.device), autocast=autocast_for(tc.dtype, ddp.device), start=0,
-        identity=data_identity(data, meta), stats=dict.fromkeys(("tokens", "train_time", "wall_time",
-                                                                 "steady_tokens", "steady_time"), 0),
-        hs_examples=(hellaswag.load_examples(hellaswag.find_data(tc.data_dir), tc.hellaswag_limit)
-                     if tc.hellaswag_limit != 0 else []))
+    run = SimpleNamespace(preset=preset, mc=mc, tc=tc, ddp=ddp, data=data, meta=meta, tok=tok, out=Path(tc.out_dir),
+                          raw_model=model, accum=accum, start=0, identity=data_identity(data, meta),
+                          dtype=compute_dtype(tc.dtype, ddp.device), autocast=autocast_for(tc.dtype, ddp.device))
+    run.optimizer = model.configure_optimizers(tc.weight_decay, tc.lr, device_type=ddp.device.type,
+                                               optimizer=tc.optimizer)
+    run.stats = dict.fromkeys(("tokens", "train_time", "wall_time", "steady_tokens", "steady_time"), 0)
+    hs_data = hellaswag.find_data(tc.data_dir) if tc.hellaswag_limit != 0 else None  # limit 0: no HellaSwag
+    run.hs_examples = hellaswag.load_examples(hs_data, tc.hellaswag_limit) if hs_data else []
     for split in ("train", "val") if tc.val_steps > 0 else ("train",):
         # validation reads its split in order: the same windows at every evaluation
         order = tc.data_order if split == "train" else "sequential"
@@ -85,7 +77,10 @@ def build(preset, mc, tc: TrainConfig, ddp, data: Path, meta: dict, tok, batch_t
 def setup(preset, mc, tc: TrainConfig, ddp, typed: set[str]) -> tuple[SimpleNamespace, str | None]:
     """Data, run folder, model, resume decision: every check before any work (a refused run leaves no folder)."""
     data = fail_together(lambda: data_folder(preset, tc, ddp.enabled), ddp, USER_ERRORS)
-    meta, tok, mc = fail_together(lambda: open_data(data, mc, "vocab_size" in typed), ddp, USER_ERRORS)
+    meta = fail_together(lambda: read_meta(data), ddp, USER_ERRORS)
+    if "vocab_size" not in typed:  # the model's vocab fitted to the data's
+        mc = replace(mc, vocab_size=model_vocab(meta["vocab_size"]))
+    tok = fail_together(lambda: check_data(data, meta, mc.vocab_size), ddp, USER_ERRORS)  # the data's tokenizer
     folder = fail_together(lambda: claim_run_folder(tc, data), ddp, USER_ERRORS, rank0_only=True)
     run = fail_together(lambda: build(preset, mc, tc, ddp, data, meta, tok, "batch_size" in typed), ddp, USER_ERRORS)
     try:
@@ -131,7 +126,9 @@ def train(preset, mc, tc: TrainConfig, ddp, typed: set[str] = frozenset()) -> di
         t0 = time.perf_counter()
         loss_accum = torch.zeros((), device=ddp.device)
         for micro in range(run.accum):
-            x, y = (to_device(t, ddp.device) for t in run.train_loader.next_batch())  # (B, T), y = x shifted by 1
+            x, y = run.train_loader.next_batch()  # (B, T), y = x shifted by 1
+            if ddp.device.type == "cuda":  # through pinned memory: an asynchronous copy, overlapping the GPU's work
+                x, y = (t.pin_memory().to(ddp.device, non_blocking=True) for t in (x, y))
             # DDP: all-reduce the gradients on the last micro-step only
             with model.no_sync() if ddp.enabled and micro < run.accum - 1 else nullcontext():
                 with run.autocast():
@@ -181,11 +178,6 @@ def open_outputs(run: SimpleNamespace):
            f"{tc.seq_len} x {ddp.world_size} x {run.accum} accum, steps {run.start}..{tc.max_steps}, data "
            f"{run.data} ({run.meta['train']['tokens']:,} train tokens)")
     return model
-
-
-def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """CUDA: through pinned memory, so the copy is asynchronous (non_blocking) and overlaps the GPU's work."""
-    return batch.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else batch
 
 
 def record(run: SimpleNamespace, done: int, loss: float, lr: float, norm: float, dt: float, first: bool) -> None:

@@ -20,6 +20,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure  # the object API: no pyplot state, no display backend
 
 import fileio
+import pipeline
 import sections
 from findings import series
 from questions import FileTokenizer, examples, gpt2_encoding
@@ -60,30 +61,24 @@ def render(template: str, values: dict[str, str]) -> str:
     return string.Template(template).substitute(values)   # each value as str()
 
 
-def gpu_commands() -> str:
-    """The GPU preset's stage commands as a user types them (the same builder the pipeline runs)."""
-    import pipeline
-
-    stages = pipeline.stage_commands(pipeline.PRESETS["gpu"], ROOT / "runs/gpu", None, ROOT / "report/gpu")
-    return "\n".join(pipeline.pretty(["python", *s.argv[1:]]) for name, s in stages.items() if name != "report")
-
-
 def report_values(run: Path, data_dir=None, t0: float | None = None) -> tuple[dict[str, str], dict]:
     """(slot values, data for assets/): every number of the report, computed from the run's files."""
     f = read_run(run)
     values, verdicts = sections.finetune_values(f["sweep"], f["gens"], f["cmds"])
+    # the GPU preset's stage commands as a user types them (the same builder the pipeline runs)
+    gpu = pipeline.stage_commands(pipeline.PRESETS["gpu"], ROOT / "runs/gpu", None, ROOT / "report/gpu")
+    gpu_commands = "\n".join(pipeline.pretty(["python", *s.argv[1:]]) for name, s in gpu.items() if name != "report")
     values.update(sections.header_values(run, f["cmds"], t0, ROOT), **sections.bpe_values(f["bpe"], f["cmds"]),
                   **sections.corpus_values(f), **sections.pretrain_values(f, f["cmds"]),
                   **sections.generation_values(f["gens"], f["cmds"]),
                   **examples(FileTokenizer(run / "bpe/tokenizer.json"), gpt2_encoding(data_dir)),
-                  gpu_commands=gpu_commands())
+                  gpu_commands=gpu_commands)
     return values, {"findings": verdicts, **f}
 
 
 # -- figures ----------------------------------------------------------------------------------------------------------
 
 def save(path: Path, ax) -> None:
-    """The figure of ``ax``, with ``ax``'s legend and grid, as a PNG."""
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax.figure.savefig(path, dpi=110, bbox_inches="tight")
@@ -92,18 +87,6 @@ def save(path: Path, ax) -> None:
 def smooth(values: list[float], width: int) -> list[float]:
     """Trailing mean over ``width`` points (per-step train loss jumps with each batch's examples)."""
     return [statistics.fmean(values[max(0, i - width + 1):i + 1]) for i in range(len(values))]
-
-
-def plot_pretrain(rows: list[dict], path: Path, base: dict) -> None:
-    """Train and validation loss against step, the 2-gram and the best count model as dashed lines."""
-    ax = Figure(figsize=(7, 4)).subplots()
-    ax.plot(*series(rows, "loss"), lw=0.8, alpha=0.6, label="train")
-    ax.plot(*series(rows, "val_loss"), "o-", label="validation")
-    best, counts = sections.best_count_model(base)
-    for name, color in zip(dict.fromkeys(["2-gram", best]), ("tab:gray", "tab:green")):
-        ax.axhline(counts[name], ls="--", color=color, lw=1.2, label=f"{name} counts: {counts[name]:.2f}")
-    ax.set(xlabel="step", ylabel="cross-entropy loss (nats)", title="Pretraining loss")
-    save(path, ax)
 
 
 def plot_sweep(runs: dict[str, sections.Run], path: Path) -> None:
@@ -122,24 +105,28 @@ def plot_sweep(runs: dict[str, sections.Run], path: Path) -> None:
     save(path, b)
 
 
-def plot_full(rows: list[dict], path: Path, min_step: int, min_eval: float) -> None:
-    """The homework's Figure 6: full finetuning's train and eval loss against step, the eval minimum marked."""
+def write_assets(folder: Path, assets: dict) -> None:
+    """The three figures, findings.json and generations.json into ``folder``."""
+    # pretraining: train and validation loss, the 2-gram and the best count model as dashed lines
+    ax = Figure(figsize=(7, 4)).subplots()
+    ax.plot(*series(assets["log"], "loss"), lw=0.8, alpha=0.6, label="train")
+    ax.plot(*series(assets["log"], "val_loss"), "o-", label="validation")
+    best, counts = sections.best_count_model(assets["baselines"])
+    for name, color in zip(dict.fromkeys(["2-gram", best]), ("tab:gray", "tab:green")):
+        ax.axhline(counts[name], ls="--", color=color, lw=1.2, label=f"{name} counts: {counts[name]:.2f}")
+    ax.set(xlabel="step", ylabel="cross-entropy loss (nats)", title="Pretraining loss")
+    save(folder / "pretrain_loss.png", ax)
+    plot_sweep(assets["sweep"], folder / "sweep_curves.png")
+    # the homework's Figure 6: full finetuning's train and eval loss, the eval minimum marked
+    full, rows = assets["findings"]["full_overfits"], assets["sweep"]["full finetuning"].rows
     ax = Figure(figsize=(7, 4)).subplots()
     s, v = series(rows, "train_loss")
     ax.plot(s, v, lw=0.6, alpha=0.35, color="tab:blue")
     ax.plot(s, smooth(v, 8), lw=1.5, color="tab:blue", label="train loss (mean of the last 8 steps)")
     ax.plot(*series(rows, "eval_loss"), "o-", color="crimson", label="eval loss")
-    ax.plot([min_step], [min_eval], "k*", ms=12, label=f"eval minimum (step {min_step})")
+    ax.plot([full["min_step"]], [full["min_eval"]], "k*", ms=12, label=f"eval minimum (step {full['min_step']})")
     ax.set(xlabel="step", ylabel="loss (nats)", title="Full finetuning")
-    save(path, ax)
-
-
-def write_assets(folder: Path, assets: dict) -> None:
-    """Figures, findings.json and generations.json into ``folder``."""
-    plot_pretrain(assets["log"], folder / "pretrain_loss.png", assets["baselines"])
-    plot_sweep(assets["sweep"], folder / "sweep_curves.png")
-    full, rows = assets["findings"]["full_overfits"], assets["sweep"]["full finetuning"].rows
-    plot_full(rows, folder / "full_finetuning.png", full["min_step"], full["min_eval"])
+    save(folder / "full_finetuning.png", ax)
     (folder / "findings.json").write_text(json.dumps(assets["findings"], indent=1, default=str) + "\n")
     (folder / "generations.json").write_text(json.dumps(assets["gens"], indent=1, ensure_ascii=False) + "\n")
 

@@ -55,7 +55,7 @@ def md_table(header: list[str], rows: list[list]) -> str:
 
 def fmt(x, nd: int = 4) -> str:
     if isinstance(x, float):
-        return f"{x:.{nd}f}" if math.isfinite(x) else str(x)
+        return f"{x:.{nd}f}"   # inf and nan print as themselves
     return "–" if x is None else f"{x:,}" if isinstance(x, int) and not isinstance(x, bool) else str(x)
 
 

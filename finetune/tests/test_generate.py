@@ -163,7 +163,7 @@ def test_greedy_batches_equal_one_at_a_time(models, partition_dir, tmp_path):
 def test_bad_inputs_are_one_line_before_any_model_loads(models, tmp_path, monkeypatch):
     def no_loading(*a, **k):
         raise AssertionError("a model was loaded before the inputs were checked")
-    monkeypatch.setattr(generate, "load", no_loading)
+    monkeypatch.setattr(generate, "load_model", no_loading)
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "broken.jsonl").write_text('{"instruction": "x"}\n{oops\n')
     (tmp_path / "blank.txt").write_text("\n\n")

@@ -139,8 +139,8 @@ def test_after_a_step_merged_equals_unmerged_and_differs_from_base_merge_twice_s
         merged = m(X).logits
         lora.merge_lora(m)  # second merge: no-op
         merged2 = m(X).logits
-        lora.unmerge_lora(m)
-        lora.unmerge_lora(m)
+        lora.merge_lora(m, undo=True)
+        lora.merge_lora(m, undo=True)
         back = m(X).logits
     assert (unmerged - ref).abs().max() > 1e-3
     torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=0)

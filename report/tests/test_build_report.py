@@ -195,7 +195,7 @@ def test_failed_build_leaves_the_old_report_whole(built, tmp_path, corpus_file, 
 
     def boom(*a, **k):
         raise RuntimeError("killed while drawing")
-    monkeypatch.setattr(br, "plot_full", boom)
+    monkeypatch.setattr(br, "plot_sweep", boom)   # after the first figure is drawn
     with pytest.raises(RuntimeError):
         br.build(run, out)
     after = {p.name: p.read_bytes() for p in [out / "README.md", *sorted((out / "assets").iterdir())]
